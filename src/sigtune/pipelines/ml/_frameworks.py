@@ -1,0 +1,460 @@
+"""Trainables for user models in PyTorch Lightning and Keras 3.
+
+* ``"lightning"``: ``module`` is ``factory(n_inputs, n_outputs, params) -> LightningModule``
+  (or its import path). The module's ``forward(x)`` returns logits (``n_outputs`` = 1 for a
+  binary problem, else the number of classes); ``training_step(batch, batch_idx)`` receives
+  ``batch = (x, y, w)`` (inputs, class index, training weight) and returns the loss;
+  ``configure_optimizers()`` as usual. It is trained by a ``lightning.Trainer`` on CPU; a
+  callback computes the metrics after every epoch, calls ``report`` and stops the trainer when
+  pruned, early-stopped or overtrained. With ``checkpoint_dir`` the callback writes ``last.ckpt``
+  (``trainer.save_checkpoint``) every epoch and a new ``fit`` resumes from it.
+* ``"keras"``: ``builder`` is ``builder(n_inputs, n_outputs, params) -> keras.Model`` whose
+  outputs are probabilities (sigmoid for 1 output, softmax otherwise). Uncompiled models are
+  compiled with Adam (``learning_rate``, ``Adam_beta_1``, ``one_minus_Adam_beta_2``,
+  ``Adam_epsilon``) and binary / categorical cross-entropy. Keras 3 runs on any installed
+  backend (set ``KERAS_BACKEND``); keras is optional and imported only here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sigtune._exceptions import ConfigError
+from sigtune.pipelines.ml._data import EventData
+from sigtune.pipelines.ml._history import History, Reporter, import_object
+from sigtune.pipelines.ml._mlp import _qualname
+from sigtune.pipelines.ml._trainables import _Base, _binary_or_probs, _weighted_train_eval
+
+__all__ = ["KerasTrainable", "LightningTrainable"]
+
+log = logging.getLogger(__name__)
+
+
+def _resolve_factory(obj: Callable[..., Any] | str | None, what: str) -> tuple[Any, str | None]:
+    if obj is None:
+        raise ConfigError(
+            f"make_trainable({what!r}) needs a model factory (see sigtune docs/ml.md)"
+        )
+    factory = import_object(obj) if isinstance(obj, str) else obj
+    if not callable(factory):
+        raise ConfigError(f"{what} factory {obj!r} is not callable")
+    return factory, obj if isinstance(obj, str) else _qualname(obj)
+
+
+# ---------------------------------------------------------------------- Lightning
+class LightningTrainable(_Base):
+    """A user ``LightningModule`` trained by a Lightning ``Trainer`` (CPU) with per-epoch reports.
+
+    Args:
+        module: ``factory(n_inputs, n_outputs, params) -> LightningModule`` or its import path.
+        defaults: Default params (``max_epochs`` default 10, ``batch_size`` default 64, plus
+            anything the factory reads).
+        **options: Common trainable options (``monitor``, ``metrics``, ``patience``, ...).
+    """
+
+    kind = "lightning"
+
+    def __init__(
+        self,
+        module: Callable[..., Any] | str | None = None,
+        *,
+        defaults: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.factory, self.module_ref = _resolve_factory(module, "lightning")
+        self.defaults = dict(defaults or {})
+        self.model_: Any = None
+        self.n_outputs_: int | None = None
+
+    def fit(
+        self,
+        train: EventData,
+        val: EventData,
+        params: Mapping[str, Any] | None = None,
+        *,
+        report: Reporter | None = None,
+        checkpoint_dir: Path | str | None = None,
+    ) -> History:
+        """Train with ``lightning.Trainer``; see the module docstring for the module's contract."""
+        try:
+            import lightning as L
+            import torch
+        except ImportError as exc:  # pragma: no cover
+            raise ConfigError(
+                "make_trainable('lightning') needs lightning: pip install 'sigtune[ml]'"
+            ) from exc
+        scaler, tw, vw = self._prepare(train, val)
+        p = {**self.defaults, **dict(params or {})}
+        max_epochs = int(p.get("max_epochs", 10))
+        batch = int(p.get("batch_size", 64))
+        if max_epochs < 1 or batch < 1:
+            raise ConfigError(f"max_epochs and batch_size must be >= 1, got {max_epochs}, {batch}")
+        n_out = 1 if train.n_classes == 2 else train.n_classes
+        self.n_outputs_ = n_out
+        self.params_ = {k: v for k, v in p.items() if _is_json(v)}
+        ckdir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        train_eval = _weighted_train_eval(train, self.normalize_weights, self.class_weights)
+        Xtr_eval = scaler.transform(train)
+        Xv = scaler.transform(val)
+        es = self._early_stopping()
+        owner = self
+        seed = 0 if self.seed is None else int(self.seed)
+        gen = torch.Generator().manual_seed(seed)
+
+        class _Report(L.Callback):  # type: ignore[misc]
+            def __init__(self) -> None:
+                self.metrics: dict[str, list[float]] = {}
+                self.best: dict[str, Any] | None = None
+                self.pruned = False
+                self.reason = "max_epochs"
+
+            def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+                epoch = int(trainer.current_epoch) + 1
+                p_tr = owner._forward(pl_module, Xtr_eval)
+                p_val = owner._forward(pl_module, Xv)
+                m = owner._epoch_metrics(train, p_tr, val, vw, p_val, train_eval)
+                for k, v in m.items():
+                    self.metrics.setdefault(k, []).append(v)
+                improved, reason = es.update(epoch, m)
+                if improved or self.best is None:
+                    self.best = copy.deepcopy(pl_module.state_dict())
+                if report is not None and report(epoch, dict(m)):
+                    self.pruned, reason = True, "pruned"
+                if reason is not None:
+                    self.reason = reason
+                    trainer.should_stop = True
+                if ckdir is not None:  # includes this callback's state; atomic replace
+                    ckdir.mkdir(parents=True, exist_ok=True)
+                    tmp = ckdir / "last.ckpt.tmp"
+                    trainer.save_checkpoint(str(tmp))
+                    os.replace(tmp, ckdir / "last.ckpt")
+
+            def state_dict(self) -> dict[str, Any]:
+                return {
+                    "metrics": self.metrics,
+                    "best": self.best,
+                    "pruned": self.pruned,
+                    "reason": self.reason,
+                    "early_stopping": es.state_dict(),
+                    "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                }
+
+            def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+                self.metrics = {k: list(v) for k, v in state_dict["metrics"].items()}
+                self.best = state_dict["best"]
+                self.pruned = bool(state_dict["pruned"])
+                self.reason = str(state_dict["reason"])
+                es.load_state_dict(state_dict["early_stopping"])
+                gen.set_state(state_dict["generator"])  # same shuffles and dropout masks
+                torch.set_rng_state(state_dict["torch_rng"])
+
+        cb = _Report()
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="lightning")
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            torch.manual_seed(seed)
+            module = self.factory(train.n_features, n_out, dict(p))
+            if not isinstance(module, L.LightningModule):
+                raise ConfigError(
+                    f"lightning factory {self.module_ref!r} must return a LightningModule, got "
+                    f"{type(module).__name__}"
+                )
+            done = None if ckdir is None else ckdir / "finished.json"
+            last = None if ckdir is None else ckdir / "last.ckpt"
+            if done is not None and done.exists() and last is not None and last.exists():
+                state = torch.load(last, weights_only=False)
+                module.load_state_dict(state["state_dict"])
+                hist = History.from_dict(json.loads(done.read_text()))
+                cb_state = next(
+                    (v for k, v in state.get("callbacks", {}).items() if "_Report" in k), None
+                )
+                if cb_state is not None and cb_state.get("best") is not None:
+                    module.load_state_dict(cb_state["best"])
+                module.eval()
+                self.model_, self.history_ = module, hist
+                return hist
+            ds = torch.utils.data.TensorDataset(
+                torch.as_tensor(scaler.transform(tw), dtype=torch.float32),
+                torch.as_tensor(np.array(tw.y), dtype=torch.int64),
+                torch.as_tensor(np.array(tw.w), dtype=torch.float32),
+            )
+            loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, generator=gen)
+            callbacks: list[Any] = [cb]
+            old_threads = torch.get_num_threads()
+            torch.set_num_threads(self.n_threads)
+            pl_log = logging.getLogger("lightning.pytorch")
+            old_level = pl_log.level
+            pl_log.setLevel(logging.WARNING)
+            try:
+                trainer = L.Trainer(
+                    max_epochs=max_epochs,
+                    accelerator="cpu",
+                    devices=1,
+                    logger=False,
+                    enable_progress_bar=False,
+                    enable_model_summary=False,
+                    enable_checkpointing=False,
+                    callbacks=callbacks,
+                    num_sanity_val_steps=0,
+                    limit_val_batches=0,
+                    default_root_dir=str(ckdir) if ckdir is not None else None,
+                )
+                ckpt_path = str(last) if last is not None and last.exists() else None
+                trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+            finally:
+                torch.set_num_threads(old_threads)
+                pl_log.setLevel(old_level)
+        if cb.best is not None and self.restore_best_weights:
+            module.load_state_dict(cb.best)
+        module.eval()
+        self.model_ = module
+        self.history_ = es.history(cb.metrics, pruned=cb.pruned, stop_reason=cb.reason)
+        if done is not None:
+            done.write_text(json.dumps(self.history_.to_dict()))
+        return self.history_
+
+    restore_best_weights = True
+
+    def _forward(self, module: Any, X: np.ndarray) -> np.ndarray:
+        import torch
+
+        was = module.training
+        module.eval()
+        with torch.no_grad():
+            logits = module(torch.as_tensor(X, dtype=torch.float32))
+            if self.n_outputs_ == 1:
+                out = torch.sigmoid(logits.reshape(-1)).numpy().astype(np.float64)
+            else:
+                out = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+        if was:
+            module.train()
+        assert self.n_classes_ is not None
+        return _binary_or_probs(out, self.n_classes_)
+
+    def predict(self, X: np.ndarray | EventData) -> np.ndarray:
+        """Class-1 probability (binary) or class probabilities, from raw inputs."""
+        scaler = self._check_trained()
+        return self._forward(self.model_, scaler.transform(X))
+
+    def save(self, path: Path | str) -> None:
+        """``trainable.json`` + ``model.pt`` (the module's state dict)."""
+        import torch
+
+        self._check_trained()
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model_.state_dict(), out / "model.pt")
+        meta = {**self._meta(), "module": self.module_ref, "n_outputs": self.n_outputs_}
+        (out / "trainable.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, path: Path, meta: Mapping[str, Any], module: Any = None) -> LightningTrainable:
+        """Rebuild from :meth:`save` output; ``module`` overrides the stored factory path."""
+        import torch
+
+        ref = module if module is not None else meta.get("module")
+        if ref is None:
+            raise ConfigError(
+                f"{path}: the module factory was not importable; pass module=<factory>"
+            )
+        obj = cls(ref, n_threads=int(meta.get("n_threads", 1)))
+        obj._restore_meta(meta)
+        obj.n_outputs_ = int(meta["n_outputs"])
+        assert obj.features_ is not None
+        model = obj.factory(len(obj.features_), obj.n_outputs_, dict(obj.params_))
+        model.load_state_dict(torch.load(Path(path) / "model.pt", weights_only=True))
+        model.eval()
+        obj.model_ = model
+        return obj
+
+
+# ---------------------------------------------------------------------- Keras
+def _import_keras() -> Any:
+    try:
+        import keras  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise ConfigError(
+            "make_trainable('keras') needs Keras 3 and a backend: pip install keras plus one of "
+            "torch, tensorflow or jax (select it with KERAS_BACKEND); or use kind 'mlp' / 'torch'"
+        ) from exc
+    version = str(getattr(keras, "__version__", "0"))
+    if not version.split(".")[0].isdigit() or int(version.split(".")[0]) < 3:
+        raise ConfigError(f"make_trainable('keras') needs Keras >= 3, found {version}")
+    return keras
+
+
+class KerasTrainable(_Base):
+    """A Keras 3 model from ``builder(n_inputs, n_outputs, params)``, trained epoch by epoch.
+
+    Args:
+        builder: The model builder or its import path.
+        defaults: Default params (``max_epochs`` 10, ``batch_size`` 64, optimiser settings).
+        **options: Common trainable options.
+    """
+
+    kind = "keras"
+
+    def __init__(
+        self,
+        builder: Callable[..., Any] | str | None = None,
+        *,
+        defaults: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.builder, self.builder_ref = _resolve_factory(builder, "keras")
+        self.defaults = dict(defaults or {})
+        self.model_: Any = None
+        self.n_outputs_: int | None = None
+
+    def fit(
+        self,
+        train: EventData,
+        val: EventData,
+        params: Mapping[str, Any] | None = None,
+        *,
+        report: Reporter | None = None,
+        checkpoint_dir: Path | str | None = None,
+    ) -> History:
+        """Train one epoch per ``model.fit`` call; metrics, early stopping and reports per epoch."""
+        keras = _import_keras()
+        scaler, tw, vw = self._prepare(train, val)
+        p = {**self.defaults, **dict(params or {})}
+        max_epochs = int(p.get("max_epochs", 10))
+        batch = int(p.get("batch_size", 64))
+        n_out = 1 if train.n_classes == 2 else train.n_classes
+        self.n_outputs_ = n_out
+        self.params_ = {k: v for k, v in p.items() if _is_json(v)}
+        keras.utils.set_random_seed(0 if self.seed is None else int(self.seed))
+        model = self.builder(train.n_features, n_out, dict(p))
+        if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
+            model.compile(
+                optimizer=keras.optimizers.Adam(
+                    learning_rate=float(p.get("learning_rate", 1e-3)),
+                    beta_1=float(p.get("Adam_beta_1", 0.9)),
+                    beta_2=1.0 - float(p.get("one_minus_Adam_beta_2", 1e-3)),
+                    epsilon=float(p.get("Adam_epsilon", 1e-7)),
+                ),
+                loss="binary_crossentropy" if n_out == 1 else "categorical_crossentropy",
+            )
+        Xt = scaler.transform(tw)
+        yt = tw.y.astype(np.float32) if n_out == 1 else tw.one_hot().astype(np.float32)
+        Xtr_eval, Xv = scaler.transform(train), scaler.transform(val)
+        train_eval = _weighted_train_eval(train, self.normalize_weights, self.class_weights)
+        es = self._early_stopping()
+        metrics: dict[str, list[float]] = {}
+        best: Any = None
+        start, pruned, stop_reason = 0, False, "max_epochs"
+        ckdir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        if ckdir is not None and (ckdir / "keras_state.json").exists():
+            state = json.loads((ckdir / "keras_state.json").read_text())
+            model.load_weights(str(ckdir / "last.weights.h5"))
+            metrics = {k: list(v) for k, v in state["metrics"].items()}
+            es.load_state_dict(state["early_stopping"])
+            start = int(state["epoch"])
+            if (ckdir / "best.weights.h5").exists():
+                model.load_weights(str(ckdir / "best.weights.h5"))
+                best = model.get_weights()
+                model.load_weights(str(ckdir / "last.weights.h5"))
+            if state.get("finished"):
+                start, pruned, stop_reason = max_epochs, bool(state["pruned"]), state["stop_reason"]
+        for epoch in range(start + 1, max_epochs + 1):
+            model.fit(
+                Xt,
+                yt,
+                sample_weight=tw.w,
+                batch_size=batch,
+                epochs=epoch,
+                initial_epoch=epoch - 1,
+                verbose=0,
+                shuffle=True,
+            )
+            p_tr = self._probs(model, Xtr_eval)
+            p_val = self._probs(model, Xv)
+            m = self._epoch_metrics(train, p_tr, val, vw, p_val, train_eval)
+            for k, v in m.items():
+                metrics.setdefault(k, []).append(v)
+            improved, reason = es.update(epoch, m)
+            if improved or best is None:
+                best = model.get_weights()
+            if report is not None and report(epoch, dict(m)):
+                pruned, reason = True, "pruned"
+            if reason is not None:
+                stop_reason = reason
+            if ckdir is not None:
+                ckdir.mkdir(parents=True, exist_ok=True)
+                model.save_weights(str(ckdir / "last.weights.h5"))
+                if improved:
+                    model.save_weights(str(ckdir / "best.weights.h5"))
+                (ckdir / "keras_state.json").write_text(
+                    json.dumps(
+                        {
+                            "epoch": epoch,
+                            "metrics": metrics,
+                            "early_stopping": es.state_dict(),
+                            "finished": reason is not None or epoch == max_epochs,
+                            "pruned": pruned,
+                            "stop_reason": stop_reason,
+                        }
+                    )
+                )
+            if reason is not None:
+                break
+        if best is not None:
+            model.set_weights(best)
+        self.model_ = model
+        self.history_ = es.history(metrics, pruned=pruned, stop_reason=stop_reason)
+        return self.history_
+
+    def _probs(self, model: Any, X: np.ndarray) -> np.ndarray:
+        out = np.asarray(model.predict(X.astype(np.float32), verbose=0), dtype=np.float64)
+        if out.ndim == 2 and out.shape[1] == 1:
+            out = out[:, 0]
+        assert self.n_classes_ is not None
+        return _binary_or_probs(out, self.n_classes_)
+
+    def predict(self, X: np.ndarray | EventData) -> np.ndarray:
+        """Class-1 probability (binary) or class probabilities, from raw inputs."""
+        scaler = self._check_trained()
+        return self._probs(self.model_, scaler.transform(X))
+
+    def save(self, path: Path | str) -> None:
+        """``trainable.json`` + ``model.keras``."""
+        self._check_trained()
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model_.save(str(out / "model.keras"))
+        meta = {**self._meta(), "builder": self.builder_ref, "n_outputs": self.n_outputs_}
+        (out / "trainable.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, path: Path, meta: Mapping[str, Any], builder: Any = None) -> KerasTrainable:
+        """Rebuild from :meth:`save` output (``keras.models.load_model``)."""
+        keras = _import_keras()
+        ref = builder if builder is not None else meta.get("builder")
+        obj = cls(
+            ref if ref is not None else (lambda *a: None), n_threads=int(meta.get("n_threads", 1))
+        )
+        obj._restore_meta(meta)
+        obj.n_outputs_ = int(meta["n_outputs"])
+        obj.model_ = keras.models.load_model(str(Path(path) / "model.keras"))
+        return obj
+
+
+def _is_json(v: Any) -> bool:
+    try:
+        json.dumps(v)
+    except TypeError:
+        return False
+    return True
