@@ -1,5 +1,5 @@
 # Two commands for a fresh machine:
-#   make demo   - create .venv, install, run the example binning study, print the result, write outputs
+#   make demo   - create .venv, install, run the corrected binning study (examples/binning/corrected.yaml), print the result, write outputs
 #   make test   - create .venv, install, run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sigtune run examples/quickstart/config.yaml
+	$(BIN)/sigtune run examples/binning/corrected.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,206 @@
+"""pyhf JSON workspace of one candidate binning.
+
+One channel; every signal sample carries the POI (``normfactor``); every sample carries the
+MC-statistical uncertainty (one ``staterror`` modifier per channel, data ``sqrt(sumw2)``);
+systematic variations become ``histosys`` (full up/down templates) or, with ``split=True``,
+a ``normsys`` (ratio of totals) plus a normalisation-free ``histosys`` (the TRExFitter split);
+explicit normalisation uncertainties become ``normsys``; an optional ``lumi`` acts on all
+samples. Negligible variations can be pruned (``prune``: largest relative effect below the
+threshold). The result validates against the pyhf schema and is usable as is in pyhf/cabinetry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sigtune.pipelines.binning._errors import BinningError
+from sigtune.pipelines.binning._histograms import Histograms
+
+__all__ = ["NormSys", "WorkspaceOptions", "build_workspace"]
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class NormSys:
+    """An explicit normalisation uncertainty ``normsys`` on some samples.
+
+    Args:
+        name: Modifier (nuisance parameter) name.
+        samples: Samples it acts on.
+        lo: Down factor (e.g. 0.95).
+        hi: Up factor (e.g. 1.05).
+    """
+
+    name: str
+    samples: tuple[str, ...]
+    lo: float
+    hi: float
+
+    def __post_init__(self) -> None:
+        if not (self.lo > 0 and self.hi > 0):
+            raise BinningError(
+                f"normsys {self.name!r}: lo and hi must be > 0, got {self.lo}, {self.hi}."
+            )
+        if not self.samples:
+            raise BinningError(f"normsys {self.name!r}: give at least one sample.")
+
+
+@dataclass(frozen=True)
+class WorkspaceOptions:
+    """How a candidate's histograms become a HistFactory workspace.
+
+    Args:
+        channel: Channel name.
+        poi: Name of the signal-strength parameter.
+        staterror: Add the MC-statistical uncertainty (``staterror``) from ``sumw2``.
+        normsys: Explicit normalisation uncertainties.
+        split: Split each variation into ``normsys`` + shape-only ``histosys``.
+        prune: Drop a variation whose largest relative effect per bin (histosys) or on the
+            total (normsys) is below this threshold; None keeps everything.
+        lumi: ``(value, relative uncertainty)``, e.g. ``(1.0, 0.017)``, or None.
+        observations: ``"asimov"`` (signal + background nominal, mu = 1) or ``"background"``.
+        measurement: Measurement name.
+    """
+
+    channel: str = "SR"
+    poi: str = "mu"
+    staterror: bool = True
+    normsys: tuple[NormSys, ...] = field(default_factory=tuple)
+    split: bool = False
+    prune: float | None = None
+    lumi: tuple[float, float] | None = None
+    observations: Literal["asimov", "background"] = "asimov"
+    measurement: str = "meas"
+
+    def __post_init__(self) -> None:
+        if self.observations not in ("asimov", "background"):
+            raise BinningError(
+                f"observations must be 'asimov' or 'background', got {self.observations!r}."
+            )
+        if self.prune is not None and self.prune < 0:
+            raise BinningError(f"prune must be >= 0 or None, got {self.prune!r}.")
+        if self.lumi is not None and not (self.lumi[0] > 0 and self.lumi[1] > 0):
+            raise BinningError(f"lumi must be (value > 0, sigma > 0), got {self.lumi!r}.")
+
+
+def _rel_effect(var: FloatArray, nom: FloatArray) -> float:
+    pos = nom > 0
+    if not np.any(pos):
+        return 0.0
+    return float(np.max(np.abs(var[pos] - nom[pos]) / nom[pos]))
+
+
+def _list(a: FloatArray) -> list[float]:
+    return [float(x) for x in a]
+
+
+def build_workspace(hist: Histograms, options: WorkspaceOptions | None = None) -> dict[str, Any]:
+    """Build the pyhf JSON workspace (a dict) of ``hist``.
+
+    Args:
+        hist: The candidate's histograms (already re-binned).
+        options: Workspace options (defaults: staterror on, Asimov observations).
+
+    Returns:
+        A pyhf-schema workspace dictionary.
+
+    Raises:
+        BinningError: if a normsys names an unknown sample.
+    """
+    opt = options or WorkspaceOptions()
+    names = set(hist.sample_names)
+    for ns in opt.normsys:
+        unknown = [s for s in ns.samples if s not in names]
+        if unknown:
+            raise BinningError(
+                f"normsys {ns.name!r} names unknown samples {unknown}; samples: {sorted(names)}."
+            )
+    thr = opt.prune
+    samples = []
+    for t in hist.templates:
+        mods: list[dict[str, Any]] = []
+        if t.name in hist.signal:
+            mods.append({"name": opt.poi, "type": "normfactor", "data": None})
+        for ns in opt.normsys:
+            if t.name in ns.samples:
+                mods.append(
+                    {"name": ns.name, "type": "normsys", "data": {"hi": ns.hi, "lo": ns.lo}}
+                )
+        total = float(t.counts.sum())
+        for sys, (up, down) in t.variations.items():
+            up_h, down_h = up, down
+            if opt.split and total > 0:
+                tu, td = float(up.sum()), float(down.sum())
+                hi, lo = tu / total, td / total
+                if hi > 0 and lo > 0 and (thr is None or max(abs(hi - 1), abs(1 - lo)) >= thr):
+                    mods.append({"name": sys, "type": "normsys", "data": {"hi": hi, "lo": lo}})
+                up_h = up * (total / tu) if tu > 0 else up
+                down_h = down * (total / td) if td > 0 else down
+            effect = max(_rel_effect(up_h, t.counts), _rel_effect(down_h, t.counts))
+            if effect == 0.0 or (thr is not None and effect < thr):
+                continue
+            mods.append(
+                {
+                    "name": sys if not opt.split else f"{sys}_shape",
+                    "type": "histosys",
+                    "data": {"hi_data": _list(up_h), "lo_data": _list(down_h)},
+                }
+            )
+        if opt.staterror and np.any(t.sumw2 > 0):
+            mods.append(
+                {
+                    "name": f"staterror_{opt.channel}",
+                    "type": "staterror",
+                    "data": _list(np.sqrt(t.sumw2)),
+                }
+            )
+        if opt.lumi is not None:
+            mods.append({"name": "lumi", "type": "lumi", "data": None})
+        samples.append({"name": t.name, "data": _list(t.counts), "modifiers": mods})
+    if opt.observations == "asimov":
+        obs = hist.total("all")
+    else:
+        obs = hist.total("background")
+    parameters: list[dict[str, Any]] = []
+    if opt.lumi is not None:
+        value, sigma = opt.lumi
+        parameters.append(
+            {
+                "name": "lumi",
+                "auxdata": [value],
+                "sigmas": [sigma * value],
+                "bounds": [[max(value * (1 - 5 * sigma), 1e-6), value * (1 + 5 * sigma)]],
+                "inits": [value],
+            }
+        )
+    return {
+        "channels": [{"name": opt.channel, "samples": samples}],
+        "observations": [{"name": opt.channel, "data": _list(obs)}],
+        "measurements": [
+            {"name": opt.measurement, "config": {"poi": opt.poi, "parameters": parameters}}
+        ],
+        "version": "1.0.0",
+    }
+
+
+def workspace_options_from_mapping(spec: Mapping[str, Any]) -> WorkspaceOptions:
+    """Build :class:`WorkspaceOptions` from plain config values (lists become tuples)."""
+    options = dict(spec)
+    options["normsys"] = tuple(
+        NormSys(
+            name=n["name"],
+            samples=tuple([n["samples"]] if isinstance(n["samples"], str) else n["samples"]),
+            lo=float(n["lo"]),
+            hi=float(n["hi"]),
+        )
+        for n in options.get("normsys", ())
+    )
+    if options.get("lumi") is not None:
+        options["lumi"] = tuple(options["lumi"])
+    return WorkspaceOptions(**options)
