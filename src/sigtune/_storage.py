@@ -1,0 +1,585 @@
+"""Storage URLs, the embedded default storage, trial ownership and stale RUNNING trials.
+
+Which storage a study lives in is decided once, by :func:`resolve_storage`, and described by a
+picklable :class:`StorageRef`. Every process that works on the study (the main process and each
+worker process) calls :meth:`StorageRef.open` to get its *own* storage object: database engines and
+file handles are never shared across a ``fork``.
+
+Accepted values (``storage=`` of :func:`sigtune.optimize`, ``storage:`` of the run-config):
+
+====================================  ===========================================================
+``None``                              in-memory for ``n_jobs=1`` without ``run_dir``; otherwise
+                                      the embedded default ``<run_dir>/study.journal``
+``"journal:///runs/x.journal"``       Optuna ``JournalStorage`` with a file backend (relative path;
+                                      ``journal:////abs/path`` for an absolute one, like SQLite)
+``"runs/x.journal"``, ``"x.log"``     a plain path ending ``.journal`` / ``.log``: journal file
+``"sqlite:///runs/x.db"``             ``RDBStorage`` on SQLite, WAL mode and a 120 s busy timeout
+``"postgresql://..."``, ``mysql://``  any SQLAlchemy URL: ``RDBStorage`` with ``pool_pre_ping``
+an ``optuna.storages.BaseStorage``    used as is (in-process runs only)
+====================================  ===========================================================
+
+Why the embedded default is a journal file and not SQLite: Optuna's journal file backend is an
+append-only log written under a file lock, designed for several processes; with 8 worker processes
+and a trivial objective it records a trial about 4x faster than SQLite (WAL, busy timeout), a
+record is one ``write`` + ``fsync`` (a killed process leaves no half transaction), and it needs no
+tuning to avoid ``database is locked``. sigtune locks the journal with :class:`FlockLock`
+(``flock(2)``) instead of Optuna's polling symlink lock: about 2x the throughput with 8 workers, no
+10 s starvation of waiting workers, and a worker killed while holding the lock releases it at once.
+``sqlite:///`` remains fully supported (the 8-worker test runs on both); choose it when you want to
+open the study with SQL tools.
+
+Trial ownership: every trial created through a :class:`StorageRef` records the process that runs it
+in ``system_attrs["sigtune:owner"]`` (``host:pid:start``; the owner is written in the same storage
+operation that creates the trial, so it costs nothing extra). On resume, RUNNING trials whose owner
+process is gone are *stale*: :func:`handle_stale_running` marks them FAIL with
+``fail_reason = "worker died (stale RUNNING on resume)"`` (and, with ``on_stale_running="requeue"``,
+enqueues their parameters again). Trials of live processes, and of processes on other hosts, are not
+touched.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import logging
+import os
+import socket
+import sqlite3
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.storages import (
+    BaseStorage,
+    InMemoryStorage,
+    JournalStorage,
+    RDBStorage,
+    _CachedStorage,
+)
+from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import BaseJournalFileLock
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
+
+from sigtune._exceptions import ConfigError, StorageError
+
+__all__ = [
+    "EMBEDDED_FILENAME",
+    "FAIL_REASON_KEY",
+    "OWNER_KEY",
+    "STALE_REASON",
+    "FlockLock",
+    "StorageRef",
+    "StudyNotFoundError",
+    "current_owner",
+    "handle_stale_running",
+    "owner_is_alive",
+    "resolve_storage",
+]
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_FILENAME = "study.journal"
+OWNER_KEY = "sigtune:owner"
+FAIL_REASON_KEY = "fail_reason"
+STALE_REASON = "worker died (stale RUNNING on resume)"
+_SQLITE_BUSY_TIMEOUT_S = 120.0
+
+
+class StudyNotFoundError(StorageError):
+    """The storage has no study of that name (bad input: ``sigtune`` exits with code 2)."""
+
+
+StorageKind = Literal["memory", "journal", "sqlite", "rdb", "object"]
+
+
+@dataclass(frozen=True)
+class StorageRef:
+    """Where a study lives, in a form every worker process can open again.
+
+    Attributes:
+        kind: ``memory``, ``journal``, ``sqlite``, ``rdb`` (other SQLAlchemy URLs) or ``object``
+            (a storage object given by the caller).
+        url: Normalised URL (``journal:////abs/path.journal``, ``sqlite:////abs/x.db``, the
+            SQLAlchemy URL), ``None`` for ``memory`` / ``object``.
+        instance: The storage object for ``memory`` / ``object`` (cannot be re-opened elsewhere).
+    """
+
+    kind: StorageKind
+    url: str | None = None
+    instance: BaseStorage | None = None
+
+    @property
+    def shareable(self) -> bool:
+        """Whether other processes can open this storage (``n_jobs > 1``, resume)."""
+        return self.url is not None
+
+    @property
+    def path(self) -> Path | None:
+        """The file behind a ``journal`` / ``sqlite`` storage, else ``None``."""
+        if self.url is None or self.kind not in ("journal", "sqlite"):
+            return None
+        return Path(self.url.split(":///", 1)[1])
+
+    def describe(self) -> str:
+        """A short human-readable description (for messages and ``sigtune status``)."""
+        if self.url is not None:
+            return _redact(self.url)
+        return "in-memory" if self.kind == "memory" else type(self.instance).__name__
+
+    def open(self, *, track_owner: bool = True) -> BaseStorage:
+        """Create this process's storage object.
+
+        Args:
+            track_owner: Record the creating process in every new trial (see module docstring).
+                Ignored for in-memory storage, which cannot outlive its process.
+
+        Raises:
+            StorageError: The database cannot be reached or the file cannot be created.
+        """
+        if self.instance is not None:
+            if self.kind == "memory" or not track_owner:
+                return self.instance
+            return _OwnedStorage(self.instance)
+        assert self.url is not None
+        try:
+            inner = _open_url(self.kind, self.url)
+        except StorageError:
+            raise
+        except Exception as exc:  # SQLAlchemy / driver / OS errors
+            raise StorageError(
+                f"cannot open storage {self.describe()}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return _OwnedStorage(inner) if track_owner else inner
+
+
+def resolve_storage(
+    storage: str | os.PathLike[str] | BaseStorage | StorageRef | None,
+    *,
+    run_dir: str | os.PathLike[str] | None = None,
+    n_jobs: int = 1,
+) -> StorageRef:
+    """Decide where a study is stored.
+
+    Args:
+        storage: ``None``, a URL / path (see the module docstring) or a storage object.
+        run_dir: Run directory; with ``storage=None`` the embedded file goes there.
+        n_jobs: Number of worker processes; ``> 1`` needs a storage other processes can open.
+
+    Returns:
+        The :class:`StorageRef`.
+
+    Raises:
+        ConfigError: The URL is not understood, or an in-process-only storage was asked to serve
+            several worker processes.
+    """
+    ref = _resolve(storage, run_dir=run_dir, n_jobs=n_jobs)
+    if n_jobs > 1 and not ref.shareable:
+        raise ConfigError(
+            f"n_jobs={n_jobs} runs worker processes that share the study through its storage, "
+            f"but storage {ref.describe()} can only be used in this process; give a storage URL "
+            "(e.g. 'journal:///runs/x.journal' or 'sqlite:///runs/x.db') or a run_dir"
+        )
+    return ref
+
+
+def _resolve(
+    storage: str | os.PathLike[str] | BaseStorage | StorageRef | None,
+    *,
+    run_dir: str | os.PathLike[str] | None,
+    n_jobs: int,
+) -> StorageRef:
+    if isinstance(storage, StorageRef):
+        return storage
+    if isinstance(storage, InMemoryStorage):
+        return StorageRef("memory", instance=storage)
+    if isinstance(storage, BaseStorage):
+        return StorageRef("object", instance=storage)
+    if storage is None:
+        if run_dir is None:  # n_jobs > 1 is rejected by the caller
+            return StorageRef("memory", instance=InMemoryStorage())
+        path = Path(run_dir) / EMBEDDED_FILENAME
+        return StorageRef("journal", url=f"journal:///{path.resolve()}")
+    if isinstance(storage, os.PathLike):
+        storage = os.fspath(storage)
+    if not isinstance(storage, str):
+        raise ConfigError(
+            f"storage must be a URL string, a path or an optuna storage, got {type(storage).__name__}"
+        )
+    text = storage.strip()
+    if not text:
+        raise ConfigError("storage is an empty string; give a URL or leave it null")
+    if text.startswith("journal://"):
+        rest = text[len("journal://") :]
+        if not rest.startswith("/") or rest == "/":
+            raise ConfigError(
+                f"journal storage URL {text!r} must look like 'journal:///relative/path.journal' "
+                "or 'journal:////absolute/path.journal'"
+            )
+        return StorageRef("journal", url=f"journal:///{Path(rest[1:]).resolve()}")
+    if "://" not in text:
+        if text.endswith((".journal", ".log")):
+            return StorageRef("journal", url=f"journal:///{Path(text).resolve()}")
+        if text.endswith((".db", ".sqlite", ".sqlite3")):
+            return StorageRef("sqlite", url=f"sqlite:///{Path(text).resolve()}")
+        raise ConfigError(
+            f"storage {text!r} is neither a URL nor a path ending in .journal/.log/.db; use e.g. "
+            "'journal:///runs/x.journal', 'sqlite:///runs/x.db' or 'postgresql://user@host/db'"
+        )
+    scheme = text.split("://", 1)[0].lower()
+    if scheme.startswith("sqlite"):
+        rest = text.split("://", 1)[1]
+        if rest in ("", "/", "/:memory:"):
+            if n_jobs > 1:
+                raise ConfigError(
+                    f"storage {text!r} is an in-memory SQLite database; n_jobs={n_jobs} needs a file"
+                )
+            return StorageRef("sqlite", url=text)
+        if not rest.startswith("/"):
+            raise ConfigError(f"SQLite URL {text!r} must look like 'sqlite:///relative/path.db'")
+        return StorageRef("sqlite", url=f"sqlite:///{Path(rest[1:]).resolve()}")
+    if scheme.startswith(("redis", "grpc")):
+        raise ConfigError(f"storage scheme {scheme!r} is not supported; use a journal file or SQL")
+    return StorageRef("rdb", url=text)
+
+
+def _redact(url: str) -> str:
+    """Hide a password in ``scheme://user:password@host``."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}://{creds}@{host}"
+
+
+class FlockLock(BaseJournalFileLock):
+    """Journal file lock with ``flock(2)``: blocking, no polling, released if the holder dies.
+
+    Optuna's default symlink lock polls with an exponential back-off of up to 1 s, which starves
+    waiting processes when 8 workers append to the same journal, and a process killed while
+    holding it blocks the others for its 30 s grace period. A kernel ``flock`` has neither
+    problem. It needs a local file system (or NFSv4 on Linux); for other shared file systems
+    pass an Optuna ``JournalStorage`` with its symlink lock as ``storage=``.
+
+    The lock file is ``<journal>.flock``; each process opens it itself (after ``fork`` too).
+    """
+
+    def __init__(self, filepath: str) -> None:
+        self._path = filepath + ".flock"
+        self._fd: int | None = None
+        self._pid = -1
+
+    def _file(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._pid = os.getpid()
+        return self._fd
+
+    def acquire(self) -> bool:
+        fd = self._file()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # interrupted around the call: never keep the lock
+            raise
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def _open_url(kind: StorageKind, url: str) -> BaseStorage:
+    if kind == "journal":
+        path = Path(url.split(":///", 1)[1])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=FlockLock(str(path))))
+    if kind == "sqlite":
+        return _CachedStorage(_open_sqlite(url))
+    return _CachedStorage(RDBStorage(url, engine_kwargs={"pool_pre_ping": True}))
+
+
+def _open_sqlite(url: str) -> RDBStorage:
+    rest = url.split("://", 1)[1]
+    if rest in ("", "/", "/:memory:"):
+        return RDBStorage(url)
+    path = Path(rest[1:])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # WAL lets readers and one writer work at the same time; it is a property of the file.
+    con = sqlite3.connect(path, timeout=_SQLITE_BUSY_TIMEOUT_S)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+    def connect() -> sqlite3.Connection:
+        # A long busy timeout: writers queue instead of failing with "database is locked".
+        # synchronous=NORMAL is crash-safe in WAL mode (a killed process never corrupts the file).
+        c = sqlite3.connect(path, timeout=_SQLITE_BUSY_TIMEOUT_S)
+        c.execute("PRAGMA synchronous=NORMAL")
+        return c
+
+    return RDBStorage(url, engine_kwargs={"creator": connect})
+
+
+# --------------------------------------------------------------------------- trial ownership
+
+_OWNER_CACHE: dict[int, str] = {}
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of a process in clock ticks since boot (Linux), ``None`` if absent or dead."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # a zombie (nobody reaped the killed process) is dead
+        return None
+    return fields[19].decode()  # field 22 of proc(5)
+
+
+def current_owner() -> str:
+    """``host:pid:start`` of this process (computed per process, so it is right after ``fork``)."""
+    pid = os.getpid()
+    owner = _OWNER_CACHE.get(pid)
+    if owner is None:
+        owner = f"{socket.gethostname()}:{pid}:{_process_start(pid) or '0'}"
+        _OWNER_CACHE.clear()
+        _OWNER_CACHE[pid] = owner
+    return owner
+
+
+def owner_is_alive(owner: str) -> bool | None:
+    """Whether the process named by an owner id still runs.
+
+    Returns:
+        ``True`` / ``False`` for processes on this host, ``None`` for another host (unknown).
+    """
+    try:
+        host, pid_text, start = owner.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    actual = _process_start(pid)
+    if actual is not None:
+        return start in ("0", actual)  # a different start time means the pid was reused
+    if Path("/proc/self/stat").exists():
+        return False  # Linux and no such process
+    try:  # pragma: no cover - non-Linux fallback
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner_pid(owner: str) -> int | None:
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def handle_stale_running(
+    study: optuna.Study,
+    *,
+    policy: Literal["fail", "requeue"] = "fail",
+    pids: Container[int] | None = None,
+) -> list[int]:
+    """Finish the RUNNING trials whose owner process is dead.
+
+    Args:
+        study: The study to clean up.
+        policy: ``"fail"`` marks them FAIL; ``"requeue"`` also enqueues their parameters again.
+        pids: Only consider trials of these process ids on this host (used after a run for its
+            crashed worker processes); ``None`` considers every dead owner on this host.
+
+    Returns:
+        Numbers of the trials that were marked FAIL.
+    """
+    if policy not in ("fail", "requeue"):
+        raise ConfigError(f"on_stale_running must be 'fail' or 'requeue', got {policy!r}")
+    storage = study._storage
+    marked: list[int] = []
+    unknown = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.system_attrs.get(OWNER_KEY)
+        if not isinstance(owner, str):
+            unknown += 1
+            continue
+        if pids is not None and _owner_pid(owner) not in pids:
+            continue
+        if owner == current_owner() or owner_is_alive(owner) is not False:
+            continue
+        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_KEY, STALE_REASON)
+        try:
+            ok = storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # finished meanwhile
+        if not ok:
+            continue
+        marked.append(trial.number)
+        if policy == "requeue":
+            study.enqueue_trial(
+                dict(trial.params), user_attrs={"sigtune:requeued_from": trial.number}
+            )
+    if marked:
+        log.warning(
+            "marked %d stale RUNNING trial(s) FAIL (%s): %s",
+            len(marked),
+            STALE_REASON,
+            ", ".join(map(str, marked)),
+        )
+    if unknown and pids is None:
+        log.info("%d RUNNING trial(s) without a sigtune owner were left alone", unknown)
+    return marked
+
+
+class _OwnedStorage(BaseStorage):
+    """A storage that stamps the running process into every trial it starts.
+
+    Delegates everything to the wrapped storage; only trial creation (and popping an enqueued
+    trial) adds ``system_attrs["sigtune:owner"]``. New trials are created from a template so the
+    owner is written in the same storage operation.
+    """
+
+    def __init__(self, inner: BaseStorage) -> None:
+        self._inner = inner
+
+    @property
+    def inner(self) -> BaseStorage:
+        """The wrapped storage."""
+        return self._inner
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if template_trial is None:
+            template_trial = FrozenTrial(
+                number=-1,
+                state=TrialState.RUNNING,
+                value=None,
+                datetime_start=datetime.datetime.now(),
+                datetime_complete=None,
+                params={},
+                distributions={},
+                user_attrs={},
+                system_attrs={OWNER_KEY: current_owner()},
+                intermediate_values={},
+                trial_id=-1,
+            )
+        return self._inner.create_new_trial(study_id, template_trial)
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        ok = self._inner.set_trial_state_values(trial_id, state, values)
+        if ok and state == TrialState.RUNNING:  # an enqueued trial was popped by this process
+            self._inner.set_trial_system_attr(trial_id, OWNER_KEY, current_owner())
+        return ok
+
+    # ---- plain delegation
+    def create_new_study(
+        self, directions: Sequence[StudyDirection], study_name: str | None = None
+    ) -> int:
+        return self._inner.create_new_study(directions, study_name)
+
+    def delete_study(self, study_id: int) -> None:
+        self._inner.delete_study(study_id)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._inner.set_study_user_attr(study_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._inner.set_study_system_attr(study_id, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._inner.get_study_id_from_name(study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self._inner.get_study_name_from_id(study_id)
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return self._inner.get_study_directions(study_id)
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._inner.get_study_user_attrs(study_id)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._inner.get_study_system_attrs(study_id)
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        return self._inner.get_all_studies()
+
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+    ) -> None:
+        self._inner.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        return self._inner.get_trial_id_from_study_id_trial_number(study_id, trial_number)
+
+    def get_trial_number_from_id(self, trial_id: int) -> int:
+        return self._inner.get_trial_number_from_id(trial_id)
+
+    def get_trial_param(self, trial_id: int, param_name: str) -> float:
+        return self._inner.get_trial_param(trial_id, param_name)
+
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        self._inner.set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._inner.set_trial_user_attr(trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._inner.set_trial_system_attr(trial_id, key, value)
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return self._inner.get_trial(trial_id)
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        return self._inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
+
+    def get_n_trials(
+        self, study_id: int, state: tuple[TrialState, ...] | TrialState | None = None
+    ) -> int:
+        return self._inner.get_n_trials(study_id, state)
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        return self._inner.get_best_trial(study_id)
+
+    def get_trial_params(self, trial_id: int) -> dict[str, Any]:
+        return self._inner.get_trial_params(trial_id)
+
+    def get_trial_user_attrs(self, trial_id: int) -> dict[str, Any]:
+        return self._inner.get_trial_user_attrs(trial_id)
+
+    def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
+        return self._inner.get_trial_system_attrs(trial_id)
+
+    def remove_session(self) -> None:
+        self._inner.remove_session()
+
+    def check_trial_is_updatable(self, trial_id: int, trial_state: TrialState) -> None:
+        self._inner.check_trial_is_updatable(trial_id, trial_state)

@@ -1,0 +1,800 @@
+"""Studies: :func:`optimize`, :func:`load_study` and the :class:`Study` wrapper.
+
+:func:`optimize` is the Python twin of ``sigtune run``: it creates (or resumes) a study in its
+storage, cleans up RUNNING trials left by dead processes, copies a warm-start study, enqueues known
+points, runs the remaining trials with the local engine (``n_jobs`` worker processes) and returns a
+:class:`Study`. ``n_trials`` is the total number of finished trials (COMPLETE + PRUNED + FAIL) wanted
+in the study, so calling :func:`optimize` again with the same arguments resumes an interrupted run;
+trials copied by ``warm_start`` do not count.
+
+Best-trial selection is *feasible first*: trials whose constraint values are all ``<= 0`` are
+preferred; if no completed trial is feasible, the ones with the smallest total violation
+``sum(max(c, 0))`` are used.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import optuna
+from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler
+from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from sigtune._exceptions import ConfigError, RunFailedError, StorageError
+from sigtune._storage import (
+    OWNER_KEY,
+    StorageRef,
+    StudyNotFoundError,
+    handle_stale_running,
+    resolve_storage,
+)
+from sigtune.engines._base import ProgressSink, RunOutcome, RunSettings, StudyRef, TrialFunction
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sigtune._space import SearchSpace
+
+__all__ = ["Study", "load_study", "optimize"]
+
+log = logging.getLogger(__name__)
+
+WARM_START_KEY = "sigtune:warm_start"
+_WARM_DONE_KEY = "sigtune:warm_started_from"
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_DEFAULT_STUDY_NAME = "sigtune"
+
+WarmStart = Any  # Study | optuna.Study | (storage, study_name) | {"storage":, "study_name":}
+
+
+class Study:
+    """A sigtune study: an :class:`optuna.Study` plus feasible-first selection and tables.
+
+    Build it with :func:`optimize` or :func:`load_study`.
+
+    Args:
+        study: The Optuna study.
+        storage: Where it lives (``None``: unknown, e.g. a plain Optuna study).
+        space: The declarative search space, if the objective used one (``best_params`` then
+            returns the full params dict, with fixed and inactive parameters).
+        last_run: How the last :func:`optimize` call ended.
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        *,
+        storage: StorageRef | None = None,
+        space: SearchSpace | None = None,
+        last_run: RunOutcome | None = None,
+    ) -> None:
+        self._study = study
+        self._storage_ref = storage
+        self._space = space
+        self.last_run = last_run
+
+    def __repr__(self) -> str:
+        where = self._storage_ref.describe() if self._storage_ref else "?"
+        return f"Study(name={self.study_name!r}, storage={where!r}, n_trials={len(self.trials)})"
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def optuna(self) -> optuna.Study:
+        """The underlying :class:`optuna.Study`."""
+        return self._study
+
+    @property
+    def study_name(self) -> str:
+        """The study name."""
+        return str(self._study.study_name)
+
+    @property
+    def storage(self) -> StorageRef | None:
+        """Where the study lives."""
+        return self._storage_ref
+
+    @property
+    def space(self) -> SearchSpace | None:
+        """The declarative search space, if any."""
+        return self._space
+
+    @property
+    def directions(self) -> list[str]:
+        """``"minimize"`` / ``"maximize"`` per objective."""
+        return [_direction_name(d) for d in self._study.directions]
+
+    @property
+    def n_objectives(self) -> int:
+        """Number of objectives."""
+        return len(self._study.directions)
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        """All trials (copies), in trial-number order."""
+        return list(self._study.get_trials(deepcopy=True))
+
+    def count(self) -> dict[str, int]:
+        """Number of trials per state name (``COMPLETE``, ``PRUNED``, ``FAIL``, ``RUNNING`` ...)."""
+        counts: dict[str, int] = {s.name: 0 for s in TrialState}
+        for t in self._study.get_trials(deepcopy=False):
+            counts[t.state.name] += 1
+        return counts
+
+    def n_finished(self) -> int:
+        """Finished trials that count towards ``n_trials`` (warm-start copies excluded)."""
+        return _n_counted(self._study)
+
+    # ------------------------------------------------------------------ best trials
+    def _complete(self) -> list[FrozenTrial]:
+        return list(self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    def _feasible_first(self) -> list[FrozenTrial]:
+        trials = self._complete()
+        if not trials:
+            raise RunFailedError(
+                f"study {self.study_name!r} has no COMPLETE trial yet "
+                f"({_describe_counts(self.count())}); look at the fail_reason of its trials "
+                "(`sigtune export`) and fix the objective"
+            )
+        violations = [constraint_violation(t) for t in trials]
+        least = min(violations)
+        return [t for t, v in zip(trials, violations, strict=True) if v == least]
+
+    @property
+    def best_trial(self) -> FrozenTrial:
+        """The best COMPLETE trial, feasible first (single-objective studies).
+
+        Raises:
+            ConfigError: The study has several objectives (use :attr:`best_trials`).
+            RunFailedError: No trial completed.
+        """
+        if self.n_objectives != 1:
+            raise ConfigError(
+                f"study {self.study_name!r} has {self.n_objectives} objectives: use best_trials "
+                "or pareto_front() instead of best_trial/best_value/best_params"
+            )
+        pool = self._feasible_first()
+        maximize = self._study.directions[0] == StudyDirection.MAXIMIZE
+        key: Callable[[FrozenTrial], float] = lambda t: float(t.values[0])  # noqa: E731
+        best = max(pool, key=key) if maximize else min(pool, key=key)
+        return copy.deepcopy(best)
+
+    @property
+    def best_value(self) -> float:
+        """Objective value of :attr:`best_trial`."""
+        return float(self.best_trial.values[0])
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        """Parameters of :attr:`best_trial` (the full params dict when a search space is used)."""
+        return self.params_of(self.best_trial)
+
+    def params_of(self, trial: FrozenTrial) -> dict[str, Any]:
+        """The parameters of ``trial`` as the objective saw them."""
+        if self._space is not None:
+            try:
+                return dict(self._space.params_from_trial(trial))
+            except Exception:  # a trial from another space (warm start): raw params
+                return dict(trial.params)
+        return dict(trial.params)
+
+    @property
+    def best_trials(self) -> list[FrozenTrial]:
+        """The Pareto front (non-dominated COMPLETE trials), feasible first, by trial number.
+
+        For a single objective this is ``[best_trial]`` plus ties.
+        """
+        try:
+            pool = self._feasible_first()
+        except RunFailedError:
+            return []
+        signs = np.array(
+            [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in self._study.directions]
+        )
+        values = np.array([t.values for t in pool], dtype=float) * signs
+        keep = pareto_mask(values)
+        return [copy.deepcopy(t) for t, k in zip(pool, keep, strict=True) if k]
+
+    def pareto_front(self) -> list[FrozenTrial]:
+        """Alias of :attr:`best_trials`, sorted by the first objective value."""
+        front = self.best_trials
+        return sorted(front, key=lambda t: (float(t.values[0]), t.number))
+
+    # ------------------------------------------------------------------ tables
+    def trials_dataframe(self) -> pd.DataFrame:
+        """One row per trial: number, state, value_0.., params_*, user_attrs_*, times, fail_reason.
+
+        See :func:`sigtune._export.trials_table` for the columns.
+        """
+        from sigtune._export import trials_table
+
+        return trials_table(self._study)
+
+
+def constraint_violation(trial: FrozenTrial) -> float:
+    """Total violation ``sum(max(c, 0))`` of a trial's constraints (0 if feasible or none).
+
+    Constraints are read from Optuna's ``system_attrs`` (``constraints`` list, or the
+    ``constraints:<name>`` keys of ``Trial.set_constraint``), else from
+    ``user_attrs["constraints"]`` (a list or a ``name -> value`` mapping) set by the objective.
+    """
+    values: Any = trial.constraints
+    if not values:
+        values = trial.user_attrs.get("constraints")
+        if values is None:
+            return 0.0
+    items = values.values() if isinstance(values, Mapping) else values
+    total = 0.0
+    for c in items:
+        f = float(c)
+        if math.isnan(f):
+            return math.inf
+        total += max(f, 0.0)
+    return total
+
+
+def pareto_mask(values: np.ndarray) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``values`` (all objectives minimised)."""
+    n = len(values)
+    keep = np.ones(n, dtype=bool)
+    for i in range(n):
+        if not keep[i]:
+            continue
+        v = values[i]
+        dominated = np.all(values <= v, axis=1) & np.any(values < v, axis=1)
+        if dominated.any():
+            keep[i] = False
+    return keep
+
+
+def _direction_name(d: StudyDirection) -> str:
+    return "maximize" if d == StudyDirection.MAXIMIZE else "minimize"
+
+
+def _describe_counts(counts: Mapping[str, int]) -> str:
+    parts = [f"{n} {s}" for s, n in counts.items() if n]
+    return ", ".join(parts) if parts else "no trials"
+
+
+def _n_counted(study: optuna.Study) -> int:
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=_FINISHED)
+        if WARM_START_KEY not in t.system_attrs
+    )
+
+
+# ---------------------------------------------------------------------- argument checks
+
+
+def _check_directions(direction: str | None, directions: Sequence[str] | None) -> list[str]:
+    if direction is not None and directions is not None:
+        raise ConfigError("give either direction= or directions=, not both")
+    raw = list(directions) if directions is not None else [direction or "minimize"]
+    if not raw:
+        raise ConfigError("directions= must name at least one direction")
+    out = []
+    for d in raw:
+        name = str(d.name if isinstance(d, StudyDirection) else d).lower()
+        if name not in ("minimize", "maximize"):
+            raise ConfigError(f"direction must be 'minimize' or 'maximize', got {d!r}")
+        out.append(name)
+    return out
+
+
+def _check_positive(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_max_failures(value: int | float | None) -> int | float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(
+            f"max_failures must be an int count or a fraction in (0, 1), got {value!r}"
+        )
+    if isinstance(value, float):
+        if 0.0 < value < 1.0:
+            return value
+        if value.is_integer() and value >= 0:
+            return int(value)
+        raise ConfigError(f"max_failures as a fraction must be in (0, 1), got {value}")
+    if value < 0:
+        raise ConfigError(f"max_failures must be >= 0, got {value}")
+    return value
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------- optimize
+
+
+def optimize(
+    objective: Callable[..., Any],
+    n_trials: int = 100,
+    *,
+    space: SearchSpace | Mapping[str, Any] | None = None,
+    direction: str | None = None,
+    directions: Sequence[str] | None = None,
+    sampler: str | BaseSampler = "auto",
+    sampler_options: Mapping[str, Any] | None = None,
+    pruner: str | BasePruner | None = "none",
+    pruner_options: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    storage: str | os.PathLike[str] | BaseStorage | None = None,
+    study_name: str | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    n_jobs: int = 1,
+    timeout: float | None = None,
+    trial_timeout: float | None = None,
+    max_failures: int | float | None = None,
+    constraints: Callable[[FrozenTrial], Sequence[float]] | None = None,
+    enqueue: Sequence[Mapping[str, Any]] | None = None,
+    warm_start: WarmStart = None,
+    on_stale_running: str = "fail",
+    objective_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> Study:
+    """Create or resume a study and run it until it holds ``n_trials`` finished trials.
+
+    Args:
+        objective: ``fn(trial) -> float | Sequence[float]`` (Optuna style), or
+            ``fn(params, trial)`` when ``space`` is given (``params`` from ``space.suggest``).
+        n_trials: Finished trials (COMPLETE + PRUNED + FAIL) wanted in the study in total.
+        space: Declarative search space (a :class:`~sigtune.SearchSpace` or its mapping).
+        direction: ``"minimize"`` (default) or ``"maximize"``.
+        directions: One direction per objective (multi-objective).
+        sampler: A name for :func:`~sigtune.make_sampler` or an Optuna sampler.
+        sampler_options: Options of a named sampler.
+        pruner: A name for :func:`~sigtune.make_pruner`, an Optuna pruner or ``None``.
+        pruner_options: Options of a named pruner.
+        seed: Sampler seed. A sequential run (``n_jobs=1``) with a seed is reproducible;
+            worker ``i`` of a parallel run uses ``seed + i``.
+        storage: ``None`` (in-memory, or ``<run_dir>/study.journal`` with a run_dir or
+            ``n_jobs > 1``), ``"journal:///path"``, ``"sqlite:///path"``, any SQLAlchemy URL or
+            an Optuna storage (see :mod:`sigtune._storage`).
+        study_name: Name of the study (default ``"sigtune"`` in a persistent storage).
+        run_dir: Run directory (created); holds the embedded storage.
+        n_jobs: Worker *processes* (``fork``; the objective may be a local function).
+        timeout: Seconds for this run; no trial starts after it.
+        trial_timeout: Seconds per trial; a trial over it is FAILED (``SIGALRM``; see
+            :mod:`sigtune.engines._local` for its limits).
+        max_failures: Stop with :class:`~sigtune.RunFailedError` when more than this many trials
+            of this run failed (``int``), or more than this fraction once 10 finished
+            (``float`` in (0, 1)).
+        constraints: ``fn(FrozenTrial) -> Sequence[float]``, feasible when all ``<= 0``; the
+            values are stored in the trial's ``system_attrs["constraints"]``, where Optuna's
+            samplers (TPE, NSGA-II, GP) read them too. Without it, an objective may call
+            ``trial.set_constraint(name, value)`` (also seen by the samplers) or store
+            ``trial.set_user_attr("constraints", [...])`` (only used for best-trial selection).
+        enqueue: Parameter dicts evaluated first (skipped if already in the study).
+        warm_start: An earlier :class:`Study` / ``optuna.Study``, ``(storage, study_name)`` or
+            ``{"storage": ..., "study_name": ...}`` (``storage=None``: the same storage). Its
+            COMPLETE trials are copied once (marked ``system_attrs["sigtune:warm_start"]``).
+        on_stale_running: ``"fail"`` or ``"requeue"``: RUNNING trials of dead processes on resume.
+        objective_kwargs: Extra keyword arguments of the objective.
+        progress: Show a progress bar on stderr (terminals only).
+
+    Returns:
+        The :class:`Study`.
+
+    Raises:
+        ConfigError: Invalid arguments.
+        StorageError: The storage cannot be opened.
+        RunFailedError: ``max_failures`` was exceeded or worker processes failed.
+        KeyboardInterrupt: Ctrl-C; running trials were marked FAIL (reason ``interrupted``).
+    """
+    space_obj = _as_space(space)
+    kwargs = dict(objective_kwargs or {})
+    trial_fn: TrialFunction
+    if space_obj is not None:
+        trial_fn = _SpaceObjective(objective, space_obj, kwargs)
+    elif kwargs:
+        trial_fn = _KwargsObjective(objective, kwargs)
+    else:
+        trial_fn = objective
+    return run_study(
+        trial_fn,
+        n_trials,
+        space=space_obj,
+        direction=direction,
+        directions=directions,
+        sampler=sampler,
+        sampler_options=sampler_options,
+        pruner=pruner,
+        pruner_options=pruner_options,
+        seed=seed,
+        storage=storage,
+        study_name=study_name,
+        run_dir=run_dir,
+        n_jobs=n_jobs,
+        timeout=timeout,
+        trial_timeout=trial_timeout,
+        max_failures=max_failures,
+        constraints=constraints,
+        enqueue=enqueue,
+        warm_start=warm_start,
+        on_stale_running=on_stale_running,
+        progress=progress,
+    )
+
+
+class _SpaceObjective:
+    """``fn(params, trial, **kwargs)`` as an Optuna-style objective."""
+
+    def __init__(
+        self, fn: Callable[..., Any], space: SearchSpace, kwargs: Mapping[str, Any]
+    ) -> None:
+        self.fn, self.space, self.kwargs = fn, space, dict(kwargs)
+
+    def __call__(self, trial: optuna.Trial) -> Any:
+        return self.fn(self.space.suggest(trial), trial, **self.kwargs)
+
+
+class _KwargsObjective:
+    """``fn(trial, **kwargs)`` as an Optuna-style objective."""
+
+    def __init__(self, fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> None:
+        self.fn, self.kwargs = fn, dict(kwargs)
+
+    def __call__(self, trial: optuna.Trial) -> Any:
+        return self.fn(trial, **self.kwargs)
+
+
+def _as_space(space: SearchSpace | Mapping[str, Any] | None) -> SearchSpace | None:
+    if space is None:
+        return None
+    from sigtune._space import SearchSpace
+
+    return SearchSpace.from_dict(space)
+
+
+def run_study(
+    trial_fn: TrialFunction,
+    n_trials: int,
+    *,
+    space: SearchSpace | None = None,
+    direction: str | None = None,
+    directions: Sequence[str] | None = None,
+    sampler: str | BaseSampler = "auto",
+    sampler_options: Mapping[str, Any] | None = None,
+    pruner: str | BasePruner | None = "none",
+    pruner_options: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    storage: str | os.PathLike[str] | BaseStorage | StorageRef | None = None,
+    study_name: str | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    n_jobs: int = 1,
+    timeout: float | None = None,
+    trial_timeout: float | None = None,
+    max_failures: int | float | None = None,
+    constraints: Callable[[FrozenTrial], Sequence[float]] | None = None,
+    enqueue: Sequence[Mapping[str, Any]] | None = None,
+    warm_start: WarmStart = None,
+    on_stale_running: str = "fail",
+    progress: bool | ProgressSink = False,
+    require_existing: bool = False,
+) -> Study:
+    """:func:`optimize` for an objective already bound to its space (used by the CLI).
+
+    ``trial_fn`` is Optuna style; ``space`` is only used by the sampler (``auto``/``grid``) and by
+    :attr:`Study.best_params`. ``progress`` may also be a ready :class:`~sigtune._progress.
+    RunProgress`-like object with ``update``. ``require_existing`` makes a missing study a
+    :class:`~sigtune.StorageError` (``sigtune resume``).
+    """
+    n_trials = _check_int("n_trials", n_trials, 1)
+    n_jobs = _check_int("n_jobs", n_jobs, 1)
+    dirs = _check_directions(direction, directions)
+    timeout = _check_positive("timeout", timeout)
+    trial_timeout = _check_positive("trial_timeout", trial_timeout)
+    max_failures = _check_max_failures(max_failures)
+    if on_stale_running not in ("fail", "requeue"):
+        raise ConfigError(f"on_stale_running must be 'fail' or 'requeue', got {on_stale_running!r}")
+    if seed is not None:
+        seed = _check_int("seed", seed, 0)
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+    ref = resolve_storage(storage, run_dir=run_dir, n_jobs=n_jobs)
+    if study_name is None and ref.kind != "memory":
+        study_name = _DEFAULT_STUDY_NAME
+
+    sampler_factory = _sampler_factory(sampler, sampler_options, seed, space, n_trials, len(dirs))
+    pruner_obj = _make_pruner(pruner, pruner_options)
+
+    study = _create_or_load(ref, study_name, dirs, sampler_factory(0), pruner_obj, require_existing)
+    ref_study = StudyRef(ref, str(study.study_name))
+    if ref.shareable:
+        handle_stale_running(study, policy=on_stale_running)  # type: ignore[arg-type]
+    if warm_start is not None:
+        _warm_start(study, warm_start, ref)
+    if enqueue:
+        _enqueue(study, enqueue, space)
+
+    already = _n_counted(study)
+    remaining = n_trials - already
+    outcome: RunOutcome | None = None
+    if remaining > 0:
+        from sigtune.engines._local import LocalEngine
+
+        settings = RunSettings(
+            n_trials=remaining,
+            sampler_factory=sampler_factory,
+            pruner=pruner_obj,
+            timeout=timeout,
+            trial_timeout=trial_timeout,
+            max_failures=max_failures,
+            constraints=constraints,
+            maximize=tuple(d == "maximize" for d in dirs),
+        )
+        engine = LocalEngine()
+        if progress is True:
+            from sigtune._progress import RunProgress
+
+            with RunProgress(remaining, str(study.study_name)) as bar:
+                bar.start(n_trials, already)
+                outcome = engine.run(ref_study, trial_fn, settings, n_jobs=n_jobs, progress=bar)
+        else:
+            sink = progress if isinstance(progress, ProgressSink) else None
+            if sink is not None:
+                sink.start(n_trials, already)
+            outcome = engine.run(ref_study, trial_fn, settings, n_jobs=n_jobs, progress=sink)
+    result = Study(study, storage=ref, space=space, last_run=outcome)
+    if outcome is not None:
+        _raise_for_outcome(outcome, max_failures, result)
+    return result
+
+
+def _raise_for_outcome(outcome: RunOutcome, max_failures: int | float | None, study: Study) -> None:
+    if outcome.stop_reason == "interrupted":
+        raise KeyboardInterrupt(
+            f"interrupted after {outcome.n_finished} trial(s) of this run; running trials were "
+            f"marked FAIL (reason 'interrupted')"
+        )
+    if outcome.stop_reason == "max_failures":
+        raise RunFailedError(
+            f"run of study {study.study_name!r} stopped: {outcome.n_failed} of "
+            f"{outcome.n_finished} trials failed (max_failures={max_failures}); last reason: "
+            f"{outcome.last_fail_reason}; fix the objective or raise max_failures"
+        )
+    if outcome.stop_reason == "error":
+        raise RunFailedError(f"run of study {study.study_name!r} failed: {outcome.error}")
+
+
+def _sampler_factory(
+    sampler: str | BaseSampler,
+    options: Mapping[str, Any] | None,
+    seed: int | None,
+    space: SearchSpace | None,
+    n_trials: int,
+    n_objectives: int,
+) -> Callable[[int], BaseSampler]:
+    if isinstance(sampler, BaseSampler):
+        if options:
+            raise ConfigError("sampler_options only apply to a sampler given by name")
+        return _InstanceSamplers(sampler)
+    if not isinstance(sampler, str):
+        raise ConfigError(
+            f"sampler must be a name or an optuna sampler, got {type(sampler).__name__}"
+        )
+    from sigtune._samplers import make_sampler
+
+    make_sampler(
+        sampler,
+        seed=seed,
+        options=options,
+        space=space,
+        n_trials=n_trials,
+        n_objectives=n_objectives,
+    )  # validate now, in the parent process
+    return _NamedSamplers(sampler, dict(options or {}), seed, space, n_trials, n_objectives)
+
+
+class _NamedSamplers:
+    """Worker ``i`` gets ``make_sampler(name, seed=seed + i, ...)``."""
+
+    def __init__(
+        self,
+        name: str,
+        options: dict[str, Any],
+        seed: int | None,
+        space: SearchSpace | None,
+        n_trials: int,
+        n_objectives: int,
+    ) -> None:
+        self.name, self.options, self.seed = name, options, seed
+        self.space, self.n_trials, self.n_objectives = space, n_trials, n_objectives
+
+    def __call__(self, worker: int) -> BaseSampler:
+        from sigtune._samplers import make_sampler
+
+        seed = None if self.seed is None else self.seed + worker
+        return make_sampler(
+            self.name,
+            seed=seed,
+            options=self.options,
+            space=self.space,
+            n_trials=self.n_trials,
+            n_objectives=self.n_objectives,
+        )
+
+
+class _InstanceSamplers:
+    """Worker 0 uses the given sampler; other workers a reseeded copy."""
+
+    def __init__(self, sampler: BaseSampler) -> None:
+        self.sampler = sampler
+
+    def __call__(self, worker: int) -> BaseSampler:
+        if worker == 0:
+            return self.sampler
+        other = copy.deepcopy(self.sampler)
+        other.reseed_rng()
+        return other
+
+
+def _make_pruner(pruner: str | BasePruner | None, options: Mapping[str, Any] | None) -> BasePruner:
+    if isinstance(pruner, BasePruner):
+        if options:
+            raise ConfigError("pruner_options only apply to a pruner given by name")
+        return pruner
+    from sigtune._pruners import make_pruner
+
+    return make_pruner("none" if pruner is None else pruner, options)
+
+
+def _create_or_load(
+    ref: StorageRef,
+    study_name: str | None,
+    directions: list[str],
+    sampler: BaseSampler,
+    pruner: BasePruner,
+    require_existing: bool,
+) -> optuna.Study:
+    storage = ref.open()
+    if require_existing:
+        names = [s.study_name for s in storage.get_all_studies()]
+        if study_name not in names:
+            raise StudyNotFoundError(
+                f"no study {study_name!r} in storage {ref.describe()} (found: "
+                f"{', '.join(names) or 'none'}); start it with `sigtune run` first"
+            )
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            directions=cast(Any, directions),
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+    except Exception as exc:
+        raise StorageError(
+            f"cannot create or load study {study_name!r} in {ref.describe()}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    existing = [_direction_name(d) for d in study.directions]
+    if existing != directions:
+        raise ConfigError(
+            f"study {study_name!r} in {ref.describe()} has directions {existing}, but this run "
+            f"asks for {directions}; use another study_name or the same directions"
+        )
+    return study
+
+
+def _open_source(warm_start: WarmStart, ref: StorageRef) -> optuna.Study:
+    if isinstance(warm_start, Study):
+        return warm_start.optuna
+    if isinstance(warm_start, optuna.Study):
+        return warm_start
+    if isinstance(warm_start, Mapping):
+        src_storage, name = warm_start.get("storage"), warm_start.get("study_name")
+    elif isinstance(warm_start, tuple | list) and len(warm_start) == 2:
+        src_storage, name = warm_start
+    elif hasattr(warm_start, "study_name") and hasattr(warm_start, "storage"):  # WarmStartConfig
+        src_storage, name = warm_start.storage, warm_start.study_name
+    else:
+        raise ConfigError(
+            "warm_start must be a Study, an optuna.Study, (storage, study_name) or "
+            f"{{'storage': ..., 'study_name': ...}}, got {warm_start!r}"
+        )
+    if not isinstance(name, str):
+        raise ConfigError(f"warm_start.study_name must be a string, got {name!r}")
+    src_ref = ref if src_storage is None else resolve_storage(src_storage)
+    try:
+        return optuna.load_study(study_name=name, storage=src_ref.open(track_owner=False))
+    except KeyError as exc:
+        raise ConfigError(f"warm_start: no study {name!r} in storage {src_ref.describe()}") from exc
+
+
+def _warm_start(study: optuna.Study, warm_start: WarmStart, ref: StorageRef) -> int:
+    src = _open_source(warm_start, ref)
+    if len(src.directions) != len(study.directions):
+        raise ConfigError(
+            f"warm_start: study {src.study_name!r} has {len(src.directions)} objective(s), "
+            f"this study {len(study.directions)}"
+        )
+    storage = study._storage
+    done = storage.get_study_system_attrs(study._study_id).get(_WARM_DONE_KEY, [])
+    if src.study_name in done:
+        return 0
+    copies = []
+    for t in src.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        system_attrs = {k: v for k, v in t.system_attrs.items() if k != OWNER_KEY}
+        system_attrs[WARM_START_KEY] = src.study_name
+        copies.append(
+            optuna.trial.create_trial(
+                params=t.params,
+                distributions=t.distributions,
+                values=t.values,
+                user_attrs=t.user_attrs,
+                system_attrs=system_attrs,
+                intermediate_values=t.intermediate_values,
+            )
+        )
+    study.add_trials(copies)
+    storage.set_study_system_attr(study._study_id, _WARM_DONE_KEY, [*done, src.study_name])
+    log.info("warm start: copied %d trials of study %r", len(copies), src.study_name)
+    return len(copies)
+
+
+def _enqueue(
+    study: optuna.Study, points: Sequence[Mapping[str, Any]], space: SearchSpace | None
+) -> None:
+    for i, point in enumerate(points):
+        if not isinstance(point, Mapping):
+            raise ConfigError(
+                f"enqueue[{i}] must be a mapping of parameter -> value, got {point!r}"
+            )
+        params = dict(point)
+        if space is not None:
+            try:
+                params = space.to_optuna_params(params)
+            except ConfigError as exc:
+                raise ConfigError(f"enqueue[{i}]: {exc}") from exc
+        study.enqueue_trial(params, skip_if_exists=True)
+
+
+def load_study(
+    study_name: str,
+    storage: str | os.PathLike[str] | BaseStorage | StorageRef,
+    *,
+    space: SearchSpace | Mapping[str, Any] | None = None,
+) -> Study:
+    """Open an existing study.
+
+    Args:
+        study_name: Its name.
+        storage: Its storage (URL, path or Optuna storage; see :func:`optimize`).
+        space: The declarative search space, for :attr:`Study.best_params`.
+
+    Raises:
+        StorageError: No such study (the message lists the studies found).
+    """
+    ref = resolve_storage(storage)
+    backend = ref.open(track_owner=False)
+    names = [s.study_name for s in backend.get_all_studies()]
+    if study_name not in names:
+        raise StudyNotFoundError(
+            f"no study {study_name!r} in storage {ref.describe()} (found: "
+            f"{', '.join(names) or 'none'})"
+        )
+    study = optuna.load_study(study_name=study_name, storage=backend)
+    return Study(study, storage=ref, space=_as_space(space))

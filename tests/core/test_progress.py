@@ -1,0 +1,68 @@
+"""The progress display: counts reach the total, best value shown, quiet shows nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sigtune._progress import RunProgress
+from sigtune._study import run_study
+from sigtune.engines._base import ProgressSink
+
+
+class _Recorder(ProgressSink):
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, float | None]] = []
+        self.started: list[tuple[int, int]] = []
+
+    def start(self, total: int, done: int) -> None:
+        self.started.append((total, done))
+
+    def update(self, done: int, failed: int, best: float | None) -> None:
+        self.calls.append((done, failed, best))
+
+
+def _objective(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", 0, 1)
+    if trial.number == 0:
+        raise ValueError("first fails")
+    return x
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_progress_receives_final_counts_and_best(tmp_path: Path, n_jobs: int) -> None:
+    sink = _Recorder()
+    study = run_study(
+        _objective, 20, sampler="random", seed=1, n_jobs=n_jobs, run_dir=tmp_path, progress=sink
+    )
+    done, failed, best = sink.calls[-1]
+    assert (done, failed) == (20, 1)
+    assert best == study.best_value
+    assert all(a[0] <= b[0] for a, b in zip(sink.calls, sink.calls[1:], strict=False))
+
+
+def test_rich_bar_renders_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    with RunProgress(10, "demo", force=True) as bar:
+        bar.update(10, 2, 0.125)
+    err = capsys.readouterr().err
+    assert "demo" in err and "10/10" in err and "failed 2" in err and "best 0.125" in err
+
+
+def test_quiet_bar_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    with RunProgress(10, "demo", quiet=True, force=True) as bar:
+        bar.update(5, 0, None)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_resumed_run_reports_offset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_study(_objective, 5, sampler="random", run_dir=tmp_path)
+    sink = _Recorder()
+    run_study(_objective, 8, sampler="random", run_dir=tmp_path, progress=sink)
+    assert sink.started == [(8, 5)] and sink.calls[-1][0] == 3
+    with RunProgress(3, "demo", force=True) as bar:
+        bar.start(8, 5)
+        bar.update(3, 0, None)
+    assert "8/8" in capsys.readouterr().err
