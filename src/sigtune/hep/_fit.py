@@ -1,0 +1,769 @@
+"""Maximum-likelihood fits: projected Newton on the arrowhead Hessian, batched.
+
+The objective is ``twice_nll = -2 ln L``. Each iteration uses the analytic gradient and Hessian
+(:meth:`Model._derivatives`); the Hessian is "arrowhead": a dense block ``H_DD`` for the global
+parameters (POI, normfactors, lumi, normsys/histosys alphas, gammas shared across bins) and a
+diagonal block ``H_LL`` for per-bin gammas (staterror/shapesys/shapefactor), coupled by
+``H_DL``. The Newton step is solved through the Schur complement
+``S = H_DD - H_DL H_LL^-1 H_DL^T`` in ``O(n_bins * P_dense^2)``. Box bounds are handled by a
+projected Newton / active-set rule (a parameter at a bound whose gradient pushes outwards is
+held for that iteration), a backtracking Armijo line search on the projected path, and
+Levenberg-Marquardt damping when the Hessian is not positive definite. Anything that does not
+converge is refitted with SciPy's L-BFGS-B.
+
+Uncertainties are ``sqrt(diag(inverse Hessian of nll))`` in the free parameters (fixed
+parameters get 0), i.e. ``cov = 2 * inv(H_twice_nll)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sigtune.hep._exceptions import HepFitError
+from sigtune.hep._model import Model
+
+__all__ = ["BatchFitResult", "FitResult", "asimov_data", "fit", "fit_batch"]
+
+_EDM_TOL = 1e-9  # in nll units, checked before the final Newton step
+_EDM_CLEAN = 1e-7  # rows ending above this (stalled line search) are refitted with L-BFGS-B
+_MAX_ITER = 200
+_BATCH_ARROWHEAD_MIN = 8  # fit_batch switches to the arrowhead layout from this batch size
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Result of :func:`fit`.
+
+    Attributes:
+        bestfit: Parameter values at the minimum ``(P,)``.
+        errors: Hessian uncertainties ``(P,)`` (0 for fixed parameters; NaN if the Hessian is
+            singular; all NaN when ``uncertainties=False``).
+        twice_nll: ``-2 ln L`` at the minimum; ``nll`` is half of it.
+        converged: Whether the minimiser met its tolerance.
+        edm: Estimated distance to the minimum (nll units).
+        n_iter: Newton iterations used.
+        time_ms: Wall time of the fit.
+        par_names: Parameter names; ``poi_index`` the POI's index (or ``None``).
+        message: What the minimiser reports.
+    """
+
+    bestfit: np.ndarray
+    errors: np.ndarray
+    twice_nll: float
+    nll: float
+    converged: bool
+    edm: float
+    n_iter: int
+    time_ms: float
+    par_names: list[str]
+    poi_index: int | None
+    message: str
+    _cov_factory: Any = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def covariance(self) -> np.ndarray:
+        """``(P, P)`` covariance (inverse Hessian of nll in the free parameters)."""
+        if self._cov_factory is None:
+            return np.full((len(self.bestfit),) * 2, np.nan)
+        return np.asarray(self._cov_factory())
+
+    @functools.cached_property
+    def correlation(self) -> np.ndarray:
+        """``(P, P)`` correlation matrix (fixed parameters: 1 on the diagonal, 0 elsewhere)."""
+        cov = self.covariance
+        sd = np.sqrt(np.diag(cov))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = cov / np.outer(sd, sd)
+        corr[sd == 0, :] = 0.0
+        corr[:, sd == 0] = 0.0
+        np.fill_diagonal(corr, 1.0)
+        return np.asarray(corr)
+
+    @property
+    def mu(self) -> float:
+        """Best-fit POI value."""
+        if self.poi_index is None:
+            raise HepFitError("the model has no parameter of interest")
+        return float(self.bestfit[self.poi_index])
+
+    @property
+    def mu_err(self) -> float:
+        """Hessian uncertainty of the POI."""
+        if self.poi_index is None:
+            raise HepFitError("the model has no parameter of interest")
+        return float(self.errors[self.poi_index])
+
+    def pulls(self, model: Model) -> dict[str, float]:
+        """``(theta_hat - aux) / width`` for every constrained parameter component."""
+        out = {}
+        aux = model.auxdata
+        pos = {int(i): int(p) for i, p in zip(model._g_idx, model._g_pos, strict=True)}
+        for i, name in enumerate(self.par_names):
+            width = model.constraint_width(i)
+            if width is None:
+                continue
+            if i in pos:
+                centre = float(aux[pos[i]])
+            else:
+                centre = 1.0
+            out[name] = (float(self.bestfit[i]) - centre) / width
+        return out
+
+    def to_metrics(self, prefix: str = "fit/") -> dict[str, float]:
+        """Flat metrics: ``mu``, ``mu_err``, ``nll``, ``twice_nll``, ``converged``, ``edm``,
+        ``time_ms`` and ``<par>``, ``<par>_err`` for every parameter."""
+        out: dict[str, float] = {}
+        if self.poi_index is not None:
+            out[prefix + "mu"] = self.mu
+            out[prefix + "mu_err"] = self.mu_err
+        out[prefix + "nll"] = self.nll
+        out[prefix + "twice_nll"] = self.twice_nll
+        out[prefix + "converged"] = float(self.converged)
+        out[prefix + "edm"] = self.edm
+        out[prefix + "time_ms"] = self.time_ms
+        for name, v, e in zip(self.par_names, self.bestfit, self.errors, strict=True):
+            out[prefix + name] = float(v)
+            out[prefix + name + "_err"] = float(e)
+        return out
+
+
+@dataclass(frozen=True)
+class BatchFitResult:
+    """Result of :func:`fit_batch`: one row per data set / stacked model.
+
+    Attributes:
+        bestfit: ``(B, P)``; errors ``(B, P)`` (NaN unless ``uncertainties=True``);
+        twice_nll, nll, edm: ``(B,)``; converged ``(B,)`` bool; n_iter ``(B,)``;
+        time_ms: wall time of the whole batch.
+    """
+
+    bestfit: np.ndarray
+    errors: np.ndarray
+    twice_nll: np.ndarray
+    nll: np.ndarray
+    converged: np.ndarray
+    edm: np.ndarray
+    n_iter: np.ndarray
+    time_ms: float
+    par_names: list[str]
+    poi_index: int | None
+
+    def __len__(self) -> int:
+        return int(self.bestfit.shape[0])
+
+    @property
+    def mu(self) -> np.ndarray:
+        """Best-fit POI per row."""
+        if self.poi_index is None:
+            raise HepFitError("the model has no parameter of interest")
+        return np.asarray(self.bestfit[:, self.poi_index])
+
+    def __getitem__(self, i: int) -> FitResult:
+        return FitResult(
+            bestfit=self.bestfit[i],
+            errors=self.errors[i],
+            twice_nll=float(self.twice_nll[i]),
+            nll=float(self.nll[i]),
+            converged=bool(self.converged[i]),
+            edm=float(self.edm[i]),
+            n_iter=int(self.n_iter[i]),
+            time_ms=self.time_ms / len(self),
+            par_names=self.par_names,
+            poi_index=self.poi_index,
+            message="converged" if self.converged[i] else "not converged",
+        )
+
+
+# ---------------------------------------------------------------------- argument handling
+def _resolve_index(model: Model, key: int | str) -> int:
+    if isinstance(key, str):
+        if key in model.par_names:
+            return model.par_names.index(key)
+        if key in model._psets and model._psets[key].n == 1:
+            return model._psets[key].start
+        raise HepFitError(f"unknown parameter {key!r}; parameters: {model.par_names}")
+    i = int(key)
+    if not 0 <= i < model.n_pars:
+        raise HepFitError(f"parameter index {i} out of range [0, {model.n_pars})")
+    return i
+
+
+def _setup(
+    model: Model,
+    B: int,
+    init: Any,
+    fixed: Any,
+    bounds: Any,
+    poi_value: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Initial point ``(B, P)``, free mask ``(P,)``, lower/upper ``(B, P)``."""
+    P = model.n_pars
+    arr = model._arr
+    x0 = np.broadcast_to(arr.init, (B, P)).copy()
+    if init is not None:
+        x_in = np.asarray(init, float)
+        if x_in.shape[-1:] != (P,):
+            raise HepFitError(f"init must have {P} values, got shape {x_in.shape}")
+        x0[:] = x_in
+    lo = np.broadcast_to(arr.bounds[..., 0], (B, P)).copy()
+    hi = np.broadcast_to(arr.bounds[..., 1], (B, P)).copy()
+    if bounds is not None:
+        if isinstance(bounds, Mapping):
+            for key, (b_lo, b_hi) in bounds.items():
+                i = _resolve_index(model, key)
+                lo[:, i], hi[:, i] = b_lo, b_hi
+        else:
+            b = np.asarray(bounds, float)
+            if b.shape != (P, 2):
+                raise HepFitError(f"bounds must have shape ({P}, 2), got {b.shape}")
+            lo[:], hi[:] = b[:, 0], b[:, 1]
+        if np.any(lo > hi):
+            raise HepFitError("every bound must satisfy low <= high")
+    free = ~arr.fixed.copy()
+    if fixed is not None:
+        if isinstance(fixed, Mapping):
+            for key, value in fixed.items():
+                i = _resolve_index(model, key)
+                free[i] = False
+                if value is not None:
+                    x0[:, i] = value
+        else:
+            mask = np.asarray(fixed)
+            if mask.dtype == bool and mask.shape == (P,):
+                free &= ~mask
+            else:
+                for key in fixed:
+                    free[_resolve_index(model, key)] = False
+    if poi_value is not None:
+        if model.poi_index is None:
+            raise HepFitError("poi_value given, but the model has no parameter of interest")
+        free[model.poi_index] = False
+        x0[:, model.poi_index] = poi_value
+    # free parameters start inside their bounds
+    x0 = np.where(free, np.clip(x0, lo, hi), x0)
+    return x0, free, lo, hi
+
+
+# ---------------------------------------------------------------------- Newton core
+def _masked_system(
+    model: Model,
+    g: np.ndarray,
+    HDD: np.ndarray,
+    HDL: np.ndarray,
+    HLL: np.ndarray,
+    act: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Restrict the Newton system to the active (moving) parameters ``act`` (B, P)."""
+    aD = act[:, model._dense]
+    gD = np.where(aD, g[:, model._dense], 0.0)
+    mm = aD[:, :, None] & aD[:, None, :]
+    HDD = np.where(mm, HDD, 0.0)
+    idx = np.arange(model._nD)
+    HDD[:, idx, idx] = np.where(aD, HDD[:, idx, idx], 1.0)
+    if model._nL:
+        aL = act[:, model._local]
+        gL = np.where(aL, g[:, model._local], 0.0)
+        HDL = np.where(aD[:, :, None] & aL[:, None, :], HDL, 0.0)
+        HLL = np.where(aL, HLL, 1.0)
+    else:
+        gL = np.zeros((g.shape[0], 0))
+    return gD, gL, HDD, HDL, HLL
+
+
+def _solve(
+    HDD: np.ndarray, HDL: np.ndarray, HLL: np.ndarray, gD: np.ndarray, gL: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Solve the arrowhead system ``H [dD; dL] = [gD; gL]`` for every batch row.
+
+    Rows whose Hessian is not positive definite are damped (Levenberg-Marquardt): the local
+    diagonal is floored and the Schur complement shifted by its most negative eigenvalue.
+
+    Returns:
+        ``(dD, dL, neg)`` with ``neg`` ``(B, nD)``: for rows with negative curvature, the
+        eigenvector of the lowest eigenvalue scaled by ``1/sqrt(|lowest|)`` (else zeros), used
+        to leave saddle points where the gradient vanishes.
+    """
+    nL = HLL.shape[1]
+    if nL:
+        floor = 1e-8 * (1.0 + np.abs(HLL))
+        HLL = np.where(HLL > floor, HLL, 2.0 * np.abs(HLL) + floor)
+        R = HDL / HLL[:, None, :]
+        Sm = HDD - R @ HDL.transpose(0, 2, 1)
+        rhs = gD - (R @ gL[:, :, None])[..., 0]
+    else:
+        Sm, rhs = HDD, gD
+    neg = np.zeros_like(gD)
+    try:
+        np.linalg.cholesky(Sm)  # positive-definiteness test
+    except np.linalg.LinAlgError:
+        # some rows are not positive definite: shift them so that the lowest eigenvalue
+        # becomes |lowest| (+ a floor); steps stay moderate along negative curvature
+        Sm = 0.5 * (Sm + Sm.transpose(0, 2, 1))
+        ev, vec = np.linalg.eigh(Sm)
+        scale = np.maximum(np.abs(ev).max(axis=1), 1e-12)
+        bad = ev[:, 0] < -1e-8 * scale
+        neg = np.where(bad[:, None], vec[:, :, 0] / np.sqrt(np.abs(ev[:, :1]) + 1e-300), 0.0)
+        shift = np.where(ev[:, 0] < 1e-8 * scale, 1e-6 * scale - 2.0 * ev[:, 0], 0.0)
+        idx = np.arange(Sm.shape[1])
+        Sm[:, idx, idx] += shift[:, None]
+    dD = _lin_solve(Sm, rhs)
+    if nL:
+        dL = (gL - (HDL.transpose(0, 2, 1) @ dD[:, :, None])[..., 0]) / HLL
+    else:
+        dL = gL
+    return dD, dL, neg
+
+
+def _lin_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched ``A x = b``; singular rows get a pseudo-inverse solution."""
+    try:
+        return np.asarray(np.linalg.solve(A, b[..., None])[..., 0])
+    except np.linalg.LinAlgError:
+        return np.asarray((np.linalg.pinv(A) @ b[..., None])[..., 0])
+
+
+def _newton_direction(
+    model: Model,
+    g: np.ndarray,
+    HDD: np.ndarray,
+    HDL: np.ndarray,
+    HLL: np.ndarray,
+    act: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Newton step (B, P), Newton decrement ``g^T H^-1 g`` (B,) and a negative-curvature
+    direction (B, P) (zeros where the Hessian is positive definite)."""
+    gD, gL, HDD, HDL, HLL = _masked_system(model, g, HDD, HDL, HLL, act)
+    dD, dL, negD = _solve(HDD, HDL, HLL, gD, gL)
+    step = np.zeros_like(g)
+    step[:, model._dense] = -dD
+    neg = np.zeros_like(g)
+    neg[:, model._dense] = negD
+    if model._nL:
+        step[:, model._local] = -dL
+        floor = 1e-8 * (1.0 + np.abs(HLL))
+        hll = np.where(HLL > floor, HLL, 2.0 * np.abs(HLL) + floor)
+        neg[:, model._local] = -(HDL.transpose(0, 2, 1) @ negD[:, :, None])[..., 0] / hll
+    dec = (gD * dD).sum(axis=1) + (gL * dL).sum(axis=1)
+    return step, dec, neg
+
+
+def _minimize(
+    model: Model,
+    x0: np.ndarray,
+    consts: tuple[np.ndarray, ...],
+    free: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    max_iter: int = _MAX_ITER,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """Batched projected Newton. Returns x, f, edm, converged, n_iter and the last derivatives."""
+    x = x0
+    B = x.shape[0]
+    deriv = model._derivatives(x, consts)
+    f, g = deriv[0], deriv[1]
+    if not np.all(np.isfinite(f)):
+        bad = int(np.flatnonzero(~np.isfinite(f))[0])
+        raise HepFitError(
+            f"-2 ln L is not finite at the initial parameters (row {bad}): an expected rate is "
+            "<= 0 in a bin with observed events; change init or bounds"
+        )
+    done = np.zeros(B, bool)
+    edm = np.full(B, np.inf)
+    n_iter = np.zeros(B, int)
+    stalled = np.zeros(B, bool)
+    flat = np.zeros(B, int)  # consecutive iterations without a meaningful decrease of f
+    n_saddle = np.zeros(B, int)
+    kink = model._kink_mask  # parameters whose interpolation has a kink at 0
+    has_kink = bool(kink.any())
+    lo_eff, hi_eff = lo, hi
+    for _ in range(max_iter):
+        if has_kink:
+            # treat the kink at 0 like a bound from the current side, so that a minimum
+            # sitting on the kink is reached exactly instead of by oscillation; at exactly 0
+            # the gradient is the right-hand one: if it does not point right, look left
+            at0 = kink & free & (x == 0.0) & (g >= 0.0) & ~done[:, None]
+            if at0.any():
+                x = np.where(at0, -1e-12, x)
+                deriv = model._derivatives(x, consts)
+                f, g = deriv[0], deriv[1]
+            lo_eff = np.where(kink & (x > 0), np.maximum(lo, 0.0), lo)
+            hi_eff = np.where(kink & (x < 0), np.minimum(hi, 0.0), hi)
+        at_lo = (x <= lo_eff) & (g > 0)
+        at_hi = (x >= hi_eff) & (g < 0)
+        act = free[None, :] & ~at_lo & ~at_hi & ~done[:, None]
+        step, dec, neg = _newton_direction(model, g, deriv[2], deriv[3], deriv[4], act)
+        edm_now = np.where(done, edm, 0.25 * np.abs(dec))
+        edm = edm_now
+        small = edm_now < _EDM_TOL
+        # a vanishing gradient with negative curvature is a saddle point, not a minimum:
+        # step along the negative-curvature direction (downhill side of the gradient)
+        saddle = small & ~done & (np.abs(neg).sum(axis=1) > 0) & (n_saddle < 5)
+        if saddle.any():
+            sign = np.where((g * neg).sum(axis=1) > 0, -1.0, 1.0)
+            step = np.where(saddle[:, None], sign[:, None] * neg, step)
+            small &= ~saddle
+            n_saddle += saddle
+        n_iter += ~done
+        # line search on the projected path
+        t = np.ones(B)
+        x_new = np.where(free, np.clip(x + step, lo_eff, hi_eff), x)
+        d_new = model._derivatives(x_new, consts)
+        f_new = d_new[0]
+        slack = 1e-10 * (1.0 + np.abs(f))
+        ok = (f_new <= f + 1e-4 * np.einsum("bi,bi->b", g, x_new - x) + slack) | done
+        ok &= np.isfinite(f_new) | done
+        if not np.all(ok):
+            bad = ~ok
+            # first retry: minimiser of the quadratic through f(0), f'(0) and f(1)
+            slope = np.einsum("bi,bi->b", g, x_new - x)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                curv = f_new - f - slope
+                t_q = np.where(np.isfinite(f_new) & (curv > 0), -slope / (2.0 * curv), 0.25)
+            t_first = np.clip(np.nan_to_num(t_q, nan=0.25), 0.1, 0.5)
+            for _ls in range(50):
+                t = np.where(bad, t_first * t if _ls == 0 else 0.5 * t, t)
+                x_try = np.where(free, np.clip(x + t[:, None] * step, lo_eff, hi_eff), x)
+                f_try = model._f(x_try, None, consts)  # type: ignore[arg-type]
+                good = (
+                    f_try <= f + 1e-4 * np.einsum("bi,bi->b", g, x_try - x) + slack
+                ) & np.isfinite(f_try)
+                x_new = np.where((bad & good)[:, None], x_try, x_new)
+                bad &= ~good
+                if not bad.any():
+                    break
+            stalled |= bad
+            x_new = np.where(bad[:, None], x, x_new)
+            d_new = model._derivatives(x_new, consts)
+        x = x_new
+        deriv = d_new
+        f_old = f
+        f, g = deriv[0], deriv[1]
+        # a minimum on a kink of the interpolation (code0/code1 at alpha = 0) has no small
+        # gradient: stop once f no longer decreases
+        if has_kink:
+            flat = np.where(f_old - f < 1e-11 * (1.0 + np.abs(f)), flat + 1, 0)
+        done |= small | stalled | (flat >= 3)
+        if done.all():
+            break
+    converged = (edm < _EDM_CLEAN) | (flat >= 3)
+    return x, f, edm, converged, n_iter, deriv
+
+
+def _errors_and_cov(
+    model: Model, deriv: tuple[np.ndarray, ...], free: np.ndarray, want_cov: bool
+) -> tuple[np.ndarray, Any]:
+    """Diagonal errors (B, P) and, for B == 1, a covariance factory."""
+    g, HDD, HDL, HLL = deriv[1], deriv[2], deriv[3], deriv[4]
+    B, P = g.shape
+    act = np.broadcast_to(free, (B, P))
+    _, _, HDD, HDL, HLL = _masked_system(model, g, HDD, HDL, HLL, act)
+    nL = model._nL
+    aD = free[model._dense]
+    aL = free[model._local]
+    errors = np.full((B, P), np.nan)
+    try:
+        if nL:
+            if np.any(HLL <= 0):
+                raise np.linalg.LinAlgError("local block not positive")
+            R = HDL / HLL[:, None, :]
+            Sm = HDD - R @ HDL.transpose(0, 2, 1)
+        else:
+            R = HDL
+            Sm = HDD
+        Sinv = np.linalg.inv(Sm)
+    except np.linalg.LinAlgError:
+        return errors, None
+    varD = 2.0 * np.diagonal(Sinv, axis1=1, axis2=2)
+    errors[:, model._dense] = np.sqrt(np.where(aD & (varD > 0), varD, np.where(aD, np.nan, 0.0)))
+    if nL:
+        varL = 2.0 * (1.0 / HLL + np.einsum("bil,bij,bjl->bl", R, Sinv, R))
+        errors[:, model._local] = np.sqrt(
+            np.where(aL & (varL > 0), varL, np.where(aL, np.nan, 0.0))
+        )
+
+    factory = None
+    if want_cov and B == 1:
+        dense, local = model._dense, model._local
+        R0, S0, H0 = R[0], Sinv[0], HLL[0]
+
+        def factory() -> np.ndarray:
+            cov = np.zeros((P, P))
+            cov[np.ix_(dense, dense)] = 2.0 * S0
+            if nL:
+                off = -2.0 * S0 @ R0
+                cov[np.ix_(dense, local)] = off
+                cov[np.ix_(local, dense)] = off.T
+                ll = 2.0 * (R0.T @ S0 @ R0)
+                ll[np.arange(nL), np.arange(nL)] += 2.0 / H0
+                cov[np.ix_(local, local)] = ll
+            fx = ~free
+            cov[fx, :] = 0.0
+            cov[:, fx] = 0.0
+            return cov
+
+    return errors, factory
+
+
+def _scipy_refit(
+    model: Model,
+    x0: np.ndarray,
+    consts: tuple[np.ndarray, ...],
+    free: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+) -> tuple[np.ndarray, float, bool]:
+    """L-BFGS-B fallback for one row (B == 1 arrays)."""
+    from scipy.optimize import minimize  # only needed on the rare fallback path
+
+    idx = np.flatnonzero(free)
+    base = x0.copy()
+
+    def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+        x = base.copy()
+        x[0, idx] = z
+        d = model._derivatives(x, consts)
+        f = float(d[0][0])
+        if not math.isfinite(f):
+            return 1e300, np.zeros_like(z)
+        return f, d[1][0, idx]
+
+    res = minimize(
+        fun,
+        base[0, idx],
+        jac=True,
+        method="L-BFGS-B",
+        bounds=list(zip(lo[0, idx], hi[0, idx], strict=True)),
+        options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10},
+    )
+    x = base.copy()
+    x[0, idx] = res.x
+    return x, float(res.fun), bool(res.success)
+
+
+def _row_model(model: Model, i: int) -> Model:
+    if model.batch_size == 1:
+        return model
+    import copy
+
+    from sigtune.hep._model import _Arrays
+
+    out = copy.copy(model)
+    arr = _Arrays()
+    for key, value in vars(model._arr).items():
+        if key == "fixed" or value is None:
+            setattr(arr, key, value)
+        else:
+            setattr(arr, key, value[i : i + 1])
+    out._set_arrays(arr, 1)
+    return out
+
+
+def _run(
+    model: Model,
+    data: np.ndarray,
+    init: Any,
+    fixed: Any,
+    bounds: Any,
+    poi_value: Any,
+    uncertainties: bool,
+) -> tuple[Any, ...]:
+    B = data.shape[0]
+    if model.batch_size not in (1, B):
+        raise HepFitError(
+            f"the stacked model holds {model.batch_size} models but the data batch has {B} rows"
+        )
+    x0, free, lo, hi = _setup(model, B, init, fixed, bounds, poi_value)
+    consts = model._constants(data)
+    x, f, edm, conv, n_iter, deriv = _minimize(model, x0, consts, free, lo, hi)
+    refit = ~conv
+    if refit.any():
+        for b in np.flatnonzero(refit):
+            m1 = _row_model(model, int(b))
+            c1 = tuple(c[b : b + 1] for c in consts)
+            xb, fb, ok = _scipy_refit(m1, x[b : b + 1], c1, free, lo[b : b + 1], hi[b : b + 1])
+            if fb <= f[b]:
+                # polish with Newton from the L-BFGS-B point
+                xb2, fb2, edm2, conv2, _, _ = _minimize(
+                    m1, xb, c1, free, lo[b : b + 1], hi[b : b + 1]
+                )
+                if fb2[0] <= fb:
+                    xb, fb, ok = xb2, float(fb2[0]), bool(conv2[0]) or ok
+                    edm[b] = edm2[0]
+                x[b], f[b], conv[b] = xb[0], fb, ok or bool(conv[b])
+        deriv = model._derivatives(x, consts)
+    return x, f, edm, conv, n_iter, deriv, free
+
+
+def fit(
+    model: Model,
+    data: Any,
+    *,
+    init: Any = None,
+    fixed: Mapping[int | str, float | None] | Sequence[int | str] | np.ndarray | None = None,
+    bounds: Any = None,
+    poi_value: float | None = None,
+    uncertainties: bool = True,
+) -> FitResult:
+    """Maximum-likelihood fit (minimum of ``-2 ln L``).
+
+    Args:
+        model: The model.
+        data: Full data vector ``(n_main + n_aux,)``: main bins then auxdata.
+        init: Starting values ``(P,)``; default ``model.suggested_init()``.
+        fixed: ``{name or index: value}`` (value ``None`` keeps the init), a list of names /
+            indices, or a boolean mask; added to the model's own fixed parameters.
+        bounds: ``(P, 2)`` array or ``{name or index: (low, high)}``; default the model's.
+        poi_value: Fix the POI at this value (conditional fit).
+        uncertainties: Compute Hessian uncertainties and the (lazy) covariance.
+
+    Returns:
+        FitResult.
+
+    Raises:
+        HepFitError: Bad data or arguments, or a likelihood that is not finite at the start.
+
+    Example:
+        >>> res = fit(model, data)                       # doctest: +SKIP
+        >>> res.mu, res.mu_err, res.twice_nll            # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    if model.batch_size != 1:
+        raise HepFitError("this model stacks several models; fit it with fit_batch")
+    d = model._check_data(data)
+    if d.ndim != 1:
+        raise HepFitError("fit takes one data vector; use fit_batch for a batch")
+    x, f, edm, conv, n_iter, deriv, free = _run(
+        model, d[None], init, fixed, bounds, poi_value, uncertainties
+    )
+    if uncertainties:
+        errors, factory = _errors_and_cov(model, deriv, free, True)
+    else:
+        errors, factory = np.full((1, model.n_pars), np.nan), None
+    tms = (time.perf_counter() - t0) * 1e3
+    return FitResult(
+        bestfit=x[0],
+        errors=errors[0],
+        twice_nll=float(f[0]),
+        nll=0.5 * float(f[0]),
+        converged=bool(conv[0]),
+        edm=float(edm[0]),
+        n_iter=int(n_iter[0]),
+        time_ms=tms,
+        par_names=list(model.par_names),
+        poi_index=model.poi_index,
+        message="converged" if conv[0] else "not converged (edm above tolerance)",
+        _cov_factory=factory,
+    )
+
+
+def fit_batch(
+    model: Model,
+    data_batch: Any,
+    *,
+    init: Any = None,
+    fixed: Mapping[int | str, float | None] | Sequence[int | str] | np.ndarray | None = None,
+    bounds: Any = None,
+    poi_value: float | np.ndarray | None = None,
+    uncertainties: bool = False,
+) -> BatchFitResult:
+    """Fit ``B`` data sets at once (toys), or ``B`` stacked models (see :func:`stack_models`).
+
+    Args:
+        model: A model, or a stack of ``B`` same-structure models.
+        data_batch: ``(B, n)`` data vectors; row ``i`` is fitted with model ``i`` if stacked.
+        init: ``(P,)`` or ``(B, P)`` starting values.
+        fixed, bounds: As in :func:`fit` (shared by all rows).
+        poi_value: Fix the POI, a scalar or one value per row ``(B,)``.
+        uncertainties: Also compute Hessian uncertainties per row.
+
+    Returns:
+        BatchFitResult.
+    """
+    t0 = time.perf_counter()
+    d = model._check_data(data_batch)
+    if d.ndim != 2:
+        raise HepFitError("fit_batch takes a (B, n) array of data vectors")
+    if poi_value is not None:
+        pv = np.asarray(poi_value, float)
+        if pv.ndim == 1:
+            if pv.shape != (d.shape[0],):
+                raise HepFitError(f"poi_value must be a scalar or have {d.shape[0]} values")
+            if init is None:
+                init = np.broadcast_to(model._arr.init, (d.shape[0], model.n_pars)).copy()
+            else:
+                init = np.broadcast_to(np.asarray(init, float), (d.shape[0], model.n_pars)).copy()
+            init[:, model.poi_index] = pv
+            fixed = _with_poi_fixed(model, fixed)
+            poi_value = None
+    # large batches: the sparse arrowhead layout beats the dense per-entry tensors
+    engine = model._arrow if d.shape[0] >= _BATCH_ARROWHEAD_MIN else model
+    x, f, edm, conv, n_iter, deriv, free = _run(
+        engine, d, init, fixed, bounds, poi_value, uncertainties
+    )
+    if uncertainties:
+        errors, _ = _errors_and_cov(engine, deriv, free, False)
+    else:
+        errors = np.full_like(x, np.nan)
+    tms = (time.perf_counter() - t0) * 1e3
+    return BatchFitResult(
+        bestfit=x,
+        errors=errors,
+        twice_nll=f,
+        nll=0.5 * f,
+        converged=conv,
+        edm=edm,
+        n_iter=n_iter,
+        time_ms=tms,
+        par_names=list(model.par_names),
+        poi_index=model.poi_index,
+    )
+
+
+def _with_poi_fixed(model: Model, fixed: Any) -> Any:
+    if model.poi_index is None:
+        raise HepFitError("poi_value given, but the model has no parameter of interest")
+    if fixed is None:
+        return {model.poi_index: None}
+    if isinstance(fixed, Mapping):
+        out = dict(fixed)
+        out[model.poi_index] = None
+        return out
+    mask = np.asarray(fixed)
+    if mask.dtype == bool:
+        mask = mask.copy()
+        mask[model.poi_index] = True
+        return mask
+    return [*list(fixed), model.poi_index]
+
+
+def asimov_data(model: Model, data: Any, poi_value: float) -> np.ndarray:
+    """Asimov data: expected main bins and auxdata at the conditional fit to ``data``.
+
+    The nuisance parameters are profiled to the *observed* data with the POI fixed at
+    ``poi_value`` (as pyhf's ``generate_asimov_data``); the auxdata are the fitted
+    parameters' expected auxiliary measurements (Gaussian: the value; Poisson: ``tau*gamma``).
+
+    Args:
+        model: The model (or a stack of models, with ``(B, n)`` data).
+        data: ``(n,)`` or ``(B, n)`` observed data.
+        poi_value: The POI value of the Asimov hypothesis.
+
+    Returns:
+        Array of the same shape as ``data``.
+    """
+    d = model._check_data(data)
+    if d.ndim == 1 and model.batch_size == 1:
+        res = fit(model, d, poi_value=poi_value, uncertainties=False)
+        return np.asarray(model.expected_data(res.bestfit))
+    db = d.reshape(-1, model.n_data)
+    if model.batch_size > 1 and db.shape[0] == 1:
+        db = np.repeat(db, model.batch_size, axis=0)
+    bres = fit_batch(model, db, poi_value=poi_value)
+    return np.asarray(model.expected_data(bres.bestfit))
