@@ -5,8 +5,9 @@ Run: ``.venv/bin/python examples/quickstart/define_by_run.py``
 
 from __future__ import annotations
 
-import sigtune
 from objective import branin
+
+import sigtune
 
 if __name__ == "__main__":
     study = sigtune.optimize(branin, n_trials=80, sampler="tpe", seed=0, direction="minimize")
