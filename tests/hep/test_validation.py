@@ -26,6 +26,8 @@ _LOOSE = {"2bin_histosys": 2.0, "1bin_shapesys_q0": 2.0, "2bin_2channel_coupledh
 # max(stated tolerance, _MINIMISER_FLOOR); test_validation_case_at_pyhf_fit_points then checks the
 # likelihood and the asymptotic formulas at the STATED tolerance, evaluated at pyhf's fit points.
 _MINIMISER_FLOOR = 2e-4
+# Cases whose reference numbers pyhf's history ties directly to ROOT (data README).
+_ROOT_TIED = {"shapesys_nuisparfilter", "1bin_shapesys_q0"}
 
 
 def _case(name: str) -> dict[str, Any]:
@@ -65,7 +67,11 @@ def test_validation_case(name: str) -> None:
     data = ws.data(model)
     test = case["test"]
     res = hypotest(model, data, test["poi_test"], test_stat=test["test_stat"])
-    rtol = max(case["tolerance"] * _LOOSE.get(name, 1.0), _MINIMISER_FLOOR)
+    stated = case["tolerance"] * _LOOSE.get(name, 1.0)
+    # The two cases tied directly to ROOT are held to their stated tolerance end to end; the
+    # pyhf-rebaselined ones get the minimiser floor, justified case by case in
+    # test_pyhf_minimiser_explains_the_remaining_difference.
+    rtol = stated if name in _ROOT_TIED else max(stated, _MINIMISER_FLOOR)
     atol = case.get("tolerance_atol", 0.0)
     expected = case["expected"]
     assert res.pvalue_obs == pytest.approx(expected["obs"], rel=rtol, abs=atol)
@@ -191,14 +197,17 @@ def test_sbottom_regression_at_pyhf_fit_points() -> None:
     )
 
 
-# A spread of the 33 additional points (three regions, CLs from 1.5e-8 to 0.98, mu_hat at 0 and > 0).
-# Not sampled: points where the conditional fit at mu = 1 has several minima and the fitter stops at
-# a saddle (zero gradient, negative curvature), e.g. RegionB_300_205_60 -- see
-# test_known_saddle_point_in_conditional_fit and docs/hep.md.
+# A spread of the 33 additional points (three regions, CLs from 7e-11 to 0.98, mu_hat at 0 and > 0).
+# 27 of the 33 agree with pyhf within 1e-3 (obs and exp); the other six (RegionA_300_205_60,
+# RegionA_500_400_60, RegionB_1300_850_60, RegionC_500_400_60, RegionC_700_450_60,
+# RegionC_1100_250_60) have conditional fits with several local minima where pyhf and we end in
+# different ones (our unconditional minima are lower than pyhf's at all 33) -- see docs/hep.md.
 _ADDITIONAL = [
     "RegionA_1000_995_60",
     "RegionA_1000_530_400",
     "RegionA_1600_1550_60",
+    "RegionB_300_205_60",
+    "RegionB_500_400_60",
     "RegionB_900_850_60",
     "RegionB_1000_530_400",
     "RegionC_1000_995_60",
@@ -225,21 +234,6 @@ def test_sbottom_additional_points_against_pyhf(point: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="fitter (hep._fit) stops at a saddle point: JET_JER_EffectiveNP_2 stays at 0 with zero "
-    "gradient and negative curvature; pyhf reaches -2lnL = 107.7066, we 108.8 (reported to the fit owner)",
-)
-def test_known_saddle_point_in_conditional_fit() -> None:
-    point = next(
-        p for p in _sbottom_reference()["additional_points"] if p["name"] == "RegionB_300_205_60"
-    )
-    model, data = _sbottom_model(point)
-    res = hypotest(model, data, 1.0)
-    assert res.cls_obs == pytest.approx(point["pyhf_computed"]["CLs_obs"], rel=1e-2)
-
-
-@pytest.mark.slow
 def test_sbottom_discovery_against_pyhf() -> None:
     point = _sbottom_reference()["points"][0]
     model, data = _sbottom_model(point)
@@ -249,3 +243,45 @@ def test_sbottom_discovery_against_pyhf() -> None:
     assert res.q0_obs == pytest.approx(0.0, abs=1e-6)
     assert res.p0_obs == pytest.approx(0.5, abs=1e-3)
     np.testing.assert_allclose(res.p0_exp_band, ref["p0_exp"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(set(CASES) - _ROOT_TIED))
+def test_pyhf_minimiser_explains_the_remaining_difference(name: str) -> None:
+    """Where we are further from a pyhf-rebaselined number than its stated tolerance, every fit
+    entering the test statistic reaches a -2 ln L at least as low as pyhf's fit at the same POI:
+    the difference comes from pyhf's minimiser stopping early, not from our likelihood."""
+    case = _case(name)
+    ws = hep.Workspace(case["workspace"])
+    model = ws.model(
+        normsys_interp=case["settings"]["normsys_interp"],
+        histosys_interp=case["settings"]["histosys_interp"],
+    )
+    data = ws.data(model)
+    test = case["test"]
+    res = hypotest(model, data, test["poi_test"], test_stat=test["test_stat"])
+    stated = case["tolerance"] * _LOOSE.get(name, 1.0)
+    expected = case["expected"]
+    devs = [abs(res.pvalue_obs - expected["obs"]) / abs(expected["obs"])]
+    devs += [abs(a - b) / abs(b) for a, b in zip(res.pvalue_exp, expected["exp"], strict=True)]
+    if max(devs) <= stated:
+        return  # within the stated tolerance: nothing to explain
+
+    import logging
+
+    pyhf = pytest.importorskip("pyhf")
+    logging.getLogger("pyhf").setLevel(logging.ERROR)
+    pmodel, pdata = _pyhf_model(case["workspace"], case["settings"])
+    calc = pyhf.infer.calculators.AsymptoticCalculator(pdata, pmodel, test_stat=test["test_stat"])
+    calc.teststatistic(float(test["poi_test"]))
+    fp = calc.fitted_pars
+    mu_asimov = 1.0 if test["test_stat"] == "q0" else 0.0
+    checks = [
+        (float(test["poi_test"]), np.asarray(fp.fixed_poi_fit_to_data)),
+        (mu_asimov, np.asarray(fp.asimov_pars)),
+    ]
+    for mu, pyhf_pars in checks:
+        ours = hep.fit(model, data, poi_value=mu, uncertainties=False).twice_nll
+        theirs = float(model.twice_nll(pyhf_pars, data))
+        assert ours <= theirs + 1e-9, (name, mu, ours, theirs)
+    ours_free = hep.fit(model, data, uncertainties=False).twice_nll
+    assert ours_free <= float(model.twice_nll(np.asarray(fp.free_fit_to_data), data)) + 1e-9

@@ -9,7 +9,8 @@ diagonal block ``H_LL`` for per-bin gammas (staterror/shapesys/shapefactor), cou
 projected Newton / active-set rule (a parameter at a bound whose gradient pushes outwards is
 held for that iteration), a backtracking Armijo line search on the projected path, and
 Levenberg-Marquardt damping when the Hessian is not positive definite. Anything that does not
-converge is refitted with SciPy's L-BFGS-B.
+converge is refitted with SciPy's L-BFGS-B. A single fit of a small model (dense engine, no
+interpolation kinks) runs the same iteration with scalar control flow (:func:`_minimize_single`).
 
 Uncertainties are ``sqrt(diag(inverse Hessian of nll))`` in the free parameters (fixed
 parameters get 0), i.e. ``cov = 2 * inv(H_twice_nll)``.
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.linalg.lapack import dpotrf as _dpotrf
+from scipy.linalg.lapack import dpotrs as _dpotrs
 
 from sigtune.hep._exceptions import HepFitError
 from sigtune.hep._model import Model
@@ -354,6 +357,11 @@ def _newton_direction(
     return step, dec, neg
 
 
+_MinResult = tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]
+]
+
+
 def _minimize(
     model: Model,
     x0: np.ndarray,
@@ -362,7 +370,128 @@ def _minimize(
     lo: np.ndarray,
     hi: np.ndarray,
     max_iter: int = _MAX_ITER,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+) -> _MinResult:
+    """Projected Newton. Returns x, f, edm, converged, n_iter and the last derivatives.
+
+    One row of a small (dense-engine) model without interpolation kinks takes the lean
+    :func:`_minimize_single` path; everything else (and any row that meets a Hessian that is not
+    positive definite or a rejected full step there) runs :func:`_minimize_general`.
+    """
+    if x0.shape[0] == 1 and model._dense_engine and not model._kink_mask.any():
+        return _minimize_single(model, x0, consts, free, lo, hi, max_iter)
+    return _minimize_general(model, x0, consts, free, lo, hi, max_iter)
+
+
+def _minimize_single(
+    model: Model,
+    x0: np.ndarray,
+    consts: tuple[np.ndarray, ...],
+    free: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    max_iter: int = _MAX_ITER,
+) -> _MinResult:
+    """Lean projected Newton for one row of a dense-engine model (no interpolation kinks).
+
+    Follows :func:`_minimize_general` step by step (same active set, Newton step, eigenvalue
+    damping and saddle escape, Armijo backtracking and edm stopping rule) with scalar control
+    flow on the ``(P_active, P_active)`` system instead of batched masks. If the line search
+    stalls, the general minimiser takes over from the current point (and reports it).
+    """
+    deriv = model._derivatives(x0, consts)
+    f = float(deriv[0][0])
+    if not math.isfinite(f):
+        return _minimize_general(model, x0, consts, free, lo, hi, max_iter)  # raises
+    x = x0[0]
+    lo1, hi1 = lo[0], hi[0]
+    g, H = deriv[1][0], deriv[2][0]
+    edm = math.inf
+    n_iter = 0
+    n_saddle = 0
+    stalled = False
+    for _ in range(max_iter):
+        act = free & ~((x <= lo1) & (g > 0)) & ~((x >= hi1) & (g < 0))
+        idx = np.flatnonzero(act)
+        gs = g[idx]
+        Hs = H[idx[:, None], idx[None, :]]
+        neg = None
+        # positive-definiteness test as in _solve, and then the Cholesky solve (LAPACK directly:
+        # numpy's wrappers cost more than the factorisation of this small matrix)
+        if idx.size:
+            chol, info = _dpotrf(Hs, lower=True, clean=False)
+            if info == 0:
+                d, info = _dpotrs(chol, gs, lower=True)
+        else:  # nothing moves
+            d, info = np.zeros(0), 0
+        if info != 0:
+            Hs = 0.5 * (Hs + Hs.T)
+            ev, vec = np.linalg.eigh(Hs)
+            scale = max(float(np.abs(ev).max()), 1e-12)
+            if ev[0] < -1e-8 * scale:
+                neg = vec[:, 0] / math.sqrt(abs(float(ev[0])) + 1e-300)
+            if ev[0] < 1e-8 * scale:
+                Hs[np.diag_indices_from(Hs)] += 1e-6 * scale - 2.0 * float(ev[0])
+            try:
+                d = np.linalg.solve(Hs, gs)
+            except np.linalg.LinAlgError:
+                d = np.linalg.pinv(Hs) @ gs
+        edm = 0.25 * abs(float(gs @ d))
+        small = edm < _EDM_TOL
+        move = -d
+        if small and neg is not None and n_saddle < 5:
+            # saddle point: step along the negative-curvature direction, downhill side
+            move = -neg if float(gs @ neg) > 0 else neg
+            small = False
+            n_saddle += 1
+        xi, loi, hii = x[idx], lo1[idx], hi1[idx]
+        x_new = x.copy()
+        x_new[idx] = np.minimum(np.maximum(xi + move, loi), hii)
+        d_new = model._derivatives(x_new[None], consts)
+        f_new = float(d_new[0][0])
+        slack = 1e-10 * (1.0 + abs(f))
+        slope = float(g @ (x_new - x))
+        if not (math.isfinite(f_new) and f_new <= f + 1e-4 * slope + slack):
+            # backtracking as in _minimize_general: quadratic first retry, then halving
+            curv = f_new - f - slope
+            t_q = -slope / (2.0 * curv) if math.isfinite(f_new) and curv > 0 else 0.25
+            t = min(max(t_q if math.isfinite(t_q) else 0.25, 0.1), 0.5)
+            found = False
+            for _ls in range(50):
+                if _ls:
+                    t *= 0.5
+                x_try = x.copy()
+                x_try[idx] = np.minimum(np.maximum(xi + t * move, loi), hii)
+                f_try = float(model._f(x_try[None], None, consts)[0])  # type: ignore[arg-type]
+                if math.isfinite(f_try) and f_try <= f + 1e-4 * float(g @ (x_try - x)) + slack:
+                    found = True
+                    break
+            if not found:
+                stalled = True
+                break  # the general minimiser takes over from x (and reports the stall)
+            x_new = x_try
+            d_new = model._derivatives(x_new[None], consts)
+            f_new = float(d_new[0][0])
+        n_iter += 1
+        x, deriv, f = x_new, d_new, f_new
+        g, H = deriv[1][0], deriv[2][0]
+        if small:
+            break
+    if not stalled:  # converged, or max_iter reached (reported as the general minimiser does)
+        conv = np.array([edm < _EDM_CLEAN])
+        return x[None], deriv[0], np.array([edm]), conv, np.array([n_iter]), deriv
+    out = _minimize_general(model, x[None], consts, free, lo, hi, max_iter - n_iter)
+    return out[0], out[1], out[2], out[3], out[4] + n_iter, out[5]
+
+
+def _minimize_general(
+    model: Model,
+    x0: np.ndarray,
+    consts: tuple[np.ndarray, ...],
+    free: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    max_iter: int = _MAX_ITER,
+) -> _MinResult:
     """Batched projected Newton. Returns x, f, edm, converged, n_iter and the last derivatives."""
     x = x0
     B = x.shape[0]
@@ -462,6 +591,8 @@ def _errors_and_cov(
     """Diagonal errors (B, P) and, for B == 1, a covariance factory."""
     g, HDD, HDL, HLL = deriv[1], deriv[2], deriv[3], deriv[4]
     B, P = g.shape
+    if B == 1 and model._dense_engine:
+        return _errors_and_cov_single(HDD[0], free, want_cov)
     act = np.broadcast_to(free, (B, P))
     _, _, HDD, HDL, HLL = _masked_system(model, g, HDD, HDL, HLL, act)
     nL = model._nL
@@ -504,6 +635,38 @@ def _errors_and_cov(
                 ll[np.arange(nL), np.arange(nL)] += 2.0 / H0
                 cov[np.ix_(local, local)] = ll
             fx = ~free
+            cov[fx, :] = 0.0
+            cov[:, fx] = 0.0
+            return cov
+
+    return errors, factory
+
+
+def _errors_and_cov_single(
+    H: np.ndarray, free: np.ndarray, want_cov: bool
+) -> tuple[np.ndarray, Any]:
+    """:func:`_errors_and_cov` for one row of a dense-engine model (full ``(P, P)`` Hessian):
+    the same masked matrix (identity in the fixed parameters) and inverse, without the batch
+    and arrowhead bookkeeping."""
+    P = H.shape[0]
+    errors = np.full((1, P), np.nan)
+    fx = ~free
+    Hm = H.copy()
+    Hm[fx, :] = 0.0
+    Hm[:, fx] = 0.0
+    ifx = np.flatnonzero(fx)
+    Hm[ifx, ifx] = 1.0
+    try:
+        inv = np.linalg.inv(Hm)
+    except np.linalg.LinAlgError:
+        return errors, None
+    var = 2.0 * np.diagonal(inv)
+    errors[0] = np.sqrt(np.where(free & (var > 0), var, np.where(free, np.nan, 0.0)))
+    factory = None
+    if want_cov:
+
+        def factory() -> np.ndarray:
+            cov = 2.0 * inv
             cov[fx, :] = 0.0
             cov[:, fx] = 0.0
             return cov

@@ -230,7 +230,10 @@ class Model:
         self.poi_name = poi_name
 
         # ---- linear slots
-        slot_lists: list[list[list[int]]] = [[[] for _ in range(N)] for _ in range(S)]
+        # one (sample, bin range, parameter per bin) record per linear modifier use, in the
+        # order the slots of each entry are filled
+        slot_uses: list[tuple[int, int, int, np.ndarray]] = []
+        counts = np.zeros((S, N), np.intp)
         normsys_names: list[str] = []
         histosys_names: list[str] = []
         for (mtype, mname), uses in mods.items():
@@ -238,28 +241,25 @@ class Model:
             for ci, si, _mod, _cname, _sname in uses:
                 lo, hi = int(offsets[ci]), int(offsets[ci + 1])
                 if mtype in ("normfactor", "lumi"):
-                    for b in range(lo, hi):
-                        slot_lists[si][b].append(ps.start)
-                elif mtype == "shapefactor":
-                    for i, b in enumerate(range(lo, hi)):
-                        slot_lists[si][b].append(ps.start + i)
-                elif mtype == "shapesys":
-                    for i, b in enumerate(range(lo, hi)):
-                        slot_lists[si][b].append(ps.start + i)
+                    pv = np.full(hi - lo, ps.start, np.intp)
+                elif mtype in ("shapefactor", "shapesys"):
+                    pv = ps.start + np.arange(hi - lo, dtype=np.intp)
                 elif mtype == "staterror":
-                    comp = self._staterror_components[mname]
-                    for b in range(lo, hi):
-                        slot_lists[si][b].append(ps.start + comp[b])
+                    pv = ps.start + self._staterror_components[mname][lo:hi]
+                else:
+                    continue
+                slot_uses.append((si, lo, hi, pv))
+                counts[si, lo:hi] += 1
             if mtype == "normsys" and mname not in normsys_names:
                 normsys_names.append(mname)
             if mtype == "histosys" and mname not in histosys_names:
                 histosys_names.append(mname)
-        K = max([1] + [len(slot_lists[s][b]) for s in range(S) for b in range(N)])
+        K = max(1, int(counts.max(initial=0)))
         lin_idx = np.full((K, S, N), P, dtype=np.intp)
-        for s in range(S):
-            for b in range(N):
-                for k, p in enumerate(slot_lists[s][b]):
-                    lin_idx[k, s, b] = p
+        filled = np.zeros((S, N), np.intp)
+        for si, lo, hi, pv in slot_uses:
+            lin_idx[filled[si, lo:hi], si, np.arange(lo, hi)] = pv
+            filled[si, lo:hi] += 1
 
         # ---- normsys instances (parameter, sample) with per-channel hi/lo, and histosys
         # instances (parameter, sample) with per-bin shifts over all main bins
@@ -366,13 +366,14 @@ class Model:
         self._ns_onehot = (np.arange(S)[:, None] == self._ns_s[None, :]).astype(float)
         self._hs_onehot = (np.arange(S)[:, None] == self._hs_s[None, :]).astype(float)
         self._normsys_names, self._histosys_names = normsys_names, histosys_names
-        # the arrowhead layout (used for batches and large models) is always available as
-        # self._arrow; small models use the dense layout for single fits
-        self._build_blocks(psets, dense_layout=False)
-        self._arrow: Model = self
+        # the arrowhead layout (used for batches and large models) is available as
+        # self._arrow (built lazily: single fits of small models only need the dense layout)
         if P <= _DENSE_MAX_PARS and P * S * N <= _DENSE_MAX_SIZE:
-            self._arrow = copy.copy(self)
             self._build_blocks(psets, dense_layout=True)
+            self._arrow_cache: Model | None = None
+        else:
+            self._build_blocks(psets, dense_layout=False)
+            self._arrow_cache = self
 
     def _staterror_mask_and_sigmas(
         self,
@@ -563,17 +564,31 @@ class Model:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return _derivatives_dense_impl(self, x, consts)
 
+    @property
+    def _arrow(self) -> Model:
+        """This model in the arrowhead layout (itself for large models; built on first use)."""
+        if self._arrow_cache is None:
+            arrow = copy.copy(self)
+            arrow._build_blocks(self._psets, dense_layout=False)
+            arrow._arrow_cache = arrow
+            self._arrow_cache = arrow
+        return self._arrow_cache
+
     def _set_arrays(self, arr: _Arrays, batch_size: int) -> None:
         """Replace the numerical arrays (stacking / row selection), in both layouts."""
         self._arr = arr
         self.batch_size = batch_size
         self._set_constraint_cache()
-        if self._arrow is not self:
-            arrow = copy.copy(self._arrow)
+        cached = self._arrow_cache
+        if not self._dense_engine:
+            self._arrow_cache = self
+        elif cached is not None:
+            arrow = copy.copy(cached)
             arrow._arr = arr
             arrow.batch_size = batch_size
             arrow._set_constraint_cache()
-            self._arrow = arrow
+            arrow._arrow_cache = arrow
+            self._arrow_cache = arrow
 
     def _set_constraint_cache(self) -> None:
         sig2 = self._arr.gauss_sigma**2
@@ -584,7 +599,7 @@ class Model:
 
     def _build_blocks(self, psets: dict[str, ParamSet], *, dense_layout: bool) -> None:
         """Split parameters into a dense block and per-bin 'local' gammas (arrowhead Hessian)."""
-        P, K, S, N = self.n_pars, self._K, self._S, self._N
+        P, K = self.n_pars, self._K
         lin = self._lin_idx
         gamma_par = np.zeros(P + 1, bool)
         for ps in psets.values():
@@ -592,24 +607,22 @@ class Model:
                 gamma_par[ps.start : ps.start + ps.n] = True
         # bins touched by each gamma component
         touched: dict[int, set[int]] = {}
-        ks, ss, ns = np.nonzero(lin < P)
-        for k, s, n in zip(ks, ss, ns, strict=True):
-            p = int(lin[k, s, n])
-            if gamma_par[p]:
-                touched.setdefault(p, set()).add(int(n))
-        # a gamma appearing twice in one entry is kept dense (second derivative != 0)
         twice: set[int] = set()
-        for s_i in range(S):
-            for n_i in range(N):
-                vals = [int(v) for v in lin[:, s_i, n_i] if v < P]
-                twice.update(v for v in vals if vals.count(v) > 1)
+        # small models: one dense Hessian is cheaper than the arrowhead bookkeeping
+        self._dense_engine = dense_layout
+        if not dense_layout:
+            ks, ss, ns = np.nonzero(lin < P)
+            for k, s, n in zip(ks.tolist(), ss.tolist(), ns.tolist(), strict=True):
+                p = int(lin[k, s, n])
+                if gamma_par[p]:
+                    touched.setdefault(p, set()).add(n)
+            # a gamma appearing twice in one entry is kept dense (second derivative != 0)
+            srt = np.sort(lin, axis=0)
+            dup = (srt[1:] == srt[:-1]) & (srt[1:] < P)
+            twice = {int(v) for v in srt[1:][dup]}
         claimed: set[int] = set()
         local: list[int] = []
         local_bin: list[int] = []
-        # small models: one dense Hessian is cheaper than the arrowhead bookkeeping
-        self._dense_engine = dense_layout
-        if self._dense_engine:
-            touched = {}
         for p in sorted(touched):
             bins = touched[p]
             if len(bins) == 1 and p not in twice:
@@ -734,6 +747,9 @@ class Model:
             sel = e_s == s_
             hg[p_, sel] = j * N + e_n[sel]
         self._q_gather, self._h_gather = qg, hg
+        # instance -> parameter one-hot maps (for per-instance sums)
+        self._hs_to_par = (self._hs_par[:, None] == np.arange(P)[None, :]).astype(float)
+        self._ns_to_par = (self._ns_par[:, None] == np.arange(P)[None, :]).astype(float)
         lin = self._lin_idx.reshape(K, E)
         onehot = np.zeros((K, P, E))
         for k in range(K):
@@ -922,7 +938,9 @@ class Model:
             Kn = np.exp(self._ns_onehot @ lk)[:, :, self._chan_of_bin]
         else:
             Kn = self._ones_sn
-        xe = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
+        xe = np.empty((x.shape[0], x.shape[1] + 1))
+        xe[:, :-1] = x
+        xe[:, -1] = 1.0
         if self._K == 1:
             L = xe[:, self._lin_idx[0]][:, None]
             Lf = L[:, 0]
@@ -948,16 +966,18 @@ class Model:
         pa: np.ndarray,
         const: np.ndarray,
     ) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            main = nu - _xlogy(n, nu)
-            if (nu <= 0).any():
+        if nu.min() > 0.0:  # the usual case: n ln nu is finite (and 0 where n == 0)
+            f = 2.0 * (nu - n * np.log(nu)).sum(axis=1)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                main = nu - _xlogy(n, nu)
                 main = np.where((nu < 0) | ((nu == 0) & (n > 0)), np.inf, main)
-            f = 2.0 * main.sum(axis=1)
-            z = (ga - x[:, self._g_idx]) / self._arr.gauss_sigma
-            f = f + (z * z).sum(axis=1)
-            if self._p_idx.size:
-                gam = x[:, self._p_idx]
-                f = f + 2.0 * (gam * self._arr.pois_tau - _xlogy(pa, gam)).sum(axis=1)
+                f = 2.0 * main.sum(axis=1)
+        z = (ga - x[:, self._g_idx]) / self._arr.gauss_sigma
+        f = f + (z * z).sum(axis=1)
+        if self._p_idx.size:
+            gam = x[:, self._p_idx]
+            f = f + 2.0 * (gam * self._arr.pois_tau - _xlogy(pa, gam)).sum(axis=1)
         return np.asarray(f + const)
 
     def _derivatives(
@@ -979,9 +999,13 @@ class Model:
         f = self._f_from_nu(x, nu, n, ga, pa, const)
         B = x.shape[0]
         P, N, nD, nL, K = self.n_pars, self._N, self._nD, self._nL, self._K
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(nu > 0, n / nu, 0.0)
-            dw = np.where(nu > 0, ratio / nu, 0.0)  # second derivative of nu - n ln nu
+        if nu.min() > 0.0:
+            ratio = n / nu
+            dw = ratio / nu  # second derivative of nu - n ln nu
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(nu > 0, n / nu, 0.0)
+                dw = np.where(nu > 0, ratio / nu, 0.0)
         w = 1.0 - ratio  # first derivative
         # exclusion products of the linear factors: d(prod L)/dL_k
         if K == 1:
@@ -1129,11 +1153,20 @@ def _derivatives_dense_impl(
     B = x.shape[0]
     P, S, N, K = model.n_pars, model._S, model._N, model._K
     E = S * N
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(nu > 0, n / nu, 0.0)
-        dw = np.where(nu > 0, ratio / nu, 0.0)
+    if nu.min() > 0.0:
+        ratio = n / nu
+        dw = ratio / nu
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(nu > 0, n / nu, 0.0)
+            dw = np.where(nu > 0, ratio / nu, 0.0)
     w = 1.0 - ratio
-    wE = np.concatenate([w] * S, axis=1) if S > 1 else w  # (B, E)
+    if S > 1:
+        w3 = np.empty((B, S, N))
+        w3[:] = w[:, None, :]
+        wE = w3.reshape(B, E)
+    else:
+        wE = w  # (B, E)
     nusE = nus.reshape(B, E)
     FE = _flat(F, nus.shape, B, E)
     AE = _flat(A, nus.shape, B, E)
@@ -1153,20 +1186,22 @@ def _derivatives_dense_impl(
     diag = np.zeros((B, P))
     Q = Pd = None
     if model._H:
-        d1f = np.concatenate([hd1.reshape(B, -1), np.zeros((B, 1))], axis=1)
+        d1f = _pad0(hd1, B)
         Pd = np.take(d1f, model._h_gather, axis=1)  # (B, P, E)
         R = R + FE[:, None, :] * Pd
-        d2f = np.concatenate([hd2.reshape(B, -1), np.zeros((B, 1))], axis=1)
-        diag += (np.take(d2f, model._h_gather, axis=1) * (wE * FE)[:, None, :]).sum(axis=2)
+        # second derivative of A per histosys instance, summed over bins, onto its parameter
+        diag += ((w[:, None, :] * F[:, model._hs_s]) * hd2).sum(axis=2) @ model._hs_to_par
         wP = Pd * wE[:, None, :]
         UwP = U @ wP.transpose(0, 2, 1)
         T += UwP + UwP.transpose(0, 2, 1)
     if model._M:
-        q1 = np.concatenate([lk1.reshape(B, -1), np.zeros((B, 1))], axis=1)
+        q1 = _pad0(lk1, B)
         Q = np.take(q1, model._q_gather, axis=1)
         G = nusE[:, None, :] * Q + R
-        q2 = np.concatenate([lk2.reshape(B, -1), np.zeros((B, 1))], axis=1)
-        diag += (np.take(q2, model._q_gather, axis=1) * (wE * nusE)[:, None, :]).sum(axis=2)
+        cob = model._chan_of_bin
+        diag += ((w[:, None, :] * nus[:, model._ns_s]) * lk2[..., cob]).sum(axis=2) @ (
+            model._ns_to_par
+        )
         wb = wE[:, None, :]
         T += (Q * wb) @ G.transpose(0, 2, 1) + (R * wb) @ Q.transpose(0, 2, 1)
     else:
@@ -1194,6 +1229,15 @@ def _derivatives_dense_impl(
         hdiag[:, pi] += 2.0 * pa / (gam * gam)
     H[:, ip, ip] += hdiag
     return f, g, H, np.zeros((B, P, 0)), np.zeros((B, 0)), nu
+
+
+def _pad0(a: np.ndarray, B: int) -> np.ndarray:
+    """``a`` broadcast to ``B`` rows, flattened per row, with one trailing 0 column appended."""
+    size = a[0].size
+    out = np.empty((B, size + 1))
+    out[:, :size] = a.reshape(a.shape[0], size)
+    out[:, size] = 0.0
+    return out
 
 
 def _flat(a: np.ndarray, shape: tuple[int, ...], B: int, E: int) -> np.ndarray:
