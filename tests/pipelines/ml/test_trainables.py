@@ -386,7 +386,8 @@ def test_keras_loop_with_a_stand_in_backend(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The epoch loop, reporting, pruning, checkpoints and save/load of the Keras trainable,
-    run against a minimal stand-in for the keras module (keras itself is not installed)."""
+    run against a minimal stand-in for the keras module (exact checkpoint-resume checks that
+    do not depend on a Keras backend; test_keras_backend.py runs real Keras 3)."""
     monkeypatch.setitem(sys.modules, "keras", _fake_keras())
     built: list[_FakeKerasModel] = []
 
