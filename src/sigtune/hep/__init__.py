@@ -14,7 +14,16 @@ from __future__ import annotations
 from sigtune.hep._closed_form import z_asimov, z_asimov_bins
 from sigtune.hep._exceptions import HepError, HepFitError, HepWorkspaceError
 from sigtune.hep._fit import BatchFitResult, FitResult, asimov_data, fit, fit_batch
-from sigtune.hep._infer import discovery, hypotest, upper_limit
+from sigtune.hep._infer import (
+    AsymptoticCalculator,
+    discovery,
+    hypotest,
+    q0,
+    qmu,
+    qmu_tilde,
+    tmu,
+    upper_limit,
+)
 from sigtune.hep._model import Model, stack_models
 from sigtune.hep._ranking import ranking
 from sigtune.hep._results import (
@@ -31,6 +40,7 @@ from sigtune.hep._validate import HepInputError
 from sigtune.hep._workspace import Workspace
 
 __all__ = [
+    "AsymptoticCalculator",
     "BatchFitResult",
     "DiscoveryResult",
     "FitResult",
@@ -51,8 +61,12 @@ __all__ = [
     "fit_batch",
     "hypotest",
     "profile_scan",
+    "q0",
+    "qmu",
+    "qmu_tilde",
     "ranking",
     "stack_models",
+    "tmu",
     "toy_hypotest",
     "upper_limit",
     "z_asimov",
