@@ -111,3 +111,44 @@ def test_ranking_subset_and_errors() -> None:
     with pytest.raises(HepInputError, match="unconstrained"):
         ranking(model, data, parameters=["mu"])
     assert res.to_dict()["entries"][0]["name"] == "norm"
+
+
+def test_ranking_warns_when_the_poi_sits_at_its_bound(caplog: pytest.LogCaptureFixture) -> None:
+    spec = {
+        "channels": [
+            {
+                "name": "sr",
+                "samples": [
+                    {
+                        "name": "sig",
+                        "data": [5.0, 5.0],
+                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                    },
+                    {
+                        "name": "bkg",
+                        "data": [50.0, 60.0],
+                        "modifiers": [
+                            {"name": "bkg_norm", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}
+                        ],
+                    },
+                ],
+            }
+        ],
+        "observations": [{"name": "sr", "data": [40.0, 45.0]}],  # deficit: mu_hat = 0
+        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}],
+        "version": "1.0.0",
+    }
+    ws = hep.Workspace(spec)
+    model = ws.model()
+    data = ws.data(model)
+    with caplog.at_level("WARNING", logger="sigtune.hep._ranking"):
+        at_bound = hep.ranking(model, data)
+    assert at_bound.mu_hat == pytest.approx(0.0, abs=1e-6)
+    assert "sits at its bound" in caplog.text
+    bounds = model.suggested_bounds()
+    bounds[model.poi_index] = (-10.0, 10.0)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sigtune.hep._ranking"):
+        free = hep.ranking(model, data, bounds=bounds)
+    assert "sits at its bound" not in caplog.text
+    assert free.mu_hat < 0 and abs(free.entries[0].total_impact) > 0

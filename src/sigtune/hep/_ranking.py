@@ -16,6 +16,7 @@ parameter whose up and down shifts happen to be asymmetric).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,8 @@ from numpy.typing import ArrayLike, NDArray
 from sigtune.hep._fit import fit
 from sigtune.hep._results import RankingEntry, RankingResult
 from sigtune.hep._validate import FitSetup, HepInputError, check_data, make_setup
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ranking"]
 
@@ -83,6 +86,17 @@ def ranking(
     best = np.asarray(nominal.bestfit, dtype=np.float64)
     errors = np.asarray(nominal.errors, dtype=np.float64)
     mu_hat = float(best[poi])
+    low, high = (float(b) for b in np.asarray(setup.bounds, dtype=np.float64)[poi])
+    if mu_hat <= low + 1e-9 or mu_hat >= high - 1e-9:
+        log.warning(
+            "ranking: the best-fit POI %s = %g sits at its bound [%g, %g], so impacts towards the "
+            "bound are cut to 0; pass wider POI bounds (e.g. a negative lower bound) for a "
+            "meaningful ranking",
+            names[poi],
+            mu_hat,
+            low,
+            high,
+        )
 
     candidates = [
         i
