@@ -268,7 +268,9 @@ def test_killed_pipeline_process_resumes_the_killed_trial(tmp_path: Path) -> Non
 
     cfg = _mlp_search(tmp_path / "run", "none")
     cfg["data"]["generate"]["n_events"] = 3000
-    cfg["search_space"]["max_epochs"] = 25
+    # Enough epochs that the trial is still running when it is killed, even on an idle machine
+    # (an epoch takes ~20 ms here); the kill follows the first checkpoint at once.
+    cfg["search_space"]["max_epochs"] = 100
     cfg["search_space"]["batch_size"] = 64
     cfg["search"].update({"n_trials": 2, "checkpoints": True})
     path = tmp_path / "p.yaml"
@@ -282,8 +284,7 @@ def test_killed_pipeline_process_resumes_the_killed_trial(tmp_path: Path) -> Non
         while not list(ckpts.glob("*/checkpoint.pt")):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no checkpoint written"
-            time.sleep(0.2)
-        time.sleep(0.3)  # a few more epochs
+            time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
