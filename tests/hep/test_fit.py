@@ -3,45 +3,22 @@
 from __future__ import annotations
 
 import functools
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyhf
 import pytest
 from _generate import synthetic_workspace, workspaces
+from _refs import CASES, REF, SBOTTOM
+from _refs import case as _case
+from _refs import case_model as _model
+from _refs import pyhf_model as _pyhf_model
 from hypothesis import HealthCheck, given, settings
 
 import sigtune.hep as hep
 from sigtune.hep import _model as model_module
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "histfactory"
-CASES = sorted(p.stem for p in (DATA / "validation" / "cases").glob("*.json"))
-SBOTTOM = DATA / "sbottom"
-REF = json.loads((SBOTTOM / "reference.json").read_text())
 TOL = 1e-6  # our -2 ln L at the minimum may exceed pyhf's by at most this much
-
-pyhf = pytest.importorskip("pyhf")
-
-
-def _case(name: str) -> dict[str, Any]:
-    return json.loads((DATA / "validation" / "cases" / f"{name}.json").read_text())
-
-
-def _model(case: dict[str, Any]) -> tuple[hep.Model, np.ndarray]:
-    ws = hep.Workspace(case["workspace"])
-    st = case["settings"]
-    model = ws.model(normsys_interp=st["normsys_interp"], histosys_interp=st["histosys_interp"])
-    return model, ws.data(model)
-
-
-def _pyhf_model(spec: dict[str, Any], normsys: str = "code4", histosys: str = "code4p") -> Any:
-    pyhf.set_backend("numpy")
-    ws = pyhf.Workspace(spec)
-    model = ws.model(
-        modifier_settings={"normsys": {"interpcode": normsys}, "histosys": {"interpcode": histosys}}
-    )
-    return model, np.asarray(ws.data(model))
 
 
 @functools.cache
