@@ -140,6 +140,7 @@ def test_uncertainties_match_numerical_hessian() -> None:
 
 def test_arrowhead_covariance_equals_dense_inverse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(model_module, "_DENSE_MAX_PARS", 0)
+    monkeypatch.setattr(model_module, "_JIT_MAX_PARS", 0)
     ws = hep.Workspace(synthetic_workspace(40, 6))
     model = ws.model()
     assert model._nL == 40
@@ -275,6 +276,7 @@ def test_arrowhead_engine_fits_like_dense(name: str, monkeypatch: pytest.MonkeyP
     case = _case(name)
     dense_model, data = _model(case)
     monkeypatch.setattr(model_module, "_DENSE_MAX_PARS", 0)
+    monkeypatch.setattr(model_module, "_JIT_MAX_PARS", 0)
     arrow_model, _ = _model(case)
     assert dense_model._dense_engine and not arrow_model._dense_engine
     a, b = hep.fit(dense_model, data), hep.fit(arrow_model, data)

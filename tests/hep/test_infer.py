@@ -218,13 +218,13 @@ def test_discovery_uses_at_most_four_fits(monkeypatch: pytest.MonkeyPatch) -> No
     # Asimov data; the free fit to the Asimov data is analytic. multistart adds a cold start to
     # each conditional fit.
     calls: list[float | None] = []
-    real_fit = infer_mod.fit
+    real_fit = infer_mod._fit_point
 
     def counting_fit(*args: Any, **kwargs: Any) -> Any:
         calls.append(kwargs.get("poi_value"))
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(infer_mod, "fit", counting_fit)
+    monkeypatch.setattr(infer_mod, "_fit_point", counting_fit)
     model, data = build(two_bin_spec())
     single = discovery(model, data)
     assert len(calls) <= 4

@@ -153,6 +153,7 @@ def _arrowhead_model(ws: hep.Workspace, **kwargs: Any) -> hep.Model:
     """Build with the arrowhead (dense block + per-bin gammas) engine even for small models."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(model_module, "_DENSE_MAX_PARS", 0)
+        mp.setattr(model_module, "_JIT_MAX_PARS", 0)
         model = ws.model(**kwargs)
     assert not model._dense_engine
     return model

@@ -29,6 +29,7 @@ import numpy as np
 from scipy.linalg.lapack import dpotrf as _dpotrf
 from scipy.linalg.lapack import dpotrs as _dpotrs
 
+from sigtune.hep import _jit
 from sigtune.hep._exceptions import HepFitError
 from sigtune.hep._model import Model
 
@@ -377,9 +378,46 @@ def _minimize(
     :func:`_minimize_single` path; everything else (and any row that meets a Hessian that is not
     positive definite or a rejected full step there) runs :func:`_minimize_general`.
     """
-    if x0.shape[0] == 1 and model._dense_engine and not model._kink_mask.any():
-        return _minimize_single(model, x0, consts, free, lo, hi, max_iter)
+    if model._dense_engine and not model._kink_mask.any():
+        if _jit.ENABLED:
+            return _minimize_jit(model, x0, consts, free, lo, hi, max_iter)
+        if x0.shape[0] == 1:
+            return _minimize_single(model, x0, consts, free, lo, hi, max_iter)
     return _minimize_general(model, x0, consts, free, lo, hi, max_iter)
+
+
+def _minimize_jit(
+    model: Model,
+    x0: np.ndarray,
+    consts: tuple[np.ndarray, ...],
+    free: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    max_iter: int = _MAX_ITER,
+) -> _MinResult:
+    """The :func:`_minimize_single` iteration compiled (:mod:`sigtune.hep._jit`), row by row.
+
+    Rows whose line search stalls continue in :func:`_minimize_general` from where they stopped;
+    a likelihood that is not finite at the start goes there too (which raises).
+    """
+    x, f, edm, n_iter, status, g, H, nu = _jit.minimize(model, x0, consts, free, lo, hi, max_iter)
+    if np.any(status == 2):
+        return _minimize_general(model, x0, consts, free, lo, hi, max_iter)  # raises
+    B, P = x.shape
+    conv = edm < _EDM_CLEAN
+    deriv: tuple[np.ndarray, ...] = (f, g, H, np.zeros((B, P, 0)), np.zeros((B, 0)), nu)
+    for b in np.flatnonzero(status == 1):
+        m1 = _row_model(model, int(b))
+        c1 = tuple(c[b : b + 1] if c.shape[0] == B else c for c in consts)
+        xb, fb, eb, cb, nb, db = _minimize_general(
+            m1, x[b : b + 1], c1, free, lo[b : b + 1], hi[b : b + 1], max_iter - int(n_iter[b])
+        )
+        x[b], f[b], edm[b], conv[b] = xb[0], fb[0], eb[0], cb[0]
+        n_iter[b] += nb[0]
+        for part, new in zip(deriv[1:3], db[1:3], strict=True):
+            part[b] = new[0]
+        nu[b] = db[5][0]
+    return x, f, edm, conv, n_iter, deriv
 
 
 def _minimize_single(
@@ -728,22 +766,16 @@ def _row_model(model: Model, i: int) -> Model:
     return out
 
 
-def _run(
+def _fit_arrays(
     model: Model,
-    data: np.ndarray,
-    init: Any,
-    fixed: Any,
-    bounds: Any,
-    poi_value: Any,
-    uncertainties: bool,
-) -> tuple[Any, ...]:
-    B = data.shape[0]
-    if model.batch_size not in (1, B):
-        raise HepFitError(
-            f"the stacked model holds {model.batch_size} models but the data batch has {B} rows"
-        )
-    x0, free, lo, hi = _setup(model, B, init, fixed, bounds, poi_value)
-    consts = model._constants(data)
+    x0: np.ndarray,
+    free: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    consts: tuple[np.ndarray, ...],
+) -> _MinResult:
+    """Minimise from prepared arrays (``_setup`` output and ``model._constants``); rows that do
+    not converge are refitted with L-BFGS-B and polished with Newton."""
     x, f, edm, conv, n_iter, deriv = _minimize(model, x0, consts, free, lo, hi)
     refit = ~conv
     if refit.any():
@@ -761,6 +793,26 @@ def _run(
                     edm[b] = edm2[0]
                 x[b], f[b], conv[b] = xb[0], fb, ok or bool(conv[b])
         deriv = model._derivatives(x, consts)
+    return x, f, edm, conv, n_iter, deriv
+
+
+def _run(
+    model: Model,
+    data: np.ndarray,
+    init: Any,
+    fixed: Any,
+    bounds: Any,
+    poi_value: Any,
+    uncertainties: bool,
+) -> tuple[Any, ...]:
+    B = data.shape[0]
+    if model.batch_size not in (1, B):
+        raise HepFitError(
+            f"the stacked model holds {model.batch_size} models but the data batch has {B} rows"
+        )
+    x0, free, lo, hi = _setup(model, B, init, fixed, bounds, poi_value)
+    consts = model._constants(data)
+    x, f, edm, conv, n_iter, deriv = _fit_arrays(model, x0, free, lo, hi, consts)
     return x, f, edm, conv, n_iter, deriv, free
 
 
@@ -866,7 +918,9 @@ def fit_batch(
             fixed = _with_poi_fixed(model, fixed)
             poi_value = None
     # large batches: the sparse arrowhead layout beats the dense per-entry tensors
-    engine = model._arrow if d.shape[0] >= _BATCH_ARROWHEAD_MIN else model
+    # (the compiled dense engine loops over rows: it does not need the arrowhead layout)
+    use_arrow = d.shape[0] >= _BATCH_ARROWHEAD_MIN and not (_jit.ENABLED and model._dense_engine)
+    engine = model._arrow if use_arrow else model
     x, f, edm, conv, n_iter, deriv, free = _run(
         engine, d, init, fixed, bounds, poi_value, uncertainties
     )

@@ -39,7 +39,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, special
 
 from sigtune.hep._exceptions import HepError
-from sigtune.hep._fit import fit
+from sigtune.hep._fit import _fit_arrays
 from sigtune.hep._results import BAND_N_SIGMA, DiscoveryResult, HypotestResult, UpperLimitResult
 from sigtune.hep._validate import FitSetup, HepInputError, check_cl, check_data, make_setup
 
@@ -91,21 +91,25 @@ def _fit_point(
     *,
     init: NDArray[np.float64] | None = None,
     poi_value: float | None = None,
+    consts: tuple[NDArray[np.float64], ...] | None = None,
 ) -> _Point:
+    """One fit for the test statistics: :func:`sigtune.hep.fit` without its argument handling
+    and result object (``data`` is already checked; ``consts`` caches ``model._constants``)."""
     start = setup.init if init is None else init
-    start = np.clip(start, setup.bounds[:, 0], setup.bounds[:, 1])
-    res = fit(
-        model,
-        data,
-        init=start,
-        bounds=setup.bounds,
-        fixed=setup.fixed,
-        poi_value=poi_value,
-        uncertainties=False,
-    )
-    if not res.converged:
-        log.debug("fit at poi=%s did not report convergence: %s", poi_value, res.message)
-    return _Point(np.asarray(res.bestfit, dtype=np.float64), float(res.twice_nll))
+    lo = setup.bounds[None, :, 0]
+    hi = setup.bounds[None, :, 1]
+    free = ~(model._arr.fixed | setup.fixed)
+    x0 = np.array(start, dtype=np.float64)[None]
+    if poi_value is not None:
+        free[setup.poi_index] = False
+        x0[0, setup.poi_index] = poi_value
+    x0 = np.where(free, np.clip(x0, lo, hi), x0)
+    if consts is None:
+        consts = model._constants(data[None])
+    x, f, _, conv, _, _ = _fit_arrays(model, x0, free, lo.copy(), hi.copy(), consts)
+    if not conv[0]:
+        log.debug("fit at poi=%s did not report convergence", poi_value)
+    return _Point(x[0], float(f[0]))
 
 
 class _Profile:
@@ -129,6 +133,14 @@ class _Profile:
         self._free_is_exact = False
         self._cond: dict[float, _Point] = {}
         self.n_fits = 0
+        self._consts: tuple[NDArray[np.float64], ...] | None = None
+
+    @property
+    def consts(self) -> tuple[NDArray[np.float64], ...]:
+        """``model._constants`` of the data (shared by every fit of this profile)."""
+        if self._consts is None:
+            self._consts = self.model._constants(self.data[None])
+        return self._consts
 
     def set_free(self, point: _Point, *, exact: bool = False) -> None:
         self._free = point
@@ -137,7 +149,7 @@ class _Profile:
     @property
     def free(self) -> _Point:
         if self._free is None:
-            self._free = _fit_point(self.model, self.data, self.setup)
+            self._free = _fit_point(self.model, self.data, self.setup, consts=self.consts)
             self.n_fits += 1
         return self._free
 
@@ -214,7 +226,14 @@ def _fit_conditionals(requests: Sequence[tuple[_Profile, float]]) -> None:
             profile.store(mu, [short])
             continue
         candidates = [
-            _fit_point(profile.model, profile.data, profile.setup, init=start, poi_value=mu)
+            _fit_point(
+                profile.model,
+                profile.data,
+                profile.setup,
+                init=start,
+                poi_value=mu,
+                consts=profile.consts,
+            )
             for start in profile.starts(mu)
         ]
         profile.n_fits += len(candidates)

@@ -282,7 +282,7 @@ class LightningTrainable(_Base):
 # ---------------------------------------------------------------------- Keras
 def _import_keras() -> Any:
     try:
-        import keras  # type: ignore[import-not-found]
+        import keras  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError as exc:
         raise ConfigError(
             "make_trainable('keras') needs Keras 3 and a backend: pip install keras plus one of "

@@ -1,0 +1,817 @@
+"""Compiled likelihood kernels (numba), used when numba is installed.
+
+The NumPy engine in :mod:`sigtune.hep._model` spends most of a small fit in the overhead of
+NumPy calls (~1 us each, ~100 per derivative evaluation). Here the same quantities -- ``-2 ln L``,
+its gradient and its full Hessian -- are computed in one compiled pass over the (sample, bin)
+entries, and the projected Newton iteration of :func:`sigtune.hep._fit._minimize_single` runs
+compiled too, one row at a time (a batch of toys or of stacked models is a loop over rows).
+
+Per entry ``nu_sb = E * L * A`` with ``E = exp(sum_i lk_i(alpha_i))`` (normsys),
+``L = prod_k theta_k`` (normfactor, lumi, per-bin gammas) and ``A = nom + sum_h delta_h(alpha_h)``
+(histosys); first and second derivatives follow from the product rule over the three factors.
+
+Everything here is optional: without numba (or with ``SIGTUNE_HEP_JIT=0``) :data:`ENABLED` is
+False and the fit uses the NumPy engine. The Python bodies below are the compiled ones, so they
+can also be run uncompiled (slowly) to test the logic.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ENABLED", "JitTables", "derivatives", "minimize"]
+
+try:  # pragma: no cover - depends on the environment
+    import numba
+
+    _HAVE_NUMBA = True
+except ImportError:  # pragma: no cover
+    numba = None  # type: ignore[assignment]
+    _HAVE_NUMBA = False
+
+ENABLED = _HAVE_NUMBA and os.environ.get("SIGTUNE_HEP_JIT", "1") not in ("0", "false", "no")
+
+# kept in sync with sigtune.hep._fit
+_EDM_TOL = 1e-9
+_EDM_CLEAN = 1e-7
+
+
+def _interp(
+    x: np.ndarray,
+    r: int,
+    hs_par: np.ndarray,
+    hs_dp: np.ndarray,
+    hs_dm: np.ndarray,
+    hs_code4p: bool,
+    ns_par: np.ndarray,
+    ns_loghi: np.ndarray,
+    ns_loglo: np.ndarray,
+    ns_coef: np.ndarray,
+    ns_code4: bool,
+    dl: np.ndarray,
+    dl1: np.ndarray,
+    dl2: np.ndarray,
+    lk: np.ndarray,
+    lk1: np.ndarray,
+    lk2: np.ndarray,
+) -> None:
+    """Histosys shifts (per instance and bin) and normsys log-factors (per instance and channel)."""
+    n_bins = hs_dp.shape[2]
+    for h in range(hs_par.shape[0]):
+        a = x[hs_par[h]]
+        inside = hs_code4p and abs(a) <= 1.0
+        if inside:
+            a2 = a * a
+            c0 = a2 * (15.0 + a2 * (-10.0 + 3.0 * a2))
+            c1 = a * (30.0 + a2 * (-40.0 + 18.0 * a2))
+            c2 = 30.0 + a2 * (-120.0 + 90.0 * a2)
+            for b in range(n_bins):
+                up, dn = hs_dp[r, h, b], hs_dm[r, h, b]
+                sym = 0.5 * (up + dn)
+                asym = 0.0625 * (up - dn)
+                dl[h, b] = a * sym + c0 * asym
+                dl1[h, b] = sym + c1 * asym
+                dl2[h, b] = c2 * asym
+        else:
+            for b in range(n_bins):
+                slope = hs_dp[r, h, b] if a >= 0.0 else hs_dm[r, h, b]
+                dl[h, b] = a * slope
+                dl1[h, b] = slope
+                dl2[h, b] = 0.0
+    n_chan = ns_loghi.shape[2]
+    for i in range(ns_par.shape[0]):
+        a = x[ns_par[i]]
+        inside = ns_code4 and abs(a) < 1.0
+        for c in range(n_chan):
+            if inside:
+                k0 = ns_coef[r, i, c, 0]
+                k1 = ns_coef[r, i, c, 1]
+                k2 = ns_coef[r, i, c, 2]
+                k3 = ns_coef[r, i, c, 3]
+                k4 = ns_coef[r, i, c, 4]
+                k5 = ns_coef[r, i, c, 5]
+                p = 1.0 + a * (k0 + a * (k1 + a * (k2 + a * (k3 + a * (k4 + a * k5)))))
+                dp = k0 + a * (
+                    2.0 * k1 + a * (3.0 * k2 + a * (4.0 * k3 + a * (5.0 * k4 + a * 6.0 * k5)))
+                )
+                d2p = 2.0 * k1 + a * (6.0 * k2 + a * (12.0 * k3 + a * (20.0 * k4 + a * 30.0 * k5)))
+                gq = dp / p
+                lk[i, c] = math.log(p)
+                lk1[i, c] = gq
+                lk2[i, c] = d2p / p - gq * gq
+            else:
+                slope = ns_loghi[r, i, c] if a >= 0.0 else -ns_loglo[r, i, c]
+                lk[i, c] = a * slope
+                lk1[i, c] = slope
+                lk2[i, c] = 0.0
+
+
+def _derivs(
+    x: np.ndarray,
+    r: int,
+    t: tuple[Any, ...],
+    n: np.ndarray,
+    ga: np.ndarray,
+    pa: np.ndarray,
+    const: float,
+    order: int,
+    g: np.ndarray,
+    H: np.ndarray,
+    nu: np.ndarray,
+) -> float:
+    """``-2 ln L`` at ``x`` for model row ``r``; with ``order >= 1`` the gradient into ``g``,
+    with ``order == 2`` the full Hessian into ``H``; the expected main-bin rates into ``nu``.
+
+    ``t`` is :attr:`JitTables.tables`. Returns ``inf`` where an expected rate is negative, or
+    zero with observed events.
+    """
+    (
+        nom,
+        hs_par,
+        hs_dp,
+        hs_dm,
+        hs_code4p,
+        hs_ptr,
+        hs_list,
+        ns_par,
+        ns_loghi,
+        ns_loglo,
+        ns_coef,
+        ns_code4,
+        ns_ptr,
+        ns_list,
+        chan_of_bin,
+        lin_idx,
+        bin_ptr,
+        bin_pars,
+        g_idx,
+        gsig,
+        p_idx,
+        ptau,
+        dl,
+        dl1,
+        dl2,
+        lk,
+        lk1,
+        lk2,
+        Es,
+        Ls,
+        As,
+        J,
+        _is_local,
+    ) = t
+    P = x.shape[0]
+    S = nom.shape[1]
+    N = nom.shape[2]
+    K = lin_idx.shape[0]
+    _interp(
+        x, r, hs_par, hs_dp, hs_dm, hs_code4p, ns_par, ns_loghi, ns_loglo, ns_coef, ns_code4,
+        dl, dl1, dl2, lk, lk1, lk2,
+    )  # fmt: skip
+    # pass 1: rates
+    for b in range(N):
+        nu[b] = 0.0
+    for s in range(S):
+        for b in range(N):
+            c = chan_of_bin[b]
+            A = nom[r, s, b]
+            for j in range(hs_ptr[s], hs_ptr[s + 1]):
+                A += dl[hs_list[j], b]
+            le = 0.0
+            for j in range(ns_ptr[s], ns_ptr[s + 1]):
+                le += lk[ns_list[j], c]
+            E = math.exp(le)
+            L = 1.0
+            for k in range(K):
+                p = lin_idx[k, s, b]
+                if p < P:
+                    L *= x[p]
+            Es[s, b] = E
+            Ls[s, b] = L
+            As[s, b] = A
+            nu[b] += E * L * A
+    f = 0.0
+    for b in range(N):
+        v = nu[b]
+        if v > 0.0:
+            f += v - (n[b] * math.log(v) if n[b] != 0.0 else 0.0)
+        elif v < 0.0 or n[b] > 0.0:
+            return math.inf
+    f *= 2.0
+    for j in range(g_idx.shape[0]):
+        z = (ga[j] - x[g_idx[j]]) / gsig[r, j]
+        f += z * z
+    for j in range(p_idx.shape[0]):
+        gam = x[p_idx[j]]
+        f += 2.0 * gam * ptau[r, j]
+        if pa[j] != 0.0:
+            if gam <= 0.0:
+                return math.inf
+            f -= 2.0 * pa[j] * math.log(gam)
+    f += const
+    if order == 0:
+        return f
+    # pass 2: per-bin Jacobian J[b, p] and the w-weighted second derivatives of the rates
+    for b in range(N):
+        for j in range(bin_ptr[b], bin_ptr[b + 1]):
+            J[b, bin_pars[j]] = 0.0
+    if order == 2:
+        for i in range(P):
+            for j in range(P):
+                H[i, j] = 0.0
+    for s in range(S):
+        n_ns = ns_ptr[s + 1] - ns_ptr[s]
+        n_hs = hs_ptr[s + 1] - hs_ptr[s]
+        for b in range(N):
+            c = chan_of_bin[b]
+            E = Es[s, b]
+            L = Ls[s, b]
+            A = As[s, b]
+            nusb = E * L * A
+            if nu[b] > 0.0:
+                w2 = 2.0 * (1.0 - n[b] / nu[b])
+            else:
+                w2 = 2.0
+            # normsys: d nu / d alpha_i = nu_sb * lk1_i
+            for j in range(ns_ptr[s], ns_ptr[s + 1]):
+                i = ns_list[j]
+                J[b, ns_par[i]] += nusb * lk1[i, c]
+            for j in range(hs_ptr[s], hs_ptr[s + 1]):
+                h = hs_list[j]
+                J[b, hs_par[h]] += E * L * dl1[h, b]
+            for k in range(K):
+                p = lin_idx[k, s, b]
+                if p < P:
+                    ex = 1.0
+                    for k2 in range(K):
+                        if k2 != k:
+                            q = lin_idx[k2, s, b]
+                            if q < P:
+                                ex *= x[q]
+                    J[b, p] += E * A * ex
+            if order < 2:
+                continue
+            # E-E
+            if n_ns:
+                for j1 in range(ns_ptr[s], ns_ptr[s + 1]):
+                    i1 = ns_list[j1]
+                    p1 = ns_par[i1]
+                    v1 = w2 * nusb * lk1[i1, c]
+                    H[p1, p1] += w2 * nusb * lk2[i1, c]
+                    for j2 in range(ns_ptr[s], ns_ptr[s + 1]):
+                        i2 = ns_list[j2]
+                        H[p1, ns_par[i2]] += v1 * lk1[i2, c]
+            # A-A (diagonal) and E-A
+            for j1 in range(hs_ptr[s], hs_ptr[s + 1]):
+                h = hs_list[j1]
+                ph = hs_par[h]
+                H[ph, ph] += w2 * E * L * dl2[h, b]
+                if n_ns:
+                    vh = w2 * E * L * dl1[h, b]
+                    for j2 in range(ns_ptr[s], ns_ptr[s + 1]):
+                        i2 = ns_list[j2]
+                        v = vh * lk1[i2, c]
+                        H[ph, ns_par[i2]] += v
+                        H[ns_par[i2], ph] += v
+            # linear slots: L-L, E-L, A-L
+            for k in range(K):
+                p = lin_idx[k, s, b]
+                if p >= P:
+                    continue
+                ex = 1.0
+                for k2 in range(K):
+                    if k2 != k:
+                        q = lin_idx[k2, s, b]
+                        if q < P:
+                            ex *= x[q]
+                for k2 in range(K):
+                    if k2 == k:
+                        continue
+                    q = lin_idx[k2, s, b]
+                    if q >= P:
+                        continue
+                    ex2 = 1.0
+                    for k3 in range(K):
+                        if k3 != k and k3 != k2:
+                            q3 = lin_idx[k3, s, b]
+                            if q3 < P:
+                                ex2 *= x[q3]
+                    H[p, q] += w2 * E * A * ex2
+                if n_ns:
+                    vl = w2 * E * A * ex
+                    for j2 in range(ns_ptr[s], ns_ptr[s + 1]):
+                        i2 = ns_list[j2]
+                        v = vl * lk1[i2, c]
+                        H[p, ns_par[i2]] += v
+                        H[ns_par[i2], p] += v
+                if n_hs:
+                    vl = w2 * E * ex
+                    for j2 in range(hs_ptr[s], hs_ptr[s + 1]):
+                        h = hs_list[j2]
+                        v = vl * dl1[h, b]
+                        H[p, hs_par[h]] += v
+                        H[hs_par[h], p] += v
+    for i in range(P):
+        g[i] = 0.0
+    for b in range(N):
+        v = nu[b]
+        w2 = 2.0 * (1.0 - n[b] / v) if v > 0.0 else 2.0
+        dw2 = 2.0 * n[b] / (v * v) if v > 0.0 else 0.0
+        for j in range(bin_ptr[b], bin_ptr[b + 1]):
+            p = bin_pars[j]
+            g[p] += w2 * J[b, p]
+        if order == 2 and dw2 != 0.0:
+            for j in range(bin_ptr[b], bin_ptr[b + 1]):
+                p = bin_pars[j]
+                vp = dw2 * J[b, p]
+                for j2 in range(bin_ptr[b], bin_ptr[b + 1]):
+                    q = bin_pars[j2]
+                    H[p, q] += vp * J[b, q]
+    for j in range(g_idx.shape[0]):
+        p = g_idx[j]
+        inv = 1.0 / (gsig[r, j] * gsig[r, j])
+        g[p] += 2.0 * (x[p] - ga[j]) * inv
+        if order == 2:
+            H[p, p] += 2.0 * inv
+    for j in range(p_idx.shape[0]):
+        p = p_idx[j]
+        gam = x[p]
+        g[p] += 2.0 * (ptau[r, j] - pa[j] / gam)
+        if order == 2:
+            H[p, p] += 2.0 * pa[j] / (gam * gam)
+    return f
+
+
+def _cholesky_solve(Hs: np.ndarray, gs: np.ndarray, Lc: np.ndarray, d: np.ndarray) -> bool:
+    """Solve ``Hs d = gs`` by Cholesky; False (and ``d`` undefined) if not positive definite."""
+    m = Hs.shape[0]
+    for j in range(m):
+        s = Hs[j, j]
+        for k in range(j):
+            s -= Lc[j, k] * Lc[j, k]
+        if not s > 0.0:
+            return False
+        ljj = math.sqrt(s)
+        Lc[j, j] = ljj
+        for i in range(j + 1, m):
+            s2 = Hs[i, j]
+            for k in range(j):
+                s2 -= Lc[i, k] * Lc[j, k]
+            Lc[i, j] = s2 / ljj
+    for i in range(m):  # forward
+        s = gs[i]
+        for k in range(i):
+            s -= Lc[i, k] * d[k]
+        d[i] = s / Lc[i, i]
+    for i in range(m - 1, -1, -1):  # backward
+        s = d[i]
+        for k in range(i + 1, m):
+            s -= Lc[k, i] * d[k]
+        d[i] = s / Lc[i, i]
+    return True
+
+
+def _newton_solve(
+    H: np.ndarray,
+    g: np.ndarray,
+    idx: np.ndarray,
+    m: int,
+    is_local: np.ndarray,
+    d: np.ndarray,
+    neg: np.ndarray,
+) -> bool:
+    """Solve the active Newton system ``H[idx, idx] d = g[idx]`` as :func:`sigtune.hep._fit._solve`
+    does: through the Schur complement of the per-bin ("local") parameters, whose block of the
+    Hessian is diagonal (floored if not positive); a Schur complement that is not positive
+    definite is shifted so that its lowest eigenvalue becomes ``|lowest|``.
+
+    Returns True when there is negative curvature; ``neg`` then holds the lowest eigenvector
+    scaled by ``1/sqrt(|lowest|)`` (used to leave saddle points).
+    """
+    didx = np.empty(m, np.int64)
+    lidx = np.empty(m, np.int64)
+    nD = 0
+    nL = 0
+    for a in range(m):
+        if is_local[idx[a]]:
+            lidx[nL] = a
+            nL += 1
+        else:
+            didx[nD] = a
+            nD += 1
+    hl = np.empty(nL)
+    for j in range(nL):
+        i = idx[lidx[j]]
+        v = H[i, i]
+        floor = 1e-8 * (1.0 + abs(v))
+        hl[j] = v if v > floor else 2.0 * abs(v) + floor
+    Sm = np.empty((nD, nD))
+    rhs = np.empty(nD)
+    for a in range(nD):
+        ia = idx[didx[a]]
+        r = g[ia]
+        for j in range(nL):
+            il = idx[lidx[j]]
+            r -= H[ia, il] * g[il] / hl[j]
+        rhs[a] = r
+        for b in range(a, nD):
+            ib = idx[didx[b]]
+            v = 0.5 * (H[ia, ib] + H[ib, ia])
+            for j in range(nL):
+                il = idx[lidx[j]]
+                v -= H[ia, il] * H[il, ib] / hl[j]
+            Sm[a, b] = v
+            Sm[b, a] = v
+    dD = np.empty(nD)
+    negD = np.zeros(nD)
+    has_neg = False
+    if not _cholesky_solve(Sm, rhs, np.empty((nD, nD)), dD):
+        ev, vec = np.linalg.eigh(Sm)
+        scale = max(np.abs(ev).max(), 1e-12)
+        if ev[0] < -1e-8 * scale:
+            has_neg = True
+            inv = 1.0 / math.sqrt(abs(ev[0]) + 1e-300)
+            for a in range(nD):
+                negD[a] = vec[a, 0] * inv
+        shift = 1e-6 * scale - 2.0 * ev[0] if ev[0] < 1e-8 * scale else 0.0
+        for a in range(nD):
+            dD[a] = 0.0
+        for c in range(nD):
+            lam = ev[c] + shift
+            if lam > 0.0:
+                pc = 0.0
+                for a in range(nD):
+                    pc += vec[a, c] * rhs[a]
+                pc /= lam
+                for a in range(nD):
+                    dD[a] += vec[a, c] * pc
+    for a in range(nD):
+        d[didx[a]] = dD[a]
+        neg[didx[a]] = negD[a]
+    for j in range(nL):
+        il = idx[lidx[j]]
+        v = g[il]
+        vn = 0.0
+        for a in range(nD):
+            h = H[il, idx[didx[a]]]
+            v -= h * dD[a]
+            vn -= h * negD[a]
+        d[lidx[j]] = v / hl[j]
+        neg[lidx[j]] = vn / hl[j]
+    return has_neg
+
+
+def _minimize_row(
+    x: np.ndarray,
+    r: int,
+    t: tuple[Any, ...],
+    n: np.ndarray,
+    ga: np.ndarray,
+    pa: np.ndarray,
+    const: float,
+    free: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    max_iter: int,
+    g: np.ndarray,
+    H: np.ndarray,
+    nu: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Projected Newton for one row, in place on ``x`` (the iteration of ``_minimize_single``).
+
+    ``out`` receives ``[f, edm, n_iter, status]`` with status 0 = finished (converged or
+    ``max_iter``), 1 = line search stalled (the caller continues with the general minimiser),
+    2 = ``-2 ln L`` not finite at the start (the caller raises).
+    """
+    P = x.shape[0]
+    is_local = t[32]
+    f = _derivs(x, r, t, n, ga, pa, const, 2, g, H, nu)
+    out[2] = 0.0
+    if not math.isfinite(f):
+        out[0] = f
+        out[1] = math.inf
+        out[3] = 2.0
+        return
+    edm = math.inf
+    n_iter = 0
+    n_saddle = 0
+    idx = np.empty(P, np.int64)
+    x_new = np.empty(P)
+    x_try = np.empty(P)
+    g_new = np.empty(P)
+    H_new = np.empty((P, P))
+    status = 0
+    for _ in range(max_iter):
+        m = 0
+        for i in range(P):
+            if free[i] and not ((x[i] <= lo[i] and g[i] > 0.0) or (x[i] >= hi[i] and g[i] < 0.0)):
+                idx[m] = i
+                m += 1
+        gs = np.empty(m)
+        for a in range(m):
+            gs[a] = g[idx[a]]
+        d = np.empty(m)
+        neg = np.empty(m)
+        gn = 0.0
+        has_neg = _newton_solve(H, g, idx, m, is_local, d, neg)
+        gd = 0.0
+        for a in range(m):
+            gd += gs[a] * d[a]
+        edm = 0.25 * abs(gd)
+        small = edm < _EDM_TOL
+        use_neg = False
+        if small and has_neg and n_saddle < 5:
+            for a in range(m):
+                gn += gs[a] * neg[a]
+            use_neg = True
+            small = False
+            n_saddle += 1
+        for i in range(P):
+            x_new[i] = x[i]
+        slope = 0.0
+        for a in range(m):
+            i = idx[a]
+            if use_neg:
+                mv = -neg[a] if gn > 0.0 else neg[a]
+            else:
+                mv = -d[a]
+            v = x[i] + mv
+            v = min(max(v, lo[i]), hi[i])
+            x_new[i] = v
+            slope += g[i] * (v - x[i])
+        f_new = _derivs(x_new, r, t, n, ga, pa, const, 2, g_new, H_new, nu)
+        slack = 1e-10 * (1.0 + abs(f))
+        if not (math.isfinite(f_new) and f_new <= f + 1e-4 * slope + slack):
+            curv = f_new - f - slope
+            if math.isfinite(f_new) and curv > 0.0:
+                t_q = -slope / (2.0 * curv)
+                if not math.isfinite(t_q):
+                    t_q = 0.25
+            else:
+                t_q = 0.25
+            ts = min(max(t_q, 0.1), 0.5)
+            found = False
+            for ls in range(50):
+                if ls:
+                    ts *= 0.5
+                for i in range(P):
+                    x_try[i] = x[i]
+                sl = 0.0
+                for a in range(m):
+                    i = idx[a]
+                    if use_neg:
+                        mv = -neg[a] if gn > 0.0 else neg[a]
+                    else:
+                        mv = -d[a]
+                    v = min(max(x[i] + ts * mv, lo[i]), hi[i])
+                    x_try[i] = v
+                    sl += g[i] * (v - x[i])
+                f_try = _derivs(x_try, r, t, n, ga, pa, const, 0, g_new, H_new, nu)
+                if math.isfinite(f_try) and f_try <= f + 1e-4 * sl + slack:
+                    found = True
+                    break
+            if not found:
+                status = 1
+                break
+            for i in range(P):
+                x_new[i] = x_try[i]
+            f_new = _derivs(x_new, r, t, n, ga, pa, const, 2, g_new, H_new, nu)
+        n_iter += 1
+        for i in range(P):
+            x[i] = x_new[i]
+            g[i] = g_new[i]
+            for j in range(P):
+                H[i, j] = H_new[i, j]
+        f = f_new
+        if small:
+            break
+    if status == 1:  # g, H, nu at x (the last evaluation was a trial point)
+        f = _derivs(x, r, t, n, ga, pa, const, 2, g, H, nu)
+    out[0] = f
+    out[1] = edm
+    out[2] = n_iter
+    out[3] = status
+
+
+def _minimize_rows(
+    x: np.ndarray,
+    rows: np.ndarray,
+    t: tuple[Any, ...],
+    n: np.ndarray,
+    ga: np.ndarray,
+    pa: np.ndarray,
+    const: np.ndarray,
+    free: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    max_iter: int,
+    g: np.ndarray,
+    H: np.ndarray,
+    nu: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    for b in range(x.shape[0]):
+        _minimize_row(
+            x[b], rows[b], t, n[b], ga[b], pa[b], const[b], free, lo[b], hi[b], max_iter,
+            g[b], H[b], nu[b], out[b],
+        )  # fmt: skip
+
+
+def _derivs_rows(
+    x: np.ndarray,
+    rows: np.ndarray,
+    t: tuple[Any, ...],
+    n: np.ndarray,
+    ga: np.ndarray,
+    pa: np.ndarray,
+    const: np.ndarray,
+    order: int,
+    f: np.ndarray,
+    g: np.ndarray,
+    H: np.ndarray,
+    nu: np.ndarray,
+) -> None:
+    for b in range(x.shape[0]):
+        f[b] = _derivs(x[b], rows[b], t, n[b], ga[b], pa[b], const[b], order, g[b], H[b], nu[b])
+
+
+if _HAVE_NUMBA:  # pragma: no branch
+    _jit = numba.njit(cache=True, nogil=True)
+    _interp = _jit(_interp)
+    _derivs = _jit(_derivs)
+    _cholesky_solve = _jit(_cholesky_solve)
+    _newton_solve = _jit(_newton_solve)
+    _minimize_row = _jit(_minimize_row)
+    _minimize_rows = _jit(_minimize_rows)
+    _derivs_rows = _jit(_derivs_rows)
+
+
+class JitTables:
+    """The model's arrays in the layout of the compiled kernels (built once per model)."""
+
+    def __init__(self, model: Any) -> None:
+        arr = model._arr
+        P, S, N, K = model.n_pars, model._S, model._N, model._K
+        Bm = arr.nom.shape[0]
+        i64 = np.int64
+
+        def csr(owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            order = np.argsort(owner, kind="stable").astype(i64)
+            ptr = np.zeros(S + 1, i64)
+            np.add.at(ptr, owner.astype(i64) + 1, 1)
+            return np.cumsum(ptr).astype(i64), order
+
+        hs_ptr, hs_list = csr(model._hs_s)
+        ns_ptr, ns_list = csr(model._ns_s)
+        H_, M_, C = model._H, model._M, model._C
+        ns_coef = arr.ns_coef if arr.ns_coef is not None else np.zeros((Bm, M_, C, 6))
+        # parameters that can touch each bin (static sparsity of the per-bin Jacobian)
+        touch = np.zeros((N, P), bool)
+        for s in range(S):
+            for p in model._ns_par[model._ns_s == s]:
+                touch[:, p] = True
+            for p in model._hs_par[model._hs_s == s]:
+                touch[:, p] = True
+            for k in range(K):
+                li = model._lin_idx[k, s]
+                ok = li < P
+                touch[np.flatnonzero(ok), li[ok]] = True
+        bin_ptr = np.zeros(N + 1, i64)
+        bin_ptr[1:] = np.cumsum(touch.sum(axis=1))
+        bin_pars = np.nonzero(touch)[1].astype(i64)
+        self.P, self.N, self.Bm = P, N, Bm
+        f64 = np.float64
+        self.tables: tuple[Any, ...] = (
+            np.ascontiguousarray(arr.nom, f64),
+            model._hs_par.astype(i64),
+            np.ascontiguousarray(arr.hs_dp.reshape(Bm, H_, N), f64),
+            np.ascontiguousarray(arr.hs_dm.reshape(Bm, H_, N), f64),
+            model.histosys_interp == "code4p",
+            hs_ptr,
+            hs_list,
+            model._ns_par.astype(i64),
+            np.ascontiguousarray(arr.ns_loghi.reshape(Bm, M_, C), f64),
+            np.ascontiguousarray(arr.ns_loglo.reshape(Bm, M_, C), f64),
+            np.ascontiguousarray(ns_coef.reshape(Bm, M_, C, 6), f64),
+            model.normsys_interp == "code4",
+            ns_ptr,
+            ns_list,
+            model._chan_of_bin.astype(i64),
+            np.ascontiguousarray(model._lin_idx, i64),
+            bin_ptr,
+            bin_pars,
+            model._g_idx.astype(i64),
+            np.ascontiguousarray(arr.gauss_sigma.reshape(Bm, -1), f64),
+            model._p_idx.astype(i64),
+            np.ascontiguousarray(arr.pois_tau.reshape(Bm, -1), f64),
+            # scratch
+            np.zeros((H_, N)),
+            np.zeros((H_, N)),
+            np.zeros((H_, N)),
+            np.zeros((M_, C)),
+            np.zeros((M_, C)),
+            np.zeros((M_, C)),
+            np.zeros((S, N)),
+            np.zeros((S, N)),
+            np.zeros((S, N)),
+            np.zeros((N, P)),
+            _local_params(model, touch),
+        )
+
+    def rows(self, B: int) -> np.ndarray:
+        return np.arange(B, dtype=np.int64) if self.Bm > 1 else np.zeros(B, np.int64)
+
+
+def _local_params(model: Any, touch: np.ndarray) -> np.ndarray:
+    """Parameters that only enter single-slot linear factors of one bin, at most one per bin:
+    their rows of the Hessian couple only to the parameters of that bin, so the block they form
+    is diagonal (the per-bin gammas of staterror/shapesys/shapefactor)."""
+    P = model.n_pars
+    lin = model._lin_idx
+    only_linear = np.ones(P, bool)
+    only_linear[model._ns_par] = False
+    only_linear[model._hs_par] = False
+    srt = np.sort(lin, axis=0)  # a parameter twice in one entry has a second derivative
+    twice = np.unique(srt[1:][(srt[1:] == srt[:-1]) & (srt[1:] < P)])
+    only_linear[twice] = False
+    n_bins_touched = touch.sum(axis=0)
+    local = np.zeros(P, bool)
+    claimed = np.zeros(touch.shape[0], bool)
+    for p in np.flatnonzero(only_linear & (n_bins_touched == 1)):
+        b = int(np.flatnonzero(touch[:, p])[0])
+        if not claimed[b]:
+            claimed[b] = True
+            local[p] = True
+    return local
+
+
+def tables(model: Any) -> JitTables:
+    """The model's :class:`JitTables`, cached on the model (rebuilt after its arrays change)."""
+    cached = model.__dict__.get("_jit_tables")
+    if cached is not None and cached[0] is model._arr:
+        return cached[1]  # type: ignore[no-any-return]
+    jt = JitTables(model)
+    model._jit_tables = (model._arr, jt)
+    return jt
+
+
+def derivatives(
+    model: Any, x: np.ndarray, consts: tuple[np.ndarray, ...], order: int = 2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(f, g, H, H_DL (empty), H_LL (empty), nu)`` for a batch ``x (B, P)``: the dense
+    engine's :meth:`Model._derivatives` contract."""
+    jt = tables(model)
+    n, ga, pa, const = consts
+    B, P = x.shape
+    f = np.empty(B)
+    g = np.empty((B, P))
+    H = np.empty((B, P, P))
+    nu = np.empty((B, jt.N))
+    xc = np.ascontiguousarray(x, np.float64)
+    _derivs_rows(
+        xc, jt.rows(B), jt.tables, _c2(n, B), _c2(ga, B), _c2(pa, B), _c1(const, B), order,
+        f, g, H, nu,
+    )  # fmt: skip
+    return f, g, H, np.zeros((B, P, 0)), np.zeros((B, 0)), nu
+
+
+def minimize(
+    model: Any,
+    x0: np.ndarray,
+    consts: tuple[np.ndarray, ...],
+    free: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    max_iter: int,
+) -> tuple[np.ndarray, ...]:
+    """Compiled projected Newton for every row: ``x, f, edm, n_iter, status, g, H, nu``."""
+    jt = tables(model)
+    n, ga, pa, const = consts
+    B, P = x0.shape
+    x = np.array(x0, np.float64, order="C", copy=True)
+    g = np.empty((B, P))
+    H = np.empty((B, P, P))
+    nu = np.empty((B, jt.N))
+    out = np.zeros((B, 4))
+    _minimize_rows(
+        x, jt.rows(B), jt.tables, _c2(n, B), _c2(ga, B), _c2(pa, B), _c1(const, B),
+        np.ascontiguousarray(free, np.bool_), _c2(lo, B), _c2(hi, B), int(max_iter),
+        g, H, nu, out,
+    )  # fmt: skip
+    return x, out[:, 0], out[:, 1], out[:, 2].astype(int), out[:, 3].astype(int), g, H, nu
+
+
+def _c2(a: np.ndarray, B: int) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    if a.shape[0] != B:
+        a = np.broadcast_to(a, (B, *a.shape[1:]))
+    return np.ascontiguousarray(a)
+
+
+def _c1(a: np.ndarray, B: int) -> np.ndarray:
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(a, np.float64), (B,)))

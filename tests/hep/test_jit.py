@@ -1,0 +1,166 @@
+"""The compiled kernels (sigtune.hep._jit) against the NumPy engine they replace.
+
+The NumPy engine is itself checked against finite differences (test_model) and pyhf
+(test_against_pyhf); here the compiled likelihood, gradient and Hessian, the compiled Newton
+iteration and the batched row loop must give the same numbers as the NumPy code paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from _generate import random_workspace, synthetic_workspace, workspaces
+from hypothesis import HealthCheck, given, settings
+
+import sigtune.hep as hep
+from sigtune.hep import _fit as fit_module
+from sigtune.hep import _jit
+from sigtune.hep import _model as model_module
+
+pytest.importorskip("numba")  # a dev dependency: never skipped in CI
+
+CODES = (("code4", "code4p"), ("code1", "code0"))
+
+
+def _random_pars(model: hep.Model, rng: np.random.Generator, n: int = 3) -> np.ndarray:
+    lo, hi = model.suggested_bounds().T
+    width = np.minimum(hi - lo, 2.0) * 0.6  # also beyond |alpha| = 1 (the polynomial region)
+    x = model.suggested_init() + rng.uniform(-1, 1, (n, model.n_pars)) * width
+    return np.asarray(np.clip(x, lo + 1e-3 * (hi - lo), hi))
+
+
+def test_enabled_in_the_test_environment() -> None:
+    assert _jit.ENABLED, "numba is a dev dependency: the compiled path must be what the tests run"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=workspaces())
+def test_derivatives_equal_numpy_engine(spec: dict[str, Any]) -> None:
+    ws = hep.Workspace(spec)
+    for normsys, histosys in CODES:
+        model = ws.model(normsys_interp=normsys, histosys_interp=histosys)
+        assert model._dense_engine
+        data = ws.data(model)
+        x = _random_pars(model, np.random.default_rng(7))
+        consts = model._constants(np.repeat(data[None], len(x), axis=0))
+        ours = _jit.derivatives(model, x, consts)
+        ref = model_module._derivatives_dense_impl(model, x, consts)
+        for i in (0, 1, 2, 5):
+            scale = max(1.0, float(np.abs(ref[i]).max()))
+            np.testing.assert_allclose(ours[i], ref[i], rtol=1e-10, atol=1e-10 * scale)
+
+
+def test_zero_rate_and_negative_rate_are_handled_like_numpy() -> None:
+    ws = hep.Workspace(synthetic_workspace(5, 2))
+    model = ws.model()
+    data = ws.data(model)
+    x = model.suggested_init()[None].copy()
+    x[0, model.poi_index] = 0.0  # signal switched off: its rates are exactly 0
+    consts = model._constants(data[None])
+    ours = _jit.derivatives(model, x, consts)
+    ref = model_module._derivatives_dense_impl(model, x, consts)
+    np.testing.assert_allclose(ours[0], ref[0], rtol=1e-12)
+    np.testing.assert_allclose(ours[2], ref[2], rtol=1e-10, atol=1e-10)
+    # a negative expected rate makes -2 ln L infinite in both
+    x[0, model.par_index("mu")] = -1e6
+    assert np.isinf(_jit.derivatives(model, x, consts, order=0)[0][0])
+    assert np.isinf(model_module._derivatives_dense_impl(model, x, consts)[0][0])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=workspaces())
+def test_fit_equals_numpy_minimiser(spec: dict[str, Any]) -> None:
+    ws = hep.Workspace(spec)
+    model = ws.model()
+    data = ws.data(model)
+    ours = hep.fit(model, data)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_jit, "ENABLED", False)
+        ref = hep.fit(model, data)
+    assert ours.converged == ref.converged
+    assert ours.twice_nll == pytest.approx(ref.twice_nll, abs=1e-8)
+    assert ours.twice_nll <= ref.twice_nll + 1e-9
+    # the errors are the NumPy engine's Hessian errors at our minimum (the two minimisers may
+    # stop at different points along flat directions, so their errors are not compared)
+    consts = model._constants(data[None])
+    H = model_module._derivatives_dense_impl(model, ours.bestfit[None], consts)[2][0]
+    free = ~model.suggested_fixed()
+    ref_errors, _ = fit_module._errors_and_cov_single(H, free, False)
+    # (random workspaces can leave parameters undetermined -- e.g. shapefactors times the POI --
+    # and the inverse of a singular Hessian is noise in both engines: compared when invertible)
+    if np.linalg.cond(H[np.ix_(free, free)]) < 1e8:
+        np.testing.assert_allclose(ours.errors, ref_errors[0], rtol=1e-6, atol=1e-9)
+
+
+def test_conditional_fit_and_fixed_parameters() -> None:
+    ws = hep.Workspace(synthetic_workspace(12, 4))
+    model = ws.model()
+    data = ws.data(model)
+    fixed = {model.par_names[1]: 0.3}
+    for kwargs in ({"poi_value": 0.0}, {"poi_value": 2.0, "fixed": fixed}):
+        ours = hep.fit(model, data, **kwargs)  # type: ignore[arg-type]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_jit, "ENABLED", False)
+            ref = hep.fit(model, data, **kwargs)  # type: ignore[arg-type]
+        assert ours.twice_nll == pytest.approx(ref.twice_nll, abs=1e-8)
+        np.testing.assert_allclose(ours.bestfit, ref.bestfit, atol=1e-5)
+        assert ours.bestfit[model.poi_index] == kwargs["poi_value"]
+
+
+def test_batched_rows_equal_single_fits() -> None:
+    specs = [synthetic_workspace(10, 2, seed=100 + i) for i in range(12)]
+    models, datas = [], []
+    for spec in specs:
+        ws = hep.Workspace(spec)
+        models.append(ws.model())
+        datas.append(ws.data(models[-1]))
+    batch = hep.fit_batch(hep.stack_models(models), np.stack(datas), uncertainties=True)
+    assert batch.converged.all()
+    for i, (m, d) in enumerate(zip(models, datas, strict=True)):
+        single = hep.fit(m, d)
+        assert batch.twice_nll[i] == pytest.approx(single.twice_nll, abs=1e-9)
+        np.testing.assert_allclose(batch.bestfit[i], single.bestfit, atol=1e-6)
+        np.testing.assert_allclose(batch.errors[i], single.errors, rtol=1e-6)
+
+
+def test_toys_batch_on_one_model() -> None:
+    rng = np.random.default_rng(3)
+    ws = hep.Workspace(random_workspace(rng))
+    model = ws.model()
+    expected = model.expected_data(model.suggested_init())
+    toys = np.concatenate(
+        [
+            rng.poisson(expected[: model.n_main], (20, model.n_main)),
+            np.tile(model.auxdata, (20, 1)),
+        ],
+        axis=1,
+    ).astype(float)
+    ours = hep.fit_batch(model, toys)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_jit, "ENABLED", False)
+        ref = hep.fit_batch(model, toys)
+    np.testing.assert_allclose(ours.twice_nll, ref.twice_nll, atol=1e-7)
+    assert (ours.twice_nll <= ref.twice_nll + 1e-9).all()
+
+
+def test_uncompiled_kernels_give_the_same_numbers() -> None:
+    """The Python bodies of the kernels (what numba compiles) run as plain Python too."""
+    ws = hep.Workspace(synthetic_workspace(4, 2))
+    model = ws.model()
+    data = ws.data(model)
+    x = _random_pars(model, np.random.default_rng(1), n=1)
+    consts = model._constants(data[None])
+    jt = _jit.tables(model)
+    P = model.n_pars
+    g, H, nu = np.empty(P), np.empty((P, P)), np.empty(model.n_main)
+    py_derivs = _jit._derivs.py_func
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_jit, "_interp", _jit._interp.py_func)
+        f = py_derivs(x[0], 0, jt.tables, consts[0][0], consts[1][0], consts[2][0],
+                      float(consts[3][0]), 2, g, H, nu)  # fmt: skip
+    ref = _jit.derivatives(model, x, consts)
+    assert f == pytest.approx(ref[0][0], rel=1e-13)
+    np.testing.assert_allclose(g, ref[1][0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(H, ref[2][0], rtol=1e-12, atol=1e-12)
