@@ -210,14 +210,18 @@ def _setup(
     """Initial point ``(B, P)``, free mask ``(P,)``, lower/upper ``(B, P)``."""
     P = model.n_pars
     arr = model._arr
-    x0 = np.broadcast_to(arr.init, (B, P)).copy()
+
+    def rows(a: np.ndarray) -> np.ndarray:
+        return a.copy() if a.shape[0] == B else np.broadcast_to(a, (B, P)).copy()
+
+    x0 = rows(arr.init)
     if init is not None:
         x_in = np.asarray(init, float)
         if x_in.shape[-1:] != (P,):
             raise HepFitError(f"init must have {P} values, got shape {x_in.shape}")
         x0[:] = x_in
-    lo = np.broadcast_to(arr.bounds[..., 0], (B, P)).copy()
-    hi = np.broadcast_to(arr.bounds[..., 1], (B, P)).copy()
+    lo = rows(arr.bounds[..., 0])
+    hi = rows(arr.bounds[..., 1])
     if bounds is not None:
         if isinstance(bounds, Mapping):
             for key, (b_lo, b_hi) in bounds.items():
@@ -689,13 +693,16 @@ def _errors_and_cov_single(
     P = H.shape[0]
     errors = np.full((1, P), np.nan)
     fx = ~free
-    Hm = H.copy()
-    Hm[fx, :] = 0.0
-    Hm[:, fx] = 0.0
-    ifx = np.flatnonzero(fx)
-    Hm[ifx, ifx] = 1.0
     try:
-        inv = np.linalg.inv(Hm)
+        if _jit.ENABLED:
+            inv = _jit.masked_inverse(H, free)
+        else:
+            Hm = H.copy()
+            Hm[fx, :] = 0.0
+            Hm[:, fx] = 0.0
+            ifx = np.flatnonzero(fx)
+            Hm[ifx, ifx] = 1.0
+            inv = np.linalg.inv(Hm)
     except np.linalg.LinAlgError:
         return errors, None
     var = 2.0 * np.diagonal(inv)

@@ -640,6 +640,39 @@ def _derivs_rows(
         f[b] = _derivs(x[b], rows[b], t, n[b], ga[b], pa[b], const[b], order, g[b], H[b], nu[b])
 
 
+def _const_rows(
+    n: np.ndarray, pa: np.ndarray, gsig: np.ndarray, ptau: np.ndarray, out: np.ndarray
+) -> None:
+    """The data-dependent constant of ``-2 ln L`` per row (see ``Model._constants``)."""
+    ln2pi = math.log(2.0 * math.pi)
+    for b in range(n.shape[0]):
+        r = b if gsig.shape[0] > 1 else 0
+        c = 0.0
+        for j in range(n.shape[1]):
+            c += 2.0 * math.lgamma(n[b, j] + 1.0)
+        for j in range(gsig.shape[1]):
+            c += math.log(gsig[r, j] * gsig[r, j]) + ln2pi
+        for j in range(pa.shape[1]):
+            a = pa[b, j]
+            c += 2.0 * math.lgamma(a + 1.0)
+            if a != 0.0:
+                c -= 2.0 * a * math.log(ptau[r, j])
+        out[b] = c
+
+
+def _masked_inverse(H: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """Inverse of ``H`` with the fixed rows/columns replaced by the identity."""
+    P = H.shape[0]
+    Hm = np.empty((P, P))
+    for i in range(P):
+        for j in range(P):
+            if free[i] and free[j]:
+                Hm[i, j] = H[i, j]
+            else:
+                Hm[i, j] = 1.0 if i == j else 0.0
+    return np.linalg.inv(Hm)
+
+
 if _HAVE_NUMBA:  # pragma: no branch
     _jit = numba.njit(cache=True, nogil=True)
     _interp = _jit(_interp)
@@ -649,6 +682,8 @@ if _HAVE_NUMBA:  # pragma: no branch
     _minimize_row = _jit(_minimize_row)
     _minimize_rows = _jit(_minimize_rows)
     _derivs_rows = _jit(_derivs_rows)
+    _const_rows = _jit(_const_rows)
+    _masked_inverse = _jit(_masked_inverse)
 
 
 class JitTables:
@@ -806,12 +841,30 @@ def minimize(
     return x, out[:, 0], out[:, 1], out[:, 2].astype(int), out[:, 3].astype(int), g, H, nu
 
 
+def constants(n: np.ndarray, pa: np.ndarray, gsig: np.ndarray, ptau: np.ndarray) -> np.ndarray:
+    """Compiled ``Model._constants`` constant, ``(B,)``."""
+    out = np.empty(n.shape[0])
+    _const_rows(
+        np.ascontiguousarray(n), np.ascontiguousarray(pa), np.ascontiguousarray(gsig),
+        np.ascontiguousarray(ptau), out,
+    )  # fmt: skip
+    return out
+
+
+def masked_inverse(H: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """Compiled inverse of the Hessian masked to the free parameters (raises
+    ``numpy.linalg.LinAlgError`` if singular)."""
+    out: np.ndarray = _masked_inverse(np.ascontiguousarray(H), np.ascontiguousarray(free))
+    return out
+
+
 def _c2(a: np.ndarray, B: int) -> np.ndarray:
-    a = np.asarray(a, np.float64)
     if a.shape[0] != B:
         a = np.broadcast_to(a, (B, *a.shape[1:]))
     return np.ascontiguousarray(a)
 
 
 def _c1(a: np.ndarray, B: int) -> np.ndarray:
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(a, np.float64), (B,)))
+    if a.shape[0] != B:
+        a = np.broadcast_to(a, (B,))
+    return np.ascontiguousarray(a)

@@ -919,6 +919,8 @@ class Model:
         ga = aux[:, self._g_pos]
         pa = aux[:, self._p_pos]
         sig = self._arr.gauss_sigma
+        if _jit.ENABLED:
+            return n, ga, pa, _jit.constants(n, pa, sig, self._arr.pois_tau)
         const = (
             2.0 * gammaln(n + 1.0).sum(axis=1)
             + (np.log(sig * sig) + _LN_2PI).sum(axis=1)
