@@ -164,3 +164,81 @@ def test_uncompiled_kernels_give_the_same_numbers() -> None:
     assert f == pytest.approx(ref[0][0], rel=1e-13)
     np.testing.assert_allclose(g, ref[1][0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(H, ref[2][0], rtol=1e-12, atol=1e-12)
+
+
+def _arrowhead(ws: hep.Workspace, **kwargs: Any) -> hep.Model:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model_module, "_DENSE_MAX_PARS", 0)
+        mp.setattr(model_module, "_JIT_MAX_PARS", 0)
+        model = ws.model(**kwargs)
+    assert not model._dense_engine
+    return model
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=workspaces())
+def test_arrowhead_derivatives_equal_numpy_engine(spec: dict[str, Any]) -> None:
+    ws = hep.Workspace(spec)
+    for normsys, histosys in CODES:
+        model = _arrowhead(ws, normsys_interp=normsys, histosys_interp=histosys)
+        data = ws.data(model)
+        x = _random_pars(model, np.random.default_rng(11))
+        consts = model._constants(np.repeat(data[None], len(x), axis=0))
+        ours = _jit.derivatives_arrow(model, x, consts)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_jit, "ENABLED", False)
+            ref = model._derivatives(x, consts)
+            ref_f = model._f(x, None, consts)  # type: ignore[arg-type]
+        np.testing.assert_allclose(_jit.value(model, x, consts), ref_f, rtol=1e-12)
+        for i in range(6):
+            scale = max(1.0, float(np.abs(ref[i]).max(initial=0.0)))
+            np.testing.assert_allclose(ours[i], ref[i], rtol=1e-10, atol=1e-10 * scale)
+
+
+def test_arrowhead_layout_of_a_dense_model_gets_its_own_tables() -> None:
+    """A dense model's arrowhead copy shares its attributes; the kernel tables must not."""
+    ws = hep.Workspace(synthetic_workspace(10, 2))
+    model = ws.model()
+    data = ws.data(model)
+    consts = model._constants(data[None])
+    x = model.suggested_init()[None]
+    model._derivatives(x, consts)  # caches the dense tables
+    arrow = model._arrow
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_jit, "ENABLED", False)
+        ref = arrow._derivatives(x, consts)
+    ours = arrow._derivatives(x, consts)
+    for i in range(6):
+        np.testing.assert_allclose(ours[i], ref[i], rtol=1e-10, atol=1e-9)
+
+
+def test_profile_predicted_starts_give_the_same_test_statistics() -> None:
+    """Large models start conditional fits on the profile's tangent; the minima are the same."""
+    from sigtune.hep import _infer
+    from sigtune.hep._infer import discovery, hypotest
+
+    ws = hep.Workspace(synthetic_workspace(60, 8))
+    model = _arrowhead(ws)
+    data = ws.data(model)
+    calls: list[float] = []
+    real = _infer._Profile._predicted
+
+    def counting(self: Any, base: Any, mu: float) -> Any:
+        out = real(self, base, mu)
+        calls.append(mu)
+        assert out is not None  # the prediction is used on this model
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_infer._Profile, "_predicted", lambda self, base, mu: None)
+        ref_d = discovery(model, data)
+        ref_h = hypotest(model, data, 1.0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_infer._Profile, "_predicted", counting)
+        ours_d = discovery(model, data)
+        ours_h = hypotest(model, data, 1.0)
+    assert calls
+    assert ours_d.z0_obs == pytest.approx(ref_d.z0_obs, rel=1e-6)
+    assert ours_d.z0_exp == pytest.approx(ref_d.z0_exp, rel=1e-6)
+    assert ours_h.cls_obs == pytest.approx(ref_h.cls_obs, rel=1e-6)
+    np.testing.assert_allclose(ours_h.cls_exp, ref_h.cls_exp, rtol=1e-6)

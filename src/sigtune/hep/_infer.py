@@ -39,7 +39,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, special
 
 from sigtune.hep._exceptions import HepError
-from sigtune.hep._fit import _fit_arrays
+from sigtune.hep._fit import _fit_arrays, profile_start
 from sigtune.hep._results import BAND_N_SIGMA, DiscoveryResult, HypotestResult, UpperLimitResult
 from sigtune.hep._validate import FitSetup, HepInputError, check_cl, check_data, make_setup
 
@@ -82,6 +82,8 @@ class _Point:
 
     pars: NDArray[np.float64]
     twice_nll: float
+    # derivatives at ``pars`` (``Model._derivatives`` layout), for profile-predicted starts
+    deriv: tuple[NDArray[np.float64], ...] | None = None
 
 
 def _fit_point(
@@ -106,10 +108,10 @@ def _fit_point(
     x0 = np.where(free, np.clip(x0, lo, hi), x0)
     if consts is None:
         consts = model._constants(data[None])
-    x, f, _, conv, _, _ = _fit_arrays(model, x0, free, lo.copy(), hi.copy(), consts)
+    x, f, _, conv, _, deriv = _fit_arrays(model, x0, free, lo.copy(), hi.copy(), consts)
     if not conv[0]:
         log.debug("fit at poi=%s did not report convergence", poi_value)
-    return _Point(x[0], float(f[0]))
+    return _Point(x[0], float(f[0]), deriv)
 
 
 class _Profile:
@@ -171,7 +173,10 @@ class _Profile:
     def starts(self, mu: float) -> list[NDArray[np.float64]]:
         """Warm and cold starting points for the conditional fit at ``mu``."""
         poi = self.setup.poi_index
-        warm = self.setup.with_value(self._nearest(mu), poi, mu)
+        base = self._nearest(mu)
+        warm = self._predicted(base, mu)
+        if warm is None:
+            warm = self.setup.with_value(base.pars, poi, mu)
         cold = self.setup.with_value(self.setup.init, poi, mu)
         if not self.multistart or np.allclose(warm, cold, rtol=0.0, atol=1e-12):
             return [warm]
@@ -198,13 +203,34 @@ class _Profile:
             _fit_conditionals([(self, mu)])
         return self._cond[mu]
 
-    def _nearest(self, mu: float) -> NDArray[np.float64]:
+    def _nearest(self, mu: float) -> _Point:
         if not self._cond:
-            return self.free.pars
+            return self.free
         key = min(self._cond, key=lambda m: abs(m - mu))
         if abs(key - mu) < abs(self.mu_hat - mu):
-            return self._cond[key].pars
-        return self.free.pars
+            return self._cond[key]
+        return self.free
+
+    def _predicted(self, base: _Point, mu: float) -> NDArray[np.float64] | None:
+        """Start for the conditional fit at ``mu`` on the profile's tangent from ``base``:
+        ``theta + d theta`` with ``H_tt d theta = -H_tmu (mu - mu_base)`` (Hessian at ``base``,
+        a minimum in the nuisance parameters). Halves the Newton iterations of a q0 fit on the
+        benchmark models; ``None`` (plain warm start) without derivatives or if not finite.
+
+        Only for the arrowhead (large-model) engine: the compiled small-model Newton iteration
+        costs less than the prediction."""
+        if base.deriv is None or self.model._dense_engine:
+            return None
+        poi = self.setup.poi_index
+        free = ~(self.model._arr.fixed | self.setup.fixed)
+        free[poi] = False
+        start = profile_start(self.model, base.pars, base.deriv, free, poi, mu)
+        if start is None:
+            return None
+        start = np.clip(start, self.setup.bounds[:, 0], self.setup.bounds[:, 1])
+        start[poi] = mu
+        f = float(self.model._f(start[None], None, self.consts)[0])  # type: ignore[arg-type]
+        return start if math.isfinite(f) else None
 
     def tmu(self, mu: float) -> float:
         """:math:`t_\\mu = -2\\ln\\lambda(\\mu)` clipped at 0 (Eq. 8)."""
@@ -517,9 +543,12 @@ class AsymptoticCalculator:
             )
             # The Asimov likelihood is maximal where the expectation equals the data: at the
             # generating parameters (Eq. 24).
-            prof.set_free(
-                _Point(gen.pars, float(self.model.twice_nll(gen.pars, asimov_data))), exact=True
-            )
+            if self.model._dense_engine:  # (derivatives only feed the large-model prediction)
+                point = _Point(gen.pars, float(self.model._f(gen.pars[None], None, prof.consts)[0]))
+            else:
+                deriv = self.model._derivatives(gen.pars[None], prof.consts)
+                point = _Point(gen.pars, float(deriv[0][0]), deriv)
+            prof.set_free(point, exact=True)
             self._asimov = prof
         return self._asimov
 

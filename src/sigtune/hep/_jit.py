@@ -622,6 +622,228 @@ def _minimize_rows(
         )  # fmt: skip
 
 
+def _derivs_arrow(
+    x: np.ndarray,
+    r: int,
+    t: tuple[Any, ...],
+    n: np.ndarray,
+    ga: np.ndarray,
+    pa: np.ndarray,
+    const: float,
+    dpos: np.ndarray,
+    lpos: np.ndarray,
+    local_bin: np.ndarray,
+    g: np.ndarray,
+    HDD: np.ndarray,
+    HDL: np.ndarray,
+    HLL: np.ndarray,
+    nu: np.ndarray,
+    JD: np.ndarray,
+    dw_out: np.ndarray,
+) -> float:
+    """``-2 ln L``, gradient and the arrowhead Hessian blocks (dense ``HDD``, coupling ``HDL``,
+    diagonal ``HLL``) of the arrowhead layout of :mod:`sigtune.hep._fit`, for large models.
+
+    Normsys factors are constant within a channel, so their second-derivative terms are summed
+    per (sample, channel) before the products. The Gauss-Newton term of the dense block,
+    ``JD^T diag(dw) JD`` with the per-bin dense Jacobian ``JD`` (N, nD), is left to the caller:
+    one BLAS product in NumPy (numba's np.dot would use SciPy's OpenBLAS, whose thread pool
+    competes with NumPy's for the cores). ``JD`` and ``dw`` are returned in place.
+    """
+    (
+        nom,
+        hs_par,
+        _hs_dp,
+        _hs_dm,
+        _hs_code4p,
+        hs_ptr,
+        hs_list,
+        ns_par,
+        _ns_loghi,
+        _ns_loglo,
+        _ns_coef,
+        _ns_code4,
+        ns_ptr,
+        ns_list,
+        chan_of_bin,
+        lin_idx,
+        _bin_ptr,
+        _bin_pars,
+        g_idx,
+        gsig,
+        p_idx,
+        ptau,
+        _dl,
+        dl1,
+        dl2,
+        lk,
+        lk1,
+        lk2,
+        Es,
+        Ls,
+        As,
+        _J,
+        _is_local,
+    ) = t
+    P = x.shape[0]
+    S = nom.shape[1]
+    N = nom.shape[2]
+    K = lin_idx.shape[0]
+    C = lk.shape[1]
+    nD = HDD.shape[0]
+    nL = HLL.shape[0]
+    f = _derivs(x, r, t, n, ga, pa, const, 0, g, HDD, nu)  # rates into Es, Ls, As, nu
+    if not math.isfinite(f):
+        return f
+    w2 = np.empty(N)
+    dw2 = np.empty(N)
+    for b in range(N):
+        v = nu[b]
+        w2[b] = 2.0 * (1.0 - n[b] / v) if v > 0.0 else 2.0
+        dw2[b] = 2.0 * n[b] / (v * v) if v > 0.0 else 0.0
+    JD[:, :] = 0.0
+    HDD[:, :] = 0.0
+    HDL[:, :] = 0.0
+    Jl = np.zeros(nL)
+    W = np.zeros((S, C))  # sum_b w nu_sb per (sample, channel): normsys x normsys
+    VA = np.zeros((hs_par.shape[0], C))  # sum_b w E L dl1: histosys x normsys
+    for s in range(S):
+        n_ns = ns_ptr[s + 1] - ns_ptr[s]
+        for b in range(N):
+            c = chan_of_bin[b]
+            E = Es[s, b]
+            L = Ls[s, b]
+            A = As[s, b]
+            nusb = E * L * A
+            wb = w2[b]
+            W[s, c] += wb * nusb
+            for j in range(ns_ptr[s], ns_ptr[s + 1]):
+                i = ns_list[j]
+                JD[b, dpos[ns_par[i]]] += nusb * lk1[i, c]
+            EL = E * L
+            for j in range(hs_ptr[s], hs_ptr[s + 1]):
+                h = hs_list[j]
+                dh = dpos[hs_par[h]]
+                JD[b, dh] += EL * dl1[h, b]
+                HDD[dh, dh] += wb * EL * dl2[h, b]
+                VA[h, c] += wb * EL * dl1[h, b]
+            for k in range(K):
+                p = lin_idx[k, s, b]
+                if p >= P:
+                    continue
+                ex = 1.0
+                for k2 in range(K):
+                    if k2 != k:
+                        q = lin_idx[k2, s, b]
+                        if q < P:
+                            ex *= x[q]
+                dp_ = dpos[p]
+                val = E * A * ex
+                if dp_ >= 0:
+                    JD[b, dp_] += val
+                else:
+                    Jl[lpos[p]] += val
+                # linear x linear (pairs of slots in this entry)
+                for k2 in range(K):
+                    if k2 == k:
+                        continue
+                    q = lin_idx[k2, s, b]
+                    if q >= P:
+                        continue
+                    ex2 = 1.0
+                    for k3 in range(K):
+                        if k3 != k and k3 != k2:
+                            q3 = lin_idx[k3, s, b]
+                            if q3 < P:
+                                ex2 *= x[q3]
+                    v2 = wb * E * A * ex2
+                    dq = dpos[q]
+                    if dp_ >= 0 and dq >= 0:
+                        HDD[dp_, dq] += v2
+                    elif dp_ >= 0:
+                        HDL[dp_, lpos[q]] += v2
+                # linear x normsys and linear x histosys
+                vl = wb * val
+                vh = wb * E * ex
+                if dp_ >= 0:
+                    for j in range(ns_ptr[s], ns_ptr[s + 1]):
+                        i = ns_list[j]
+                        di = dpos[ns_par[i]]
+                        v = vl * lk1[i, c]
+                        HDD[dp_, di] += v
+                        HDD[di, dp_] += v
+                    for j in range(hs_ptr[s], hs_ptr[s + 1]):
+                        h = hs_list[j]
+                        dh = dpos[hs_par[h]]
+                        v = vh * dl1[h, b]
+                        HDD[dp_, dh] += v
+                        HDD[dh, dp_] += v
+                else:
+                    lp_ = lpos[p]
+                    for j in range(ns_ptr[s], ns_ptr[s + 1]):
+                        i = ns_list[j]
+                        HDL[dpos[ns_par[i]], lp_] += vl * lk1[i, c]
+                    for j in range(hs_ptr[s], hs_ptr[s + 1]):
+                        h = hs_list[j]
+                        HDL[dpos[hs_par[h]], lp_] += vh * dl1[h, b]
+        # normsys x normsys and normsys x histosys, per channel
+        if n_ns:
+            for c in range(C):
+                Wc = W[s, c]
+                for j1 in range(ns_ptr[s], ns_ptr[s + 1]):
+                    i1 = ns_list[j1]
+                    d1 = dpos[ns_par[i1]]
+                    v1 = Wc * lk1[i1, c]
+                    HDD[d1, d1] += Wc * lk2[i1, c]
+                    for j2 in range(ns_ptr[s], ns_ptr[s + 1]):
+                        i2 = ns_list[j2]
+                        HDD[d1, dpos[ns_par[i2]]] += v1 * lk1[i2, c]
+                    for j2 in range(hs_ptr[s], hs_ptr[s + 1]):
+                        h = hs_list[j2]
+                        v = VA[h, c] * lk1[i1, c]
+                        dh = dpos[hs_par[h]]
+                        HDD[d1, dh] += v
+                        HDD[dh, d1] += v
+    # Gauss-Newton terms and the gradient
+    # the Gauss-Newton term of HDD, JD^T diag(dw) JD, is added by the caller (NumPy's BLAS)
+    for b in range(N):
+        dw_out[b] = dw2[b]
+    for i in range(P):
+        g[i] = 0.0
+        di = dpos[i]
+        if di >= 0:
+            acc = 0.0
+            for b in range(N):
+                acc += w2[b] * JD[b, di]
+            g[i] = acc
+    for i in range(P):
+        lp_ = lpos[i]
+        if lp_ >= 0:
+            b = local_bin[lp_]
+            g[i] = w2[b] * Jl[lp_]
+            HLL[lp_] = dw2[b] * Jl[lp_] * Jl[lp_]
+            for a in range(nD):
+                HDL[a, lp_] += dw2[b] * JD[b, a] * Jl[lp_]
+    for j in range(g_idx.shape[0]):
+        p = g_idx[j]
+        inv = 1.0 / (gsig[r, j] * gsig[r, j])
+        g[p] += 2.0 * (x[p] - ga[j]) * inv
+        if dpos[p] >= 0:
+            HDD[dpos[p], dpos[p]] += 2.0 * inv
+        else:
+            HLL[lpos[p]] += 2.0 * inv
+    for j in range(p_idx.shape[0]):
+        p = p_idx[j]
+        gam = x[p]
+        g[p] += 2.0 * (ptau[r, j] - pa[j] / gam)
+        hv = 2.0 * pa[j] / (gam * gam)
+        if dpos[p] >= 0:
+            HDD[dpos[p], dpos[p]] += hv
+        else:
+            HLL[lpos[p]] += hv
+    return f
+
+
 def _derivs_rows(
     x: np.ndarray,
     rows: np.ndarray,
@@ -682,6 +904,7 @@ if _HAVE_NUMBA:  # pragma: no branch
     _minimize_row = _jit(_minimize_row)
     _minimize_rows = _jit(_minimize_rows)
     _derivs_rows = _jit(_derivs_rows)
+    _derivs_arrow = _jit(_derivs_arrow)
     _const_rows = _jit(_const_rows)
     _masked_inverse = _jit(_masked_inverse)
 
@@ -720,6 +943,9 @@ class JitTables:
         bin_ptr[1:] = np.cumsum(touch.sum(axis=1))
         bin_pars = np.nonzero(touch)[1].astype(i64)
         self.P, self.N, self.Bm = P, N, Bm
+        self.dpos = model._dpos.astype(i64)
+        self.lpos = model._lpos.astype(i64)
+        self.local_bin = model._local_bin.astype(i64)
         f64 = np.float64
         self.tables: tuple[Any, ...] = (
             np.ascontiguousarray(arr.nom, f64),
@@ -754,7 +980,7 @@ class JitTables:
             np.zeros((S, N)),
             np.zeros((S, N)),
             np.zeros((S, N)),
-            np.zeros((N, P)),
+            np.zeros((N, P)) if model._dense_engine else np.zeros((1, 1)),
             _local_params(model, touch),
         )
 
@@ -788,10 +1014,11 @@ def _local_params(model: Any, touch: np.ndarray) -> np.ndarray:
 def tables(model: Any) -> JitTables:
     """The model's :class:`JitTables`, cached on the model (rebuilt after its arrays change)."""
     cached = model.__dict__.get("_jit_tables")
-    if cached is not None and cached[0] is model._arr:
-        return cached[1]  # type: ignore[no-any-return]
+    # (keyed on the arrays and the layout: a model's arrowhead copy shares its __dict__ entries)
+    if cached is not None and cached[0] is model._arr and cached[1] is model._dpos:
+        return cached[2]  # type: ignore[no-any-return]
     jt = JitTables(model)
-    model._jit_tables = (model._arr, jt)
+    model._jit_tables = (model._arr, model._dpos, jt)
     return jt
 
 
@@ -813,6 +1040,51 @@ def derivatives(
         f, g, H, nu,
     )  # fmt: skip
     return f, g, H, np.zeros((B, P, 0)), np.zeros((B, 0)), nu
+
+
+def derivatives_arrow(
+    model: Any, x: np.ndarray, consts: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:meth:`Model._derivatives` for the arrowhead layout: ``(f, g, HDD, HDL, HLL, nu)``."""
+    jt = tables(model)
+    n, ga, pa, const = consts
+    B, P = x.shape
+    nD, nL = model._nD, model._nL
+    f = np.empty(B)
+    g = np.empty((B, P))
+    HDD = np.empty((B, nD, nD))
+    HDL = np.empty((B, nD, nL))
+    HLL = np.empty((B, nL))
+    nu = np.empty((B, jt.N))
+    JD = np.empty((jt.N, nD))
+    dw = np.empty(jt.N)
+    xc = np.ascontiguousarray(x, np.float64)
+    n, ga, pa, const = _c2(n, B), _c2(ga, B), _c2(pa, B), _c1(const, B)
+    rows = jt.rows(B)
+    for b in range(B):
+        f[b] = _derivs_arrow(
+            xc[b], rows[b], jt.tables, n[b], ga[b], pa[b], const[b], jt.dpos, jt.lpos,
+            jt.local_bin, g[b], HDD[b], HDL[b], HLL[b], nu[b], JD, dw,
+        )  # fmt: skip
+        if np.isfinite(f[b]):
+            Js = JD * np.sqrt(dw)[:, None]
+            HDD[b] += np.dot(Js.T, Js)  # same buffer: NumPy uses the symmetric rank-k update
+    return f, g, HDD, HDL, HLL, nu
+
+
+def value(model: Any, x: np.ndarray, consts: tuple[np.ndarray, ...]) -> np.ndarray:
+    """``-2 ln L`` only, ``(B,)``."""
+    jt = tables(model)
+    n, ga, pa, const = consts
+    B = x.shape[0]
+    f = np.empty(B)
+    nu = np.empty((B, jt.N))
+    dummy = np.empty((B, 0))
+    _derivs_rows(
+        np.ascontiguousarray(x, np.float64), jt.rows(B), jt.tables, _c2(n, B), _c2(ga, B),
+        _c2(pa, B), _c1(const, B), 0, f, dummy, np.empty((B, 0, 0)), nu,
+    )  # fmt: skip
+    return f
 
 
 def minimize(

@@ -961,6 +961,8 @@ class Model:
         return nu, nus, F, A, Kn, L, hd1, hd2, lk1, lk2
 
     def _f(self, x: np.ndarray, d: np.ndarray, consts: tuple[np.ndarray, ...]) -> np.ndarray:
+        if _jit.ENABLED:
+            return _jit.value(self, x, consts)
         n, ga, pa, const = consts
         nu = self._nu(x)[0]
         return self._f_from_nu(x, nu, n, ga, pa, const)
@@ -1002,6 +1004,8 @@ class Model:
         """
         if self._dense_engine:
             return self._derivatives_dense(x, consts)
+        if _jit.ENABLED:
+            return _jit.derivatives_arrow(self, x, consts)
         n, ga, pa, const = consts
         nu, nus, F, A, Kn, L, hd1, hd2, lk1, lk2 = self._nu(x)
         f = self._f_from_nu(x, nu, n, ga, pa, const)
