@@ -40,8 +40,9 @@ def test_single_row_newton_equals_general(spec: dict[str, Any]) -> None:
     for poi_value in (None, 0.0):
         fast, general = _both(model, data, poi_value)
         # same minimum value (parameters may differ along flat directions, e.g. a
-        # normfactor at its bound whose sample is degenerate with another one)
-        np.testing.assert_allclose(fast[1], general[1], rtol=0, atol=1e-9)  # twice_nll
+        # normfactor at its bound whose sample is degenerate with another one); both stop once
+        # the edm (nll units) is below 1e-9, i.e. within 2e-9 of the minimum in -2 ln L each
+        np.testing.assert_allclose(fast[1], general[1], rtol=0, atol=4e-9)  # twice_nll
         assert bool(fast[3][0]) == bool(general[3][0])  # converged
 
 

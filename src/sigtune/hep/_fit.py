@@ -278,7 +278,12 @@ def _masked_system(
     if model._nL:
         aL = act[:, model._local]
         gL = np.where(aL, g[:, model._local], 0.0)
-        HDL = np.where(aD[:, :, None] & aL[:, None, :], HDL, 0.0)
+        if HDL.shape[0] == 1:  # one row: zero the inactive rows/columns of a copy (cheaper)
+            HDL = HDL.copy()
+            HDL[0, ~aD[0], :] = 0.0
+            HDL[0][:, ~aL[0]] = 0.0
+        else:
+            HDL = np.where(aD[:, :, None] & aL[:, None, :], HDL, 0.0)
         HLL = np.where(aL, HLL, 1.0)
     else:
         gL = np.zeros((g.shape[0], 0))
@@ -302,13 +307,15 @@ def _solve(
     if nL:
         floor = 1e-8 * (1.0 + np.abs(HLL))
         HLL = np.where(HLL > floor, HLL, 2.0 * np.abs(HLL) + floor)
-        R = HDL / HLL[:, None, :]
         if HDL.shape[0] == 1:  # one row: a symmetric rank-k update (half the flops)
-            Q = HDL[0] / np.sqrt(HLL[0])
+            sq = np.sqrt(HLL[0])
+            Q = HDL[0] / sq
             Sm = HDD - np.dot(Q, Q.T)[None]
+            rhs = gD - (Q @ (gL[0] / sq))[None]
         else:
+            R = HDL / HLL[:, None, :]
             Sm = HDD - R @ HDL.transpose(0, 2, 1)
-        rhs = gD - (R @ gL[:, :, None])[..., 0]
+            rhs = gD - (R @ gL[:, :, None])[..., 0]
     else:
         Sm, rhs = HDD, gD
     neg = np.zeros_like(gD)
@@ -379,8 +386,13 @@ def _minimize(
     lo: np.ndarray,
     hi: np.ndarray,
     max_iter: int = _MAX_ITER,
+    final_derivs: bool = True,
 ) -> _MinResult:
     """Projected Newton. Returns x, f, edm, converged, n_iter and the last derivatives.
+
+    With ``final_derivs=False`` the arrowhead path may return the derivatives of the iterate
+    before the last (converging) Newton step, with the final ``f``: callers that need no
+    uncertainties save one full evaluation per fit.
 
     One row of a small (dense-engine) model without interpolation kinks takes the lean
     :func:`_minimize_single` path; everything else (and any row that meets a Hessian that is not
@@ -391,7 +403,7 @@ def _minimize(
             return _minimize_jit(model, x0, consts, free, lo, hi, max_iter)
         if x0.shape[0] == 1:
             return _minimize_single(model, x0, consts, free, lo, hi, max_iter)
-    return _minimize_general(model, x0, consts, free, lo, hi, max_iter)
+    return _minimize_general(model, x0, consts, free, lo, hi, max_iter, final_derivs)
 
 
 def _minimize_jit(
@@ -537,6 +549,7 @@ def _minimize_general(
     lo: np.ndarray,
     hi: np.ndarray,
     max_iter: int = _MAX_ITER,
+    final_derivs: bool = True,
 ) -> _MinResult:
     """Batched projected Newton. Returns x, f, edm, converged, n_iter and the last derivatives."""
     x = x0
@@ -589,8 +602,14 @@ def _minimize_general(
         # line search on the projected path
         t = np.ones(B)
         x_new = np.where(free, np.clip(x + step, lo_eff, hi_eff), x)
-        d_new = model._derivatives(x_new, consts)
-        f_new = d_new[0]
+        # the step that converges every row: f decides the line search, the derivatives at
+        # the new point are only needed when the caller asks for them
+        last = not final_derivs and bool((small | done).all())
+        if last:
+            f_new = model._f(x_new, None, consts)  # type: ignore[arg-type]
+        else:
+            d_new = model._derivatives(x_new, consts)
+            f_new = d_new[0]
         slack = 1e-10 * (1.0 + np.abs(f))
         ok = (f_new <= f + 1e-4 * np.einsum("bi,bi->b", g, x_new - x) + slack) | done
         ok &= np.isfinite(f_new) | done
@@ -615,9 +634,12 @@ def _minimize_general(
                     break
             stalled |= bad
             x_new = np.where(bad[:, None], x, x_new)
-            d_new = model._derivatives(x_new, consts)
+            if not last:
+                d_new = model._derivatives(x_new, consts)
+            else:
+                f_new = np.where(bad, f, model._f(x_new, None, consts))  # type: ignore[arg-type]
         x = x_new
-        deriv = d_new
+        deriv = (f_new, *deriv[1:]) if last else d_new
         f_old = f
         f, g = deriv[0], deriv[1]
         # a minimum on a kink of the interpolation (code0/code1 at alpha = 0) has no small
@@ -784,10 +806,14 @@ def _fit_arrays(
     lo: np.ndarray,
     hi: np.ndarray,
     consts: tuple[np.ndarray, ...],
+    final_derivs: bool = True,
 ) -> _MinResult:
     """Minimise from prepared arrays (``_setup`` output and ``model._constants``); rows that do
-    not converge are refitted with L-BFGS-B and polished with Newton."""
-    x, f, edm, conv, n_iter, deriv = _minimize(model, x0, consts, free, lo, hi)
+    not converge are refitted with L-BFGS-B and polished with Newton. ``final_derivs``: see
+    :func:`_minimize`."""
+    x, f, edm, conv, n_iter, deriv = _minimize(
+        model, x0, consts, free, lo, hi, final_derivs=final_derivs
+    )
     refit = ~conv
     if refit.any():
         for b in np.flatnonzero(refit):

@@ -108,7 +108,9 @@ def _fit_point(
     x0 = np.where(free, np.clip(x0, lo, hi), x0)
     if consts is None:
         consts = model._constants(data[None])
-    x, f, _, conv, _, deriv = _fit_arrays(model, x0, free, lo.copy(), hi.copy(), consts)
+    x, f, _, conv, _, deriv = _fit_arrays(
+        model, x0, free, lo.copy(), hi.copy(), consts, final_derivs=False
+    )
     if not conv[0]:
         log.debug("fit at poi=%s did not report convergence", poi_value)
     return _Point(x[0], float(f[0]), deriv)

@@ -635,14 +635,14 @@ def _derivs_arrow(
     local_bin: np.ndarray,
     g: np.ndarray,
     HDD: np.ndarray,
-    HDL: np.ndarray,
+    HLD: np.ndarray,
     HLL: np.ndarray,
     nu: np.ndarray,
     JD: np.ndarray,
     dw_out: np.ndarray,
 ) -> float:
-    """``-2 ln L``, gradient and the arrowhead Hessian blocks (dense ``HDD``, coupling ``HDL``,
-    diagonal ``HLL``) of the arrowhead layout of :mod:`sigtune.hep._fit`, for large models.
+    """``-2 ln L``, gradient and the arrowhead Hessian blocks (dense ``HDD``, coupling ``HLD``
+    = ``HDL`` transposed, (nL, nD): one contiguous row per local parameter; diagonal ``HLL``) of the arrowhead layout of :mod:`sigtune.hep._fit`, for large models.
 
     Normsys factors are constant within a channel, so their second-derivative terms are summed
     per (sample, channel) before the products. The Gauss-Newton term of the dense block,
@@ -703,7 +703,7 @@ def _derivs_arrow(
         dw2[b] = 2.0 * n[b] / (v * v) if v > 0.0 else 0.0
     JD[:, :] = 0.0
     HDD[:, :] = 0.0
-    HDL[:, :] = 0.0
+    HLD[:, :] = 0.0
     Jl = np.zeros(nL)
     W = np.zeros((S, C))  # sum_b w nu_sb per (sample, channel): normsys x normsys
     VA = np.zeros((hs_par.shape[0], C))  # sum_b w E L dl1: histosys x normsys
@@ -761,7 +761,7 @@ def _derivs_arrow(
                     if dp_ >= 0 and dq >= 0:
                         HDD[dp_, dq] += v2
                     elif dp_ >= 0:
-                        HDL[dp_, lpos[q]] += v2
+                        HLD[lpos[q], dp_] += v2
                 # linear x normsys and linear x histosys
                 vl = wb * val
                 vh = wb * E * ex
@@ -782,10 +782,10 @@ def _derivs_arrow(
                     lp_ = lpos[p]
                     for j in range(ns_ptr[s], ns_ptr[s + 1]):
                         i = ns_list[j]
-                        HDL[dpos[ns_par[i]], lp_] += vl * lk1[i, c]
+                        HLD[lp_, dpos[ns_par[i]]] += vl * lk1[i, c]
                     for j in range(hs_ptr[s], hs_ptr[s + 1]):
                         h = hs_list[j]
-                        HDL[dpos[hs_par[h]], lp_] += vh * dl1[h, b]
+                        HLD[lp_, dpos[hs_par[h]]] += vh * dl1[h, b]
         # normsys x normsys and normsys x histosys, per channel
         if n_ns:
             for c in range(C):
@@ -808,22 +808,23 @@ def _derivs_arrow(
     # the Gauss-Newton term of HDD, JD^T diag(dw) JD, is added by the caller (NumPy's BLAS)
     for b in range(N):
         dw_out[b] = dw2[b]
+    gD = np.zeros(nD)
+    for b in range(N):
+        wb = w2[b]
+        for a in range(nD):
+            gD[a] += wb * JD[b, a]
     for i in range(P):
-        g[i] = 0.0
         di = dpos[i]
-        if di >= 0:
-            acc = 0.0
-            for b in range(N):
-                acc += w2[b] * JD[b, di]
-            g[i] = acc
+        g[i] = gD[di] if di >= 0 else 0.0
     for i in range(P):
         lp_ = lpos[i]
         if lp_ >= 0:
             b = local_bin[lp_]
             g[i] = w2[b] * Jl[lp_]
             HLL[lp_] = dw2[b] * Jl[lp_] * Jl[lp_]
+            v = dw2[b] * Jl[lp_]
             for a in range(nD):
-                HDL[a, lp_] += dw2[b] * JD[b, a] * Jl[lp_]
+                HLD[lp_, a] += v * JD[b, a]
     for j in range(g_idx.shape[0]):
         p = g_idx[j]
         inv = 1.0 / (gsig[r, j] * gsig[r, j])
@@ -1053,7 +1054,7 @@ def derivatives_arrow(
     f = np.empty(B)
     g = np.empty((B, P))
     HDD = np.empty((B, nD, nD))
-    HDL = np.empty((B, nD, nL))
+    HLD = np.empty((B, nL, nD))  # written row-wise by the kernel; returned as HDL (a view)
     HLL = np.empty((B, nL))
     nu = np.empty((B, jt.N))
     JD = np.empty((jt.N, nD))
@@ -1064,12 +1065,12 @@ def derivatives_arrow(
     for b in range(B):
         f[b] = _derivs_arrow(
             xc[b], rows[b], jt.tables, n[b], ga[b], pa[b], const[b], jt.dpos, jt.lpos,
-            jt.local_bin, g[b], HDD[b], HDL[b], HLL[b], nu[b], JD, dw,
+            jt.local_bin, g[b], HDD[b], HLD[b], HLL[b], nu[b], JD, dw,
         )  # fmt: skip
         if np.isfinite(f[b]):
             Js = JD * np.sqrt(dw)[:, None]
             HDD[b] += np.dot(Js.T, Js)  # same buffer: NumPy uses the symmetric rank-k update
-    return f, g, HDD, HDL, HLL, nu
+    return f, g, HDD, np.ascontiguousarray(HLD.transpose(0, 2, 1)), HLL, nu
 
 
 def value(model: Any, x: np.ndarray, consts: tuple[np.ndarray, ...]) -> np.ndarray:
