@@ -239,3 +239,18 @@ def workspaces(**kwargs: Any) -> Any:
     return st.integers(min_value=0, max_value=2**32 - 1).map(
         lambda seed: random_workspace(np.random.default_rng(seed), **kwargs)
     )
+
+
+def arrowhead_model(ws: Any, **kwargs: Any) -> Any:
+    """Build ``ws.model(**kwargs)`` with the arrowhead (dense block + per-bin gammas) engine, even
+    for a small model (the layout large models get)."""
+    import pytest
+
+    from sigtune.hep import _model as model_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model_module, "_DENSE_MAX_PARS", 0)
+        mp.setattr(model_module, "_JIT_MAX_PARS", 0)
+        model = ws.model(**kwargs)
+    assert not model._dense_engine
+    return model

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _generate import random_workspace, synthetic_workspace, workspaces
+from _generate import arrowhead_model, random_workspace, synthetic_workspace, workspaces
 from hypothesis import HealthCheck, given, settings
 
 import sigtune.hep as hep
@@ -166,21 +166,12 @@ def test_uncompiled_kernels_give_the_same_numbers() -> None:
     np.testing.assert_allclose(H, ref[2][0], rtol=1e-12, atol=1e-12)
 
 
-def _arrowhead(ws: hep.Workspace, **kwargs: Any) -> hep.Model:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(model_module, "_DENSE_MAX_PARS", 0)
-        mp.setattr(model_module, "_JIT_MAX_PARS", 0)
-        model = ws.model(**kwargs)
-    assert not model._dense_engine
-    return model
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=workspaces())
 def test_arrowhead_derivatives_equal_numpy_engine(spec: dict[str, Any]) -> None:
     ws = hep.Workspace(spec)
     for normsys, histosys in CODES:
-        model = _arrowhead(ws, normsys_interp=normsys, histosys_interp=histosys)
+        model = arrowhead_model(ws, normsys_interp=normsys, histosys_interp=histosys)
         data = ws.data(model)
         x = _random_pars(model, np.random.default_rng(11))
         consts = model._constants(np.repeat(data[None], len(x), axis=0))
@@ -218,7 +209,7 @@ def test_profile_predicted_starts_give_the_same_test_statistics() -> None:
     from sigtune.hep._infer import discovery, hypotest
 
     ws = hep.Workspace(synthetic_workspace(60, 8))
-    model = _arrowhead(ws)
+    model = arrowhead_model(ws)
     data = ws.data(model)
     calls: list[float] = []
     real = _infer._Profile._predicted

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _generate import random_workspace, synthetic_workspace, workspaces
+from _generate import arrowhead_model, random_workspace, synthetic_workspace, workspaces
 from _refs import CASES, REF, SBOTTOM
 from _refs import case as _case
 from _refs import case_model as _model
@@ -14,7 +14,6 @@ from _refs import pyhf_model as _pyhf_model
 from hypothesis import HealthCheck, given, settings
 
 import sigtune.hep as hep
-from sigtune.hep import _model as model_module
 
 
 def _random_pars(model: hep.Model, rng: np.random.Generator) -> np.ndarray:
@@ -149,23 +148,13 @@ def _check_derivatives(model: hep.Model, data: np.ndarray, pars: np.ndarray) -> 
         np.testing.assert_allclose(H[i], num_h, rtol=1e-5, atol=1e-5)
 
 
-def _arrowhead_model(ws: hep.Workspace, **kwargs: Any) -> hep.Model:
-    """Build with the arrowhead (dense block + per-bin gammas) engine even for small models."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(model_module, "_DENSE_MAX_PARS", 0)
-        mp.setattr(model_module, "_JIT_MAX_PARS", 0)
-        model = ws.model(**kwargs)
-    assert not model._dense_engine
-    return model
-
-
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=workspaces())
 def test_analytic_gradient_and_hessian(spec: dict[str, Any]) -> None:
     ws = hep.Workspace(spec)
     for codes in (("code4", "code4p"), ("code1", "code0")):
         kwargs = {"normsys_interp": codes[0], "histosys_interp": codes[1]}
-        for model in (ws.model(**kwargs), _arrowhead_model(ws, **kwargs)):
+        for model in (ws.model(**kwargs), arrowhead_model(ws, **kwargs)):
             pars = _random_pars(model, np.random.default_rng(5))
             _check_derivatives(model, ws.data(model), pars)
 
@@ -176,7 +165,7 @@ def test_derivatives_on_cases(name: str) -> None:
     model, data = _model(case)
     _check_derivatives(model, data, _random_pars(model, np.random.default_rng(2)))
     st = case["settings"]
-    arrow = _arrowhead_model(
+    arrow = arrowhead_model(
         hep.Workspace(case["workspace"]),
         normsys_interp=st["normsys_interp"],
         histosys_interp=st["histosys_interp"],
@@ -203,7 +192,7 @@ def test_derivatives_with_poi_at_zero() -> None:
 def test_arrowhead_split_of_synthetic_model() -> None:
     ws = hep.Workspace(synthetic_workspace(50, 6))
     assert ws.model()._dense_engine  # small: dense engine by default
-    model = _arrowhead_model(ws)
+    model = arrowhead_model(ws)
     # one staterror gamma per bin goes to the diagonal block; mu + 6 alphas stay dense
     assert model._nL == 50
     assert model._nD == 7

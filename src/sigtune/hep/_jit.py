@@ -17,6 +17,7 @@ can also be run uncompiled (slowly) to test the logic.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 from typing import Any
@@ -34,6 +35,15 @@ except ImportError:  # pragma: no cover
     _HAVE_NUMBA = False
 
 ENABLED = _HAVE_NUMBA and os.environ.get("SIGTUNE_HEP_JIT", "1") not in ("0", "false", "no")
+
+# The model's arrays as the kernels take them (a namedtuple: numba passes it as one argument
+# and resolves the attribute accesses at compile time); built by JitTables.
+_Tables = collections.namedtuple(
+    "_Tables",
+    "nom hs_par hs_dp hs_dm hs_code4p hs_ptr hs_list ns_par ns_loghi ns_loglo ns_coef ns_code4 "
+    "ns_ptr ns_list chan_of_bin lin_idx bin_ptr bin_pars g_idx gsig p_idx ptau "
+    "dl dl1 dl2 lk lk1 lk2 Es Ls As J is_local",
+)
 
 # kept in sync with sigtune.hep._fit
 _EDM_TOL = 1e-9
@@ -113,7 +123,7 @@ def _interp(
 def _derivs(
     x: np.ndarray,
     r: int,
-    t: tuple[Any, ...],
+    t: _Tables,
     n: np.ndarray,
     ga: np.ndarray,
     pa: np.ndarray,
@@ -468,7 +478,7 @@ def _newton_solve(
 def _minimize_row(
     x: np.ndarray,
     r: int,
-    t: tuple[Any, ...],
+    t: _Tables,
     n: np.ndarray,
     ga: np.ndarray,
     pa: np.ndarray,
@@ -489,7 +499,7 @@ def _minimize_row(
     2 = ``-2 ln L`` not finite at the start (the caller raises).
     """
     P = x.shape[0]
-    is_local = t[32]
+    is_local = t.is_local
     f = _derivs(x, r, t, n, ga, pa, const, 2, g, H, nu)
     out[2] = 0.0
     if not math.isfinite(f):
@@ -601,7 +611,7 @@ def _minimize_row(
 def _minimize_rows(
     x: np.ndarray,
     rows: np.ndarray,
-    t: tuple[Any, ...],
+    t: _Tables,
     n: np.ndarray,
     ga: np.ndarray,
     pa: np.ndarray,
@@ -625,7 +635,7 @@ def _minimize_rows(
 def _derivs_arrow(
     x: np.ndarray,
     r: int,
-    t: tuple[Any, ...],
+    t: _Tables,
     n: np.ndarray,
     ga: np.ndarray,
     pa: np.ndarray,
@@ -650,49 +660,14 @@ def _derivs_arrow(
     one BLAS product in NumPy (numba's np.dot would use SciPy's OpenBLAS, whose thread pool
     competes with NumPy's for the cores). ``JD`` and ``dw`` are returned in place.
     """
-    (
-        nom,
-        hs_par,
-        _hs_dp,
-        _hs_dm,
-        _hs_code4p,
-        hs_ptr,
-        hs_list,
-        ns_par,
-        _ns_loghi,
-        _ns_loglo,
-        _ns_coef,
-        _ns_code4,
-        ns_ptr,
-        ns_list,
-        chan_of_bin,
-        lin_idx,
-        _bin_ptr,
-        _bin_pars,
-        g_idx,
-        gsig,
-        p_idx,
-        ptau,
-        _dl,
-        dl1,
-        dl2,
-        lk,
-        lk1,
-        lk2,
-        Es,
-        Ls,
-        As,
-        _J,
-        _is_local,
-    ) = t
     P = x.shape[0]
-    S = nom.shape[1]
-    N = nom.shape[2]
-    K = lin_idx.shape[0]
-    C = lk.shape[1]
+    S = t.nom.shape[1]
+    N = t.nom.shape[2]
+    K = t.lin_idx.shape[0]
+    C = t.lk.shape[1]
     nD = HDD.shape[0]
     nL = HLL.shape[0]
-    f = _derivs(x, r, t, n, ga, pa, const, 0, g, HDD, nu)  # rates into Es, Ls, As, nu
+    f = _derivs(x, r, t, n, ga, pa, const, 0, g, HDD, nu)  # rates into t.Es, t.Ls, t.As, nu
     if not math.isfinite(f):
         return f
     w2 = np.empty(N)
@@ -706,35 +681,35 @@ def _derivs_arrow(
     HLD[:, :] = 0.0
     Jl = np.zeros(nL)
     W = np.zeros((S, C))  # sum_b w nu_sb per (sample, channel): normsys x normsys
-    VA = np.zeros((hs_par.shape[0], C))  # sum_b w E L dl1: histosys x normsys
+    VA = np.zeros((t.hs_par.shape[0], C))  # sum_b w E L t.dl1: histosys x normsys
     for s in range(S):
-        n_ns = ns_ptr[s + 1] - ns_ptr[s]
+        n_ns = t.ns_ptr[s + 1] - t.ns_ptr[s]
         for b in range(N):
-            c = chan_of_bin[b]
-            E = Es[s, b]
-            L = Ls[s, b]
-            A = As[s, b]
+            c = t.chan_of_bin[b]
+            E = t.Es[s, b]
+            L = t.Ls[s, b]
+            A = t.As[s, b]
             nusb = E * L * A
             wb = w2[b]
             W[s, c] += wb * nusb
-            for j in range(ns_ptr[s], ns_ptr[s + 1]):
-                i = ns_list[j]
-                JD[b, dpos[ns_par[i]]] += nusb * lk1[i, c]
+            for j in range(t.ns_ptr[s], t.ns_ptr[s + 1]):
+                i = t.ns_list[j]
+                JD[b, dpos[t.ns_par[i]]] += nusb * t.lk1[i, c]
             EL = E * L
-            for j in range(hs_ptr[s], hs_ptr[s + 1]):
-                h = hs_list[j]
-                dh = dpos[hs_par[h]]
-                JD[b, dh] += EL * dl1[h, b]
-                HDD[dh, dh] += wb * EL * dl2[h, b]
-                VA[h, c] += wb * EL * dl1[h, b]
+            for j in range(t.hs_ptr[s], t.hs_ptr[s + 1]):
+                h = t.hs_list[j]
+                dh = dpos[t.hs_par[h]]
+                JD[b, dh] += EL * t.dl1[h, b]
+                HDD[dh, dh] += wb * EL * t.dl2[h, b]
+                VA[h, c] += wb * EL * t.dl1[h, b]
             for k in range(K):
-                p = lin_idx[k, s, b]
+                p = t.lin_idx[k, s, b]
                 if p >= P:
                     continue
                 ex = 1.0
                 for k2 in range(K):
                     if k2 != k:
-                        q = lin_idx[k2, s, b]
+                        q = t.lin_idx[k2, s, b]
                         if q < P:
                             ex *= x[q]
                 dp_ = dpos[p]
@@ -747,13 +722,13 @@ def _derivs_arrow(
                 for k2 in range(K):
                     if k2 == k:
                         continue
-                    q = lin_idx[k2, s, b]
+                    q = t.lin_idx[k2, s, b]
                     if q >= P:
                         continue
                     ex2 = 1.0
                     for k3 in range(K):
                         if k3 != k and k3 != k2:
-                            q3 = lin_idx[k3, s, b]
+                            q3 = t.lin_idx[k3, s, b]
                             if q3 < P:
                                 ex2 *= x[q3]
                     v2 = wb * E * A * ex2
@@ -766,42 +741,42 @@ def _derivs_arrow(
                 vl = wb * val
                 vh = wb * E * ex
                 if dp_ >= 0:
-                    for j in range(ns_ptr[s], ns_ptr[s + 1]):
-                        i = ns_list[j]
-                        di = dpos[ns_par[i]]
-                        v = vl * lk1[i, c]
+                    for j in range(t.ns_ptr[s], t.ns_ptr[s + 1]):
+                        i = t.ns_list[j]
+                        di = dpos[t.ns_par[i]]
+                        v = vl * t.lk1[i, c]
                         HDD[dp_, di] += v
                         HDD[di, dp_] += v
-                    for j in range(hs_ptr[s], hs_ptr[s + 1]):
-                        h = hs_list[j]
-                        dh = dpos[hs_par[h]]
-                        v = vh * dl1[h, b]
+                    for j in range(t.hs_ptr[s], t.hs_ptr[s + 1]):
+                        h = t.hs_list[j]
+                        dh = dpos[t.hs_par[h]]
+                        v = vh * t.dl1[h, b]
                         HDD[dp_, dh] += v
                         HDD[dh, dp_] += v
                 else:
                     lp_ = lpos[p]
-                    for j in range(ns_ptr[s], ns_ptr[s + 1]):
-                        i = ns_list[j]
-                        HLD[lp_, dpos[ns_par[i]]] += vl * lk1[i, c]
-                    for j in range(hs_ptr[s], hs_ptr[s + 1]):
-                        h = hs_list[j]
-                        HLD[lp_, dpos[hs_par[h]]] += vh * dl1[h, b]
+                    for j in range(t.ns_ptr[s], t.ns_ptr[s + 1]):
+                        i = t.ns_list[j]
+                        HLD[lp_, dpos[t.ns_par[i]]] += vl * t.lk1[i, c]
+                    for j in range(t.hs_ptr[s], t.hs_ptr[s + 1]):
+                        h = t.hs_list[j]
+                        HLD[lp_, dpos[t.hs_par[h]]] += vh * t.dl1[h, b]
         # normsys x normsys and normsys x histosys, per channel
         if n_ns:
             for c in range(C):
                 Wc = W[s, c]
-                for j1 in range(ns_ptr[s], ns_ptr[s + 1]):
-                    i1 = ns_list[j1]
-                    d1 = dpos[ns_par[i1]]
-                    v1 = Wc * lk1[i1, c]
-                    HDD[d1, d1] += Wc * lk2[i1, c]
-                    for j2 in range(ns_ptr[s], ns_ptr[s + 1]):
-                        i2 = ns_list[j2]
-                        HDD[d1, dpos[ns_par[i2]]] += v1 * lk1[i2, c]
-                    for j2 in range(hs_ptr[s], hs_ptr[s + 1]):
-                        h = hs_list[j2]
-                        v = VA[h, c] * lk1[i1, c]
-                        dh = dpos[hs_par[h]]
+                for j1 in range(t.ns_ptr[s], t.ns_ptr[s + 1]):
+                    i1 = t.ns_list[j1]
+                    d1 = dpos[t.ns_par[i1]]
+                    v1 = Wc * t.lk1[i1, c]
+                    HDD[d1, d1] += Wc * t.lk2[i1, c]
+                    for j2 in range(t.ns_ptr[s], t.ns_ptr[s + 1]):
+                        i2 = t.ns_list[j2]
+                        HDD[d1, dpos[t.ns_par[i2]]] += v1 * t.lk1[i2, c]
+                    for j2 in range(t.hs_ptr[s], t.hs_ptr[s + 1]):
+                        h = t.hs_list[j2]
+                        v = VA[h, c] * t.lk1[i1, c]
+                        dh = dpos[t.hs_par[h]]
                         HDD[d1, dh] += v
                         HDD[dh, d1] += v
     # Gauss-Newton terms and the gradient
@@ -825,18 +800,18 @@ def _derivs_arrow(
             v = dw2[b] * Jl[lp_]
             for a in range(nD):
                 HLD[lp_, a] += v * JD[b, a]
-    for j in range(g_idx.shape[0]):
-        p = g_idx[j]
-        inv = 1.0 / (gsig[r, j] * gsig[r, j])
+    for j in range(t.g_idx.shape[0]):
+        p = t.g_idx[j]
+        inv = 1.0 / (t.gsig[r, j] * t.gsig[r, j])
         g[p] += 2.0 * (x[p] - ga[j]) * inv
         if dpos[p] >= 0:
             HDD[dpos[p], dpos[p]] += 2.0 * inv
         else:
             HLL[lpos[p]] += 2.0 * inv
-    for j in range(p_idx.shape[0]):
-        p = p_idx[j]
+    for j in range(t.p_idx.shape[0]):
+        p = t.p_idx[j]
         gam = x[p]
-        g[p] += 2.0 * (ptau[r, j] - pa[j] / gam)
+        g[p] += 2.0 * (t.ptau[r, j] - pa[j] / gam)
         hv = 2.0 * pa[j] / (gam * gam)
         if dpos[p] >= 0:
             HDD[dpos[p], dpos[p]] += hv
@@ -848,7 +823,7 @@ def _derivs_arrow(
 def _derivs_rows(
     x: np.ndarray,
     rows: np.ndarray,
-    t: tuple[Any, ...],
+    t: _Tables,
     n: np.ndarray,
     ga: np.ndarray,
     pa: np.ndarray,
@@ -948,7 +923,7 @@ class JitTables:
         self.lpos = model._lpos.astype(i64)
         self.local_bin = model._local_bin.astype(i64)
         f64 = np.float64
-        self.tables: tuple[Any, ...] = (
+        self.tables = _Tables(
             np.ascontiguousarray(arr.nom, f64),
             model._hs_par.astype(i64),
             np.ascontiguousarray(arr.hs_dp.reshape(Bm, H_, N), f64),
