@@ -233,3 +233,44 @@ def test_profile_predicted_starts_give_the_same_test_statistics() -> None:
     assert ours_d.z0_exp == pytest.approx(ref_d.z0_exp, rel=1e-6)
     assert ours_h.cls_obs == pytest.approx(ref_h.cls_obs, rel=1e-6)
     np.testing.assert_allclose(ours_h.cls_exp, ref_h.cls_exp, rtol=1e-6)
+
+
+def test_numpy_engine_alone_gives_the_same_numbers() -> None:
+    """SIGTUNE_HEP_JIT=0 (or no numba): the NumPy engine, built and run without the kernels."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from _generate import synthetic_workspace\n"
+        "import sigtune.hep as hep\n"
+        "from sigtune.hep import _jit\n"
+        "from sigtune.hep._infer import discovery, hypotest\n"
+        "assert not _jit.ENABLED\n"
+        "out = []\n"
+        "for shape in [(10, 2), (200, 40)]:\n"
+        "    ws = hep.Workspace(synthetic_workspace(*shape))\n"
+        "    m = ws.model(); d = ws.data(m)\n"
+        "    f = hep.fit(m, d)\n"
+        "    out.append([f.twice_nll, discovery(m, d).z0_exp, hypotest(m, d, 1.0).cls_obs])\n"
+        "print(json.dumps(out))\n"
+    )
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "SIGTUNE_HEP_JIT": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, here], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    numpy_values = json.loads(proc.stdout.strip().splitlines()[-1])
+    from sigtune.hep._infer import discovery, hypotest
+
+    for shape, ref in zip([(10, 2), (200, 40)], numpy_values, strict=True):
+        ws = hep.Workspace(synthetic_workspace(*shape))
+        m = ws.model()
+        d = ws.data(m)
+        ours = [hep.fit(m, d).twice_nll, discovery(m, d).z0_exp, hypotest(m, d, 1.0).cls_obs]
+        assert ours[0] == pytest.approx(ref[0], abs=1e-7)
+        np.testing.assert_allclose(ours[1:], ref[1:], rtol=1e-6)
