@@ -658,7 +658,7 @@ def _derivs_arrow(
     per (sample, channel) before the products. The Gauss-Newton term of the dense block,
     ``JD^T diag(dw) JD`` with the per-bin dense Jacobian ``JD`` (N, nD), is left to the caller:
     one BLAS product in NumPy (numba's np.dot would use SciPy's OpenBLAS, whose thread pool
-    competes with NumPy's for the cores). ``JD`` and ``dw`` are returned in place.
+    competes with NumPy's for the cores). ``sqrt(dw) JD`` and ``dw`` are returned in place.
     """
     P = x.shape[0]
     S = t.nom.shape[1]
@@ -817,6 +817,11 @@ def _derivs_arrow(
             HDD[dpos[p], dpos[p]] += hv
         else:
             HLL[lpos[p]] += hv
+    # JD scaled in place to sqrt(dw) JD: the caller's Gauss-Newton term is then (JD^T JD)
+    for b in range(N):
+        sq = math.sqrt(dw2[b])
+        for a in range(nD):
+            JD[b, a] *= sq
     return f
 
 
@@ -1042,9 +1047,8 @@ def derivatives_arrow(
             xc[b], rows[b], jt.tables, n[b], ga[b], pa[b], const[b], jt.dpos, jt.lpos,
             jt.local_bin, g[b], HDD[b], HLD[b], HLL[b], nu[b], JD, dw,
         )  # fmt: skip
-        if np.isfinite(f[b]):
-            Js = JD * np.sqrt(dw)[:, None]
-            HDD[b] += np.dot(Js.T, Js)  # same buffer: NumPy uses the symmetric rank-k update
+        if np.isfinite(f[b]):  # JD holds sqrt(dw) JD: one symmetric rank-k update (BLAS)
+            HDD[b] += np.dot(JD.T, JD)
     return f, g, HDD, np.ascontiguousarray(HLD.transpose(0, 2, 1)), HLL, nu
 
 
