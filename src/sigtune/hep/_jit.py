@@ -876,8 +876,17 @@ def _masked_inverse(H: np.ndarray, free: np.ndarray) -> np.ndarray:
     return np.linalg.inv(Hm)
 
 
+def _compiler(func: Any) -> Any:
+    """numba.njit with an on-disk cache; without one where no cache directory is writable
+    (numba raises at decoration time then): compiled once per process instead."""
+    try:
+        return numba.njit(cache=True, nogil=True)(func)
+    except RuntimeError:  # pragma: no cover - read-only install and no user cache directory
+        return numba.njit(cache=False, nogil=True)(func)
+
+
 if _HAVE_NUMBA:  # pragma: no branch
-    _jit = numba.njit(cache=True, nogil=True)
+    _jit = _compiler
     _interp = _jit(_interp)
     _derivs = _jit(_derivs)
     _cholesky_solve = _jit(_cholesky_solve)
