@@ -990,14 +990,12 @@ def _local_params(model: Any, touch: np.ndarray) -> np.ndarray:
     srt = np.sort(lin, axis=0)  # a parameter twice in one entry has a second derivative
     twice = np.unique(srt[1:][(srt[1:] == srt[:-1]) & (srt[1:] < P)])
     only_linear[twice] = False
-    n_bins_touched = touch.sum(axis=0)
+    cand = np.flatnonzero(only_linear & (touch.sum(axis=0) == 1))
     local = np.zeros(P, bool)
-    claimed = np.zeros(touch.shape[0], bool)
-    for p in np.flatnonzero(only_linear & (n_bins_touched == 1)):
-        b = int(np.flatnonzero(touch[:, p])[0])
-        if not claimed[b]:
-            claimed[b] = True
-            local[p] = True
+    if cand.size:
+        bins = touch[:, cand].argmax(axis=0)  # the one bin of each candidate
+        _, first = np.unique(bins, return_index=True)  # lowest parameter index claims its bin
+        local[cand[first]] = True
     return local
 
 
