@@ -6,6 +6,10 @@ its gradient and its full Hessian -- are computed in one compiled pass over the 
 entries, and the projected Newton iteration of :func:`sigtune.hep._fit._minimize_single` runs
 compiled too, one row at a time (a batch of toys or of stacked models is a loop over rows).
 
+Large models (the arrowhead layout of :mod:`sigtune.hep._fit`) get a compiled gradient and
+Hessian blocks (:func:`_derivs_arrow`); their Newton iteration stays in NumPy, whose BLAS does the
+dense products.
+
 Per entry ``nu_sb = E * L * A`` with ``E = exp(sum_i lk_i(alpha_i))`` (normsys),
 ``L = prod_k theta_k`` (normfactor, lumi, per-bin gammas) and ``A = nom + sum_h delta_h(alpha_h)``
 (histosys); first and second derivatives follow from the product rule over the three factors.
