@@ -86,6 +86,12 @@ class _Point:
     deriv: tuple[NDArray[np.float64], ...] | None = None
 
 
+def _free_mask(model: Any, setup: FitSetup) -> NDArray[np.bool_]:
+    """Parameters a fit moves: neither fixed by the model nor by the setup (a new array)."""
+    out: NDArray[np.bool_] = ~(model._arr.fixed | setup.fixed)
+    return out
+
+
 def _fit_point(
     model: Any,
     data: NDArray[np.float64],
@@ -100,12 +106,11 @@ def _fit_point(
     start = setup.init if init is None else init
     lo = setup.bounds[None, :, 0]
     hi = setup.bounds[None, :, 1]
-    free = ~(model._arr.fixed | setup.fixed)
-    x0 = np.array(start, dtype=np.float64)[None]
+    free = _free_mask(model, setup)
+    x0 = np.clip(np.asarray(start, dtype=np.float64), lo, hi)  # (as fit(init=clipped start))
     if poi_value is not None:
         free[setup.poi_index] = False
         x0[0, setup.poi_index] = poi_value
-    x0 = np.where(free, np.clip(x0, lo, hi), x0)
     if consts is None:
         consts = model._constants(data[None])
     x, f, _, conv, _, deriv = _fit_arrays(
@@ -224,7 +229,7 @@ class _Profile:
         if base.deriv is None or self.model._dense_engine:
             return None
         poi = self.setup.poi_index
-        free = ~(self.model._arr.fixed | self.setup.fixed)
+        free = _free_mask(self.model, self.setup)
         free[poi] = False
         start = profile_start(self.model, base.pars, base.deriv, free, poi, mu)
         if start is None:
