@@ -123,15 +123,14 @@ def test_monitor_parsing_and_comparison() -> None:
     [(25.0, 50.0, None, 3.289), (50.0, 100.0, 7.0, 3.72), (5.0, 100.0, None, 0.4959)],
 )
 def test_z_asimov_reference_values(s: float, b: float, sigma: float | None, ref: float) -> None:
-    assert mm._z_asimov_local(s, b, sigma) == pytest.approx(ref, abs=6e-4)
     assert mm.z_asimov(s, b, sigma) == pytest.approx(ref, abs=6e-4)
 
 
 def test_z_asimov_limits() -> None:
     s, b = 3.0, 1000.0
-    assert mm._z_asimov_local(s, b) == pytest.approx(s / math.sqrt(b), rel=2e-3)  # s << b
-    assert mm._z_asimov_local(s, b, 1e-6) == pytest.approx(mm._z_asimov_local(s, b), rel=1e-6)
-    assert mm._z_asimov_local(s, b, 50.0) < mm._z_asimov_local(s, b)
+    assert mm.z_asimov(s, b) == pytest.approx(s / math.sqrt(b), rel=2e-3)  # s << b
+    assert mm.z_asimov(s, b, 1e-6) == pytest.approx(mm.z_asimov(s, b), rel=1e-6)
+    assert mm.z_asimov(s, b, 50.0) < mm.z_asimov(s, b)
 
 
 def test_z0_metric_uniform_bins_matches_manual_histogram() -> None:

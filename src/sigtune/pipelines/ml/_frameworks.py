@@ -32,6 +32,7 @@ from sigtune._exceptions import ConfigError
 from sigtune.pipelines.ml._data import EventData
 from sigtune.pipelines.ml._history import History, Reporter, import_object
 from sigtune.pipelines.ml._mlp import _qualname
+from sigtune.pipelines.ml._registry import register_trainable
 from sigtune.pipelines.ml._trainables import _Base, _binary_or_probs, _weighted_train_eval
 
 __all__ = ["KerasTrainable", "LightningTrainable"]
@@ -458,3 +459,7 @@ def _is_json(v: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+register_trainable("lightning", LightningTrainable, builtin=True)
+register_trainable("keras", KerasTrainable, builtin=True)

@@ -762,3 +762,17 @@ def _qualname(obj: Any) -> str | None:
     if not mod or not name or "<" in name or mod == "__main__":
         return None
     return f"{mod}:{name}"
+
+
+def _register() -> None:
+    from functools import partial
+
+    from sigtune.pipelines.ml._registry import register_trainable
+
+    for kind in ("mlp", "torch"):
+        register_trainable(
+            kind, partial(TorchTrainable, kind), load=TorchTrainable.load, builtin=True
+        )
+
+
+_register()

@@ -205,14 +205,23 @@ class CVStage(_Model):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     by: Literal["random", "event_number"] = "random"
     aggregate: Literal["mean", "median"] = "mean"
-    metrics: list[str] = Field(default_factory=lambda: ["weighted_loss", "auc", "accuracy"])
+    metrics: list[str] = Field(
+        default_factory=lambda: ["balanced_loss", "weighted_loss", "auc", "accuracy"]
+    )
+    early_stopping: bool = Field(
+        False,
+        description="Stop each fold early on its validation events; default: train every fold "
+        "for the number of epochs trial selection chose.",
+    )
 
 
 class EvaluationStage(_Model):
     """``evaluation:`` plots and metrics table of the cross-validated models."""
 
     enabled: bool = True
-    metrics: list[str] = Field(default_factory=lambda: ["weighted_loss", "auc", "accuracy"])
+    metrics: list[str] = Field(
+        default_factory=lambda: ["balanced_loss", "weighted_loss", "auc", "accuracy"]
+    )
     class_names: list[str] | None = None
     bins: int = Field(40, ge=2)
     folds: Literal["first", "all"] = "first"
@@ -351,13 +360,25 @@ def _read_done(stage_dir: Path) -> dict[str, Any] | None:
 
 def load_events(section: DataSection, base_dir: Path | None) -> Any:
     """Load the events of a ``data:`` section."""
+    from sigtune.pipelines.ml._data import check_events
+
+    data, where = _load_events(section, base_dir)
+    check_events(data, where=where, target=section.target, weight=section.weight)
+    return data
+
+
+def _load_events(section: DataSection, base_dir: Path | None) -> tuple[Any, str]:
     from sigtune.pipelines.ml._data import EventData, load_data
 
     if section.generate is not None:
         from sigtune.pipelines.ml._generate import make_hep_dataset
 
-        data = make_hep_dataset(**section.generate)
-        return data if section.features is None else data.select_features(section.features)
+        try:
+            data = make_hep_dataset(**section.generate)
+        except TypeError as exc:
+            raise ConfigError(f"data.generate: {exc}") from None
+        data = data if section.features is None else data.select_features(section.features)
+        return data, "data.generate"
     if section.sklearn is not None:
         import sklearn.datasets
 
@@ -369,12 +390,13 @@ def load_events(section: DataSection, base_dir: Path | None) -> Any:
         y = np.asarray(bunch.target, dtype=np.int64)
         n = len(y)
         data = EventData(X, y, np.ones(n), np.arange(n), tuple(names), int(y.max()) + 1)
-        return data if section.features is None else data.select_features(section.features)
+        data = data if section.features is None else data.select_features(section.features)
+        return data, f"data.sklearn {section.sklearn}"
     assert section.source is not None
     path = Path(section.source)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    return load_data(
+    data = load_data(
         path,
         features=section.features,
         target=section.target,
@@ -384,6 +406,7 @@ def load_events(section: DataSection, base_dir: Path | None) -> Any:
         tree=section.tree,
         classes=section.classes,
     )
+    return data, str(path)
 
 
 def make_split(data: Any, section: SplitSection, seed: int) -> Any:
@@ -499,6 +522,7 @@ def _search_summary(study: Any) -> dict[str, Any]:
         "best_value": float(study.best_value),
         "best_trial": int(study.best_trial.number),
         "best_params": _best_params(study),
+        "best_epoch": study.best_trial.user_attrs.get("best_epoch"),
         "total_epochs": epochs,
         "counts": states,
     }
@@ -518,26 +542,100 @@ class _Runner:
         options = dict(cfg.trainable.options)
         options.setdefault("monitor", {"metric": cfg.monitor, "direction": self.direction})
         self.factory = TrainableSpec(cfg.trainable.kind, options)
+        _check_trainable(self.factory)  # an unknown kind or option: exit 2 before any trial
         self.data = load_events(cfg.data, cfg.base_dir)
         self.result = PipelineResult(self.run_dir)
 
     # -- bookkeeping
+    def consumed(self, name: str) -> dict[str, Any]:
+        """What stage ``name`` reads: its settings, the shared ones, the upstream outputs.
+
+        Recorded in ``done.json``; a stage whose record differs runs again (and so, through
+        their ``upstream`` entries, do the stages after it).
+        """
+        cfg = self.cfg
+        shared = cfg.model_dump(
+            mode="json", include={"data", "split", "trainable", "monitor", "direction", "seed"}
+        )
+        own = getattr(cfg, name).model_dump(mode="json")
+        out: dict[str, Any] = {"shared": _digest(shared), "settings": _digest(own)}
+        upstream = {
+            "presearch": (),
+            "varsel": ("presearch",),
+            "search": ("varsel",),
+            "selection": ("search",),
+            "cv": ("varsel", "selection"),
+            "evaluation": ("cv",),
+        }[name]
+        out["upstream"] = {
+            up: _digest({k: v for k, v in self.result.outputs[up].items() if k != "finished"})
+            for up in upstream
+            if up in self.result.outputs
+        }
+        if name in ("presearch", "search"):
+            out["search_space"] = _digest(cfg.search_space)
+        if name == "selection":
+            out["study"] = self.study_record()
+        return out
+
     def stage(self, name: str, enabled: bool, fn: Callable[[Path], dict[str, Any]]) -> None:
         stage_dir = self.run_dir / name
         if not enabled:
             log.info("stage %s: off", name)
             return
+        consumed = self.consumed(name)
         done = _read_done(stage_dir)
-        if done is not None:
+        if done is not None and done.get("consumed") == consumed:
             log.info("stage %s: done before, loaded %s", name, stage_dir / DONE)
             self.result.skipped.append(name)
             self.result.outputs[name] = done
             return
+        if done is not None:
+            changed = sorted(
+                k for k in consumed if (done.get("consumed") or {}).get(k) != consumed[k]
+            )
+            log.warning("stage %s: its inputs changed (%s): running it again", name, changed)
         log.info("stage %s: running in %s", name, stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
         payload = fn(stage_dir)
-        self.result.outputs[name] = _write_done(stage_dir, payload)
+        self.result.outputs[name] = _write_done(stage_dir, {**payload, "consumed": consumed})
         self.result.ran.append(name)
+
+    def search_study(self) -> Any:
+        """The main search's study (run here, or loaded from its storage)."""
+        import sigtune
+
+        study = self.result.studies.get("search")
+        if study is None:
+            search = self.cfg.search
+            study = sigtune.load_study(
+                search.study_name or "search",
+                search.storage or str(self.run_dir / "search" / "study.journal"),
+            )
+            self.result.studies["search"] = study
+        return study
+
+    def study_record(self) -> dict[str, Any]:
+        """Which study selection reads: name, finished trials and best trial."""
+        import optuna
+
+        try:
+            study = self.search_study()
+        except Exception:  # no study yet: selection cannot run, nothing to compare
+            return {"study": None}
+        finished = study.optuna.get_trials(
+            deepcopy=False,
+            states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED),
+        )
+        try:
+            best: int | None = int(study.optuna.best_trial.number)
+        except ValueError:
+            best = None
+        return {
+            "study": study.optuna.study_name,
+            "n_finished": len(finished),
+            "best_trial": best,
+        }
 
     def features(self) -> list[str]:
         out = self.result.outputs.get("varsel")
@@ -651,17 +749,10 @@ class _Runner:
         return {"params": params, **res.to_dict()}
 
     def selection(self, stage_dir: Path) -> dict[str, Any]:
-        import sigtune
         from sigtune.pipelines.ml._selection import select_trials
 
         st = self.cfg.selection
-        study = self.result.studies.get("search")
-        if study is None:
-            search = self.cfg.search
-            study = sigtune.load_study(
-                search.study_name or "search",
-                search.storage or str(self.run_dir / "search" / "study.journal"),
-            )
+        study = self.search_study()
         res = select_trials(
             study,
             target=st.target or self.cfg.monitor,
@@ -684,18 +775,33 @@ class _Runner:
             )
         return {**res.to_dict(), "selected": [p.to_dict() for p in picks]}
 
-    def selected_params(self) -> list[tuple[str, dict[str, Any]]]:
+    def selected_params(self) -> list[tuple[str, dict[str, Any], int | None]]:
+        """``(label, params, selected epoch or None)`` of the trials to cross-validate."""
         sel = self.result.outputs.get("selection")
         if sel is not None:
-            return [(f"trial_{s['number']}", dict(s["params"])) for s in sel["selected"]]
+            return [
+                (f"trial_{s['number']}", dict(s["params"]), int(s["epoch"]))
+                for s in sel["selected"]
+            ]
         for name in ("search", "presearch"):
             out = self.result.outputs.get(name)
             if out is not None:
-                return [(f"trial_{out['best_trial']}", dict(out["best_params"]))]
-        return [("default", dict(self.cfg.varsel.params))]
+                epoch = out.get("best_epoch")
+                return [
+                    (
+                        f"trial_{out['best_trial']}",
+                        dict(out["best_params"]),
+                        None if epoch is None else int(epoch),
+                    )
+                ]
+        return [("default", dict(self.cfg.varsel.params), None)]
 
-    def cross_validate(self, label: str, params: Mapping[str, Any]) -> Any:
-        """Cross-validate one parameter set into ``cv/<label>/`` (saved folds are loaded)."""
+    def cross_validate(self, label: str, params: Mapping[str, Any], epoch: int | None) -> Any:
+        """Cross-validate one parameter set into ``cv/<label>/`` (saved folds are loaded).
+
+        Each fold trains for the selected ``epoch`` epochs unless ``cv.early_stopping`` is on
+        (or no epoch was selected).
+        """
         from sigtune.pipelines.ml._cv import cross_validate
 
         st = self.cfg.cv
@@ -711,12 +817,13 @@ class _Runner:
             how=st.aggregate,
             seed=self.cfg.seed,
             out_dir=self.run_dir / "cv" / label,
+            epochs=None if st.early_stopping else epoch,
         )
 
     def cv(self, stage_dir: Path) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for label, params in self.selected_params():
-            res = self.cross_validate(label, params)
+        for label, params, epoch in self.selected_params():
+            res = self.cross_validate(label, params, epoch)
             out[label] = {**res.to_dict(), "summary": res.summary()}
         return {"trials": out}
 
@@ -728,11 +835,11 @@ class _Runner:
         data = self.data.select_features(self.features())
         cv_out = self.result.outputs.get("cv")
         out: dict[str, Any] = {}
-        for label, params in self.selected_params():
+        for label, params, epoch in self.selected_params():
             folds: list[FoldResult]
             if cv_out is not None and label in cv_out["trials"]:
                 # loads the saved fold models, no retraining
-                folds = list(self.cross_validate(label, params).folds)
+                folds = list(self.cross_validate(label, params, epoch).folds)
             else:  # no cross-validation: train once on the search split
                 splits = make_split(data, self.cfg.split, self.cfg.seed)
                 model = self.factory(seed=self.cfg.seed)
@@ -756,6 +863,22 @@ class _Runner:
                     "files": [str(p) for p in res.files],
                 }
         return {"trials": out}
+
+
+def _digest(obj: Any) -> str:
+    """A short stable hash of a JSON-able object (what a stage consumed)."""
+    import hashlib
+
+    text = json.dumps(_jsonable(obj), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_trainable(spec: Any) -> None:
+    """Build the trainable once: an unknown kind or option fails at config load."""
+    try:
+        spec(seed=0)
+    except ConfigError as exc:
+        raise ConfigError(f"trainable: {exc}") from None
 
 
 def _plot_varsel(res: Any, stage_dir: Path) -> None:

@@ -384,10 +384,9 @@ class _ShuffleEvaluator:
         metric: Any,
         num_repeats: int,
     ) -> None:
-        from sigtune.pipelines.ml._cv import _eval_weights
         from sigtune.pipelines.ml._metrics import compute_metric
 
-        self._folds = [(f.model, f.split.val, _eval_weights(f.split.val)) for f in folds]
+        self._folds = [(f.model, f.split.val, np.asarray(f.split.val.w, float)) for f in folds]
         self._features = features
         self._candidates = set(candidates)
         self._metric = metric
@@ -424,7 +423,6 @@ class _RetrainEvaluator:
         metric: Any,
         num_repeats: int,
     ) -> None:
-        from sigtune.pipelines.ml._cv import _eval_weights
         from sigtune.pipelines.ml._metrics import compute_metric
 
         self._factory = factory
@@ -432,7 +430,7 @@ class _RetrainEvaluator:
         self._splits = list(splits)
         self._metric = metric
         self._compute = compute_metric
-        self._weights = _eval_weights
+        self._weights = _physics_weights
         self._repeats = max(1, int(num_repeats))
 
     def __call__(self, variables: tuple[str, ...], repeat_seed: int) -> float:
@@ -580,3 +578,8 @@ def select_variables(
         min_variables=min_variables,
         seed=seed,
     )
+
+
+def _physics_weights(data: Any) -> np.ndarray:
+    """Event weights metrics are computed with (``balanced_loss`` balances the classes itself)."""
+    return np.asarray(data.w, dtype=float)
