@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -194,6 +194,9 @@ class SelectionStage(_Model):
     min_epochs: int = Field(10, ge=5)
     min_r2: float = Field(0.9, ge=0, le=1)
     use: Literal["both", "best_value", "best_fit"] = "both"
+    include_pruned: bool = Field(
+        False, description="Pruned trials (their partial histories) are eligible too."
+    )
 
 
 class CVStage(_Model):
@@ -236,6 +239,11 @@ class PipelineBody(_Model):
     monitor: str = Field("val_loss", description="History metric the searches optimise.")
     direction: Literal["minimize", "maximize"] | None = Field(
         None, description="Default: the monitored metric's direction."
+    )
+    trial_value: Literal["best_epoch", "last_valid_epoch", "best_fit"] = Field(
+        "best_epoch",
+        description="What a trial reports to the search: its best epoch, its last epoch that "
+        "passes selection.overtraining (OPTIMA's default), or the best learning-curve fit value.",
     )
     presearch: SearchStage = Field(
         default_factory=lambda: SearchStage.model_validate({"n_trials": 10})
@@ -445,13 +453,21 @@ class TrialObjective:
         *,
         seed: int,
         checkpoint_root: Path | None = None,
+        trial_value: str = "best_epoch",
+        direction: str | None = None,
+        overtraining: Sequence[str] = (),
     ) -> None:
+        from sigtune.pipelines.ml._metrics import metric_direction
+
         self.factory = factory
         self.train = train
         self.val = val
         self.monitor = monitor
         self.seed = seed
         self.checkpoint_root = checkpoint_root
+        self.trial_value = trial_value
+        self.direction = direction or metric_direction(monitor)
+        self.overtraining = list(overtraining)
 
     def __call__(self, params: Mapping[str, Any], trial: Any) -> float:
         import optuna
@@ -481,7 +497,19 @@ class TrialObjective:
         trial.set_user_attr("best_epoch", int(history.best_epoch))
         if history.pruned:
             raise optuna.TrialPruned(f"pruned after epoch {history.n_epochs}")
-        value = history.best(self.monitor)
+        if self.trial_value == "best_epoch" and not self.overtraining:
+            value = history.best(self.monitor)
+        else:
+            from sigtune.pipelines.ml._selection import trial_value
+
+            value, epoch = trial_value(
+                history.metrics,
+                self.monitor,
+                self.direction,  # type: ignore[arg-type]
+                self.trial_value,  # type: ignore[arg-type]
+                self.overtraining,
+            )
+            trial.set_user_attr("value_epoch", int(epoch))
         if not np.isfinite(value):
             raise ConfigError(f"trial {trial.number}: monitored {self.monitor} is not finite")
         return float(value)
@@ -674,6 +702,9 @@ class _Runner:
             self.cfg.monitor,
             seed=self.cfg.seed,
             checkpoint_root=stage_dir / "checkpoints" if stage.checkpoints else None,
+            trial_value=self.cfg.trial_value,
+            direction=self.direction,
+            overtraining=self.cfg.selection.overtraining,
         )
         study = sigtune.optimize(
             objective,
@@ -761,6 +792,7 @@ class _Runner:
             n_select=st.n_select,
             min_epochs=st.min_epochs,
             min_r2=st.min_r2,
+            include_pruned=st.include_pruned,
         )
         picks = {
             "both": res.selected(),
