@@ -72,10 +72,10 @@ def config(run_dir: Path, seed: int) -> dict[str, Any]:
         "search": {
             "n_trials": 16,
             "sampler": {"name": "tpe", "options": {"n_startup_trials": 6}},
-            "pruner": {"name": "median", "options": {"n_startup_trials": 4, "n_warmup_steps": 5}},
+            "pruner": "none",
         },
-        "selection": {"min_epochs": 6, "use": "best_fit"},
-        "cv": {"k": 3, "test": "fixed", "metrics": ["balanced_loss", "auc"]},
+        "selection": {"min_epochs": 6, "use": "best_value"},
+        "cv": {"k": 3, "test": "none", "metrics": ["balanced_loss", "auc"]},
         "evaluation": {"enabled": False},
     }
 
@@ -85,11 +85,14 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue in --run-dir (the wall time is then partial)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="ml_quality_"))
-    if run_dir.exists() and args.run_dir is not None:
+    if run_dir.exists() and args.run_dir is not None and not args.resume:
         shutil.rmtree(run_dir)
 
     start = time.perf_counter()
@@ -100,7 +103,7 @@ def main() -> None:
     search = res.outputs["search"]
     label, cv = next(iter(res.outputs["cv"]["trials"].items()))
     models = [load_trainable(Path(p) / "model") for p in cv["paths"]]
-    indep = make_hep_dataset(30_000, **{**DATA, "n_events": 30_000, "seed": INDEPENDENT_SEED})
+    indep = make_hep_dataset(**{**DATA, "n_events": 30_000, "seed": INDEPENDENT_SEED})
     indep = indep.select_features(features)
     p_each = [m.predict(indep.X) for m in models]
     p_mean = np.mean(p_each, axis=0)
@@ -117,7 +120,7 @@ def main() -> None:
         f"| trials complete / pruned | {search['counts']['complete']} / "
         f"{search['counts']['pruned']} |"
     )
-    print(f"| CV test AUC (mean of folds) | {cv['center']['test_auc']:.4f} |")
+    print(f"| CV validation AUC (mean of folds) | {cv['center']['val_auc']:.4f} |")
     print(f"| independent AUC per fold model | {', '.join(f'{a:.4f}' for a in fold_auc)} |")
     print(f"| wall time | {wall:.0f} s |")
     print(f"independent sample: AUC {auc:.4f}, loss {loss:.4f}, wall {wall:.0f} s")

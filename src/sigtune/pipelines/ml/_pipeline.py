@@ -17,7 +17,10 @@ Every stage writes into its own folder ``<run_dir>/<stage>/`` and finishes by wr
 ``done.json`` (its outputs: best params, selected variables, selected trials...). A later run
 with the same ``run_dir`` skips the stages that have ``done.json`` and continues with the first
 one that has not; a search stage resumes its own study (``study.journal`` in its folder) up to
-its ``n_trials``. Delete a stage folder to redo it (and the stages after it, whose inputs change).
+its ``n_trials``. Each ``done.json`` also records what the stage consumed (digests of its
+settings, of the shared data/trainable settings and of the upstream stages' outputs; for
+``selection`` the study name, its number of finished trials and its best trial): a stage whose
+inputs changed runs again, and with it the stages after it. Delete a stage folder to redo it.
 """
 
 from __future__ import annotations
@@ -204,7 +207,11 @@ class CVStage(_Model):
 
     enabled: bool = True
     k: int = Field(5, ge=2)
-    test: Literal["fixed", "rotating"] = "fixed"
+    test: Literal["fixed", "rotating", "none"] = Field(
+        "fixed",
+        description="fixed: one held-out test set; rotating: each fold tests on its own part; "
+        "none: no test events (the folds train on more events; test with an independent sample).",
+    )
     test_fraction: float = Field(0.2, gt=0, lt=1)
     by: Literal["random", "event_number"] = "random"
     aggregate: Literal["mean", "median"] = "mean"
@@ -954,8 +961,8 @@ def run_pipeline(config: PipelineConfig | Mapping[str, Any] | str | Path) -> Pip
     cfg_file = run_dir / "pipeline_config.json"
     if cfg_file.is_file() and json.loads(cfg_file.read_text()) != dumped:
         log.warning(
-            "%s differs from the current config: finished stages are reused as they are; "
-            "delete a stage folder to redo it",
+            "%s differs from the current config: the stages whose inputs changed run again "
+            "(a search stage continues its study up to n_trials)",
             cfg_file,
         )
     cfg_file.write_text(json.dumps(dumped, indent=2))
