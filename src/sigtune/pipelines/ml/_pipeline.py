@@ -170,7 +170,13 @@ class VarSelStage(_Model):
 
     enabled: bool = True
     mode: Literal["shuffle", "retrain", "hybrid", "custom"] = "shuffle"
-    metric: str = "weighted_loss"
+    metric: str = "balanced_loss"
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="Sets of variables removed together: {name: [vars]}."
+    )
+    final_retrain: bool = Field(
+        False, description="Re-evaluate the chosen set by retraining on every fold."
+    )
     k: int = Field(3, ge=2)
     num_repeats: int = Field(2, ge=1)
     acceptance: Literal["improvement", "threshold", "degradation"] = "threshold"
@@ -782,6 +788,8 @@ class _Runner:
             choose=st.choose,
             min_variables=min(st.min_variables, len(pool.features)),
             seed=self.cfg.seed,
+            groups=st.groups,
+            final_retrain=st.final_retrain,
         )
         _plot_varsel(res, stage_dir)
         return {"params": params, **res.to_dict()}
@@ -930,7 +938,7 @@ def _plot_varsel(res: Any, stage_dir: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     x = [it.iteration for it in its]
     y = [it.metric for it in its]
-    ax.plot(x, y, color="grey", linewidth=1)
+    ax.errorbar(x, y, yerr=[it.metric_err for it in its], color="grey", linewidth=1, capsize=2)
     ax.scatter(x, y, c=["tab:green" if it.accepted else "tab:red" for it in its], zorder=3)
     for it in its:
         if it.dropped:
@@ -939,6 +947,26 @@ def _plot_varsel(res: Any, stage_dir: Path) -> None:
     fig.tight_layout()
     fig.savefig(stage_dir / "varsel.png", dpi=100)
     plt.close(fig)
+    for it in its:  # one plot per iteration: the metric without each candidate, per-fold sigma
+        if not it.candidates:
+            continue
+        names = list(it.candidates)
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(names) + 2), 3.5))
+        ax.bar(
+            names,
+            [it.candidates[n] for n in names],
+            yerr=[it.candidates_err.get(n, 0.0) for n in names],
+            color=["tab:orange" if n == it.dropped else "tab:blue" for n in names],
+            capsize=2,
+        )
+        ax.set(ylabel=f"{res.metric_name} without", title=f"iteration {it.iteration} ({it.mode})")
+        ax.tick_params(axis="x", rotation=45)
+        lo = min(it.candidates[n] - it.candidates_err.get(n, 0.0) for n in names)
+        hi = max(it.candidates[n] + it.candidates_err.get(n, 0.0) for n in names)
+        ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+        fig.tight_layout()
+        fig.savefig(stage_dir / f"iteration_{it.iteration}.png", dpi=80)
+        plt.close(fig)
 
 
 def run_pipeline(config: PipelineConfig | Mapping[str, Any] | str | Path) -> PipelineResult:
