@@ -402,3 +402,20 @@ def test_cv_trains_the_selected_epoch(tmp_path: Path) -> None:
     again = run_pipeline(cfg)
     assert again.ran == ["cv"]
     assert again.outputs["cv"]["trials"][f"trial_{sel['number']}"]["training"] == "early_stopping"
+
+
+def test_evaluation_writes_diagnostics_and_overview(tmp_path: Path) -> None:
+    cfg = _mlp_search(tmp_path / "run", "none")
+    cfg["search"]["n_trials"] = 2
+    cfg["search_space"]["max_epochs"] = 6
+    cfg["selection"] = {"min_epochs": 5, "use": "best_value"}
+    cfg["cv"] = {"k": 2}
+    cfg["evaluation"] = {"metrics": ["auc"]}
+    res = run_pipeline(cfg)
+    ev = tmp_path / "run" / "evaluation"
+    label = next(iter(res.outputs["evaluation"]["trials"]))
+    assert (ev / "inputs.png").stat().st_size > 0
+    assert (ev / label / "history.png").stat().st_size > 0
+    index = (ev / "index.html").read_text()
+    for name in ("inputs.png", f"{label}/history.png", f"{label}/fold_0/roc.png"):
+        assert f"src='{name}'" in index

@@ -876,12 +876,22 @@ class _Runner:
 
     def evaluation(self, stage_dir: Path) -> dict[str, Any]:
         from sigtune.pipelines.ml._cv import FoldResult
-        from sigtune.pipelines.ml._evaluate import evaluate
+        from sigtune.pipelines.ml._evaluate import (
+            evaluate,
+            plot_history,
+            plot_inputs,
+            write_overview,
+        )
 
         st = self.cfg.evaluation
         data = self.data.select_features(self.features())
         cv_out = self.result.outputs.get("cv")
         out: dict[str, Any] = {}
+        sections: dict[str, list[Path]] = {
+            "input variables per class": [
+                plot_inputs(data, stage_dir / "inputs.png", class_names=st.class_names)
+            ]
+        }
         for label, params, epoch in self.selected_params():
             folds: list[FoldResult]
             if cv_out is not None and label in cv_out["trials"]:
@@ -909,7 +919,35 @@ class _Runner:
                     "auc": {k: r.auc for k, r in res.roc.items()},
                     "files": [str(p) for p in res.files],
                 }
-        return {"trials": out}
+                sections.setdefault(f"{label}: outputs and ROC", []).extend(
+                    p for p in res.files if str(p).endswith(".png")
+                )
+            history = self.trial_history(label) or (folds[0].history if folds else {})
+            if history:
+                sections[f"{label}: training history"] = [
+                    plot_history(
+                        history,
+                        stage_dir / label / "history.png",
+                        target=self.cfg.selection.target or self.cfg.monitor,
+                        title=f"{label} (search)",
+                        selected_epoch=epoch,
+                    )
+                ]
+        overview = write_overview(stage_dir, sections, out)
+        return {"trials": out, "overview": str(overview)}
+
+    def trial_history(self, label: str) -> dict[str, list[float]] | None:
+        """Per-epoch metrics a search trial stored (``trial_<n>`` of the main search)."""
+        from sigtune.pipelines.ml._selection import HISTORY_ATTR
+
+        if not label.startswith("trial_") or not self.cfg.search.enabled:
+            return None
+        try:
+            trial = self.search_study().optuna.trials[int(label[6:])]
+        except Exception:  # no study, or not this trial: no history plot
+            return None
+        history = trial.user_attrs.get(HISTORY_ATTR)
+        return dict(history) if isinstance(history, Mapping) else None
 
 
 def _digest(obj: Any) -> str:
