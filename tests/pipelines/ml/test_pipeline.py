@@ -459,3 +459,43 @@ def test_python_hooks_reader_finalize_and_evaluation(tmp_path: Path) -> None:
     final = json.loads((tmp_path / "run" / "cv" / label / "final.json").read_text())
     assert final == {"n_models": 2}
     assert res.outputs["evaluation"]["trials"][label]["custom"]["n_val_events"] > 0
+
+
+def test_sigtune_run_reruns_selection_after_more_trials(tmp_path: Path) -> None:
+    """The run-config path: a larger study re-runs selection/cv instead of "all done before"."""
+    from typer.testing import CliRunner
+
+    from sigtune.cli import app
+
+    small = _small(tmp_path)
+    config = {
+        "study_name": "ml",
+        "run_dir": str(tmp_path / "run"),
+        "n_trials": 3,
+        "seed": 2,
+        "sampler": "random",
+        "report": False,
+        "search_space": small["search_space"],
+        "objective": {
+            "type": "ml",
+            "data": small["data"],
+            "trainable": small["trainable"],
+            "presearch": {"enabled": False},
+            "varsel": {"enabled": False},
+            "selection": {"min_epochs": 5},
+            "cv": {"k": 2},
+            "evaluation": {"enabled": False},
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert CliRunner().invoke(app, ["run", str(path)]).exit_code == 0
+    first = json.loads((tmp_path / "run" / "selection" / "done.json").read_text())
+    assert first["consumed"]["study"]["n_finished"] == 3
+    config["n_trials"] = 5
+    path.write_text(yaml.safe_dump(config))
+    again = CliRunner().invoke(app, ["run", str(path)])
+    assert again.exit_code == 0, again.output
+    assert "stages run: selection, cv" in again.output
+    second = json.loads((tmp_path / "run" / "selection" / "done.json").read_text())
+    assert second["consumed"]["study"]["n_finished"] == 5
