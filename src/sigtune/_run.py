@@ -242,7 +242,8 @@ def get_engine(name: str, options: Mapping[str, Any] | None = None) -> Engine:
             factory = resolve_callable(factory)
         except Exception as exc:
             raise ConfigError(f"engine {name!r} is unavailable: {exc}") from None
-        _ENGINES[name] = factory
+        if name in _ENGINES or name in BUILTIN_ENGINES:
+            _ENGINES[name] = factory
     try:
         engine = factory(**dict(options or {}))
     except TypeError as exc:
