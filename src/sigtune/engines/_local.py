@@ -530,7 +530,7 @@ class LocalEngine(Engine):
             )
         if method == "spawn":
             _check_picklable(objective)
-        ctx = mp.get_context(method)
+        ctx: Any = mp.get_context(method)
         shared = _Shared(ctx, settings)
         n_workers = min(n_jobs, settings.n_trials) or 1
         procs = [
