@@ -38,7 +38,14 @@ from sigtune._storage import (
     handle_stale_running,
     resolve_storage,
 )
-from sigtune.engines._base import ProgressSink, RunOutcome, RunSettings, StudyRef, TrialFunction
+from sigtune.engines._base import (
+    Engine,
+    ProgressSink,
+    RunOutcome,
+    RunSettings,
+    StudyRef,
+    TrialFunction,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -352,6 +359,8 @@ def optimize(
     on_stale_running: str = "fail",
     objective_kwargs: Mapping[str, Any] | None = None,
     progress: bool = False,
+    engine: str | Engine = "local",
+    engine_options: Mapping[str, Any] | None = None,
 ) -> Study:
     """Create or resume a study and run it until it holds ``n_trials`` finished trials.
 
@@ -392,6 +401,11 @@ def optimize(
         on_stale_running: ``"fail"`` or ``"requeue"``: RUNNING trials of dead processes on resume.
         objective_kwargs: Extra keyword arguments of the objective.
         progress: Show a progress bar on stderr (terminals only).
+        engine: ``"local"`` (this machine's processes) or ``"ray"`` (Ray tasks on a Ray
+            cluster; see :mod:`sigtune.engines._ray`), or an :class:`~sigtune.engines.Engine`.
+        engine_options: Options of a named engine; for ``"ray"``: ``address``,
+            ``cpus_per_trial``, ``gpus_per_trial``, ``max_concurrent``, ``max_retries``,
+            ``runtime_env``, ``presample``.
 
     Returns:
         The :class:`Study`.
@@ -434,6 +448,8 @@ def optimize(
         warm_start=warm_start,
         on_stale_running=on_stale_running,
         progress=progress,
+        engine=engine,
+        engine_options=engine_options,
     )
 
 
@@ -492,6 +508,8 @@ def run_study(
     on_stale_running: str = "fail",
     progress: bool | ProgressSink = False,
     require_existing: bool = False,
+    engine: str | Engine = "local",
+    engine_options: Mapping[str, Any] | None = None,
 ) -> Study:
     """:func:`optimize` for an objective already bound to its space (used by the CLI).
 
@@ -532,8 +550,6 @@ def run_study(
     remaining = n_trials - already
     outcome: RunOutcome | None = None
     if remaining > 0:
-        from sigtune.engines._local import LocalEngine
-
         settings = RunSettings(
             n_trials=remaining,
             sampler_factory=sampler_factory,
@@ -544,22 +560,39 @@ def run_study(
             constraints=constraints,
             maximize=tuple(d == "maximize" for d in dirs),
         )
-        engine = LocalEngine()
+        engine_obj = _make_engine(engine, engine_options)
         if progress is True:
             from sigtune._progress import RunProgress
 
             with RunProgress(remaining, str(study.study_name)) as bar:
                 bar.start(n_trials, already)
-                outcome = engine.run(ref_study, trial_fn, settings, n_jobs=n_jobs, progress=bar)
+                outcome = engine_obj.run(ref_study, trial_fn, settings, n_jobs=n_jobs, progress=bar)
         else:
             sink = progress if isinstance(progress, ProgressSink) else None
             if sink is not None:
                 sink.start(n_trials, already)
-            outcome = engine.run(ref_study, trial_fn, settings, n_jobs=n_jobs, progress=sink)
+            outcome = engine_obj.run(ref_study, trial_fn, settings, n_jobs=n_jobs, progress=sink)
     result = Study(study, storage=ref, space=space, last_run=outcome)
     if outcome is not None:
         _raise_for_outcome(outcome, max_failures, result)
     return result
+
+
+def _make_engine(engine: str | Engine, options: Mapping[str, Any] | None) -> Engine:
+    """The engine of a run: ``"local"``, ``"ray"`` (options: the ``ray:`` section) or an object."""
+    if isinstance(engine, Engine):
+        if options:
+            raise ConfigError("engine_options only apply to an engine given by name")
+        return engine
+    if engine == "local":
+        from sigtune.engines._local import LocalEngine
+
+        return LocalEngine()
+    if engine == "ray":
+        from sigtune.engines._ray import RayEngine
+
+        return RayEngine(**dict(options or {}))
+    raise ConfigError(f"unknown engine {engine!r}; valid: local, ray")
 
 
 def _raise_for_outcome(outcome: RunOutcome, max_failures: int | float | None, study: Study) -> None:

@@ -1,6 +1,6 @@
 """The ``sigtune`` command line.
 
-Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema`` and ``hep`` (the
+Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema``, ``slurm`` and ``hep`` (the
 HistFactory tools of :mod:`sigtune.hep.cli`, imported only when used).
 
 Exit codes: ``0`` success; ``1`` the run failed (``max_failures`` exceeded, worker processes died,
@@ -483,6 +483,11 @@ def hep(ctx: typer.Context) -> None:
         _fail(EXIT_FAILED, f"`sigtune hep` is unavailable in this installation ({exc})")
     command = typer.main.get_command(hep_app)
     command.main(args=list(ctx.args), prog_name="sigtune hep", standalone_mode=True)
+
+
+from sigtune._slurm import slurm_command  # noqa: E402 - `sigtune slurm` lives in its own module
+
+app.command("slurm")(slurm_command)
 
 
 def main() -> None:
