@@ -64,6 +64,7 @@ StudyNameOpt = Annotated[str | None, typer.Option("--study-name", help="Study na
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds for the whole run.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, short output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+EngineOpt = Annotated[str | None, typer.Option("--engine", help="local or ray.")]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -219,6 +220,7 @@ def _run(
     quiet: bool,
     as_json: bool,
     require_existing: bool,
+    engine: str | None = None,
 ) -> None:
     from sigtune._config import build_objective
     from sigtune._progress import RunProgress
@@ -231,6 +233,7 @@ def _run(
         "storage": storage,
         "study_name": study_name,
         "timeout": timeout,
+        "engine": engine,
     }
     cfg = _load(config, overrides)
     spec = build_objective(cfg)
@@ -264,6 +267,8 @@ def _run(
             on_stale_running=cfg.on_stale_running,
             progress=bar,
             require_existing=require_existing,
+            engine=cfg.engine,
+            engine_options=cfg.ray.model_dump() if cfg.engine == "ray" else None,
         )
     counts = study.count()
     doc: dict[str, Any] = {
@@ -334,6 +339,7 @@ def run(
     timeout: TimeoutOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Run (or continue) the study of CONFIG until it holds n_trials finished trials."""
     with _errors_to_exit_codes(config):
@@ -347,6 +353,7 @@ def run(
             quiet=quiet,
             as_json=as_json,
             require_existing=False,
+            engine=engine,
         )
 
 
@@ -360,6 +367,7 @@ def resume(
     timeout: TimeoutOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Continue an existing study (like run, but the study must exist)."""
     with _errors_to_exit_codes(config):
@@ -373,6 +381,7 @@ def resume(
             quiet=quiet,
             as_json=as_json,
             require_existing=True,
+            engine=engine,
         )
 
 
