@@ -202,9 +202,7 @@ def _run_in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("retries", [1, 0])
-def test_killing_a_worker_node_loses_no_trial(
-    cluster: Any, tmp_path: Path, retries: int
-) -> None:
+def test_killing_a_worker_node_loses_no_trial(cluster: Any, tmp_path: Path, retries: int) -> None:
     flags = tmp_path / "flags"
     flags.mkdir()
     th, box = _run_in_thread(
@@ -247,10 +245,13 @@ import sys, time
 from pathlib import Path
 import ray, sigtune
 
+FLAGS = "@FLAGS@"  # the objective runs on the workers: no sys.argv there
+
+
 def objective(trial):
     x = trial.suggest_float("x", 0.0, 1.0)
     if trial.number == 3:
-        Path(sys.argv[2], "started").write_text("1")
+        Path(FLAGS, "started").write_text("1")
         while True:
             time.sleep(0.05)  # blocks until the driver is killed
     return x
@@ -267,7 +268,7 @@ def _resume_objective(trial: optuna.Trial) -> float:
 
 def test_resume_after_killing_the_driver(cluster: Any, tmp_path: Path) -> None:
     script = tmp_path / "driver.py"
-    script.write_text(textwrap.dedent(_DRIVER))
+    script.write_text(textwrap.dedent(_DRIVER).replace("@FLAGS@", str(tmp_path)))
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen(

@@ -468,7 +468,7 @@ class RayEngine(Engine):
             .options(
                 num_cpus=0,
                 max_concurrency=10_000,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
             )
             .remote()
         )
