@@ -53,27 +53,24 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from sigtune._exceptions import ConfigError
+from sigtune._optuna_compat import stop_requested, study_storage, trial_id
+from sigtune._run import ProgressSink, RunOutcome, RunPlan, StudyRef, TrialFunction
 from sigtune._storage import FAIL_REASON_KEY
-from sigtune.engines._base import (
-    Engine,
-    ProgressSink,
-    RunOutcome,
-    RunSettings,
-    StudyRef,
-    TrialFunction,
-)
-from sigtune.engines._local import (
+from sigtune.engines._local import _Shared
+from sigtune.engines._trial import (
     INTERRUPTED_REASON,
-    _fail_reason,
-    _Shared,
+    TRACEBACK_KEY,
+    _call_callbacks,
     _store_constraints,
+    callbacks_enabled,
+    fail_reason,
+    open_study,
     validate_values,
 )
 
 __all__ = ["LOG_KEY", "TRACEBACK_KEY", "RayEngine", "RemoteTrial"]
 
 LOG_KEY = "sigtune:log"
-TRACEBACK_KEY = "sigtune:traceback"
 _LOG_CHARS = 4000
 _POLL_S = 0.2
 
@@ -230,7 +227,7 @@ def _execute(
             out["state"] = "pruned"
         except Exception as exc:  # the objective's failure becomes a FAILED trial
             out["state"] = "fail"
-            out["reason"] = _fail_reason(exc)
+            out["reason"] = fail_reason(exc)
             out["traceback"] = traceback.format_exc()[-_LOG_CHARS:]
     out.update(trial.pending())
     out["log"] = buf.getvalue()[-_LOG_CHARS:]
@@ -346,7 +343,7 @@ class _Running:
         self.attempt_start = start
 
 
-class RayEngine(Engine):
+class RayEngine:
     """Runs each trial as a Ray task (see the module docstring).
 
     Args:
@@ -421,17 +418,17 @@ class RayEngine(Engine):
         self,
         study_ref: StudyRef,
         objective: TrialFunction,
-        settings: RunSettings,
+        plan: RunPlan,
         *,
         n_jobs: int = 1,
         progress: ProgressSink | None = None,
     ) -> RunOutcome:
         ray = _import_ray()
         start = time.monotonic()
-        deadline = None if settings.timeout is None else start + settings.timeout
+        deadline = None if plan.timeout is None else start + plan.timeout
         started = self._connect(ray)
         try:
-            return self._run(ray, study_ref, objective, settings, n_jobs, progress, deadline, start)
+            return self._run(ray, study_ref, objective, plan, n_jobs, progress, deadline, start)
         finally:
             if started:
                 ray.shutdown()
@@ -441,7 +438,7 @@ class RayEngine(Engine):
         ray: Any,
         study_ref: StudyRef,
         objective: TrialFunction,
-        settings: RunSettings,
+        plan: RunPlan,
         n_jobs: int,
         progress: ProgressSink | None,
         deadline: float | None,
@@ -449,15 +446,10 @@ class RayEngine(Engine):
     ) -> RunOutcome:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        study = optuna.load_study(
-            study_name=study_ref.study_name,
-            storage=study_ref.storage.open(),
-            sampler=settings.sampler_factory(0),
-            pruner=settings.pruner,
-        )
+        study = open_study(study_ref, plan, 0)
         n_objectives = len(study.directions)
-        pruning = not isinstance(settings.pruner, optuna.pruners.NopPruner | type(None))
-        shared = _Shared(None, settings)
+        pruning = not isinstance(plan.pruner, optuna.pruners.NopPruner | type(None))
+        shared = _Shared(None, plan)
         concurrency = self._concurrency(ray, n_jobs)
 
         _register_by_value(objective)
@@ -482,8 +474,6 @@ class RayEngine(Engine):
             options["runtime_env"] = self.runtime_env
         task = ray.remote(_execute).options(**options)
         running: dict[Any, _Running] = {}
-        fetch_ref = broker.fetch.remote()
-        last_progress = 0.0
 
         def submit() -> None:
             dists = _presample(study) if self.presample else {}
@@ -492,7 +482,7 @@ class RayEngine(Engine):
             ref = task.remote(
                 objective_ref,
                 broker,
-                trial._trial_id,
+                trial_id(trial),
                 trial.number,
                 params,
                 {k: dists[k] for k in params},
@@ -501,41 +491,26 @@ class RayEngine(Engine):
             running[ref] = _Running(trial, time.monotonic())
 
         try:
-            while True:
-                while (
-                    len(running) < concurrency
-                    and not shared.stop.value
-                    and (deadline is None or time.monotonic() < deadline)
-                    and shared.claim()
-                ):
-                    submit()
-                if deadline is not None and time.monotonic() >= deadline and not running:
-                    shared.request_stop("timeout")
-                if not running:
-                    break
-                ready, _ = ray.wait([fetch_ref, *running], num_returns=1, timeout=_POLL_S)
-                if fetch_ref in ready:
-                    self._answer(ray, broker, ray.get(fetch_ref), running)
-                    fetch_ref = broker.fetch.remote()
-                done, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
-                for ref in done:
-                    run = running.pop(ref)
-                    self._finish(ray, study, ref, run, settings, shared, n_objectives)
-                if settings.trial_timeout is not None:
-                    self._enforce_timeout(ray, study, running, settings, shared)
-                if deadline is not None and time.monotonic() >= deadline:
-                    shared.request_stop("timeout")
-                now = time.monotonic()
-                if progress is not None and now - last_progress >= 0.1:
-                    last_progress = now
-                    progress.update(shared.finished.value, shared.failed.value, shared.best_value())
+            with callbacks_enabled(study):
+                self._loop(
+                    ray,
+                    study,
+                    broker,
+                    running,
+                    submit,
+                    plan,
+                    shared,
+                    n_objectives,
+                    concurrency,
+                    deadline,
+                    progress,
+                )
         except KeyboardInterrupt:
             shared.request_stop("interrupted")
             for ref, run in list(running.items()):
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
-                _tell_fail(study, run.trial, INTERRUPTED_REASON)
-                shared.record(TrialState.FAIL, None, INTERRUPTED_REASON)
+                _conclude(study, run.trial, plan, shared, TrialState.FAIL, INTERRUPTED_REASON)
             running.clear()
         finally:
             with contextlib.suppress(Exception):
@@ -544,17 +519,62 @@ class RayEngine(Engine):
             progress.update(shared.finished.value, shared.failed.value, shared.best_value())
         return shared.outcome(time.monotonic() - start)
 
+    def _loop(
+        self,
+        ray: Any,
+        study: optuna.Study,
+        broker: Any,
+        running: dict[Any, _Running],
+        submit: Any,
+        plan: RunPlan,
+        shared: _Shared,
+        n_objectives: int,
+        concurrency: int,
+        deadline: float | None,
+        progress: ProgressSink | None,
+    ) -> None:
+        fetch_ref = broker.fetch.remote()
+        last_progress = 0.0
+        while True:
+            while (
+                len(running) < concurrency
+                and not shared.stop.value
+                and (deadline is None or time.monotonic() < deadline)
+                and shared.claim()
+            ):
+                submit()
+            if deadline is not None and time.monotonic() >= deadline and not running:
+                shared.request_stop("timeout")
+            if not running:
+                break
+            ready, _ = ray.wait([fetch_ref, *running], num_returns=1, timeout=_POLL_S)
+            if fetch_ref in ready:
+                self._answer(ray, broker, ray.get(fetch_ref), running)
+                fetch_ref = broker.fetch.remote()
+            done, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
+            for ref in done:
+                run = running.pop(ref)
+                self._finish(ray, study, ref, run, plan, shared, n_objectives)
+            if plan.trial_timeout is not None:
+                self._enforce_timeout(ray, study, running, plan, shared)
+            if deadline is not None and time.monotonic() >= deadline:
+                shared.request_stop("timeout")
+            now = time.monotonic()
+            if progress is not None and now - last_progress >= 0.1:
+                last_progress = now
+                progress.update(shared.finished.value, shared.failed.value, shared.best_value())
+
     # -------------------------------------------------------------- driver helpers
     @staticmethod
     def _answer(
         ray: Any, broker: Any, requests: list[tuple[int, int, str, Any]], running: dict[Any, Any]
     ) -> None:
-        trials = {r.trial._trial_id: r.trial for r in running.values()}
+        trials = {trial_id(r.trial): r.trial for r in running.values()}
         answers: list[tuple[int, Any]] = []
-        for rid, trial_id, op, payload in requests:
-            trial = trials.get(trial_id)
+        for rid, tid, op, payload in requests:
+            trial = trials.get(tid)
             if trial is None:
-                answers.append((rid, ("error", f"trial {trial_id} is not running any more")))
+                answers.append((rid, ("error", f"trial {tid} is not running any more")))
                 continue
             try:
                 if op == "suggest":
@@ -567,7 +587,7 @@ class RayEngine(Engine):
                 else:
                     answers.append((rid, ("error", f"unknown request {op!r}")))
             except Exception as exc:
-                answers.append((rid, ("error", _fail_reason(exc))))
+                answers.append((rid, ("error", fail_reason(exc))))
         broker.respond.remote(answers)
 
     def _finish(
@@ -576,7 +596,7 @@ class RayEngine(Engine):
         study: optuna.Study,
         ref: Any,
         run: _Running,
-        settings: RunSettings,
+        plan: RunPlan,
         shared: _Shared,
         n_objectives: int,
     ) -> None:
@@ -588,11 +608,10 @@ class RayEngine(Engine):
             msg = f"ray: {type(exc).__name__}" + (f": {first}" if first else "")
             if self.max_retries:
                 msg += f" (after {self.max_retries} retries)"
-            _tell_fail(study, trial, msg[:1000])
-            shared.record(TrialState.FAIL, None, msg)
+            _conclude(study, trial, plan, shared, TrialState.FAIL, msg[:1000])
             return
-        storage = study._storage
-        tid = trial._trial_id
+        storage = study_storage(study)
+        tid = trial_id(trial)
         for step, value in sorted(out.get("reports", {}).items()):
             trial.report(value, step)
         for key, value in out.get("user_attrs", {}).items():
@@ -605,51 +624,68 @@ class RayEngine(Engine):
             storage.set_trial_system_attr(tid, LOG_KEY, out["log"])
         state = out["state"]
         if state == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
-            shared.record(TrialState.PRUNED, None, None)
+            _conclude(study, trial, plan, shared, TrialState.PRUNED)
             return
         if state == "fail":
             if out.get("traceback"):
                 storage.set_trial_system_attr(tid, TRACEBACK_KEY, out["traceback"])
-            _tell_fail(study, trial, out["reason"])
-            shared.record(TrialState.FAIL, None, out["reason"])
+            _conclude(study, trial, plan, shared, TrialState.FAIL, out["reason"])
             return
         checked = validate_values(out["result"], n_objectives)
         reason: str | None = None
         if isinstance(checked, str):
             reason = checked
-        elif settings.constraints is not None:
-            reason = _store_constraints(study, trial, checked, settings)
+        elif plan.constraints is not None:
+            reason = _store_constraints(study, trial, checked, plan)
         if reason is not None:
-            _tell_fail(study, trial, reason)
-            shared.record(TrialState.FAIL, None, reason)
+            _conclude(study, trial, plan, shared, TrialState.FAIL, reason)
             return
         assert not isinstance(checked, str)
-        study.tell(trial, checked)
-        shared.record(TrialState.COMPLETE, checked[0], None)
+        _conclude(study, trial, plan, shared, TrialState.COMPLETE, values=checked)
 
     @staticmethod
     def _enforce_timeout(
         ray: Any,
         study: optuna.Study,
         running: dict[Any, _Running],
-        settings: RunSettings,
+        plan: RunPlan,
         shared: _Shared,
     ) -> None:
-        assert settings.trial_timeout is not None
+        assert plan.trial_timeout is not None
         now = time.monotonic()
         for ref, run in list(running.items()):
-            if now - run.attempt_start > settings.trial_timeout:
+            if now - run.attempt_start > plan.trial_timeout:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
                 running.pop(ref)
-                reason = (
-                    f"TrialTimeoutError: trial exceeded trial_timeout={settings.trial_timeout:g}s"
-                )
-                _tell_fail(study, run.trial, reason)
-                shared.record(TrialState.FAIL, None, reason)
+                reason = f"TrialTimeoutError: trial exceeded trial_timeout={plan.trial_timeout:g}s"
+                _conclude(study, run.trial, plan, shared, TrialState.FAIL, reason)
 
 
-def _tell_fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_KEY, reason)
-    study.tell(trial, state=TrialState.FAIL)
+def _conclude(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    plan: RunPlan,
+    shared: _Shared,
+    state: TrialState,
+    reason: str | None = None,
+    values: list[float] | None = None,
+) -> None:
+    """Tell the trial, count it, call the callbacks (as :func:`engines._trial.run_trial` does)."""
+    if state == TrialState.FAIL:
+        study_storage(study).set_trial_user_attr(trial_id(trial), FAIL_REASON_KEY, reason)
+        frozen = study.tell(trial, state=TrialState.FAIL)
+        shared.record(state, None, reason)
+    elif state == TrialState.PRUNED:
+        frozen = study.tell(trial, state=TrialState.PRUNED)
+        shared.record(state, None, None)
+    else:
+        assert values is not None
+        frozen = study.tell(trial, values)
+        shared.record(state, values[0], None)
+    if plan.callbacks:
+        error = _call_callbacks(study, frozen, plan)
+        if error is not None:
+            shared.request_stop("error", error)
+    if stop_requested(study):
+        shared.request_stop("stopped")
