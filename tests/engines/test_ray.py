@@ -122,7 +122,14 @@ def test_options_are_checked() -> None:
             "ray": {"gpus_per_trial": 0.25, "max_retries": 1, "runtime_env": {"env_vars": {}}},
         }
     )
-    assert cfg.engine == "ray" and cfg.ray.gpus_per_trial == 0.25 and cfg.ray.max_retries == 1
+    assert cfg.engine.name == "ray"
+    assert cfg.engine_options == {
+        "gpus_per_trial": 0.25,
+        "max_retries": 1,
+        "runtime_env": {"env_vars": {}},
+    }
+    engine = RayEngine(**cfg.engine_options)
+    assert engine.gpus_per_trial == 0.25 and engine.max_retries == 1 and engine.cpus_per_trial == 1
     with pytest.raises(ConfigError):
         load_config({"n_trials": 3, "objective": "math:sqrt", "ray": {"cpus": 2}})
 
