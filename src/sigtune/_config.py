@@ -198,6 +198,24 @@ class FunctionObjectiveConfig(_Model):
     )
 
 
+class RaySection(_Model):
+    """``ray:``: options of ``engine: ray`` (see docs/cluster.md)."""
+
+    address: str | None = Field(
+        None, description="null: RAY_ADDRESS or a new local Ray; 'auto'; 'ray://host:port'."
+    )
+    cpus_per_trial: float = Field(1.0, ge=0, description="CPUs reserved per trial.")
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per trial (0.25: 4 per GPU).")
+    max_concurrent: int | None = Field(
+        None, ge=1, description="Trials at once (default: cluster CPUs / cpus_per_trial)."
+    )
+    max_retries: int = Field(3, ge=0, description="Retries of a trial whose worker/node died.")
+    runtime_env: dict[str, Any] | None = Field(None, description="Ray runtime_env of the trials.")
+    presample: bool = Field(
+        True, description="Sample a static search space on the driver (no round trips)."
+    )
+
+
 def _named_section(value: Any) -> Any:
     if isinstance(value, str):
         return {"name": value}
@@ -253,6 +271,16 @@ class RunConfig(_Model):
         "trial (Optuna's callback signature).",
     )
     engine: EngineConfig = Field(default_factory=lambda: EngineConfig.model_validate({}))
+    ray: RaySection = Field(default_factory=lambda: RaySection.model_validate({}))
+
+    @property
+    def engine_options(self) -> dict[str, Any]:
+        """Options of the selected engine: ``engine.options``, plus the ``ray:`` section for
+        ``engine: ray`` (``engine.options`` win)."""
+        options = dict(self.engine.options)
+        if self.engine.name == "ray":
+            options = {**self.ray.model_dump(exclude_unset=True), **options}
+        return options
 
     _space: SearchSpace | None = PrivateAttr(default=None)
     _objective_config: BaseModel | None = PrivateAttr(default=None)

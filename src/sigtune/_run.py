@@ -188,6 +188,7 @@ EngineFactory = Callable[..., Engine]
 #: when a run selects it.
 BUILTIN_ENGINES: Mapping[str, str] = {
     "local": "sigtune.engines._local:LocalEngine",
+    "ray": "sigtune.engines._ray:RayEngine",
 }
 _ENGINES: dict[str, EngineFactory | str] = {}
 

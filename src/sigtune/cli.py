@@ -1,6 +1,6 @@
 """The ``sigtune`` command line.
 
-Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema`` and ``hep`` (the
+Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema``, ``slurm`` and ``hep`` (the
 HistFactory tools of :mod:`sigtune.hep.cli`, imported only when used).
 
 Exit codes: ``0`` success; ``1`` the run failed (``max_failures`` exceeded, worker processes died,
@@ -64,6 +64,7 @@ StudyNameOpt = Annotated[str | None, typer.Option("--study-name", help="Study na
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds for the whole run.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, short output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+EngineOpt = Annotated[str | None, typer.Option("--engine", help="local or ray.")]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -219,6 +220,7 @@ def _run(
     quiet: bool,
     as_json: bool,
     require_existing: bool,
+    engine: str | None = None,
 ) -> None:
     from sigtune._config import build_objective
     from sigtune._progress import RunProgress
@@ -232,6 +234,7 @@ def _run(
         "storage": storage,
         "study_name": study_name,
         "timeout": timeout,
+        "engine.name": engine,
     }
     cfg = _load(config, overrides)
     spec = build_objective(cfg)
@@ -318,6 +321,7 @@ def run(
     timeout: TimeoutOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Run (or continue) the study of CONFIG until it holds n_trials finished trials."""
     with _errors_to_exit_codes(config):
@@ -331,6 +335,7 @@ def run(
             quiet=quiet,
             as_json=as_json,
             require_existing=False,
+            engine=engine,
         )
 
 
@@ -344,6 +349,7 @@ def resume(
     timeout: TimeoutOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Continue an existing study (like run, but the study must exist)."""
     with _errors_to_exit_codes(config):
@@ -357,6 +363,7 @@ def resume(
             quiet=quiet,
             as_json=as_json,
             require_existing=True,
+            engine=engine,
         )
 
 
@@ -467,6 +474,11 @@ def hep(ctx: typer.Context) -> None:
         _fail(EXIT_FAILED, f"`sigtune hep` is unavailable in this installation ({exc})")
     command = typer.main.get_command(hep_app)
     command.main(args=list(ctx.args), prog_name="sigtune hep", standalone_mode=True)
+
+
+from sigtune._slurm import slurm_command  # noqa: E402 - `sigtune slurm` lives in its own module
+
+app.command("slurm")(slurm_command)
 
 
 def main() -> None:

@@ -9,6 +9,11 @@ workers of the run (a ``multiprocessing`` value under a lock), so ``n_jobs=8, n_
 exactly 4000 trials. Each claimed ticket becomes exactly one finished trial; if a worker dies,
 its RUNNING trial is marked FAIL by the parent when the run ends.
 
+GPUs: worker ``i`` gets ``SIGTUNE_WORKER_INDEX=i`` in its environment, from which the trainables'
+``device: auto | cuda`` pick GPU ``i % n_gpus`` (round robin, :mod:`sigtune.pipelines.ml._device`).
+CUDA does not survive a ``fork`` once the parent initialised it, so then the workers are started
+with ``spawn`` instead (the objective must then be picklable: a module-level function).
+
 Per-trial timeout: ``SIGALRM`` (``setitimer``) in the main thread of the process running the
 trial raises :class:`~sigtune.TrialTimeoutError` inside the objective. It interrupts pure-Python
 code at the next bytecode; a long call into C (one big NumPy / BLAS operation, a blocking read) is
@@ -66,6 +71,21 @@ _STOP_CODES: dict[int, StopReason] = {
 }
 _STOP_NUMBERS = {v: k for k, v in _STOP_CODES.items()}
 _POLL_S = 0.1
+WORKER_INDEX_ENV = "SIGTUNE_WORKER_INDEX"  # read by sigtune.pipelines.ml._device (GPU round robin)
+
+
+def cuda_initialized() -> bool:
+    """Whether this process initialised CUDA: worker processes must then not be forked."""
+    torch = sys.modules.get("torch")
+    try:
+        return torch is not None and bool(torch.cuda.is_initialized())
+    except Exception:  # pragma: no cover - a broken torch install
+        return False
+
+
+def worker_start_method() -> str:
+    """``fork`` (objectives need not be picklable), or ``spawn`` once CUDA is initialised."""
+    return "spawn" if cuda_initialized() else "fork"
 
 
 class _Box:
@@ -232,7 +252,8 @@ def _worker_main(
     deadline: float | None,
     parent_pid: int,
 ) -> None:
-    """Body of a worker process (after ``fork``)."""
+    """Body of a worker process (after ``fork``, or ``spawn`` once CUDA is initialised)."""
+    os.environ[WORKER_INDEX_ENV] = str(index)
     guard = TrialGuard(plan.trial_timeout)
     try:
         with guard.installed():
@@ -246,6 +267,19 @@ def _worker_main(
         sys.stderr.write(f"sigtune worker {index} stopped: {fail_reason(exc)}\n")
         sys.stderr.flush()
         os._exit(1)
+
+
+def _check_picklable(objective: TrialFunction) -> None:
+    import pickle
+
+    try:
+        pickle.dumps(objective)
+    except Exception as exc:
+        raise ConfigError(
+            "CUDA is initialised in this process, so n_jobs > 1 starts workers with 'spawn' and "
+            f"the objective must be picklable (a module-level function): {fail_reason(exc)}; "
+            "or do not touch CUDA before the run"
+        ) from exc
 
 
 class LocalEngine:
@@ -320,11 +354,14 @@ class LocalEngine:
                 f"n_jobs={n_jobs} needs a storage worker processes can open, got "
                 f"{study_ref.storage.describe()}"
             )
-        if "fork" not in mp.get_all_start_methods():
+        method = worker_start_method()
+        if method not in mp.get_all_start_methods():
             raise ConfigError(
                 "n_jobs > 1 needs the 'fork' start method (Linux/macOS); use n_jobs=1 here"
             )
-        ctx = mp.get_context("fork")
+        if method == "spawn":
+            _check_picklable(objective)
+        ctx: Any = mp.get_context(method)
         shared = _Shared(ctx, plan)
         n_workers = min(n_jobs, plan.n_trials) or 1
         procs = [

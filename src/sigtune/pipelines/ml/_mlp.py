@@ -33,6 +33,7 @@ import numpy as np
 
 from sigtune._exceptions import ConfigError
 from sigtune.pipelines.ml._data import EventData
+from sigtune.pipelines.ml._device import check_device, load_torch, resolve_device
 from sigtune.pipelines.ml._history import (
     EarlyStopping,
     History,
@@ -333,6 +334,8 @@ class TorchTrainable:
         n_threads: ``torch.set_num_threads`` during fit/predict (default 1).
         seed: Seed for initialisation, shuffling and dropout.
         restore_best_weights: Keep the weights of the best epoch at the end.
+        device: ``auto`` (the GPU assigned to this worker if any, else the CPU), ``cpu``,
+            ``cuda`` or ``cuda:N`` (see :mod:`sigtune.pipelines.ml._device`).
         **defaults: Default hyperparameters (overridden by ``params`` in :meth:`fit`).
     """
 
@@ -350,8 +353,11 @@ class TorchTrainable:
         n_threads: int = 1,
         seed: int | None = 0,
         restore_best_weights: bool = True,
+        device: str = "auto",
         **defaults: Any,
     ) -> None:
+        self.device = check_device(device)
+        self.device_ = "cpu"  # the device of the trained model
         if kind not in ("mlp", "torch"):
             raise ConfigError(f"TorchTrainable kind must be 'mlp' or 'torch', got {kind!r}")
         if kind == "torch" and module is None:
@@ -469,6 +475,7 @@ class TorchTrainable:
             else val
         )
         ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / _CHECKPOINT
+        self.device_ = resolve_device(self.device)
         old_threads = torch.get_num_threads()
         torch.set_num_threads(self.n_threads)
         try:
@@ -497,7 +504,8 @@ class TorchTrainable:
         import torch
 
         assert self.n_outputs_ is not None and self.loss_name_ is not None
-        model = self._make_model(train.n_features, self.n_outputs_, p)
+        dev = torch.device(self.device_)
+        model = self._make_model(train.n_features, self.n_outputs_, p).to(dev)
         opt = torch.optim.Adam(
             model.parameters(),
             lr=float(p["learning_rate"]),
@@ -505,9 +513,9 @@ class TorchTrainable:
             eps=float(p["Adam_epsilon"]),
         )
         gen = torch.Generator().manual_seed(0 if self.seed is None else int(self.seed))
-        Xt = torch.as_tensor(scaler.transform(tw), dtype=torch.float32)
-        yt = torch.as_tensor(np.array(tw.y), dtype=torch.int64)
-        wt = torch.as_tensor(tw.w * cls_w[tw.y], dtype=torch.float32)
+        Xt = torch.as_tensor(scaler.transform(tw), dtype=torch.float32, device=dev)
+        yt = torch.as_tensor(np.array(tw.y), dtype=torch.int64, device=dev)
+        wt = torch.as_tensor(tw.w * cls_w[tw.y], dtype=torch.float32, device=dev)
         Xv = scaler.transform(vw)
         Xtr_eval = scaler.transform(train)
         batch = int(p["batch_size"])
@@ -520,7 +528,7 @@ class TorchTrainable:
         pruned = False
 
         if ckpt is not None and ckpt.exists():
-            state = torch.load(ckpt, weights_only=False)
+            state = load_torch(ckpt, self.device_)  # a GPU checkpoint loads on a CPU machine
             if state.get("params") != self.params_ or state.get("n_train") != len(tw):
                 log.warning("checkpoint %s belongs to other params/data: starting afresh", ckpt)
             else:
@@ -541,7 +549,7 @@ class TorchTrainable:
         has_bn = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
         for epoch in range(start + 1, max_epochs + 1):
             model.train()
-            perm = torch.randperm(n, generator=gen)
+            perm = torch.randperm(n, generator=gen).to(dev)
             total, wsum = 0.0, 0.0
             for i in range(0, n, batch):
                 idx = perm[i : i + batch]
@@ -618,11 +626,11 @@ class TorchTrainable:
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            logits = model(torch.as_tensor(X, dtype=torch.float32))
+            logits = model(torch.as_tensor(X, dtype=torch.float32, device=self.device_))
             if self.n_outputs_ == 1:
-                out = torch.sigmoid(logits.reshape(-1)).numpy().astype(np.float64)
+                out = torch.sigmoid(logits.reshape(-1)).cpu().numpy().astype(np.float64)
             else:
-                out = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+                out = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
                 if self.n_classes_ == 2:
                     out = out[:, 1]
         if was_training:
@@ -674,8 +682,6 @@ class TorchTrainable:
     @classmethod
     def load(cls, path: Path | str, meta: Mapping[str, Any], module: Any = None) -> TorchTrainable:
         """Rebuild from :meth:`save` output (used by :func:`load_trainable`)."""
-        import torch
-
         kind = meta["kind"]
         ref = module if module is not None else meta.get("module")
         if kind == "torch" and ref is None:
@@ -693,7 +699,7 @@ class TorchTrainable:
         if meta.get("history"):
             obj.history_ = History.from_dict(meta["history"])
         model = obj._make_model(int(meta["n_inputs"]), obj.n_outputs_, obj.params_)
-        model.load_state_dict(torch.load(Path(path) / "model.pt", weights_only=True))
+        model.load_state_dict(load_torch(Path(path) / "model.pt", "cpu", weights_only=True))
         model.eval()
         obj.model_ = model
         return obj
