@@ -322,22 +322,38 @@ def _solve(
     try:
         np.linalg.cholesky(Sm)  # positive-definiteness test
     except np.linalg.LinAlgError:
-        # some rows are not positive definite: shift them so that the lowest eigenvalue
-        # becomes |lowest| (+ a floor); steps stay moderate along negative curvature
+        # some rows are not positive definite: use the eigenvalues by magnitude with a floor
+        # relative to the largest (|H|-Newton): a Newton step along the well-curved directions,
+        # downhill along negative curvature. (A diagonal shift by the most negative eigenvalue
+        # crawls when the Hessian spans many orders of magnitude, e.g. shapesys with tau ~ 1e11.)
         Sm = 0.5 * (Sm + Sm.transpose(0, 2, 1))
         ev, vec = np.linalg.eigh(Sm)
         scale = np.maximum(np.abs(ev).max(axis=1), 1e-12)
         bad = ev[:, 0] < -1e-8 * scale
         neg = np.where(bad[:, None], vec[:, :, 0] / np.sqrt(np.abs(ev[:, :1]) + 1e-300), 0.0)
-        shift = np.where(ev[:, 0] < 1e-8 * scale, 1e-6 * scale - 2.0 * ev[:, 0], 0.0)
-        idx = np.arange(Sm.shape[1])
-        Sm[:, idx, idx] += shift[:, None]
+        lam = np.maximum(np.abs(ev), _jit.EIG_FLOOR * scale[:, None])
+        proj = np.einsum("bij,bi->bj", vec, rhs) / lam
+        return np.einsum("bij,bj->bi", vec, proj), _local_step(HDL, HLL, gL, proj, vec), neg
     dD = _lin_solve(Sm, rhs)
-    if nL:
-        dL = (gL - (HDL.transpose(0, 2, 1) @ dD[:, :, None])[..., 0]) / HLL
-    else:
-        dL = gL
-    return dD, dL, neg
+    return dD, _local_step(HDL, HLL, gL, dD), neg
+
+
+def _local_step(
+    HDL: np.ndarray,
+    HLL: np.ndarray,
+    gL: np.ndarray,
+    dD: np.ndarray,
+    vec: np.ndarray | None = None,
+) -> np.ndarray:
+    """Back-substitution for the local block, ``(gL - HDL^T dD) / HLL`` (``HLL`` floored as in
+    :func:`_solve`); with ``vec`` the dense step is ``vec @ dD`` (eigenvector coordinates)."""
+    if vec is not None:
+        dD = np.einsum("bij,bj->bi", vec, dD)
+    if not HLL.shape[1]:
+        return gL
+    floor = 1e-8 * (1.0 + np.abs(HLL))
+    HLL = np.where(HLL > floor, HLL, 2.0 * np.abs(HLL) + floor)
+    return np.asarray((gL - (HDL.transpose(0, 2, 1) @ dD[:, :, None])[..., 0]) / HLL)
 
 
 def _lin_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -487,12 +503,8 @@ def _minimize_single(
             scale = max(float(np.abs(ev).max()), 1e-12)
             if ev[0] < -1e-8 * scale:
                 neg = vec[:, 0] / math.sqrt(abs(float(ev[0])) + 1e-300)
-            if ev[0] < 1e-8 * scale:
-                Hs[np.diag_indices_from(Hs)] += 1e-6 * scale - 2.0 * float(ev[0])
-            try:
-                d = np.linalg.solve(Hs, gs)
-            except np.linalg.LinAlgError:
-                d = np.linalg.pinv(Hs) @ gs
+            lam = np.maximum(np.abs(ev), _jit.EIG_FLOOR * scale)  # as in _solve
+            d = vec @ ((vec.T @ gs) / lam)
         edm = 0.25 * abs(float(gs @ d))
         small = edm < _EDM_TOL
         move = -d
