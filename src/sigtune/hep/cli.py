@@ -306,8 +306,8 @@ def scan_cmd(
 ) -> None:
     """Profile-likelihood scan over the POI with 68% and 95% intervals."""
     try:
+        from sigtune.hep._exceptions import HepInputError
         from sigtune.hep._scan import profile_scan
-        from sigtune.hep._validate import HepInputError
 
         if (low is None) != (high is None):
             raise HepInputError("give both --low and --high, or neither.")
