@@ -1,7 +1,8 @@
 """The ``sigtune`` command line.
 
-Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema``, ``slurm`` and ``hep`` (the
-HistFactory tools of :mod:`sigtune.hep.cli`, imported only when used).
+Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema``, ``slurm``, ``import-optima``
+(:mod:`sigtune.pipelines.ml._import_optima`) and ``hep`` (the HistFactory tools of
+:mod:`sigtune.hep.cli`, imported only when used).
 
 Exit codes: ``0`` success; ``1`` the run failed (``max_failures`` exceeded, worker processes died,
 no trial completed, storage unreachable, ``after_run`` failed); ``2`` bad config or input (invalid
@@ -459,6 +460,23 @@ def schema() -> None:
     from sigtune._config import config_json_schema
 
     sys.stdout.write(json.dumps(config_json_schema(), indent=2) + "\n")
+
+
+@app.command("import-optima")
+def import_optima(
+    source: Annotated[Path, typer.Argument(help="OPTIMA run-config (Python; read, not run).")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="sigtune run-config (default: stdout).")
+    ] = None,
+) -> None:
+    """Translate an OPTIMA run-config to a sigtune run-config; list what was not translated."""
+    import importlib
+
+    body = importlib.import_module("sigtune.pipelines.ml._import_optima")
+    with _errors_to_exit_codes():
+        text = body.main(source, output, lambda line: print(line, file=sys.stderr))
+        if output is None:
+            sys.stdout.write(text)
 
 
 @app.command(

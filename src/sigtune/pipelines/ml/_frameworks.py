@@ -33,6 +33,7 @@ from sigtune.pipelines.ml._data import EventData
 from sigtune.pipelines.ml._device import check_device, load_torch, resolve_device
 from sigtune.pipelines.ml._history import History, Reporter, import_object
 from sigtune.pipelines.ml._mlp import _qualname
+from sigtune.pipelines.ml._registry import register_trainable
 from sigtune.pipelines.ml._trainables import _Base, _binary_or_probs, _weighted_train_eval
 
 __all__ = ["KerasTrainable", "LightningTrainable"]
@@ -463,3 +464,7 @@ def _is_json(v: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+register_trainable("lightning", LightningTrainable, builtin=True)
+register_trainable("keras", KerasTrainable, builtin=True)

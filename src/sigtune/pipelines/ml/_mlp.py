@@ -6,7 +6,9 @@ Hyperparameters (OPTIMA names; defaults in :data:`MLP_DEFAULTS` and :data:`LOOP_
 
 * architecture: ``num_layers``, ``units``, ``units_i`` (``{layer: units}`` or a list, layers
   counted from 1; flat keys ``units_1``, ``units_2`` ... work too), ``activation``,
-  ``kernel_initializer``, ``bias_initializer``, ``dropout``, ``batch_norm`` (not with SELU);
+  ``kernel_initializer``, ``bias_initializer``, ``dropout``, ``batch_norm`` (not with SELU),
+  ``input_normalization`` (``standard``, or ``quantile``: a non-linear normalisation of every
+  input to a normal distribution, see :class:`InputScaler`);
 * regularisation: ``l1_lambda``, ``l2_lambda`` (on the kernels, added to the loss);
 * optimiser (Adam): ``learning_rate``, ``Adam_beta_1``, ``one_minus_Adam_beta_2``,
   ``Adam_epsilon``;
@@ -60,6 +62,7 @@ MLP_DEFAULTS: dict[str, Any] = {
     "l2_lambda": 0.0,
     "dropout": 0.0,
     "batch_norm": False,
+    "input_normalization": "standard",
 }
 
 LOOP_DEFAULTS: dict[str, Any] = {
@@ -411,10 +414,10 @@ class TorchTrainable:
             )
         return model
 
-    def _scaler(self) -> InputScaler:
+    def _scaler(self, normalization: str = "standard") -> InputScaler:
         if isinstance(self.scaling, InputScaler):
             return InputScaler.from_dict({**self.scaling.to_dict(), "mean": None, "std": None})
-        return InputScaler(self.scaling)
+        return InputScaler(self.scaling, normalization=normalization)
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -462,7 +465,7 @@ class TorchTrainable:
         self.features_ = train.features
         self.params_ = _jsonable(p)
 
-        scaler = self._scaler().fit(train)
+        scaler = self._scaler(str(p.get("input_normalization") or "standard")).fit(train)
         tw = training_weights(
             train,
             normalize=self.normalize_weights,
@@ -768,3 +771,17 @@ def _qualname(obj: Any) -> str | None:
     if not mod or not name or "<" in name or mod == "__main__":
         return None
     return f"{mod}:{name}"
+
+
+def _register() -> None:
+    from functools import partial
+
+    from sigtune.pipelines.ml._registry import register_trainable
+
+    for kind in ("mlp", "torch"):
+        register_trainable(
+            kind, partial(TorchTrainable, kind), load=TorchTrainable.load, builtin=True
+        )
+
+
+_register()
