@@ -70,6 +70,7 @@ from sigtune._exceptions import ConfigError, StorageError
 __all__ = [
     "EMBEDDED_FILENAME",
     "FAIL_REASON_KEY",
+    "FAIL_TRACEBACK_KEY",
     "OWNER_KEY",
     "STALE_REASON",
     "FlockLock",
@@ -79,6 +80,7 @@ __all__ = [
     "handle_stale_running",
     "owner_is_alive",
     "resolve_storage",
+    "store_fail_traceback",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,8 +88,29 @@ log = logging.getLogger(__name__)
 EMBEDDED_FILENAME = "study.journal"
 OWNER_KEY = "sigtune:owner"
 FAIL_REASON_KEY = "fail_reason"
+# System attr holding the full traceback of a trial whose objective raised (``sigtune status
+# --failed`` and the report show it).
+FAIL_TRACEBACK_KEY = "sigtune:fail_traceback"
+_MAX_TRACEBACK_CHARS = 20_000
 STALE_REASON = "worker died (stale RUNNING on resume)"
 _SQLITE_BUSY_TIMEOUT_S = 120.0
+
+
+def store_fail_traceback(study: Any, trial: Any) -> None:
+    """Store the traceback of the exception being handled on ``trial`` (call in ``except``).
+
+    Long tracebacks keep their last characters (where the error is). Storage errors are logged,
+    never raised: the trial's FAIL state matters more than its traceback.
+    """
+    import traceback
+
+    text = traceback.format_exc()
+    if len(text) > _MAX_TRACEBACK_CHARS:
+        text = "...\n" + text[-_MAX_TRACEBACK_CHARS:]
+    try:
+        study._storage.set_trial_system_attr(trial._trial_id, FAIL_TRACEBACK_KEY, text)
+    except Exception as exc:  # pragma: no cover - storage failure surfaces on tell()
+        log.warning("traceback of trial %s not stored: %s", trial.number, exc)
 
 
 class StudyNotFoundError(StorageError):

@@ -1,6 +1,7 @@
 """The ``sigtune`` command line.
 
-Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema`` and ``hep`` (the
+Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema``, ``studies``,
+``dashboard``, ``report``, ``physics`` (bodies in :mod:`sigtune._cli_view`) and ``hep`` (the
 HistFactory tools of :mod:`sigtune.hep.cli`, imported only when used).
 
 Exit codes: ``0`` success; ``1`` the run failed (``max_failures`` exceeded, worker processes died,
@@ -22,6 +23,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from sigtune import _cli_view
 from sigtune._exceptions import (
     ConfigError,
     ObjectiveError,
@@ -64,6 +66,16 @@ StudyNameOpt = Annotated[str | None, typer.Option("--study-name", help="Study na
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds for the whole run.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, short output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_cli_view.version_callback, is_eager=True)
+    ] = False,
+) -> None:
+    """Tune analysis choices (hyperparameters, variables, binnings, cuts) against a figure of
+    merit."""
 
 
 # ---------------------------------------------------------------------- helpers
@@ -385,6 +397,7 @@ def status(
     storage: StorageOpt = None,
     study_name: StudyNameOpt = None,
     as_json: JsonOpt = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Failed trials' tracebacks.")] = False,
 ) -> None:
     """Trial counts, best value and running trials of a study."""
     from sigtune._storage import OWNER_KEY
@@ -410,6 +423,8 @@ def status(
             doc["n_trials"] = _load(config, {"storage": storage, "study_name": study_name}).n_trials
         with contextlib.suppress(RunFailedError):
             doc.update(_best_summary(study))
+        if failed:
+            doc["failed"] = _cli_view.failed_trials(study)
         if as_json:
             _print_json(doc)
             return
@@ -420,6 +435,8 @@ def status(
             print(f"  running: trial {r['number']} (owner {r['owner']})")
         if "best_value" in doc or "pareto_front" in doc:
             print(_format_best(doc, study.directions))
+        if failed:
+            _cli_view.print_failed(doc["failed"])
 
 
 @app.command()
@@ -468,6 +485,12 @@ def schema() -> None:
     from sigtune._config import config_json_schema
 
     sys.stdout.write(json.dumps(config_json_schema(), indent=2) + "\n")
+
+
+app.command("studies")(_cli_view.studies)
+app.command("dashboard")(_cli_view.dashboard)
+app.command("report")(_cli_view.report)
+app.command("physics")(_cli_view.physics)
 
 
 @app.command(

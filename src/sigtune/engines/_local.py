@@ -44,7 +44,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sigtune._exceptions import ConfigError, TrialTimeoutError
-from sigtune._storage import FAIL_REASON_KEY, handle_stale_running
+from sigtune._storage import FAIL_REASON_KEY, handle_stale_running, store_fail_traceback
 from sigtune.engines._base import (
     Engine,
     ProgressSink,
@@ -297,6 +297,7 @@ def _run_trial(
         state, reason = TrialState.FAIL, INTERRUPTED_REASON
     except Exception as exc:  # the objective's failure becomes a FAILED trial
         state, reason = TrialState.FAIL, _fail_reason(exc)
+        store_fail_traceback(study, trial)
 
     values: list[float] | None = None
     if state == TrialState.COMPLETE:
