@@ -50,6 +50,7 @@ from sigtune._exceptions import ConfigError, ObjectiveError, SearchSpaceError
 from sigtune._pruners import PRUNER_NAMES, pruner_option_errors
 from sigtune._samplers import SAMPLER_NAMES, sampler_option_errors
 from sigtune._space import SearchSpace
+from sigtune._tracking_config import TrackingConfig
 
 if TYPE_CHECKING:
     import optuna
@@ -224,6 +225,9 @@ class RunConfig(_Model):
         "fail", description="What to do with RUNNING trials of a dead process on resume."
     )
     report: bool = Field(True, description="Write run_dir/report.html after the run.")
+    tracking: TrackingConfig | None = Field(
+        None, description="Experiment tracking: {mlflow: {...}, wandb: {...}} (docs/report.md)."
+    )
 
     _space: SearchSpace | None = PrivateAttr(default=None)
     _objective_config: BaseModel | None = PrivateAttr(default=None)
