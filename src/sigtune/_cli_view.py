@@ -249,3 +249,34 @@ def physics(
             workspace, output, measurement=measurement, with_ranking=ranking
         )
         print(f"Physics page: {path}")
+
+
+# ---------------------------------------------------------------------- tracking (sigtune run)
+
+
+def tracking_callbacks(cfg: Any) -> list[Any]:
+    """The MLflow / W&B callbacks of a run-config's ``tracking:`` section (``[]`` for none)."""
+    if getattr(cfg, "tracking", None) is None:
+        return []
+    from sigtune.reports._tracking import build_tracking_callbacks
+
+    return list(build_tracking_callbacks(cfg.tracking, run_dir=Path(cfg.run_dir)))
+
+
+def finish_tracking(callbacks: list[Any], study: Any, run_dir: Path) -> None:
+    """After the run: the run's outputs go to the best trial's tracking run; flush."""
+    if not callbacks:
+        return
+    outputs = [
+        p
+        for name in ("best_workspace.json", "summary.json", "report.html", "physics.html", "ml.html")
+        for p in [run_dir / name]
+        if p.is_file()
+    ]
+    for cb in callbacks:
+        try:
+            cb.log_artifacts(study, outputs)
+        except Exception as exc:
+            typer.echo(f"warning: tracking artefacts not logged: {type(exc).__name__}: {exc}", err=True)
+        finally:
+            cb.close()

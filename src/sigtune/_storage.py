@@ -57,15 +57,19 @@ from optuna.storages import (
     InMemoryStorage,
     JournalStorage,
     RDBStorage,
-    _CachedStorage,
 )
 from optuna.storages.journal import JournalFileBackend
-from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from sigtune._exceptions import ConfigError, StorageError
+from sigtune._optuna_compat import (
+    BaseJournalFileLock,
+    CachedStorage,
+    FrozenStudy,
+    study_storage,
+    trial_id,
+)
 
 __all__ = [
     "EMBEDDED_FILENAME",
@@ -80,7 +84,6 @@ __all__ = [
     "handle_stale_running",
     "owner_is_alive",
     "resolve_storage",
-    "store_fail_traceback",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,27 +93,9 @@ OWNER_KEY = "sigtune:owner"
 FAIL_REASON_KEY = "fail_reason"
 # System attr holding the full traceback of a trial whose objective raised (``sigtune status
 # --failed`` and the report show it).
-FAIL_TRACEBACK_KEY = "sigtune:fail_traceback"
-_MAX_TRACEBACK_CHARS = 20_000
+FAIL_TRACEBACK_KEY = "sigtune:traceback"
 STALE_REASON = "worker died (stale RUNNING on resume)"
 _SQLITE_BUSY_TIMEOUT_S = 120.0
-
-
-def store_fail_traceback(study: Any, trial: Any) -> None:
-    """Store the traceback of the exception being handled on ``trial`` (call in ``except``).
-
-    Long tracebacks keep their last characters (where the error is). Storage errors are logged,
-    never raised: the trial's FAIL state matters more than its traceback.
-    """
-    import traceback
-
-    text = traceback.format_exc()
-    if len(text) > _MAX_TRACEBACK_CHARS:
-        text = "...\n" + text[-_MAX_TRACEBACK_CHARS:]
-    try:
-        study._storage.set_trial_system_attr(trial._trial_id, FAIL_TRACEBACK_KEY, text)
-    except Exception as exc:  # pragma: no cover - storage failure surfaces on tell()
-        log.warning("traceback of trial %s not stored: %s", trial.number, exc)
 
 
 class StudyNotFoundError(StorageError):
@@ -324,8 +309,8 @@ def _open_url(kind: StorageKind, url: str) -> BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path), lock_obj=FlockLock(str(path))))
     if kind == "sqlite":
-        return _CachedStorage(_open_sqlite(url))
-    return _CachedStorage(RDBStorage(url, engine_kwargs={"pool_pre_ping": True}))
+        return CachedStorage(_open_sqlite(url))
+    return CachedStorage(RDBStorage(url, engine_kwargs={"pool_pre_ping": True}))
 
 
 def _open_sqlite(url: str) -> RDBStorage:
@@ -434,7 +419,7 @@ def handle_stale_running(
     """
     if policy not in ("fail", "requeue"):
         raise ConfigError(f"on_stale_running must be 'fail' or 'requeue', got {policy!r}")
-    storage = study._storage
+    storage = study_storage(study)
     marked: list[int] = []
     unknown = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -446,9 +431,9 @@ def handle_stale_running(
             continue
         if owner == current_owner() or owner_is_alive(owner) is not False:
             continue
-        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_KEY, STALE_REASON)
+        storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_KEY, STALE_REASON)
         try:
-            ok = storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            ok = storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # finished meanwhile
         if not ok:

@@ -13,6 +13,7 @@ run-config, objective that cannot be imported, unknown study); ``130`` interrupt
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -234,6 +235,7 @@ def _run(
 ) -> None:
     from sigtune._config import build_objective
     from sigtune._progress import RunProgress
+    from sigtune._settings import RunSettings
     from sigtune._study import run_study
 
     _quiet_libraries()
@@ -246,7 +248,10 @@ def _run(
     }
     cfg = _load(config, overrides)
     spec = build_objective(cfg)
-    directions = spec.directions or cfg.resolved_directions
+    settings = RunSettings.from_config(cfg, spec)
+    tracking = _cli_view.tracking_callbacks(cfg)  # run-config `tracking:` (MLflow, W&B)
+    if tracking:
+        settings = dataclasses.replace(settings, callbacks=(*settings.callbacks, *tracking))
     run_dir = Path(cfg.run_dir)
     out = sys.stderr if as_json else sys.stdout
     bar = RunProgress(cfg.n_trials, cfg.study_name, quiet=quiet or as_json)
@@ -255,25 +260,8 @@ def _run(
     with redirect, bar:
         study = run_study(
             spec.objective,
-            cfg.n_trials,
+            settings,
             space=spec.space,
-            directions=directions,
-            sampler=cfg.sampler.name,
-            sampler_options=cfg.sampler.options,
-            pruner=cfg.pruner.name,
-            pruner_options=cfg.pruner.options,
-            seed=cfg.seed,
-            storage=cfg.storage,
-            study_name=cfg.study_name,
-            run_dir=run_dir,
-            n_jobs=cfg.n_jobs,
-            timeout=cfg.timeout,
-            trial_timeout=cfg.trial_timeout,
-            max_failures=cfg.max_failures,
-            constraints=spec.constraints,
-            enqueue=cfg.enqueue,
-            warm_start=cfg.warm_start,
-            on_stale_running=cfg.on_stale_running,
             progress=bar,
             require_existing=require_existing,
         )
@@ -317,19 +305,22 @@ def _run(
                 print(text, file=out)
 
     if cfg.report:
-        doc["report"] = _write_report(study, run_dir / "report.html")
+        doc["report"] = _write_report(study, run_dir / "report.html", run_dir)
         if doc["report"] and not as_json and not quiet:
             print(f"Report: {doc['report']}", file=out)
+    _cli_view.finish_tracking(tracking, study, run_dir)
+    if not as_json and not quiet:
+        print(f"Dashboard: sigtune dashboard {config}", file=out)
     if as_json:
         _print_json(doc)
 
 
-def _write_report(study: Any, path: Path) -> str | None:
+def _write_report(study: Any, path: Path, run_dir: Path | None = None) -> str | None:
     """Write the HTML report; a failing report only warns (the run is kept)."""
     try:
         from sigtune.reports import write_report
 
-        written = write_report(study, path)
+        written = write_report(study, path, run_dir=run_dir)
     except Exception as exc:
         typer.echo(f"warning: report not written: {type(exc).__name__}: {exc}", err=True)
         return None

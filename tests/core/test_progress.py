@@ -9,7 +9,7 @@ import pytest
 
 from sigtune._progress import RunProgress
 from sigtune._study import run_study
-from sigtune.engines._base import ProgressSink
+from sigtune._run import ProgressSink
 
 
 class _Recorder(ProgressSink):

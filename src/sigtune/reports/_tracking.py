@@ -116,7 +116,7 @@ class MLflowCallback(TrackingCallback):
         run_dir: str | Path = ".",
     ) -> None:
         try:
-            from mlflow.tracking import MlflowClient
+            import mlflow  # noqa: F401
         except ImportError as exc:
             raise ConfigError(
                 "tracking: mlflow needs MLflow: pip install 'sigtune[tracking]'"
@@ -125,9 +125,21 @@ class MLflowCallback(TrackingCallback):
         self.tracking_uri = tracking_uri or f"sqlite:///{self.run_dir / 'mlflow.db'}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.experiment = experiment
-        self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._client_obj: Any = None
         self._experiment_id: str | None = None
         self._runs: dict[int, str] = {}
+
+    @property
+    def _client(self) -> Any:
+        # created on first use: with n_jobs > 1 each worker process opens its own connection
+        if self._client_obj is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client_obj = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client_obj
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client_obj": None}
 
     def _experiment_for(self, study: Any) -> str:
         if self._experiment_id is None:
