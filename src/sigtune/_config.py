@@ -48,6 +48,7 @@ from sigtune._imports import resolve_callable
 from sigtune._pruners import PRUNER_NAMES, pruner_option_errors
 from sigtune._samplers import SAMPLER_NAMES, sampler_option_errors
 from sigtune._space import SearchSpace
+from sigtune._tracking_config import TrackingConfig
 
 if TYPE_CHECKING:
     import optuna
@@ -265,6 +266,9 @@ class RunConfig(_Model):
         "fail", description="What to do with RUNNING trials of a dead process on resume."
     )
     report: bool = Field(True, description="Write run_dir/report.html after the run.")
+    tracking: TrackingConfig | None = Field(
+        None, description="Experiment tracking: {mlflow: {...}, wandb: {...}} (docs/report.md)."
+    )
     callbacks: list[str] = Field(
         default_factory=list,
         description="'module:function' callbacks called as fn(study, frozen_trial) after each "

@@ -74,6 +74,7 @@ from sigtune._optuna_compat import (
 __all__ = [
     "EMBEDDED_FILENAME",
     "FAIL_REASON_KEY",
+    "FAIL_TRACEBACK_KEY",
     "OWNER_KEY",
     "STALE_REASON",
     "FlockLock",
@@ -90,6 +91,9 @@ log = logging.getLogger(__name__)
 EMBEDDED_FILENAME = "study.journal"
 OWNER_KEY = "sigtune:owner"
 FAIL_REASON_KEY = "fail_reason"
+# System attr holding the full traceback of a trial whose objective raised (``sigtune status
+# --failed`` and the report show it).
+FAIL_TRACEBACK_KEY = "sigtune:traceback"
 STALE_REASON = "worker died (stale RUNNING on resume)"
 _SQLITE_BUSY_TIMEOUT_S = 120.0
 

@@ -1,7 +1,8 @@
 """The ``sigtune`` command line.
 
-Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema``, ``slurm``, ``import-optima``
-(:mod:`sigtune.pipelines.ml._import_optima`) and ``hep`` (the HistFactory tools of
+Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema``, ``slurm``,
+``import-optima`` (:mod:`sigtune.pipelines.ml._import_optima`), ``studies``, ``dashboard``, ``report``,
+``physics`` (bodies in :mod:`sigtune._cli_view`) and ``hep`` (the HistFactory tools of
 :mod:`sigtune.hep.cli`, imported only when used).
 
 Exit codes: ``0`` success; ``1`` the run failed (``max_failures`` exceeded, worker processes died,
@@ -13,6 +14,7 @@ run-config, objective that cannot be imported, unknown study); ``130`` interrupt
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -23,6 +25,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from sigtune import _cli_view
 from sigtune._exceptions import (
     ConfigError,
     ObjectiveError,
@@ -66,6 +69,16 @@ TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds for
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, short output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 EngineOpt = Annotated[str | None, typer.Option("--engine", help="local or ray.")]
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_cli_view.version_callback, is_eager=True)
+    ] = False,
+) -> None:
+    """Tune analysis choices (hyperparameters, variables, binnings, cuts) against a figure of
+    merit."""
 
 
 # ---------------------------------------------------------------------- helpers
@@ -240,6 +253,9 @@ def _run(
     cfg = _load(config, overrides)
     spec = build_objective(cfg)
     settings = RunSettings.from_config(cfg, spec)
+    tracking = _cli_view.tracking_callbacks(cfg)  # run-config `tracking:` (MLflow, W&B)
+    if tracking:
+        settings = dataclasses.replace(settings, callbacks=(*settings.callbacks, *tracking))
     run_dir = Path(cfg.run_dir)
     out = sys.stderr if as_json else sys.stdout
     bar = RunProgress(cfg.n_trials, cfg.study_name, quiet=quiet or as_json)
@@ -293,19 +309,22 @@ def _run(
                 print(text, file=out)
 
     if cfg.report:
-        doc["report"] = _write_report(study, run_dir / "report.html")
+        doc["report"] = _write_report(study, run_dir / "report.html", run_dir)
         if doc["report"] and not as_json and not quiet:
             print(f"Report: {doc['report']}", file=out)
+    _cli_view.finish_tracking(tracking, study, run_dir)
+    if not as_json and not quiet:
+        print(f"Dashboard: sigtune dashboard {config}", file=out)
     if as_json:
         _print_json(doc)
 
 
-def _write_report(study: Any, path: Path) -> str | None:
+def _write_report(study: Any, path: Path, run_dir: Path | None = None) -> str | None:
     """Write the HTML report; a failing report only warns (the run is kept)."""
     try:
         from sigtune.reports import write_report
 
-        written = write_report(study, path)
+        written = write_report(study, path, run_dir=run_dir)
     except Exception as exc:
         typer.echo(f"warning: report not written: {type(exc).__name__}: {exc}", err=True)
         return None
@@ -377,6 +396,7 @@ def status(
     storage: StorageOpt = None,
     study_name: StudyNameOpt = None,
     as_json: JsonOpt = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Failed trials' tracebacks.")] = False,
 ) -> None:
     """Trial counts, best value and running trials of a study."""
     from sigtune._storage import OWNER_KEY
@@ -402,6 +422,8 @@ def status(
             doc["n_trials"] = _load(config, {"storage": storage, "study_name": study_name}).n_trials
         with contextlib.suppress(RunFailedError):
             doc.update(_best_summary(study))
+        if failed:
+            doc["failed"] = _cli_view.failed_trials(study)
         if as_json:
             _print_json(doc)
             return
@@ -412,6 +434,8 @@ def status(
             print(f"  running: trial {r['number']} (owner {r['owner']})")
         if "best_value" in doc or "pareto_front" in doc:
             print(_format_best(doc, study.directions))
+        if failed:
+            _cli_view.print_failed(doc["failed"])
 
 
 @app.command()
@@ -477,6 +501,12 @@ def import_optima(
         text = body.main(source, output, lambda line: print(line, file=sys.stderr))
         if output is None:
             sys.stdout.write(text)
+
+
+app.command("studies")(_cli_view.studies)
+app.command("dashboard")(_cli_view.dashboard)
+app.command("report")(_cli_view.report)
+app.command("physics")(_cli_view.physics)
 
 
 @app.command(

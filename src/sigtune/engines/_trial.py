@@ -49,7 +49,7 @@ from sigtune._optuna_compat import (
     trial_id,
 )
 from sigtune._run import RunPlan, StopReason, StudyRef, TrialFunction
-from sigtune._storage import FAIL_REASON_KEY
+from sigtune._storage import FAIL_REASON_KEY, FAIL_TRACEBACK_KEY
 
 __all__ = [
     "CONSTRAINTS_KEY",
@@ -66,7 +66,7 @@ __all__ = [
 
 INTERRUPTED_REASON = "interrupted"
 CONSTRAINTS_KEY = "constraints"  # Optuna's system-attr key read by its samplers and best_trials
-TRACEBACK_KEY = "sigtune:traceback"
+TRACEBACK_KEY = FAIL_TRACEBACK_KEY
 _TRACEBACK_CHARS = 4000
 
 
