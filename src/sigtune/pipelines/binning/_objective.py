@@ -46,7 +46,7 @@ from sigtune.pipelines.binning._cuts import (
     apply_discriminant_cuts,
     make_cut,
 )
-from sigtune.pipelines.binning._errors import BinningError
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._events import EventSample, fill_histograms
 from sigtune.pipelines.binning._histograms import Histograms
 from sigtune.pipelines.binning._workspace import WorkspaceOptions, build_workspace

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from sigtune.pipelines.binning._errors import BinningError
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms
 from sigtune.pipelines.binning._objective import FIGURES, BinningObjective, Candidate
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from sigtune.pipelines.binning._errors import BinningError
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms
 
 __all__ = ["NormSys", "WorkspaceOptions", "build_workspace"]
