@@ -1,17 +1,22 @@
 """pyhf JSON workspace of one candidate binning.
 
-One channel; every signal sample carries the POI (``normfactor``); every sample carries the
+One channel (the signal region, binned by the candidate) plus optional control regions with a
+fixed binning (``control``); every signal sample carries the POI (``normfactor``); samples named
+in ``normfactors`` carry a free normalisation (fitted mostly in the control regions); every
+sample carries the
 MC-statistical uncertainty (one ``staterror`` modifier per channel, data ``sqrt(sumw2)``);
 systematic variations become ``histosys`` (full up/down templates) or, with ``split=True``,
 a ``normsys`` (ratio of totals) plus a normalisation-free ``histosys`` (the TRExFitter split);
 explicit normalisation uncertainties become ``normsys``; an optional ``lumi`` acts on all
-samples. Negligible variations can be pruned (``prune``: largest relative effect below the
-threshold). The result validates against the pyhf schema and is usable as is in pyhf/cabinetry.
+samples. Negligible variations can be pruned per channel (``prune``: largest relative effect
+below the threshold). Systematics and normalisations with the same name are one parameter across
+channels. The result validates against the pyhf schema and is usable as is in pyhf/cabinetry.
+
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,7 +26,7 @@ from numpy.typing import NDArray
 from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms
 
-__all__ = ["NormSys", "WorkspaceOptions", "build_workspace"]
+__all__ = ["NormFactor", "NormSys", "WorkspaceOptions", "build_workspace"]
 
 FloatArray = NDArray[np.float64]
 
@@ -52,6 +57,30 @@ class NormSys:
 
 
 @dataclass(frozen=True)
+class NormFactor:
+    """A free normalisation ``normfactor`` (e.g. a background normalised in a control region).
+
+    Args:
+        name: Parameter name.
+        samples: Samples it scales.
+        bounds: ``(low, high)`` of the parameter.
+    """
+
+    name: str
+    samples: tuple[str, ...]
+    bounds: tuple[float, float] = (0.0, 10.0)
+
+    def __post_init__(self) -> None:
+        if not self.samples:
+            raise BinningError(f"normfactor {self.name!r}: give at least one sample.")
+        lo, hi = self.bounds
+        if not lo < 1.0 < hi:
+            raise BinningError(
+                f"normfactor {self.name!r}: bounds must contain the nominal 1, got {self.bounds}."
+            )
+
+
+@dataclass(frozen=True)
 class WorkspaceOptions:
     """How a candidate's histograms become a HistFactory workspace.
 
@@ -60,6 +89,7 @@ class WorkspaceOptions:
         poi: Name of the signal-strength parameter.
         staterror: Add the MC-statistical uncertainty (``staterror``) from ``sumw2``.
         normsys: Explicit normalisation uncertainties.
+        normfactors: Free normalisations of some samples (backgrounds fitted in control regions).
         split: Split each variation into ``normsys`` + shape-only ``histosys``.
         prune: Drop a variation whose largest relative effect per bin (histosys) or on the
             total (normsys) is below this threshold; None keeps everything.
@@ -72,6 +102,7 @@ class WorkspaceOptions:
     poi: str = "mu"
     staterror: bool = True
     normsys: tuple[NormSys, ...] = field(default_factory=tuple)
+    normfactors: tuple[NormFactor, ...] = field(default_factory=tuple)
     split: bool = False
     prune: float | None = None
     lumi: tuple[float, float] | None = None
@@ -100,33 +131,21 @@ def _list(a: FloatArray) -> list[float]:
     return [float(x) for x in a]
 
 
-def build_workspace(hist: Histograms, options: WorkspaceOptions | None = None) -> dict[str, Any]:
-    """Build the pyhf JSON workspace (a dict) of ``hist``.
-
-    Args:
-        hist: The candidate's histograms (already re-binned).
-        options: Workspace options (defaults: staterror on, Asimov observations).
-
-    Returns:
-        A pyhf-schema workspace dictionary.
-
-    Raises:
-        BinningError: if a normsys names an unknown sample.
-    """
-    opt = options or WorkspaceOptions()
-    names = set(hist.sample_names)
-    for ns in opt.normsys:
-        unknown = [s for s in ns.samples if s not in names]
-        if unknown:
-            raise BinningError(
-                f"normsys {ns.name!r} names unknown samples {unknown}; samples: {sorted(names)}."
-            )
+def _channel_samples(
+    hist: Histograms, opt: WorkspaceOptions, channel: str, as_list: Any, skip_empty: bool
+) -> list[dict[str, Any]]:
     thr = opt.prune
     samples = []
     for t in hist.templates:
+        is_signal = t.name in hist.signal
+        if skip_empty and not is_signal and not np.any(t.counts):
+            continue
         mods: list[dict[str, Any]] = []
-        if t.name in hist.signal:
+        if is_signal:
             mods.append({"name": opt.poi, "type": "normfactor", "data": None})
+        for nf in opt.normfactors:
+            if t.name in nf.samples:
+                mods.append({"name": nf.name, "type": "normfactor", "data": None})
         for ns in opt.normsys:
             if t.name in ns.samples:
                 mods.append(
@@ -149,25 +168,77 @@ def build_workspace(hist: Histograms, options: WorkspaceOptions | None = None) -
                 {
                     "name": sys if not opt.split else f"{sys}_shape",
                     "type": "histosys",
-                    "data": {"hi_data": _list(up_h), "lo_data": _list(down_h)},
+                    "data": {"hi_data": as_list(up_h), "lo_data": as_list(down_h)},
                 }
             )
         if opt.staterror and np.any(t.sumw2 > 0):
             mods.append(
                 {
-                    "name": f"staterror_{opt.channel}",
+                    "name": f"staterror_{channel}",
                     "type": "staterror",
-                    "data": _list(np.sqrt(t.sumw2)),
+                    "data": as_list(np.sqrt(t.sumw2)),
                 }
             )
         if opt.lumi is not None:
             mods.append({"name": "lumi", "type": "lumi", "data": None})
-        samples.append({"name": t.name, "data": _list(t.counts), "modifiers": mods})
-    if opt.observations == "asimov":
-        obs = hist.total("all")
-    else:
-        obs = hist.total("background")
+        samples.append({"name": t.name, "data": as_list(t.counts), "modifiers": mods})
+    return samples
+
+
+def _check_names(hist: Histograms, opt: WorkspaceOptions) -> None:
+    names = set(hist.sample_names)
+    for kind, entries in (("normsys", opt.normsys), ("normfactor", opt.normfactors)):
+        for entry in entries:
+            unknown = [s for s in entry.samples if s not in names]
+            if unknown:
+                raise BinningError(
+                    f"{kind} {entry.name!r} names unknown samples {unknown}; samples: "
+                    f"{sorted(names)}."
+                )
+
+
+def build_workspace(
+    hist: Histograms,
+    options: WorkspaceOptions | None = None,
+    *,
+    control: Sequence[tuple[str, Histograms]] = (),
+    lists: bool = True,
+) -> dict[str, Any]:
+    """Build the pyhf JSON workspace (a dict) of ``hist``.
+
+    Args:
+        hist: The candidate's histograms (already re-binned): the signal region.
+        options: Workspace options (defaults: staterror on, Asimov observations).
+        control: Control regions ``(channel name, histograms)`` with their fixed binning;
+            samples without yield in a control region are left out of it.
+        lists: Plain lists of floats (JSON); ``False`` keeps NumPy arrays (the objective's
+            per-candidate models are built from those without conversion).
+
+    Returns:
+        A pyhf-schema workspace dictionary.
+
+    Raises:
+        BinningError: if a normsys or normfactor names an unknown sample, or a channel name
+            repeats.
+    """
+    opt = options or WorkspaceOptions()
+    _check_names(hist, opt)
+    as_list: Any = _list if lists else (lambda a: a)
+    regions = [(opt.channel, hist, False), *((n, h, True) for n, h in control)]
+    names = [r[0] for r in regions]
+    if len(set(names)) != len(names):
+        raise BinningError(f"channel names must be unique, got {names}.")
+    channels = []
+    observations = []
+    for name, h, is_control in regions:
+        channels.append(
+            {"name": name, "samples": _channel_samples(h, opt, name, as_list, is_control)}
+        )
+        obs = h.total("all") if opt.observations == "asimov" else h.total("background")
+        observations.append({"name": name, "data": as_list(obs)})
     parameters: list[dict[str, Any]] = []
+    for nf in opt.normfactors:
+        parameters.append({"name": nf.name, "bounds": [list(nf.bounds)], "inits": [1.0]})
     if opt.lumi is not None:
         value, sigma = opt.lumi
         parameters.append(
@@ -180,8 +251,8 @@ def build_workspace(hist: Histograms, options: WorkspaceOptions | None = None) -
             }
         )
     return {
-        "channels": [{"name": opt.channel, "samples": samples}],
-        "observations": [{"name": opt.channel, "data": _list(obs)}],
+        "channels": channels,
+        "observations": observations,
         "measurements": [
             {"name": opt.measurement, "config": {"poi": opt.poi, "parameters": parameters}}
         ],
@@ -200,6 +271,14 @@ def workspace_options_from_mapping(spec: Mapping[str, Any]) -> WorkspaceOptions:
             hi=float(n["hi"]),
         )
         for n in options.get("normsys", ())
+    )
+    options["normfactors"] = tuple(
+        NormFactor(
+            name=n["name"],
+            samples=tuple([n["samples"]] if isinstance(n["samples"], str) else n["samples"]),
+            bounds=tuple(n.get("bounds", (0.0, 10.0))),
+        )
+        for n in options.get("normfactors", ())
     )
     if options.get("lumi") is not None:
         options["lumi"] = tuple(options["lumi"])
