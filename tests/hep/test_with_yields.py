@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _generate import arrowhead_model, random_workspace
 
 from sigtune import hep
 from sigtune.hep._model import with_yields
-from tests.hep._generate import arrowhead_model, random_workspace
 
 TYPES = ("normfactor", "shapefactor", "lumi", "normsys", "histosys", "staterror")
 
@@ -27,7 +27,10 @@ def _rescaled(spec: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
                     for k in ("hi_data", "lo_data"):
                         m["data"][k] = [float(v) for v in np.asarray(m["data"][k]) * f]
                 elif m["type"] == "normsys":
-                    m["data"] = {"hi": float(rng.uniform(1.01, 1.3)), "lo": float(rng.uniform(0.7, 0.99))}
+                    m["data"] = {
+                        "hi": float(rng.uniform(1.01, 1.3)),
+                        "lo": float(rng.uniform(0.7, 0.99)),
+                    }
                 elif m["type"] == "staterror":
                     m["data"] = [float(v) for v in np.asarray(m["data"]) * rng.uniform(0.5, 2.0)]
     return out

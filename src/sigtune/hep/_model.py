@@ -1417,7 +1417,7 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
     plan = model.__dict__.get("_yields_plan")
     if plan is None:
         plan = (_linear_signature(model), _staterror_slots(model))
-        model._yields_plan = plan
+        model.__dict__["_yields_plan"] = plan
     if {k: sorted(v) for k, v in linear.items() if v} != plan[0]:
         raise HepWorkspaceError(
             "with_yields: the normfactor/lumi/shapefactor/staterror modifiers differ from the "
@@ -1480,7 +1480,7 @@ def _reuse_jit_tables(model: Model, out: Model) -> None:
     }
     new.update({f: np.zeros_like(getattr(t, f)) for f in _JIT_SCRATCH_FIELDS})
     jt.tables = t._replace(**new)
-    out._jit_tables = (out._arr, out._dpos, jt)
+    out.__dict__["_jit_tables"] = (out._arr, out._dpos, jt)
 
 
 def _linear_signature(model: Model) -> dict[tuple[int, int], list[int]]:

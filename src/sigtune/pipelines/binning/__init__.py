@@ -25,8 +25,8 @@ from sigtune.pipelines.binning._binning import (
     transfo_f,
 )
 from sigtune.pipelines.binning._cuts import Cut, CutSelector, make_cut
-from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._events import EventSample, Variation, fill_histograms, load_events
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms, Template
 from sigtune.pipelines.binning._objective import (
     FIGURES,

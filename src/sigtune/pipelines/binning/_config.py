@@ -31,8 +31,8 @@ from sigtune._config import ObjectiveSpec, RunConfig, register_objective_type, r
 from sigtune._exceptions import ConfigError
 from sigtune.pipelines.binning._binning import make_binning
 from sigtune.pipelines.binning._cuts import make_cut
-from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._events import EventSample, load_events
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._objective import BinningObjective
 from sigtune.pipelines.binning._results import write_outputs
 from sigtune.pipelines.binning._workspace import workspace_options_from_mapping

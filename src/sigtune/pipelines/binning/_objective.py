@@ -60,8 +60,8 @@ from sigtune.pipelines.binning._cuts import (
     apply_discriminant_cuts,
     make_cut,
 )
-from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._events import EventSample, fill_histograms
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms
 from sigtune.pipelines.binning._workspace import WorkspaceOptions, build_workspace
 
@@ -69,9 +69,9 @@ __all__ = [
     "FIGURES",
     "BinningObjective",
     "Candidate",
+    "ControlRegion",
     "ModelCache",
     "expected_z0",
-    "ControlRegion",
     "figure_of_merit",
     "model_and_data",
     "total_impact",
@@ -364,7 +364,9 @@ def _control_region(spec: ControlRegion | Mapping[str, Any]) -> ControlRegion:
             edges=tuple(float(e) for e in spec["edges"]),
         )
     except KeyError as exc:
-        raise BinningError(f"a control region needs name, value and edges; missing {exc}.") from None
+        raise BinningError(
+            f"a control region needs name, value and edges; missing {exc}."
+        ) from None
 
 
 @dataclass(frozen=True, eq=False)

@@ -28,7 +28,6 @@ from sigtune.pipelines.binning._objective import FIGURES, BinningObjective, Cand
 __all__ = ["BinningResult", "best_trial", "plot_histograms", "write_outputs"]
 
 
-
 def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
     return all(c <= 0 for c in trial.user_attrs.get("constraints", []))
 
