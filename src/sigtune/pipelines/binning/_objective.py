@@ -63,7 +63,12 @@ from sigtune.pipelines.binning._cuts import (
 from sigtune.pipelines.binning._events import EventSample, fill_histograms
 from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms
-from sigtune.pipelines.binning._workspace import WorkspaceOptions, build_workspace
+from sigtune.pipelines.binning._workspace import (
+    WorkspaceOptions,
+    assemble_workspace,
+    build_workspace,
+    region_channel,
+)
 
 __all__ = [
     "FIGURES",
@@ -500,6 +505,7 @@ class BinningObjective:
         self.max_rel_stat = max_rel_stat
         self.control_regions = tuple(_control_region(c) for c in control_regions)
         self.control: tuple[tuple[str, Histograms], ...] = ()
+        self._control_parts: dict[bool, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
         event_cuts = [c for c in self.cuts if c.column != DISCRIMINANT]
         self._selector: CutSelector | None = None
         if isinstance(source, Histograms):
@@ -568,8 +574,19 @@ class BinningObjective:
         return hist, cuts, hist.edges
 
     def workspace_of(self, hist: Histograms, *, lists: bool = True) -> dict[str, Any]:
-        """The workspace of a candidate's signal-region histograms (with the control regions)."""
-        return build_workspace(hist, self.options, control=self.control, lists=lists)
+        """The workspace of a candidate's signal-region histograms (with the control regions,
+        whose entries do not depend on the candidate and are built once)."""
+        if not self.control:
+            return build_workspace(hist, self.options, lists=lists)
+        parts = self._control_parts.get(lists)
+        if parts is None:
+            parts = [
+                region_channel(n, h, self.options, control=True, lists=lists)
+                for n, h in self.control
+            ]
+            self._control_parts[lists] = parts
+        sr = region_channel(self.options.channel, hist, self.options, control=False, lists=lists)
+        return assemble_workspace([sr, *parts], self.options)
 
     @property
     def constraint_names(self) -> tuple[str, ...]:

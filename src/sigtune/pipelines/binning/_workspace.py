@@ -120,15 +120,17 @@ class WorkspaceOptions:
             raise BinningError(f"lumi must be (value > 0, sigma > 0), got {self.lumi!r}.")
 
 
-def _rel_effect(var: FloatArray, nom: FloatArray) -> float:
-    pos = nom > 0
-    if not np.any(pos):
-        return 0.0
-    return float(np.max(np.abs(var[pos] - nom[pos]) / nom[pos]))
-
-
 def _list(a: FloatArray) -> list[float]:
     return [float(x) for x in a]
+
+
+def _effects(nom: FloatArray, var: FloatArray) -> FloatArray:
+    """Largest relative effect ``max_b |var - nom| / nom`` (bins with ``nom > 0``) per row."""
+    pos = nom > 0
+    if not np.any(pos):
+        return np.zeros(var.shape[0])
+    rel = np.abs(var[:, pos] - nom[pos]) / nom[pos]
+    return np.asarray(rel.max(axis=1), dtype=np.float64)
 
 
 def _channel_samples(
@@ -151,26 +153,8 @@ def _channel_samples(
                 mods.append(
                     {"name": ns.name, "type": "normsys", "data": {"hi": ns.hi, "lo": ns.lo}}
                 )
-        total = float(t.counts.sum())
-        for sys, (up, down) in t.variations.items():
-            up_h, down_h = up, down
-            if opt.split and total > 0:
-                tu, td = float(up.sum()), float(down.sum())
-                hi, lo = tu / total, td / total
-                if hi > 0 and lo > 0 and (thr is None or max(abs(hi - 1), abs(1 - lo)) >= thr):
-                    mods.append({"name": sys, "type": "normsys", "data": {"hi": hi, "lo": lo}})
-                up_h = up * (total / tu) if tu > 0 else up
-                down_h = down * (total / td) if td > 0 else down
-            effect = max(_rel_effect(up_h, t.counts), _rel_effect(down_h, t.counts))
-            if effect == 0.0 or (thr is not None and effect < thr):
-                continue
-            mods.append(
-                {
-                    "name": sys if not opt.split else f"{sys}_shape",
-                    "type": "histosys",
-                    "data": {"hi_data": as_list(up_h), "lo_data": as_list(down_h)},
-                }
-            )
+        if t.variations:
+            mods.extend(_variation_modifiers(t.counts, t.variations, opt, thr, as_list))
         if opt.staterror and np.any(t.sumw2 > 0):
             mods.append(
                 {
@@ -183,6 +167,49 @@ def _channel_samples(
             mods.append({"name": "lumi", "type": "lumi", "data": None})
         samples.append({"name": t.name, "data": as_list(t.counts), "modifiers": mods})
     return samples
+
+
+def _variation_modifiers(
+    nom: FloatArray,
+    variations: Mapping[str, tuple[FloatArray, FloatArray]],
+    opt: WorkspaceOptions,
+    thr: float | None,
+    as_list: Any,
+) -> list[dict[str, Any]]:
+    """The normsys/histosys modifiers of one sample's variations (all variations at once)."""
+    names = list(variations)
+    up = np.array([variations[n][0] for n in names])
+    down = np.array([variations[n][1] for n in names])
+    total = float(nom.sum())
+    mods: list[dict[str, Any]] = []
+    norm_ok = np.zeros(len(names), bool)
+    if opt.split and total > 0:
+        tu, td = up.sum(axis=1), down.sum(axis=1)
+        hi, lo = tu / total, td / total
+        norm_ok = (hi > 0) & (lo > 0)
+        if thr is not None:
+            norm_ok &= np.maximum(np.abs(hi - 1), np.abs(1 - lo)) >= thr
+        with np.errstate(divide="ignore", invalid="ignore"):
+            up = np.where((tu > 0)[:, None], up * (total / np.where(tu > 0, tu, 1.0))[:, None], up)
+            down = np.where(
+                (td > 0)[:, None], down * (total / np.where(td > 0, td, 1.0))[:, None], down
+            )
+    effect = np.maximum(_effects(nom, up), _effects(nom, down))
+    keep = effect > 0.0 if thr is None else (effect > 0.0) & (effect >= thr)
+    for k, sys in enumerate(names):
+        if norm_ok[k]:
+            mods.append(
+                {"name": sys, "type": "normsys", "data": {"hi": float(hi[k]), "lo": float(lo[k])}}
+            )
+        if keep[k]:
+            mods.append(
+                {
+                    "name": sys if not opt.split else f"{sys}_shape",
+                    "type": "histosys",
+                    "data": {"hi_data": as_list(up[k]), "lo_data": as_list(down[k])},
+                }
+            )
+    return mods
 
 
 def _check_names(hist: Histograms, opt: WorkspaceOptions) -> None:
@@ -223,19 +250,33 @@ def build_workspace(
     """
     opt = options or WorkspaceOptions()
     _check_names(hist, opt)
+    parts = [region_channel(opt.channel, hist, opt, control=False, lists=lists)]
+    parts.extend(region_channel(n, h, opt, control=True, lists=lists) for n, h in control)
+    return assemble_workspace(parts, opt)
+
+
+def region_channel(
+    name: str, hist: Histograms, options: WorkspaceOptions, *, control: bool, lists: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``(channel, observation)`` entries of one region (see :func:`build_workspace`)."""
     as_list: Any = _list if lists else (lambda a: a)
-    regions = [(opt.channel, hist, False), *((n, h, True) for n, h in control)]
-    names = [r[0] for r in regions]
+    channel = {"name": name, "samples": _channel_samples(hist, options, name, as_list, control)}
+    obs = hist.total("all") if options.observations == "asimov" else hist.total("background")
+    return channel, {"name": name, "data": as_list(obs)}
+
+
+def assemble_workspace(
+    parts: Sequence[tuple[dict[str, Any], dict[str, Any]]], options: WorkspaceOptions
+) -> dict[str, Any]:
+    """A workspace from ``(channel, observation)`` entries and the measurement of ``options``.
+
+    Raises:
+        BinningError: if a channel name repeats.
+    """
+    opt = options
+    names = [c["name"] for c, _ in parts]
     if len(set(names)) != len(names):
         raise BinningError(f"channel names must be unique, got {names}.")
-    channels = []
-    observations = []
-    for name, h, is_control in regions:
-        channels.append(
-            {"name": name, "samples": _channel_samples(h, opt, name, as_list, is_control)}
-        )
-        obs = h.total("all") if opt.observations == "asimov" else h.total("background")
-        observations.append({"name": name, "data": as_list(obs)})
     parameters: list[dict[str, Any]] = []
     for nf in opt.normfactors:
         parameters.append({"name": nf.name, "bounds": [list(nf.bounds)], "inits": [1.0]})
@@ -251,8 +292,8 @@ def build_workspace(
             }
         )
     return {
-        "channels": channels,
-        "observations": observations,
+        "channels": [c for c, _ in parts],
+        "observations": [o for _, o in parts],
         "measurements": [
             {"name": opt.measurement, "config": {"poi": opt.poi, "parameters": parameters}}
         ],
