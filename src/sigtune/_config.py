@@ -660,6 +660,8 @@ class ObjectiveSpec:
         constraints: ``fn(FrozenTrial) -> Sequence[float]`` (<= 0 feasible), or ``None``.
         space: The search space the objective samples from, if declarative.
         after_run: ``fn(study, run_dir)`` writing the type's outputs after the run.
+        runner: Replaces :func:`sigtune._study.run_study` (same signature) for types that
+            run their trials differently, e.g. in batches (``None``: the default runner).
     """
 
     objective: Callable[[optuna.Trial], float | Sequence[float]]
@@ -667,6 +669,7 @@ class ObjectiveSpec:
     constraints: Callable[[FrozenTrial], Sequence[float]] | None = None
     space: SearchSpace | None = None
     after_run: Callable[[Any, Path], str | None] | None = None
+    runner: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -261,8 +261,9 @@ def _run(
     bar = RunProgress(cfg.n_trials, cfg.study_name, quiet=quiet or as_json)
     # In --json mode stdout carries only the JSON document: objective prints go to stderr.
     redirect = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    runner = spec.runner if spec.runner is not None else run_study
     with redirect, bar:
-        study = run_study(
+        study = runner(
             spec.objective,
             settings,
             space=spec.space,
