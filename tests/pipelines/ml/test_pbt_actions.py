@@ -147,3 +147,25 @@ def test_trainables_without_checkpoints_say_so() -> None:
         report_stops(lambda e, m: EpochAction.load("/x"), 1, {}, "sklearn")
     assert report_stops(lambda e, m: EpochAction.stop(), 1, {}, "sklearn")
     assert not report_stops(None, 1, {}, "sklearn")
+
+
+def test_schedule_param_and_continue_with_params_change_the_rate() -> None:
+    lrs: list[float] = []
+
+    def report(epoch: int, m: Mapping[str, float]) -> EpochAction:
+        lrs.append(t._live["opt"].param_groups[0]["lr"])  # type: ignore[attr-defined]
+        return EpochAction("continue", params={"learning_rate": 0.002}) if epoch == 4 else None  # type: ignore[return-value]
+
+    t = make_trainable("mlp", seed=0)
+    sched = {"3": {"learning_rate": 0.001}}
+    t.fit(SPLITS.train, SPLITS.val, {**FAST, "schedule": sched}, report=report)
+    assert lrs == [0.01, 0.01, 0.001, 0.001, 0.002, 0.002]
+    # a scheduled training is reproducible: same schedule, same weights
+    t2 = make_trainable("mlp", seed=0)
+    t2.fit(SPLITS.train, SPLITS.val, {**FAST, "schedule": {**sched, "5": {"learning_rate": 0.002}}})
+    for k, v in _weights(t.model_).items():  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(v, _weights(t2.model_)[k])  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="architecture parameters \\['units'\\]"):
+        make_trainable("mlp").fit(
+            SPLITS.train, SPLITS.val, {**FAST, "schedule": {"2": {"units": 4}}}
+        )

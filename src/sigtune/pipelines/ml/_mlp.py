@@ -14,7 +14,10 @@ Hyperparameters (OPTIMA names; defaults in :data:`MLP_DEFAULTS` and :data:`LOOP_
   or ``KLDivergence`` -> softmax outputs), ``loss_weight_class_N`` (factor on the loss weight of
   class N);
 * loop: ``batch_size``, ``max_epochs``, ``patience`` (early stopping on the monitored metric,
-  ``None`` disables), ``overtraining_patience``, ``max_event_weight``.
+  ``None`` disables), ``overtraining_patience``, ``max_event_weight``;
+* ``schedule``: hyperparameters that change during training, ``{epoch: {name: value}}`` (the
+  values take effect from that epoch on, e.g. ``{"11": {"learning_rate": 1e-4}}``); Population
+  Based Training writes its winner's schedule in this form.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ LOOP_DEFAULTS: dict[str, Any] = {
     "patience": 10,
     "overtraining_patience": 5,
     "max_event_weight": None,
+    "schedule": None,
 }
 
 ACTIVATIONS = (
@@ -395,6 +399,7 @@ class TorchTrainable:
         self.features_: tuple[str, ...] | None = None
         self.history_: History | None = None
         self._live: dict[str, Any] | None = None  # the training state while/after fit()
+        self.loaded_digest_: str | None = None  # weights_digest right after the last load
 
     # ------------------------------------------------------------------ building
     def _make_model(self, n_inputs: int, n_outputs: int, p: Mapping[str, Any]) -> Any:
@@ -546,6 +551,7 @@ class TorchTrainable:
             "epoch": 0,
             "scaler": scaler,
             "n_train": len(tw),
+            "fit_params": self.params_,
         }
         self._live = live
         stop_reason = "max_epochs"
@@ -553,7 +559,8 @@ class TorchTrainable:
 
         if ckpt is not None and ckpt.exists():
             state = torch.load(ckpt, weights_only=False)
-            if state.get("params") != self.params_ or state.get("n_train") != len(tw):
+            fit_params = state.get("fit_params", state.get("params"))
+            if fit_params != self.params_ or state.get("n_train") != len(tw):
                 log.warning("checkpoint %s belongs to other params/data: starting afresh", ckpt)
             else:
                 self._restore_live(state, None)
@@ -568,6 +575,9 @@ class TorchTrainable:
         has_bn = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
         while live["epoch"] < int(live["p"]["max_epochs"]):
             epoch = live["epoch"] = live["epoch"] + 1
+            change = _scheduled(live["p"], epoch)
+            if change:
+                self._set_params(change)
             p = live["p"]
             batch = int(p["batch_size"])
             l1, l2 = float(p["l1_lambda"] or 0.0), float(p["l2_lambda"] or 0.0)
@@ -617,6 +627,8 @@ class TorchTrainable:
             elif action.kind == "checkpoint":
                 assert action.path is not None
                 self.save_checkpoint(action.path)
+            if action.kind in ("continue", "checkpoint") and action.params:
+                self._set_params(action.params)
             finished = reason is not None or epoch >= int(p["max_epochs"])
             if reason is not None:
                 stop_reason = reason
@@ -663,6 +675,7 @@ class TorchTrainable:
             "metrics": {k: list(v) for k, v in live["metrics"].items()},
             "best_model": live["best_state"],
             "params": _jsonable(live["p"]),
+            "fit_params": live["fit_params"],
             "n_train": int(live["n_train"]),
             "scaler": live["scaler"].to_dict(),
         }
@@ -681,6 +694,22 @@ class TorchTrainable:
         out = Path(path) / _CHECKPOINT
         _save_checkpoint(out, self._live_state())
         return out
+
+    def _set_params(self, params: Mapping[str, Any]) -> None:
+        """Switch the live training to ``params`` (training hyperparameters only)."""
+        live = self._live
+        assert live is not None
+        old = live["p"]
+        changed = sorted(k for k in params if is_architecture(k) and params[k] != old.get(k))
+        if changed:
+            raise ConfigError(
+                f"architecture parameters {changed} cannot change during a training: only "
+                "training hyperparameters (learning rate, dropout, ...) may"
+            )
+        merged = {**old, **_jsonable(dict(params))}
+        _check_loop(merged)
+        live["p"] = merged
+        set_hyperparameters(live["model"], live["opt"], live["es"], merged)
 
     def _restore_live(self, state: Mapping[str, Any], params: Mapping[str, Any] | None) -> None:
         """Replace the live training state by a checkpoint; ``params`` are the hyperparameters
@@ -702,6 +731,7 @@ class TorchTrainable:
                 "training hyperparameters (learning rate, dropout, ...) may change in training"
             )
         live["model"].load_state_dict(state["model"])
+        self.loaded_digest_ = weights_digest(live["model"].state_dict())
         live["opt"].load_state_dict(state["optimizer"])
         live["gen"].set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -834,6 +864,33 @@ def _regularisation(model: Any, l1: float, l2: float) -> Any:
             term = term + l2 * (param * param).sum()
         reg = term if reg is None else reg + term
     return reg
+
+
+def weights_digest(state_dict: Mapping[str, Any]) -> str:
+    """SHA-256 of a torch ``state_dict``'s tensors (names and values): equal digests, equal
+    weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(state_dict[k].detach().cpu().numpy()).tobytes())
+    return h.hexdigest()
+
+
+def _scheduled(p: Mapping[str, Any], epoch: int) -> dict[str, Any]:
+    """The hyperparameters that the ``schedule`` sets from ``epoch`` on (empty if none)."""
+    sched = p.get("schedule")
+    if not sched:
+        return {}
+    if not isinstance(sched, Mapping):
+        raise ConfigError(f"schedule must be a mapping {{epoch: {{name: value}}}}, got {sched!r}")
+    change = sched.get(str(epoch), sched.get(epoch))  # type: ignore[call-overload]
+    if change is None:
+        return {}
+    if not isinstance(change, Mapping):
+        raise ConfigError(f"schedule[{epoch}] must be a mapping {{name: value}}, got {change!r}")
+    return dict(change)
 
 
 def is_architecture(name: str) -> bool:
