@@ -31,7 +31,7 @@ import numpy as np
 from sigtune._exceptions import ConfigError
 from sigtune.pipelines.ml._data import EventData
 from sigtune.pipelines.ml._device import check_device, load_torch, resolve_device
-from sigtune.pipelines.ml._history import History, Reporter, import_object
+from sigtune.pipelines.ml._history import History, Reporter, import_object, report_stops
 from sigtune.pipelines.ml._mlp import _qualname
 from sigtune.pipelines.ml._registry import register_trainable
 from sigtune.pipelines.ml._trainables import _Base, _binary_or_probs, _weighted_train_eval
@@ -133,7 +133,7 @@ class LightningTrainable(_Base):
                 improved, reason = es.update(epoch, m)
                 if improved or self.best is None:
                     self.best = copy.deepcopy(pl_module.state_dict())
-                if report is not None and report(epoch, dict(m)):
+                if report_stops(report, epoch, dict(m), owner.kind):
                     self.pruned, reason = True, "pruned"
                 if reason is not None:
                     self.reason = reason
@@ -394,7 +394,7 @@ class KerasTrainable(_Base):
             improved, reason = es.update(epoch, m)
             if improved or best is None:
                 best = model.get_weights()
-            if report is not None and report(epoch, dict(m)):
+            if report_stops(report, epoch, dict(m), self.kind):
                 pruned, reason = True, "pruned"
             if reason is not None:
                 stop_reason = reason
