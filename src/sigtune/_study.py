@@ -38,6 +38,7 @@ from sigtune._storage import (
     handle_stale_running,
     resolve_storage,
 )
+from sigtune._target import WARM_START_KEY, n_counted
 from sigtune.engines._base import ProgressSink, RunOutcome, RunSettings, StudyRef, TrialFunction
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ __all__ = ["Study", "load_study", "optimize"]
 
 log = logging.getLogger(__name__)
 
-WARM_START_KEY = "sigtune:warm_start"
 _WARM_DONE_KEY = "sigtune:warm_started_from"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _DEFAULT_STUDY_NAME = "sigtune"
@@ -267,11 +267,7 @@ def _describe_counts(counts: Mapping[str, int]) -> str:
 
 
 def _n_counted(study: optuna.Study) -> int:
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False, states=_FINISHED)
-        if WARM_START_KEY not in t.system_attrs
-    )
+    return n_counted(study.get_trials(deepcopy=False, states=_FINISHED))
 
 
 # ---------------------------------------------------------------------- argument checks
