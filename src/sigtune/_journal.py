@@ -79,9 +79,7 @@ def lock_timeout() -> float:
     try:
         value = float(text)
     except ValueError:
-        raise StorageError(
-            f"{LOCK_TIMEOUT_ENV}={text!r} is not a number of seconds"
-        ) from None
+        raise StorageError(f"{LOCK_TIMEOUT_ENV}={text!r} is not a number of seconds") from None
     if not value > 0:
         raise StorageError(f"{LOCK_TIMEOUT_ENV} must be > 0 seconds, got {text!r}")
     return value
@@ -159,11 +157,7 @@ class FlockLock(BaseJournalFileLock):
                 pass
             if time.monotonic() >= deadline:
                 holders = _lock_holders(self._path)
-                who = (
-                    "process " + ", ".join(map(str, holders))
-                    if holders
-                    else "another process"
-                )
+                who = "process " + ", ".join(map(str, holders)) if holders else "another process"
                 raise LockTimeoutError(
                     f"waited {limit:g} s for the lock {self._path}, held by {who} (stopped or "
                     f"hung? resume it with `kill -CONT` or end it); set {LOCK_TIMEOUT_ENV} to "
@@ -232,7 +226,7 @@ class CheckedJournalBackend(BaseJournalBackend):
 
     def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
         try:
-            f = open(self._file_path, "rb")  # noqa: SIM115 - closed below
+            f = open(self._file_path, "rb")
         except FileNotFoundError:
             raise JournalWriteError(
                 f"journal {self._file_path} was deleted while the study was open"

@@ -63,8 +63,8 @@ from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from sigtune._exceptions import ConfigError, StorageError
-from sigtune._target import mark_uncounted
 from sigtune._journal import CheckedJournalBackend, FlockLock, os_error_text
+from sigtune._target import mark_uncounted
 
 __all__ = [
     "EMBEDDED_FILENAME",

@@ -539,6 +539,7 @@ def run_study(
             max_failures=max_failures,
             constraints=constraints,
             maximize=tuple(d == "maximize" for d in dirs),
+            study_n_trials=n_trials if ref.shareable else None,
         )
         engine = LocalEngine()
         if progress is True:
@@ -664,7 +665,7 @@ def _create_or_load(
     pruner: BasePruner,
     require_existing: bool,
 ) -> optuna.Study:
-    storage = ref.open()
+    storage = ref.open(create=not require_existing)
     if require_existing:
         names = [s.study_name for s in storage.get_all_studies()]
         if study_name not in names:
@@ -773,19 +774,21 @@ def load_study(
     storage: str | os.PathLike[str] | BaseStorage | StorageRef,
     *,
     space: SearchSpace | Mapping[str, Any] | None = None,
+    opened: BaseStorage | None = None,
 ) -> Study:
-    """Open an existing study.
+    """Open an existing study; never creates a storage file.
 
     Args:
         study_name: Its name.
         storage: Its storage (URL, path or Optuna storage; see :func:`optimize`).
         space: The declarative search space, for :attr:`Study.best_params`.
+        opened: The storage already opened from ``storage`` (so it is read once).
 
     Raises:
-        StorageError: No such study (the message lists the studies found).
+        StorageError: No such storage or study (the message lists the studies found).
     """
     ref = resolve_storage(storage)
-    backend = ref.open(track_owner=False)
+    backend = opened if opened is not None else ref.open(track_owner=False, create=False)
     names = [s.study_name for s in backend.get_all_studies()]
     if study_name not in names:
         raise StudyNotFoundError(

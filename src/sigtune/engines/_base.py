@@ -63,6 +63,9 @@ class RunSettings:
             run (checked once 10 trials finished); exceeding it stops the run.
         constraints: ``fn(FrozenTrial) -> Sequence[float]`` evaluated after each completed trial.
         maximize: Per objective, whether it is maximised (for the progress display).
+        study_n_trials: The study-wide target (counted trials, see :mod:`sigtune._target`):
+            workers stop claiming trials once the storage holds it, so concurrent runs of one
+            study share ``n_trials``. ``None``: only this run's ``n_trials`` counts.
     """
 
     n_trials: int
@@ -73,6 +76,7 @@ class RunSettings:
     max_failures: int | float | None = None
     constraints: ConstraintsFunction | None = None
     maximize: tuple[bool, ...] = field(default=(False,))
+    study_n_trials: int | None = None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ import optuna
 from optuna.trial import TrialState
 
 from sigtune._exceptions import ConfigError, TrialTimeoutError
-from sigtune._storage import FAIL_REASON_KEY, handle_stale_running
+from sigtune._storage import FAIL_REASON_KEY
+from sigtune._target import StudyTarget, mark_uncounted
 from sigtune.engines._base import (
     Engine,
     ProgressSink,
@@ -53,6 +54,12 @@ from sigtune.engines._base import (
     StopReason,
     StudyRef,
     TrialFunction,
+)
+from sigtune.engines._workers import (
+    death_reason,
+    descendants,
+    fail_dead_worker_trials,
+    kill_tree,
 )
 
 __all__ = ["LocalEngine", "validate_values"]
@@ -181,13 +188,24 @@ def _too_many_failures(failed: int, finished: int, limit: int | float | None) ->
 
 
 class _Guard:
-    """Signal handling of one process: SIGINT and SIGALRM interrupt only the objective."""
+    """Signal handling of one process: SIGINT and SIGALRM interrupt only the objective.
 
-    def __init__(self, trial_timeout: float | None) -> None:
+    ``slot``: in a worker process, ``(array, i)`` of shared doubles where the worker publishes
+    its state for the parent's watchdog: ``0`` idle, ``-1`` a trial claimed, ``> 0`` the
+    ``time.monotonic()`` at which the objective started.
+    """
+
+    def __init__(self, trial_timeout: float | None, slot: tuple[Any, int] | None = None) -> None:
         self.trial_timeout = trial_timeout
         self.in_objective = False
         self.interrupted = False
+        self.timed_out = False
+        self.slot = slot
         self._old: dict[int, Any] = {}
+
+    def mark(self, value: float) -> None:
+        if self.slot is not None:
+            self.slot[0][self.slot[1]] = value
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self.interrupted = True
@@ -197,7 +215,10 @@ class _Guard:
 
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
         if self.in_objective:
-            self.in_objective = False
+            # Stays armed: an objective that swallows the error (`except Exception`) gets it
+            # again every 0.2 s until it leaves, and the trial is FAILED whatever it returns.
+            self.timed_out = True
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
             raise TrialTimeoutError(f"trial exceeded trial_timeout={self.trial_timeout:g}s")
 
     @contextlib.contextmanager
@@ -260,6 +281,10 @@ def validate_values(result: Any, n_objectives: int) -> list[float] | str:
     return values
 
 
+def _timeout_reason(limit: float | None) -> str:
+    return f"TrialTimeoutError: trial exceeded trial_timeout={limit:g}s"
+
+
 def _fail_reason(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -278,25 +303,35 @@ def _run_trial(
     result: Any = None
     state = TrialState.COMPLETE
     timeout = settings.trial_timeout
+    guard.timed_out = False
     try:
         try:
             guard.in_objective = True
             if guard.interrupted:
                 raise KeyboardInterrupt
             if timeout is not None:
+                guard.mark(time.monotonic())
                 signal.setitimer(signal.ITIMER_REAL, timeout)
             result = objective(trial)
         finally:
             guard.in_objective = False
             if timeout is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+                guard.mark(-1.0)
     except optuna.TrialPruned:
         state = TrialState.PRUNED
     except KeyboardInterrupt:
         guard.interrupted = True
         state, reason = TrialState.FAIL, INTERRUPTED_REASON
+        mark_uncounted(study._storage, trial._trial_id, "interrupted")
+    except SystemExit as exc:  # sys.exit() in the objective ends the trial, not the run
+        state, reason = TrialState.FAIL, f"objective called sys.exit({exc.code!r})"
     except Exception as exc:  # the objective's failure becomes a FAILED trial
         state, reason = TrialState.FAIL, _fail_reason(exc)
+    if guard.timed_out:  # even if the objective caught the TrialTimeoutError and returned
+        state, reason = TrialState.FAIL, _timeout_reason(timeout)
+    if state == TrialState.FAIL and guard.slot is not None:
+        kill_tree(descendants(os.getpid()))  # processes the failed objective left behind
 
     values: list[float] | None = None
     if state == TrialState.COMPLETE:
@@ -349,6 +384,7 @@ def _loop(
     on_trial: Any = None,
 ) -> None:
     n_objectives = len(study.directions)
+    target = None if settings.study_n_trials is None else StudyTarget(settings.study_n_trials)
     while True:
         if guard.interrupted:
             shared.request_stop("interrupted")
@@ -356,10 +392,14 @@ def _loop(
         if deadline is not None and time.monotonic() >= deadline:
             shared.request_stop("timeout")
             return
+        if target is not None and not target.has_room(study):
+            return  # other runs of the study reached its n_trials
         if not shared.claim():
             return
+        guard.mark(-1.0)
         state, value, reason = _run_trial(study, objective, settings, guard, n_objectives)
         shared.record(state, value, reason)
+        guard.mark(0.0)
         if on_trial is not None:
             on_trial()
 
@@ -398,9 +438,10 @@ def _worker_main(
     shared: _Shared,
     deadline: float | None,
     parent_pid: int,
+    slot: tuple[Any, int] | None = None,
 ) -> None:
     """Body of a worker process (after ``fork``)."""
-    guard = _Guard(settings.trial_timeout)
+    guard = _Guard(settings.trial_timeout, slot)
     try:
         with guard.installed():
             _interrupt_when_parent_dies(parent_pid)
@@ -496,15 +537,21 @@ class LocalEngine(Engine):
         ctx = mp.get_context("fork")
         shared = _Shared(ctx, settings)
         n_workers = min(n_jobs, settings.n_trials) or 1
-        procs = [
-            ctx.Process(
+        slots = ctx.RawArray("d", n_workers)  # per worker: 0 idle, -1 claimed, > 0 trial start
+        parent = os.getpid()
+
+        def new_worker(index: int, slot: int) -> Any:
+            # Not daemonic: objectives may start processes of their own (a Pool, a DataLoader).
+            return ctx.Process(
                 target=_worker_main,
-                args=(i, study_ref, objective, settings, shared, deadline, os.getpid()),
-                name=f"sigtune-worker-{i}",
-                daemon=True,
+                args=(index, study_ref, objective, settings, shared, deadline, parent),
+                kwargs={"slot": (slots, slot)},
+                name=f"sigtune-worker-{index}",
+                daemon=False,
             )
-            for i in range(n_workers)
-        ]
+
+        procs = [new_worker(i, i) for i in range(n_workers)]
+        supervisor = _Supervisor(study_ref, settings, shared, slots)
         main_thread = threading.current_thread() is threading.main_thread()
         old_handler: Any = None
 
@@ -520,9 +567,18 @@ class LocalEngine(Engine):
         try:
             for p in procs:
                 p.start()
+            next_index = n_workers
             while any(p.is_alive() for p in procs):
                 for p in procs:
                     p.join(_POLL_S / n_workers)
+                supervisor.watch(procs)
+                for slot, p in enumerate(procs):
+                    if p.exitcode in (0, None) or p.pid in supervisor.handled:
+                        continue
+                    if supervisor.dead(p, slot) and not shared.stop.value:
+                        procs[slot] = new_worker(next_index, slot)  # replace the dead worker
+                        next_index += 1
+                        procs[slot].start()
                 if progress is not None:
                     progress.update(
                         int(shared.finished.value), int(shared.failed.value), shared.best_value()
@@ -534,30 +590,89 @@ class LocalEngine(Engine):
                 if p.is_alive():
                     p.terminate()
                     p.join()
-        crashed = [p for p in procs if p.exitcode not in (0, None)]
-        if crashed:
-            self._fail_dead_workers(study_ref, settings, shared, crashed)
+        for slot, p in enumerate(procs):
+            if p.exitcode not in (0, None) and p.pid not in supervisor.handled:
+                supervisor.dead(p, slot)
+        supervisor.close()
         if progress is not None:
             progress.update(
                 int(shared.finished.value), int(shared.failed.value), shared.best_value()
             )
         return shared.outcome(time.monotonic() - start)
 
-    @staticmethod
-    def _fail_dead_workers(
-        study_ref: StudyRef,
-        settings: RunSettings,
-        shared: _Shared,
-        crashed: Sequence[Any],
+
+class _Supervisor:
+    """The parent's watch over its workers: trial timeouts in C code, dead workers, retries."""
+
+    _GRACE_S = 1.0  # after trial_timeout, for SIGALRM to work before the worker is killed
+
+    def __init__(
+        self, study_ref: StudyRef, settings: RunSettings, shared: _Shared, slots: Any
     ) -> None:
-        """Mark RUNNING trials of crashed workers FAIL and count them."""
-        pids = {int(p.pid) for p in crashed if p.pid is not None}
-        study = optuna.load_study(
-            study_name=study_ref.study_name, storage=study_ref.storage.open(track_owner=False)
-        )
-        marked = handle_stale_running(study, policy="fail", pids=pids)
-        for _ in marked:
-            shared.record(TrialState.FAIL, None, "worker died")
-        if shared.stop.value == 0 and int(shared.tickets.value) > 0:
-            codes = ", ".join(f"{p.name}: {p.exitcode}" for p in crashed)
-            shared.request_stop("error", f"worker processes died ({codes})")
+        self.study_ref = study_ref
+        self.settings = settings
+        self.shared = shared
+        self.slots = slots
+        self.handled: set[int | None] = set()
+        self.timed_out: dict[int, str] = {}
+        self.idle_deaths = 0
+        self._study: optuna.Study | None = None
+
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._study = optuna.load_study(
+                study_name=self.study_ref.study_name,
+                storage=self.study_ref.storage.open(track_owner=False),
+            )
+        return self._study
+
+    def watch(self, procs: Sequence[Any]) -> None:
+        """Kill workers whose trial ran past ``trial_timeout`` (stuck where SIGALRM cannot act)."""
+        limit = self.settings.trial_timeout
+        if limit is None:
+            return
+        now = time.monotonic()
+        for slot, p in enumerate(procs):
+            started = self.slots[slot]
+            if started > 0 and now - started > limit + self._GRACE_S and p.is_alive():
+                if p.pid in self.timed_out:
+                    continue
+                self.timed_out[p.pid] = (
+                    f"{_timeout_reason(limit)} (stuck in a call Python cannot interrupt; "
+                    "worker killed)"
+                )
+                kill_tree([*descendants(p.pid), p.pid])
+
+    def dead(self, p: Any, slot: int) -> bool:
+        """Handle a worker that died; returns whether to start a replacement."""
+        self.handled.add(p.pid)
+        shared = self.shared
+        busy = self.slots[slot] != 0
+        self.slots[slot] = 0
+        reason = self.timed_out.get(p.pid) or death_reason(p.exitcode)
+        try:
+            failed, retried = fail_dead_worker_trials(
+                self.study(), int(p.pid), reason, retry=p.pid not in self.timed_out
+            )
+        except Exception as exc:  # the storage itself is gone: stop
+            shared.request_stop("error", f"{reason}; and its trial: {_fail_reason(exc)}")
+            return False
+        sys.stderr.write(f"sigtune: {p.name} (pid {p.pid}): {reason}\n")
+        sys.stderr.flush()
+        with shared.lock:
+            if busy and failed == 0:
+                shared.tickets.value += 1  # claimed a trial but died before creating it
+            shared.tickets.value += retried
+        for _ in range(failed - retried):
+            shared.record(TrialState.FAIL, None, reason)
+        for _ in range(retried):
+            shared.record(TrialState.FAIL, None, reason + "; retried once")
+        if failed == 0:
+            self.idle_deaths += 1
+            if self.idle_deaths > 2 * len(self.slots):
+                shared.request_stop("error", f"worker processes died outside any trial ({reason})")
+                return False
+        return int(shared.tickets.value) > 0
+
+    def close(self) -> None:
+        self._study = None
