@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sigtune._exceptions import ConfigError, RunFailedError, StorageError
 from sigtune._storage import (
     OWNER_KEY,
+    StorageNotFoundError,
     StorageRef,
     StudyNotFoundError,
     handle_stale_running,
@@ -507,7 +508,14 @@ def run_study(
     if seed is not None:
         seed = _check_int("seed", seed, 0)
     if run_dir is not None:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from sigtune._cli_storage import os_error_message
+
+            raise ConfigError(
+                f"cannot create the run directory {run_dir}: {os_error_message(exc)}"
+            ) from None
     ref = resolve_storage(storage, run_dir=run_dir, n_jobs=n_jobs)
     if study_name is None and ref.kind != "memory":
         study_name = _DEFAULT_STUDY_NAME
@@ -665,7 +673,10 @@ def _create_or_load(
     pruner: BasePruner,
     require_existing: bool,
 ) -> optuna.Study:
-    storage = ref.open(create=not require_existing)
+    try:
+        storage = ref.open(create=not require_existing)
+    except StorageNotFoundError as exc:
+        raise StorageNotFoundError(f"{exc}: start the study with `sigtune run` first") from None
     if require_existing:
         names = [s.study_name for s in storage.get_all_studies()]
         if study_name not in names:
@@ -682,6 +693,8 @@ def _create_or_load(
             pruner=pruner,
             load_if_exists=True,
         )
+    except StorageError:
+        raise
     except Exception as exc:
         raise StorageError(
             f"cannot create or load study {study_name!r} in {ref.describe()}: "

@@ -19,9 +19,9 @@ from optuna.trial import TrialState
 from sigtune._storage import (
     OWNER_KEY,
     STALE_REASON,
+    StudyNotFoundError,
     current_owner,
     handle_stale_running,
-    StudyNotFoundError,
     owner_is_alive,
 )
 from sigtune._study import load_study, optimize

@@ -187,6 +187,10 @@ def _too_many_failures(failed: int, finished: int, limit: int | float | None) ->
     return failed > limit
 
 
+class _TimeoutExit(BaseException):
+    """Raised again and again in an objective that swallowed its TrialTimeoutError."""
+
+
 class _Guard:
     """Signal handling of one process: SIGINT and SIGALRM interrupt only the objective.
 
@@ -217,9 +221,12 @@ class _Guard:
         if self.in_objective:
             # Stays armed: an objective that swallows the error (`except Exception`) gets it
             # again every 0.2 s until it leaves, and the trial is FAILED whatever it returns.
+            first = not self.timed_out
             self.timed_out = True
             signal.setitimer(signal.ITIMER_REAL, 0.2)
-            raise TrialTimeoutError(f"trial exceeded trial_timeout={self.trial_timeout:g}s")
+            if first:
+                raise TrialTimeoutError(f"trial exceeded trial_timeout={self.trial_timeout:g}s")
+            raise _TimeoutExit  # not an Exception: `except Exception` cannot keep it
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -324,6 +331,8 @@ def _run_trial(
         guard.interrupted = True
         state, reason = TrialState.FAIL, INTERRUPTED_REASON
         mark_uncounted(study._storage, trial._trial_id, "interrupted")
+    except _TimeoutExit:
+        state = TrialState.FAIL  # the reason is set below
     except SystemExit as exc:  # sys.exit() in the objective ends the trial, not the run
         state, reason = TrialState.FAIL, f"objective called sys.exit({exc.code!r})"
     except Exception as exc:  # the objective's failure becomes a FAILED trial
