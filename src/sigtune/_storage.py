@@ -418,9 +418,9 @@ def handle_stale_running(
             continue
         marked.append(trial.number)
         if policy == "requeue":
-            study.enqueue_trial(
-                dict(trial.params), user_attrs={"sigtune:requeued_from": trial.number}
-            )
+            # A trial killed before it suggested anything still has its enqueued point.
+            params = dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
+            study.enqueue_trial(params, user_attrs={"sigtune:requeued_from": trial.number})
     if marked:
         log.warning(
             "marked %d stale RUNNING trial(s) FAIL (%s): %s",

@@ -81,7 +81,8 @@ def fail_dead_worker_trials(
             continue
         failed += 1
         if again:
-            study.enqueue_trial(dict(trial.params), user_attrs={RETRY_KEY: trial.number})
+            params = dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
+            study.enqueue_trial(params, user_attrs={RETRY_KEY: trial.number})
             retried += 1
     return failed, retried
 
