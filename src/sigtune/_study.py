@@ -524,6 +524,8 @@ def run_study(
     pruner_obj = _make_pruner(pruner, pruner_options)
 
     study = _create_or_load(ref, study_name, dirs, sampler_factory(0), pruner_obj, require_existing)
+    if space is not None:
+        _check_same_space(study, space, ref)
     ref_study = StudyRef(ref, str(study.study_name))
     if ref.shareable:
         handle_stale_running(study, policy=on_stale_running)  # type: ignore[arg-type]
@@ -707,6 +709,29 @@ def _create_or_load(
             f"asks for {directions}; use another study_name or the same directions"
         )
     return study
+
+
+_SPACE_KEY = "sigtune:space"
+
+
+def _check_same_space(study: optuna.Study, space: SearchSpace, ref: StorageRef) -> None:
+    """Refuse to append trials of another search space to an existing study."""
+    mine = {name: spec.kind for name, spec in space.params.items()}
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    stored = attrs.get(_SPACE_KEY)
+    if stored is None:
+        study._storage.set_study_system_attr(study._study_id, _SPACE_KEY, mine)
+        return
+    if stored != mine:
+
+        def text(d: Mapping[str, Any]) -> str:
+            return ", ".join(f"{k} ({v})" for k, v in d.items())
+
+        raise ConfigError(
+            f"study {study.study_name!r} in {ref.describe()} was run with another search space "
+            f"[{text(stored)}] than this one [{text(mine)}]; give this run its own "
+            "--study-name (or another run_dir), or delete the old study"
+        )
 
 
 def _open_source(warm_start: WarmStart, ref: StorageRef) -> optuna.Study:
