@@ -1,14 +1,16 @@
 """The ``sigtune`` command line.
 
-Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema``, ``slurm``,
+Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``repair``, ``schema``, ``slurm``,
 ``import-optima`` (:mod:`sigtune.pipelines.ml._import_optima`), ``studies``, ``dashboard``, ``report``,
 ``physics`` (bodies in :mod:`sigtune._cli_view`) and ``hep`` (the HistFactory tools of
 :mod:`sigtune.hep.cli`, imported only when used).
 
-Exit codes: ``0`` success; ``1`` the run failed (``max_failures`` exceeded, worker processes died,
-no trial completed, storage unreachable, ``after_run`` failed); ``2`` bad config or input (invalid
-run-config, objective that cannot be imported, unknown study); ``130`` interrupted (Ctrl-C).
-``--json`` prints exactly one JSON document on stdout (progress and logs go to stderr).
+Exit codes (docs/cli.md lists the messages): ``0`` success; ``1`` the run failed (``max_failures``
+exceeded, no trial completed, storage unreachable or failing mid-run: disk full, lock timeout,
+damaged journal; ``after_run`` failed); ``2`` bad config or input (invalid run-config, objective
+that cannot be imported, unknown study or storage, a path that cannot be created or written);
+``130`` interrupted (Ctrl-C). Every error is one line on stderr. ``--json`` prints exactly one JSON
+document on stdout, also on failure (``{"error": ..., "exit_code": ...}``).
 """
 
 from __future__ import annotations
@@ -90,24 +92,39 @@ def _fail(code: int, message: str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def _errors_to_exit_codes(config: Path | None = None) -> Iterator[None]:
-    """Map sigtune errors to exit codes with a one-line message."""
+def _errors_to_exit_codes(
+    config: Path | None = None, as_json: bool = False, resume_hint: str | None = None
+) -> Iterator[None]:
+    """Map sigtune errors to exit codes with a one-line message (and a JSON one with --json)."""
+    from sigtune._cli_storage import error_document, os_error_message
     from sigtune._storage import StudyNotFoundError
+
+    def fail(code: int, message: str) -> NoReturn:
+        message = " ".join(message.split())  # always one line
+        if as_json:
+            error_document(message, code)
+        _fail(code, message)
 
     try:
         yield
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        resume = f"sigtune resume {config}" if config is not None else "the same command"
+        resume = resume_hint or (
+            f"sigtune resume {config}" if config is not None else "the same command"
+        )
         typer.echo(f"\nInterrupted. Resume with: {resume}", err=True)
+        if as_json:
+            error_document("interrupted", EXIT_INTERRUPTED)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except (ConfigError, ObjectiveError, StudyNotFoundError) as exc:
-        _fail(EXIT_BAD_INPUT, str(exc))
+        fail(EXIT_BAD_INPUT, str(exc))
     except (RunFailedError, StorageError) as exc:
-        _fail(EXIT_FAILED, str(exc))
+        fail(EXIT_FAILED, str(exc))
     except SigtuneError as exc:
-        _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
+        fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
+    except OSError as exc:  # a path that cannot be created, read or written
+        fail(EXIT_BAD_INPUT, os_error_message(exc))
 
 
 def _quiet_libraries() -> None:
@@ -148,7 +165,7 @@ def _load(config: Path, overrides: Mapping[str, Any] | None = None) -> Any:
 
 def _open_study(config: Path | None, storage: str | None, study_name: str | None) -> Any:
     """The :class:`~sigtune.Study` named by a config or by --storage/--study-name."""
-    from sigtune._storage import StudyNotFoundError, resolve_storage
+    from sigtune._storage import StorageNotFoundError, StudyNotFoundError, resolve_storage
     from sigtune._study import load_study
 
     space = None
@@ -165,15 +182,26 @@ def _open_study(config: Path | None, storage: str | None, study_name: str | None
             raise ConfigError("give a CONFIG, or --storage (and --study-name)")
         storage_ref = resolve_storage(storage)
         name = study_name
-        if name is None:
-            names = [s.study_name for s in storage_ref.open(track_owner=False).get_all_studies()]
-            if len(names) != 1:
-                raise StudyNotFoundError(
-                    f"storage {storage_ref.describe()} holds {len(names)} studies "
-                    f"({', '.join(names) or 'none'}); choose one with --study-name"
-                )
-            name = names[0]
-    return load_study(name, storage_ref, space=space)
+    from sigtune._cli_storage import journal_warning
+
+    warning = journal_warning(storage_ref)
+    if warning is not None:
+        typer.echo(f"warning: {warning}", err=True)
+    # Read-only: never creates a storage file, and reads it once.
+    try:
+        opened = storage_ref.open(track_owner=False, create=False)
+    except StorageNotFoundError as exc:
+        first = f"`sigtune run {config}`" if config is not None else "`sigtune run`"
+        raise StorageNotFoundError(f"{exc}: start the study with {first} first") from None
+    if name is None:
+        names = [s.study_name for s in opened.get_all_studies()]
+        if len(names) != 1:
+            raise StudyNotFoundError(
+                f"storage {storage_ref.describe()} holds {len(names)} studies "
+                f"({', '.join(names) or 'none'}); choose one with --study-name"
+            )
+        name = names[0]
+    return load_study(name, storage_ref, space=space, opened=opened)
 
 
 def _best_summary(study: Any) -> dict[str, Any]:
@@ -345,7 +373,7 @@ def run(
     engine: EngineOpt = None,
 ) -> None:
     """Run (or continue) the study of CONFIG until it holds n_trials finished trials."""
-    with _errors_to_exit_codes(config):
+    with _errors_to_exit_codes(config, as_json):
         _run(
             config,
             n_trials=n_trials,
@@ -373,7 +401,7 @@ def resume(
     engine: EngineOpt = None,
 ) -> None:
     """Continue an existing study (like run, but the study must exist)."""
-    with _errors_to_exit_codes(config):
+    with _errors_to_exit_codes(config, as_json):
         _run(
             config,
             n_trials=n_trials,
@@ -400,14 +428,19 @@ def status(
     failed: Annotated[bool, typer.Option("--failed", help="Failed trials' tracebacks.")] = False,
 ) -> None:
     """Trial counts, best value and running trials of a study."""
+    from sigtune._cli_storage import stale_owner
     from sigtune._storage import OWNER_KEY
 
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(as_json=as_json):
         _quiet_libraries()
         study = _open_study(config, storage, study_name)
         counts = study.count()
         running = [
-            {"number": t.number, "owner": t.system_attrs.get(OWNER_KEY)}
+            {
+                "number": t.number,
+                "owner": t.system_attrs.get(OWNER_KEY),
+                "stale": stale_owner(t.system_attrs.get(OWNER_KEY)),
+            }
             for t in study.optuna.get_trials(deepcopy=False)
             if t.state.name == "RUNNING"
         ]
@@ -432,7 +465,13 @@ def status(
         print(f"Study {study.study_name!r} in {doc['storage']}")
         print(f"Trials: {doc['n_finished']} finished{target} ({_counts_text(counts)})")
         for r in running:
-            print(f"  running: trial {r['number']} (owner {r['owner']})")
+            if r["stale"]:
+                print(
+                    f"  stale: trial {r['number']} (owner {r['owner']} is dead; the next run "
+                    "marks it FAIL and runs it again)"
+                )
+            else:
+                print(f"  running: trial {r['number']} (owner {r['owner']})")
         if "best_value" in doc or "pareto_front" in doc:
             print(_format_best(doc, study.directions))
         if failed:
@@ -447,7 +486,7 @@ def best(
     as_json: JsonOpt = False,
 ) -> None:
     """Best value and parameters (Pareto front for several objectives)."""
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(as_json=as_json):
         _quiet_libraries()
         study = _open_study(config, storage, study_name)
         doc = {"study_name": study.study_name, "directions": study.directions}
@@ -469,14 +508,27 @@ def export(
     study_name: StudyNameOpt = None,
 ) -> None:
     """Export one row per trial (number, state, values, params, user attrs, times, fail_reason)."""
+    from sigtune._cli_storage import check_writable_output
     from sigtune._export import export_trials
 
     with _errors_to_exit_codes():
         _quiet_libraries()
+        check_writable_output(output)
         study = _open_study(config, storage, study_name)
         text = export_trials(study.optuna, fmt, output)
         if text is not None:
             sys.stdout.write(text)
+
+
+@app.command()
+def repair(
+    storage: Annotated[str, typer.Argument(help="Journal file (path or journal:///path).")],
+) -> None:
+    """Keep every complete record of a damaged journal file (a backup copy is written first)."""
+    from sigtune._cli_storage import repair as repair_storage
+
+    with _errors_to_exit_codes():
+        print(repair_storage(storage))
 
 
 @app.command()

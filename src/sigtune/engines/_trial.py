@@ -30,7 +30,9 @@ import contextlib
 import copy
 import math
 import numbers
+import os
 import signal
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from types import FrameType
@@ -50,6 +52,8 @@ from sigtune._optuna_compat import (
 )
 from sigtune._run import RunPlan, StopReason, StudyRef, TrialFunction
 from sigtune._storage import FAIL_REASON_KEY, FAIL_TRACEBACK_KEY
+from sigtune._target import mark_uncounted
+from sigtune.engines._workers import descendants, kill_tree
 
 __all__ = [
     "CONSTRAINTS_KEY",
@@ -61,6 +65,7 @@ __all__ = [
     "fail_reason",
     "open_study",
     "run_trial",
+    "timeout_reason",
     "validate_values",
 ]
 
@@ -90,20 +95,37 @@ class TrialRecord(NamedTuple):
     error: str | None = None
 
 
+class _TimeoutExit(BaseException):
+    """Raised again and again in an objective that swallowed its TrialTimeoutError."""
+
+
 class TrialGuard:
     """Signal handling of one process: SIGINT and SIGALRM interrupt only the objective.
 
     ``SIGALRM`` (``setitimer``) implements ``trial_timeout``: it raises
-    :class:`~sigtune.TrialTimeoutError` inside the objective. Handlers can only be installed from
-    the main thread (:meth:`installed`); a guard that is not installed must not be given a
-    ``trial_timeout``.
+    :class:`~sigtune.TrialTimeoutError` inside the objective, and stays armed, so an objective
+    that swallows the error (``except Exception``) gets a :class:`_TimeoutExit` (not an
+    ``Exception``) every 0.2 s until it leaves; the trial is FAILED whatever it returns. Handlers
+    can only be installed from the main thread (:meth:`installed`); a guard that is not installed
+    must not be given a ``trial_timeout``.
+
+    ``slot``: in a worker process, ``(array, i)`` of shared doubles where the worker publishes
+    its state for the parent's watchdog: ``0`` idle, ``-1`` a trial claimed, ``> 0`` the
+    ``time.monotonic()`` at which the objective started.
     """
 
-    def __init__(self, trial_timeout: float | None) -> None:
+    def __init__(self, trial_timeout: float | None, slot: tuple[Any, int] | None = None) -> None:
         self.trial_timeout = trial_timeout
         self.in_objective = False
         self.interrupted = False
+        self.timed_out = False
+        self.slot = slot
         self._old: dict[int, Any] = {}
+
+    def mark(self, value: float) -> None:
+        """Publish this worker's state to the parent's watchdog (no-op outside workers)."""
+        if self.slot is not None:
+            self.slot[0][self.slot[1]] = value
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self.interrupted = True
@@ -113,8 +135,12 @@ class TrialGuard:
 
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
         if self.in_objective:
-            self.in_objective = False
-            raise TrialTimeoutError(f"trial exceeded trial_timeout={self.trial_timeout:g}s")
+            first = not self.timed_out
+            self.timed_out = True
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            if first:
+                raise TrialTimeoutError(f"trial exceeded trial_timeout={self.trial_timeout:g}s")
+            raise _TimeoutExit
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -196,6 +222,11 @@ def fail_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def timeout_reason(limit: float | None) -> str:
+    """The ``fail_reason`` of a trial that ran past ``trial_timeout``."""
+    return f"TrialTimeoutError: trial exceeded trial_timeout={limit:g}s"
+
+
 def _traceback_text(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if len(text) > _TRACEBACK_CHARS:  # keep the innermost frames, where the error is
@@ -256,25 +287,37 @@ def run_trial(
     state = TrialState.COMPLETE
     failure: BaseException | None = None
     timeout = plan.trial_timeout
+    guard.timed_out = False
     try:
         try:
             guard.in_objective = True
             if guard.interrupted:
                 raise KeyboardInterrupt
             if timeout is not None:
+                guard.mark(time.monotonic())
                 signal.setitimer(signal.ITIMER_REAL, timeout)
             result = objective(trial)
         finally:
             guard.in_objective = False
             if timeout is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+                guard.mark(-1.0)
     except optuna.TrialPruned:
         state = TrialState.PRUNED
     except KeyboardInterrupt:
         guard.interrupted = True
         state, reason = TrialState.FAIL, INTERRUPTED_REASON
+        mark_uncounted(study_storage(study), trial_id(trial), "interrupted")
+    except _TimeoutExit:
+        state = TrialState.FAIL  # the reason is set below
+    except SystemExit as exc:  # sys.exit() in the objective ends the trial, not the run
+        state, reason = TrialState.FAIL, f"objective called sys.exit({exc.code!r})"
     except Exception as exc:  # the objective's failure becomes a FAILED trial
         state, reason, failure = TrialState.FAIL, fail_reason(exc), exc
+    if guard.timed_out:  # even if the objective caught the TrialTimeoutError and returned
+        state, reason = TrialState.FAIL, timeout_reason(timeout)
+    if state == TrialState.FAIL and guard.slot is not None:
+        kill_tree(descendants(os.getpid()))  # processes the failed objective left behind
 
     values: list[float] | None = None
     if state == TrialState.COMPLETE:
