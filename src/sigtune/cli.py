@@ -1,18 +1,22 @@
 """The ``sigtune`` command line.
 
-Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema``, ``import-optima``
-(:mod:`sigtune.pipelines.ml._import_optima`) and ``hep`` (the HistFactory tools of
+Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``repair``, ``schema``, ``slurm``,
+``import-optima`` (:mod:`sigtune.pipelines.ml._import_optima`), ``studies``, ``dashboard``, ``report``,
+``physics`` (bodies in :mod:`sigtune._cli_view`) and ``hep`` (the HistFactory tools of
 :mod:`sigtune.hep.cli`, imported only when used).
 
-Exit codes: ``0`` success; ``1`` the run failed (``max_failures`` exceeded, worker processes died,
-no trial completed, storage unreachable, ``after_run`` failed); ``2`` bad config or input (invalid
-run-config, objective that cannot be imported, unknown study); ``130`` interrupted (Ctrl-C).
-``--json`` prints exactly one JSON document on stdout (progress and logs go to stderr).
+Exit codes (docs/cli.md lists the messages): ``0`` success; ``1`` the run failed (``max_failures``
+exceeded, no trial completed, storage unreachable or failing mid-run: disk full, lock timeout,
+damaged journal; ``after_run`` failed); ``2`` bad config or input (invalid run-config, objective
+that cannot be imported, unknown study or storage, a path that cannot be created or written);
+``130`` interrupted (Ctrl-C). Every error is one line on stderr. ``--json`` prints exactly one JSON
+document on stdout, also on failure (``{"error": ..., "exit_code": ...}``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -23,6 +27,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from sigtune import _cli_view
 from sigtune._exceptions import (
     ConfigError,
     ObjectiveError,
@@ -65,6 +70,17 @@ StudyNameOpt = Annotated[str | None, typer.Option("--study-name", help="Study na
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds for the whole run.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, short output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+EngineOpt = Annotated[str | None, typer.Option("--engine", help="local or ray.")]
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_cli_view.version_callback, is_eager=True)
+    ] = False,
+) -> None:
+    """Tune analysis choices (hyperparameters, variables, binnings, cuts) against a figure of
+    merit."""
 
 
 # ---------------------------------------------------------------------- helpers
@@ -76,24 +92,39 @@ def _fail(code: int, message: str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def _errors_to_exit_codes(config: Path | None = None) -> Iterator[None]:
-    """Map sigtune errors to exit codes with a one-line message."""
+def _errors_to_exit_codes(
+    config: Path | None = None, as_json: bool = False, resume_hint: str | None = None
+) -> Iterator[None]:
+    """Map sigtune errors to exit codes with a one-line message (and a JSON one with --json)."""
+    from sigtune._cli_storage import error_document, os_error_message
     from sigtune._storage import StudyNotFoundError
+
+    def fail(code: int, message: str) -> NoReturn:
+        message = " ".join(message.split())  # always one line
+        if as_json:
+            error_document(message, code)
+        _fail(code, message)
 
     try:
         yield
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        resume = f"sigtune resume {config}" if config is not None else "the same command"
+        resume = resume_hint or (
+            f"sigtune resume {config}" if config is not None else "the same command"
+        )
         typer.echo(f"\nInterrupted. Resume with: {resume}", err=True)
+        if as_json:
+            error_document("interrupted", EXIT_INTERRUPTED)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except (ConfigError, ObjectiveError, StudyNotFoundError) as exc:
-        _fail(EXIT_BAD_INPUT, str(exc))
+        fail(EXIT_BAD_INPUT, str(exc))
     except (RunFailedError, StorageError) as exc:
-        _fail(EXIT_FAILED, str(exc))
+        fail(EXIT_FAILED, str(exc))
     except SigtuneError as exc:
-        _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
+        fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
+    except OSError as exc:  # a path that cannot be created, read or written
+        fail(EXIT_BAD_INPUT, os_error_message(exc))
 
 
 def _quiet_libraries() -> None:
@@ -134,7 +165,7 @@ def _load(config: Path, overrides: Mapping[str, Any] | None = None) -> Any:
 
 def _open_study(config: Path | None, storage: str | None, study_name: str | None) -> Any:
     """The :class:`~sigtune.Study` named by a config or by --storage/--study-name."""
-    from sigtune._storage import StudyNotFoundError, resolve_storage
+    from sigtune._storage import StorageNotFoundError, StudyNotFoundError, resolve_storage
     from sigtune._study import load_study
 
     space = None
@@ -151,15 +182,26 @@ def _open_study(config: Path | None, storage: str | None, study_name: str | None
             raise ConfigError("give a CONFIG, or --storage (and --study-name)")
         storage_ref = resolve_storage(storage)
         name = study_name
-        if name is None:
-            names = [s.study_name for s in storage_ref.open(track_owner=False).get_all_studies()]
-            if len(names) != 1:
-                raise StudyNotFoundError(
-                    f"storage {storage_ref.describe()} holds {len(names)} studies "
-                    f"({', '.join(names) or 'none'}); choose one with --study-name"
-                )
-            name = names[0]
-    return load_study(name, storage_ref, space=space)
+    from sigtune._cli_storage import journal_warning
+
+    warning = journal_warning(storage_ref)
+    if warning is not None:
+        typer.echo(f"warning: {warning}", err=True)
+    # Read-only: never creates a storage file, and reads it once.
+    try:
+        opened = storage_ref.open(track_owner=False, create=False)
+    except StorageNotFoundError as exc:
+        first = f"`sigtune run {config}`" if config is not None else "`sigtune run`"
+        raise StorageNotFoundError(f"{exc}: start the study with {first} first") from None
+    if name is None:
+        names = [s.study_name for s in opened.get_all_studies()]
+        if len(names) != 1:
+            raise StudyNotFoundError(
+                f"storage {storage_ref.describe()} holds {len(names)} studies "
+                f"({', '.join(names) or 'none'}); choose one with --study-name"
+            )
+        name = names[0]
+    return load_study(name, storage_ref, space=space, opened=opened)
 
 
 def _best_summary(study: Any) -> dict[str, Any]:
@@ -220,9 +262,11 @@ def _run(
     quiet: bool,
     as_json: bool,
     require_existing: bool,
+    engine: str | None = None,
 ) -> None:
     from sigtune._config import build_objective
     from sigtune._progress import RunProgress
+    from sigtune._settings import RunSettings
     from sigtune._study import run_study
 
     _quiet_libraries()
@@ -232,37 +276,25 @@ def _run(
         "storage": storage,
         "study_name": study_name,
         "timeout": timeout,
+        "engine.name": engine,
     }
     cfg = _load(config, overrides)
     spec = build_objective(cfg)
-    directions = spec.directions or cfg.resolved_directions
+    settings = RunSettings.from_config(cfg, spec)
+    tracking = _cli_view.tracking_callbacks(cfg)  # run-config `tracking:` (MLflow, W&B)
+    if tracking:
+        settings = dataclasses.replace(settings, callbacks=(*settings.callbacks, *tracking))
     run_dir = Path(cfg.run_dir)
     out = sys.stderr if as_json else sys.stdout
     bar = RunProgress(cfg.n_trials, cfg.study_name, quiet=quiet or as_json)
     # In --json mode stdout carries only the JSON document: objective prints go to stderr.
     redirect = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    runner = spec.runner if spec.runner is not None else run_study
     with redirect, bar:
-        study = run_study(
+        study = runner(
             spec.objective,
-            cfg.n_trials,
+            settings,
             space=spec.space,
-            directions=directions,
-            sampler=cfg.sampler.name,
-            sampler_options=cfg.sampler.options,
-            pruner=cfg.pruner.name,
-            pruner_options=cfg.pruner.options,
-            seed=cfg.seed,
-            storage=cfg.storage,
-            study_name=cfg.study_name,
-            run_dir=run_dir,
-            n_jobs=cfg.n_jobs,
-            timeout=cfg.timeout,
-            trial_timeout=cfg.trial_timeout,
-            max_failures=cfg.max_failures,
-            constraints=spec.constraints,
-            enqueue=cfg.enqueue,
-            warm_start=cfg.warm_start,
-            on_stale_running=cfg.on_stale_running,
             progress=bar,
             require_existing=require_existing,
         )
@@ -306,19 +338,22 @@ def _run(
                 print(text, file=out)
 
     if cfg.report:
-        doc["report"] = _write_report(study, run_dir / "report.html")
+        doc["report"] = _write_report(study, run_dir / "report.html", run_dir)
         if doc["report"] and not as_json and not quiet:
             print(f"Report: {doc['report']}", file=out)
+    _cli_view.finish_tracking(tracking, study, run_dir)
+    if not as_json and not quiet:
+        print(f"Dashboard: sigtune dashboard {config}", file=out)
     if as_json:
         _print_json(doc)
 
 
-def _write_report(study: Any, path: Path) -> str | None:
+def _write_report(study: Any, path: Path, run_dir: Path | None = None) -> str | None:
     """Write the HTML report; a failing report only warns (the run is kept)."""
     try:
         from sigtune.reports import write_report
 
-        written = write_report(study, path)
+        written = write_report(study, path, run_dir=run_dir)
     except Exception as exc:
         typer.echo(f"warning: report not written: {type(exc).__name__}: {exc}", err=True)
         return None
@@ -335,9 +370,10 @@ def run(
     timeout: TimeoutOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Run (or continue) the study of CONFIG until it holds n_trials finished trials."""
-    with _errors_to_exit_codes(config):
+    with _errors_to_exit_codes(config, as_json):
         _run(
             config,
             n_trials=n_trials,
@@ -348,6 +384,7 @@ def run(
             quiet=quiet,
             as_json=as_json,
             require_existing=False,
+            engine=engine,
         )
 
 
@@ -361,9 +398,10 @@ def resume(
     timeout: TimeoutOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Continue an existing study (like run, but the study must exist)."""
-    with _errors_to_exit_codes(config):
+    with _errors_to_exit_codes(config, as_json):
         _run(
             config,
             n_trials=n_trials,
@@ -374,6 +412,7 @@ def resume(
             quiet=quiet,
             as_json=as_json,
             require_existing=True,
+            engine=engine,
         )
 
 
@@ -386,16 +425,22 @@ def status(
     storage: StorageOpt = None,
     study_name: StudyNameOpt = None,
     as_json: JsonOpt = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Failed trials' tracebacks.")] = False,
 ) -> None:
     """Trial counts, best value and running trials of a study."""
+    from sigtune._cli_storage import stale_owner
     from sigtune._storage import OWNER_KEY
 
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(as_json=as_json):
         _quiet_libraries()
         study = _open_study(config, storage, study_name)
         counts = study.count()
         running = [
-            {"number": t.number, "owner": t.system_attrs.get(OWNER_KEY)}
+            {
+                "number": t.number,
+                "owner": t.system_attrs.get(OWNER_KEY),
+                "stale": stale_owner(t.system_attrs.get(OWNER_KEY)),
+            }
             for t in study.optuna.get_trials(deepcopy=False)
             if t.state.name == "RUNNING"
         ]
@@ -411,6 +456,8 @@ def status(
             doc["n_trials"] = _load(config, {"storage": storage, "study_name": study_name}).n_trials
         with contextlib.suppress(RunFailedError):
             doc.update(_best_summary(study))
+        if failed:
+            doc["failed"] = _cli_view.failed_trials(study)
         if as_json:
             _print_json(doc)
             return
@@ -418,9 +465,17 @@ def status(
         print(f"Study {study.study_name!r} in {doc['storage']}")
         print(f"Trials: {doc['n_finished']} finished{target} ({_counts_text(counts)})")
         for r in running:
-            print(f"  running: trial {r['number']} (owner {r['owner']})")
+            if r["stale"]:
+                print(
+                    f"  stale: trial {r['number']} (owner {r['owner']} is dead; the next run "
+                    "marks it FAIL and runs it again)"
+                )
+            else:
+                print(f"  running: trial {r['number']} (owner {r['owner']})")
         if "best_value" in doc or "pareto_front" in doc:
             print(_format_best(doc, study.directions))
+        if failed:
+            _cli_view.print_failed(doc["failed"])
 
 
 @app.command()
@@ -431,7 +486,7 @@ def best(
     as_json: JsonOpt = False,
 ) -> None:
     """Best value and parameters (Pareto front for several objectives)."""
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(as_json=as_json):
         _quiet_libraries()
         study = _open_study(config, storage, study_name)
         doc = {"study_name": study.study_name, "directions": study.directions}
@@ -453,14 +508,27 @@ def export(
     study_name: StudyNameOpt = None,
 ) -> None:
     """Export one row per trial (number, state, values, params, user attrs, times, fail_reason)."""
+    from sigtune._cli_storage import check_writable_output
     from sigtune._export import export_trials
 
     with _errors_to_exit_codes():
         _quiet_libraries()
+        check_writable_output(output)
         study = _open_study(config, storage, study_name)
         text = export_trials(study.optuna, fmt, output)
         if text is not None:
             sys.stdout.write(text)
+
+
+@app.command()
+def repair(
+    storage: Annotated[str, typer.Argument(help="Journal file (path or journal:///path).")],
+) -> None:
+    """Keep every complete record of a damaged journal file (a backup copy is written first)."""
+    from sigtune._cli_storage import repair as repair_storage
+
+    with _errors_to_exit_codes():
+        print(repair_storage(storage))
 
 
 @app.command()
@@ -488,6 +556,12 @@ def import_optima(
             sys.stdout.write(text)
 
 
+app.command("studies")(_cli_view.studies)
+app.command("dashboard")(_cli_view.dashboard)
+app.command("report")(_cli_view.report)
+app.command("physics")(_cli_view.physics)
+
+
 @app.command(
     "hep",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -501,6 +575,11 @@ def hep(ctx: typer.Context) -> None:
         _fail(EXIT_FAILED, f"`sigtune hep` is unavailable in this installation ({exc})")
     command = typer.main.get_command(hep_app)
     command.main(args=list(ctx.args), prog_name="sigtune hep", standalone_mode=True)
+
+
+from sigtune._slurm import slurm_command  # noqa: E402 - `sigtune slurm` lives in its own module
+
+app.command("slurm")(slurm_command)
 
 
 def main() -> None:

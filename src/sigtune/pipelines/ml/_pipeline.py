@@ -9,8 +9,11 @@ Stages, in OPTIMA's order (each can be switched off with ``enabled: false``):
 3. ``search`` — the main hyperparameter search with the selected variables;
 4. ``selection`` — best-value and best-fit trial selection on the main search
    (:func:`~sigtune.pipelines.ml.select_trials`);
-5. ``cv`` — cross-validation of the selected trials (:func:`~sigtune.pipelines.ml.cross_validate`);
-6. ``evaluation`` — plots and metrics of the cross-validated models
+5. ``pbt`` — Population Based Training on Ray Tune (off unless a ``pbt:`` section is given;
+   see :mod:`sigtune.pipelines.ml._pbt`); when it ran, ``cv`` and ``evaluation`` use its winner's
+   hyperparameter schedule instead of the selected trials;
+6. ``cv`` — cross-validation of the selected trials (:func:`~sigtune.pipelines.ml.cross_validate`);
+7. ``evaluation`` — plots and metrics of the cross-validated models
    (:func:`~sigtune.pipelines.ml.evaluate`).
 
 Every stage writes into its own folder ``<run_dir>/<stage>/`` and finishes by writing
@@ -37,6 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sigtune._exceptions import ConfigError
+from sigtune.pipelines.ml._pbt import PBTStage, split_mutable
 
 __all__ = [
     "STAGES",
@@ -57,7 +61,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Stage names in execution order (also the folder names under ``run_dir``).
-STAGES = ("presearch", "varsel", "search", "selection", "cv", "evaluation")
+STAGES = ("presearch", "varsel", "search", "selection", "pbt", "cv", "evaluation")
 DONE = "done.json"
 
 
@@ -278,6 +282,7 @@ class PipelineBody(_Model):
     )
     varsel: VarSelStage = Field(default_factory=lambda: VarSelStage.model_validate({}))
     selection: SelectionStage = Field(default_factory=lambda: SelectionStage.model_validate({}))
+    pbt: PBTStage | None = Field(None, description="Population Based Training (off when null).")
     cv: CVStage = Field(default_factory=lambda: CVStage.model_validate({}))
     evaluation: EvaluationStage = Field(default_factory=lambda: EvaluationStage.model_validate({}))
 
@@ -304,7 +309,8 @@ class PipelineConfig(PipelineBody):
     def _space(cls, value: dict[str, Any]) -> dict[str, Any]:
         from sigtune._space import SearchSpace
 
-        SearchSpace.from_dict(value)  # SearchSpaceError (a ConfigError) names the parameter
+        clean, _ = split_mutable(value)  # refuses architecture parameters marked mutable
+        SearchSpace.from_dict(clean)  # SearchSpaceError (a ConfigError) names the parameter
         return value
 
 
@@ -722,6 +728,7 @@ class _Runner:
         cfg = self.cfg
         has_search = cfg.search.enabled or "search" in self.result.studies
         self.stage("selection", cfg.selection.enabled and has_search, self.selection)
+        self.stage("pbt", cfg.pbt is not None and cfg.pbt.enabled, self.pbt)
         self.stage("cv", cfg.cv.enabled, self.cv)
         self.stage("evaluation", cfg.evaluation.enabled, self.evaluation)
 
@@ -729,7 +736,9 @@ class _Runner:
     def search(
         self, name: str, stage: SearchStage, space: Mapping[str, Any], stage_dir: Path
     ) -> dict[str, Any]:
-        import sigtune
+        from sigtune._settings import RunSettings
+        from sigtune._space import SearchSpace
+        from sigtune._study import bind_objective, run_study
 
         data = self.data.select_features(self.features())
         splits = make_split(data, self.cfg.split, self.cfg.seed)
@@ -744,10 +753,8 @@ class _Runner:
             direction=self.direction,
             overtraining=self.cfg.selection.overtraining,
         )
-        study = sigtune.optimize(
-            objective,
-            stage.n_trials,
-            space=dict(space),
+        settings = RunSettings(
+            n_trials=stage.n_trials,
             direction=self.direction,
             sampler=stage.sampler.name,
             sampler_options=stage.sampler.options,
@@ -761,6 +768,8 @@ class _Runner:
             timeout=stage.timeout,
             on_stale_running=stage.on_stale_running,
         )
+        search_space = SearchSpace.from_dict(dict(split_mutable(space)[0]))
+        study = run_study(bind_objective(objective, search_space), settings, space=search_space)
         self.result.studies[name] = study
         return {"features": list(data.features), **_search_summary(study)}
 
@@ -847,8 +856,63 @@ class _Runner:
             )
         return {**res.to_dict(), "selected": [p.to_dict() for p in picks]}
 
+    def pbt(self, stage_dir: Path) -> dict[str, Any]:
+        from sigtune.pipelines.ml._pbt import initial_population, run_pbt
+
+        st = self.cfg.pbt
+        assert st is not None
+        space = getattr(self.cfg, "search_space", {}) or {}
+        clean, marked = split_mutable(space)
+        mutations = {**marked, **st.mutations}
+        ranked: list[dict[str, Any]] = []
+        if st.init == "top_k":
+            ranked = self._ranked_search_params()
+        picks = self.selected_params()
+        best = picks[0][1] if picks and picks[0][0] != "default" else None
+        members = initial_population(
+            st, best=best, ranked=ranked, space=clean, mutations=mutations, seed=self.cfg.seed
+        )
+        data = self.data.select_features(self.features())
+        splits = make_split(data, self.cfg.split, self.cfg.seed)
+        return run_pbt(
+            st,
+            factory=self.factory,
+            train=splits.train,
+            val=splits.val,
+            monitor=self.cfg.monitor,
+            direction=self.direction,
+            members=members,
+            mutations=mutations,
+            seed=self.cfg.seed,
+            stage_dir=stage_dir,
+        )
+
+    def _ranked_search_params(self) -> list[dict[str, Any]]:
+        import optuna
+
+        import sigtune
+
+        study = self.result.studies.get("search")
+        if study is None:
+            search = self.cfg.search
+            study = sigtune.load_study(
+                search.study_name or "search",
+                search.storage or str(self.run_dir / "search" / "study.journal"),
+            )
+        done = [
+            t
+            for t in study.optuna.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
+        ]
+        sign = 1.0 if self.direction == "minimize" else -1.0
+        done.sort(key=lambda t: sign * float(t.value))
+        return [dict(t.user_attrs.get("params") or t.params) for t in done]
+
     def selected_params(self) -> list[tuple[str, dict[str, Any], int | None]]:
         """``(label, params, selected epoch or None)`` of the trials to cross-validate."""
+        pbt = self.result.outputs.get("pbt")
+        if pbt is not None:  # the PBT winner's schedule replaces the selected trials
+            return [("pbt_winner", dict(pbt["params"]), None)]
         sel = self.result.outputs.get("selection")
         if sel is not None:
             return [

@@ -5,8 +5,11 @@ Every trainable has ``fit(train, val, params, *, report=None, checkpoint_dir=Non
 ``predict(X) -> probabilities`` and ``save(path)`` (a directory with ``trainable.json``);
 :func:`load_trainable` reads it back (the registry, :mod:`._registry`, dispatches on the saved
 ``kind`` to the class's ``load`` classmethod). ``report(epoch, metrics)`` is called after every epoch
-(boosting iteration for LightGBM / XGBoost); returning True stops the training and marks the
-history as pruned -- :func:`optuna_reporter` builds such a callback from an Optuna trial.
+(boosting iteration for LightGBM / XGBoost) and returns an :class:`EpochAction`: continue, stop
+(the history is marked pruned; a bare True still means stop), and -- for the torch trainables
+(``mlp``, ``torch``), which Population Based Training uses -- checkpoint now, or load a checkpoint
+and continue with new hyperparameters. :func:`optuna_reporter` builds a stop/continue reporter
+from an Optuna trial.
 
 Heavy libraries are imported inside the functions that need them.
 """
@@ -28,10 +31,12 @@ from sigtune._exceptions import ConfigError
 from sigtune.pipelines.ml._data import EventData
 from sigtune.pipelines.ml._history import (
     EarlyStopping,
+    EpochAction,
     History,
     Reporter,
     as_conditions,
     import_object,
+    report_stops,
 )
 from sigtune.pipelines.ml._metrics import MetricLike, Monitor, compute_metric, get_metric
 from sigtune.pipelines.ml._registry import (
@@ -83,15 +88,16 @@ class Trainable(Protocol):
 def optuna_reporter(trial: Any, metric: str = "val_loss") -> Reporter:
     """A ``report`` callback for :meth:`Trainable.fit` that feeds an Optuna pruner.
 
-    Calls ``trial.report(metrics[metric], epoch)`` and returns ``trial.should_prune()``; the
-    objective then raises ``optuna.TrialPruned`` when ``history.pruned`` is True.
+    Calls ``trial.report(metrics[metric], epoch)`` and returns :meth:`EpochAction.stop` when
+    ``trial.should_prune()`` (else continue); the objective then raises ``optuna.TrialPruned``
+    when ``history.pruned`` is True.
     """
 
-    def report(epoch: int, metrics: Mapping[str, float]) -> bool:
+    def report(epoch: int, metrics: Mapping[str, float]) -> EpochAction:
         if metric not in metrics:
             raise ConfigError(f"reported metric {metric!r} not recorded; have {sorted(metrics)}")
         trial.report(float(metrics[metric]), int(epoch))
-        return bool(trial.should_prune())
+        return EpochAction.stop() if trial.should_prune() else EpochAction.proceed()
 
     return report
 
@@ -295,7 +301,7 @@ class SklearnTrainable(_Base):
         m = self._epoch_metrics(train, p_tr, val, vw, p_val, train_eval)
         es = self._early_stopping()
         es.update(1, m)
-        pruned = bool(report(1, dict(m))) if report is not None else False
+        pruned = report_stops(report, 1, dict(m), self.kind)
         self.history_ = es.history(
             {k: [v] for k, v in m.items()},
             pruned=pruned,
@@ -376,7 +382,7 @@ class _Booster(_Base):
             for k, v in m.items():
                 metrics.setdefault(k, []).append(v)
             _, reason = es.update(epoch, m)
-            if report is not None and report(epoch, dict(m)):
+            if report_stops(report, epoch, dict(m), self.kind):
                 reason, state["pruned"] = "pruned", True
             if reason is not None:
                 state["reason"] = reason

@@ -1,0 +1,76 @@
+"""Which trials count towards ``n_trials``, and the study-wide target shared by concurrent runs.
+
+``n_trials`` is the number of finished trials (COMPLETE + PRUNED + FAIL) wanted in the study. Not
+counted: copies made by ``warm_start``, and FAILED trials that did not fail through their own
+fault and were (or will be) run again: trials of a process that was killed (stale RUNNING on
+resume), trials interrupted by Ctrl-C, and a trial whose worker died and which was retried. Those
+carry ``system_attrs["sigtune:uncounted"]``.
+
+Several ``sigtune run`` processes on one study share the target: before a worker starts a trial
+it counts the study's finished and RUNNING trials in the storage (:class:`StudyTarget`), so two
+runs of ``n_trials: 100`` end with about 100 trials, not 200. The count and the creation of the
+trial are two storage operations, so runs that claim at the same instant may overshoot by at most
+one trial per concurrent worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = [
+    "UNCOUNTED_KEY",
+    "WARM_START_KEY",
+    "StudyTarget",
+    "is_counted",
+    "mark_uncounted",
+    "n_counted",
+]
+
+WARM_START_KEY = "sigtune:warm_start"
+UNCOUNTED_KEY = "sigtune:uncounted"
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_CLAIMING = (*_FINISHED, TrialState.RUNNING)
+
+
+def is_counted(trial: FrozenTrial) -> bool:
+    """Whether a finished trial counts towards ``n_trials``."""
+    attrs = trial.system_attrs
+    return WARM_START_KEY not in attrs and UNCOUNTED_KEY not in attrs
+
+
+def n_counted(trials: Iterable[FrozenTrial]) -> int:
+    """Number of trials that count (the caller passes finished trials)."""
+    return sum(1 for t in trials if is_counted(t))
+
+
+def mark_uncounted(storage: Any, trial_id: int, why: str) -> None:
+    """Record that a trial is not counted (before it is marked FAIL)."""
+    storage.set_trial_system_attr(trial_id, UNCOUNTED_KEY, why)
+
+
+class StudyTarget:
+    """``n_trials`` as a study-wide target, checked against the storage before each trial.
+
+    The count is cached for ``refresh_s`` seconds so that very fast objectives do not pay a full
+    trial scan per trial; trials longer than that are checked every time.
+    """
+
+    def __init__(self, n_trials: int, refresh_s: float = 0.05) -> None:
+        self.n_trials = n_trials
+        self.refresh_s = refresh_s
+        self._checked = -1.0
+        self._room = True
+
+    def has_room(self, study: optuna.Study) -> bool:
+        now = time.monotonic()
+        if now - self._checked < self.refresh_s:
+            return self._room
+        trials = study.get_trials(deepcopy=False, states=_CLAIMING)
+        self._room = n_counted(trials) < self.n_trials
+        self._checked = time.monotonic()
+        return self._room
