@@ -365,7 +365,8 @@ def _init_ray(stage: PBTStage) -> bool:
     if stage.address is not None:
         ray.init(address=stage.address, **kwargs)
     else:
-        ray.init(num_cpus=stage.num_cpus, **kwargs)
+        # "local": a new instance, never a cluster that happens to run on this machine
+        ray.init(address="local", num_cpus=stage.num_cpus, **kwargs)
     return True
 
 
@@ -429,6 +430,13 @@ def run_pbt(
             synch=stage.synch,
         )
     init = [dict(m) for m in members]
+    # every member must exist as a Tune trial from the start (PBT compares the population):
+    # concurrency is limited through the CPUs a member asks for, not max_concurrent_trials,
+    # which would create the trials one by one
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(len(init), 16)))
+    started = _init_ray(stage)
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    per_member = 1.0 if stage.max_concurrent is None else cpus / stage.max_concurrent
     trainable = tune.with_resources(
         tune.with_parameters(
             _member,
@@ -440,14 +448,13 @@ def run_pbt(
             max_epochs=stage.max_epochs,
             seed=seed,
         ),
-        {"cpu": 1},
+        {"cpu": per_member},
     )
     param_space: dict[str, Any] = {"member": tune.grid_search(list(range(len(init))))}
     for k in mutable:
         param_space[k] = tune.sample_from(lambda c, k=k: init[_member_index(c)][k])
     storage_path = stage_dir / "ray"
     exp = storage_path / EXPERIMENT
-    started = _init_ray(stage)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # experiment state after each step
     random.seed(seed)  # Tune's exploit/explore draw from these generators
     np.random.seed(seed % 2**32)  # noqa: NPY002 (PB2 and GPy use the global generator)
@@ -466,7 +473,6 @@ def run_pbt(
                     metric=monitor,
                     mode=mode,
                     num_samples=1,
-                    max_concurrent_trials=stage.max_concurrent,
                     reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
@@ -646,7 +652,7 @@ def _record_trials(
 
     ref = resolve_storage(stage.storage, run_dir=stage_dir)
     study = optuna.create_study(
-        storage=ref.open(),
+        storage=ref.open(track_owner=False),
         study_name=stage.study_name or "pbt",
         direction=direction,
         load_if_exists=True,
@@ -714,7 +720,7 @@ def _read_member(path: Path) -> dict[str, Any]:
     df = df.reset_index(drop=True)
     for col in ("exploited_from", "source_digest", "loaded_digest"):
         if col in df:
-            df[col] = df[col].fillna("").astype(str)
+            df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
     best: tuple[int, Path] | None = None
     for d in path.glob("checkpoint_*"):
         f = d / "member.json"
