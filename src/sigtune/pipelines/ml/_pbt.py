@@ -435,7 +435,7 @@ def run_pbt(
     # which would create the trials one by one
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(len(init), 16)))
     started = _init_ray(stage)
-    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))  # type: ignore[no-untyped-call]
     per_member = 1.0 if stage.max_concurrent is None else cpus / stage.max_concurrent
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -452,7 +452,7 @@ def run_pbt(
     )
     param_space: dict[str, Any] = {"member": tune.grid_search(list(range(len(init))))}
     for k in mutable:
-        param_space[k] = tune.sample_from(lambda c, k=k: init[_member_index(c)][k])
+        param_space[k] = tune.sample_from(_InitValue(init, k))
     storage_path = stage_dir / "ray"
     exp = storage_path / EXPERIMENT
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # experiment state after each step
@@ -487,9 +487,13 @@ def run_pbt(
     finally:
         if started:
             ray.shutdown()
-    errors = [r.error for r in grid if r.error is not None]
+    errors = [grid[i].error for i in range(len(grid)) if grid[i].error is not None]
     if errors:
-        raise ConfigError(f"{len(errors)} PBT member(s) failed; first: {errors[0]}")
+        lines = [ln for ln in str(errors[0]).splitlines() if ln.strip()]
+        log.error("first failed PBT member:\n%s", errors[0])
+        raise ConfigError(
+            f"{len(errors)} PBT member(s) failed; first: {lines[-1] if lines else errors[0]!r}"
+        )
     return _collect(
         grid,
         stage,
@@ -522,7 +526,7 @@ def _collect(
     Everything is read from the trial folders (progress rows, checkpoints): after an exploit,
     the ``Result`` objects of Ray Tune 2.60 may show the donor's last metrics and checkpoint.
     """
-    members = [_read_member(Path(r.path)) for r in grid]
+    members = [_read_member(Path(grid[i].path)) for i in range(len(grid))]
     members.sort(key=lambda m: m["trial_id"])
     frames = {m["trial_id"]: m["frame"] for m in members}
     sign = 1.0 if direction == "minimize" else -1.0
@@ -654,7 +658,7 @@ def _record_trials(
     study = optuna.create_study(
         storage=ref.open(track_owner=False),
         study_name=stage.study_name or "pbt",
-        direction=direction,
+        direction="minimize" if direction == "minimize" else "maximize",
         load_if_exists=True,
     )
     done = {t.user_attrs.get("ray_trial_id") for t in study.get_trials(deepcopy=False)}
@@ -674,7 +678,8 @@ def _record_trials(
             or (c.startswith(("val_",)) and df[c].dtype.kind == "f")
         ]
         history = {c: [float(x) for x in df[c]] for c in metric_cols}
-        params, dists = {}, {}
+        params: dict[str, Any] = {}
+        dists: dict[str, optuna.distributions.BaseDistribution] = {}
         for k, v in config.items():
             if isinstance(v, bool) or not isinstance(v, int | float | str):
                 continue
@@ -733,10 +738,15 @@ def _read_member(path: Path) -> dict[str, Any]:
     return {"trial_id": str(df["trial_id"].iloc[-1]), "frame": df, "checkpoint": best[1]}
 
 
-def _member_index(config: Any) -> int:
-    """``config["member"]`` of a ``sample_from`` argument (a config, or an old-style spec)."""
-    inner = config.get("config", config) if isinstance(config, Mapping) else config.config
-    return int(inner["member"])
+class _InitValue:
+    """``sample_from`` function: member ``config["member"]``'s initial value of ``name``."""
+
+    def __init__(self, init: Sequence[Mapping[str, Any]], name: str) -> None:
+        self.init, self.name = init, name
+
+    def __call__(self, config: Any) -> Any:
+        inner = config.get("config", config) if isinstance(config, Mapping) else config.config
+        return self.init[int(inner["member"])][self.name]
 
 
 def _py(v: Any) -> Any:
