@@ -96,14 +96,18 @@ def _tune_member(config: dict[str, Any], *, train: Any, val: Any, arch: dict[str
 
     from sigtune.pipelines.ml._mlp import build_mlp
     from sigtune.pipelines.ml._scaling import InputScaler
+    from sigtune.pipelines.ml._weights import normalize_class_weights, training_weights
 
     torch.set_num_threads(1)
     torch.manual_seed(int(config["seed"]))
+    # the same input scaling and event weights as sigtune's trainable, so the losses compare
     scaler = InputScaler(None).fit(train)
-    Xt = torch.as_tensor(scaler.transform(train), dtype=torch.float32)
-    yt = torch.as_tensor(np.array(train.y), dtype=torch.float32)
-    wt = torch.as_tensor(train.w / train.w.mean(), dtype=torch.float32)
-    Xv = torch.as_tensor(scaler.transform(val), dtype=torch.float32)
+    tw = training_weights(train, normalize=True)
+    vw = normalize_class_weights(val)
+    Xt = torch.as_tensor(scaler.transform(tw), dtype=torch.float32)
+    yt = torch.as_tensor(np.array(tw.y), dtype=torch.float32)
+    wt = torch.as_tensor(tw.w, dtype=torch.float32)
+    Xv = torch.as_tensor(scaler.transform(vw), dtype=torch.float32)
     model = build_mlp(Xt.shape[1], 1, {**arch, "dropout": config["dropout"]})
     opt = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     start = 0
@@ -132,7 +136,7 @@ def _tune_member(config: dict[str, Any], *, train: Any, val: Any, arch: dict[str
         model.eval()
         with torch.no_grad():
             p = torch.sigmoid(model(Xv).reshape(-1)).numpy().astype(np.float64)
-        val_loss = compute_metric("weighted_loss", val.y, p, val.w)
+        val_loss = compute_metric("weighted_loss", vw.y, p, vw.w)
         with tempfile.TemporaryDirectory() as d:
             torch.save(
                 {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch},

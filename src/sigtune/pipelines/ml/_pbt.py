@@ -456,6 +456,7 @@ def run_pbt(
     storage_path = stage_dir / "ray"
     exp = storage_path / EXPERIMENT
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # experiment state after each step
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no progress tables
     random.seed(seed)  # Tune's exploit/explore draw from these generators
     np.random.seed(seed % 2**32)  # noqa: NPY002 (PB2 and GPy use the global generator)
     try:
