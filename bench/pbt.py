@@ -189,7 +189,7 @@ def _bare_tune(
                 name="tune_pbt",
                 storage_path=str(root),
                 verbose=0,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=4),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             ),
         )
         grid = tuner.fit()

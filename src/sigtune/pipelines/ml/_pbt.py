@@ -480,7 +480,9 @@ def run_pbt(
                     name=EXPERIMENT,
                     storage_path=str(storage_path),
                     verbose=0,
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=4),
+                    # keep all: with num_to_keep, a donor may delete the checkpoint that PBT
+                    # chose for an exploit before the child restores it (then the child fails)
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
                     failure_config=tune.FailureConfig(max_failures=0),
                 ),
             )
@@ -557,6 +559,10 @@ def _collect(
         for tid, df in frames.items()
     }
     plot = _plot(frames, exploits, monitor, stage_dir / "pbt.png", wid)
+    for m in members:  # the stage is done: each member's last checkpoint is enough
+        for d in Path(m["checkpoint"]).parent.glob("checkpoint_*"):
+            if d != Path(m["checkpoint"]):
+                shutil.rmtree(d, ignore_errors=True)
     total = int(sum(len(df) for df in frames.values()))
     _record_trials(
         stage,
