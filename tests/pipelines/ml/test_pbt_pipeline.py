@@ -218,3 +218,29 @@ def test_pbt_resumes_after_sigkill_and_cv_uses_the_winner(tmp_path: Path) -> Non
     # cv trains the PBT winner's schedule
     assert list(res.outputs["cv"]["trials"]) == ["pbt_winner"]
     assert res.outputs["cv"]["trials"]["pbt_winner"]["params"] == out["params"]
+
+
+def test_run_config_ml_objective_carries_the_pbt_section(tmp_path: Path) -> None:
+    from sigtune._config import load_config
+    from sigtune.pipelines.ml._config import MLObjectiveConfig, pipeline_config_from_run
+
+    raw = {
+        "study_name": "ml",
+        "run_dir": str(tmp_path / "run"),
+        "n_trials": 2,
+        "search_space": {"learning_rate": {"type": "range", "bounds": [1e-3, 1e-2]}},
+        "objective": {
+            "type": "ml",
+            "data": GEN,
+            "pbt": {
+                "population": 4,
+                "scheduler": "pb2",
+                "mutations": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
+            },
+        },
+    }
+    config = load_config(raw)
+    section = MLObjectiveConfig.model_validate(raw["objective"])
+    pcfg = pipeline_config_from_run(section, config)
+    assert pcfg.pbt is not None and pcfg.pbt.population == 4 and pcfg.pbt.scheduler == "pb2"
+    assert pcfg.pbt.mutations["learning_rate"] == MutationRange(low=1e-4, high=1e-2, log=True)
