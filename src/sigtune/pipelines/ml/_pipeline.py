@@ -905,7 +905,7 @@ class _Runner:
             if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
         ]
         sign = 1.0 if self.direction == "minimize" else -1.0
-        done.sort(key=lambda t: sign * float(t.value))
+        done.sort(key=lambda t: sign * float(t.value or 0.0))
         return [dict(t.user_attrs.get("params") or t.params) for t in done]
 
     def selected_params(self) -> list[tuple[str, dict[str, Any], int | None]]:
