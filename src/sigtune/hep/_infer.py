@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,7 +39,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, special
 
-from sigtune.hep._exceptions import HepError
+from sigtune.hep._exceptions import HepError, HepFitWarning
 from sigtune.hep._fit import fit_from_starts, profile_start
 from sigtune.hep._results import BAND_N_SIGMA, DiscoveryResult, HypotestResult, UpperLimitResult
 from sigtune.hep._validate import FitSetup, HepInputError, check_cl, check_data, make_setup
@@ -63,6 +64,8 @@ _TEST_STATS: tuple[str, ...] = ("qtilde", "q", "q0")
 _CALCTYPES: tuple[str, ...] = ("asymptotics", "toys")
 # Below this q_A the test has no sensitivity: CLs = 1 by definition (avoids 0/0).
 _QA_MIN = 1e-12
+# Upper limits are searched for up to this multiple of the POI's upper bound.
+_LIMIT_REACH = 100.0
 
 
 def _check_test_stat(test_stat: str) -> str:
@@ -560,9 +563,8 @@ class AsymptoticCalculator:
             asimov_data = np.asarray(
                 self.model.expected_data(gen.pars, include_auxdata=True), dtype=np.float64
             )
-            prof = _Profile(
-                self.model, asimov_data, self.setup, multistart=self.observed.multistart
-            )
+            # every conditional fit to the Asimov data feeds an expected result: all starts
+            prof = _Profile(self.model, asimov_data, self.setup, multistart=True)
             # The Asimov likelihood is maximal where the expectation equals the data: at the
             # generating parameters (Eq. 24).
             if self.model._dense_engine:  # (derivatives only feed the large-model prediction)
@@ -775,8 +777,9 @@ def _bracket_root(
         lo, f_lo = hi, f_hi
         if hi >= hi_bound:
             raise HepError(
-                f"the {what} lies above the POI upper bound {hi_bound}; widen the POI bounds "
-                "(bounds=...) or rescale the signal."
+                f"the {what} lies above {hi_bound} (searched up to {_LIMIT_REACH:g} x the POI "
+                f"upper bound): the signal is too weak for a limit there; scale the signal up "
+                f"(a normfactor) or widen the POI bounds (bounds=...)."
             )
         hi = min(hi * step if hi > 0 else 1.0, hi_bound)
         f_hi = func(hi)
@@ -833,7 +836,12 @@ def upper_limit(
 
     Raises:
         HepInputError: On invalid arguments.
-        HepError: If a limit lies outside the POI bounds (widen them).
+        HepError: If mu-hat sits at the POI's upper bound, or a limit lies beyond 100 x that
+            bound (widen the bounds / scale the signal).
+
+    Warns:
+        HepFitWarning: A limit lies above the POI's upper bound (it is still found: the POI is
+            fixed in the conditional fits, so the bound only limits the free fit).
     """
     alpha = 1.0 - check_cl(cl)
     if test_stat not in ("qtilde", "q"):
@@ -855,8 +863,21 @@ def upper_limit(
     sqa_ref = math.sqrt(calc.q_asimov(mu_ref))
     sigma = mu_ref / sqa_ref if sqa_ref > 1e-8 else hi_b
 
+    # The POI is fixed in every conditional fit, so its upper bound only limits the free fit:
+    # a limit above it is searched for (up to _LIMIT_REACH x the bound) with a warning, unless
+    # mu-hat itself sits at the upper bound (then the bound biases the free fit: widen it).
+    if calc.observed.mu_hat >= hi_b * (1.0 - 1e-9):
+        raise HepError(
+            f"the best-fit POI sits at its upper bound {hi_b}: widen the POI bounds (bounds=...) "
+            "before computing a limit."
+        )
+    reach = hi_b * _LIMIT_REACH
+    beyond: list[str] = []
+
     def solve(func: Callable[[float], float], estimate: float, what: str) -> float:
-        a, b = _bracket_root(func, estimate, lo_b, hi_b, what)
+        a, b = _bracket_root(func, estimate, lo_b, reach, what)
+        if b > hi_b:
+            beyond.append(what)
         fa, fb = func(a), func(b)
         if fa <= 0:
             return a
@@ -880,6 +901,13 @@ def upper_limit(
 
     obs_est = max(calc.observed.mu_hat, 0.0) + _expected_sqrt_qa_for_cls(alpha, 0.0) * sigma
     obs = solve(f_obs, obs_est, "observed limit")
+    if beyond:
+        warnings.warn(
+            f"{', '.join(beyond)} above the POI upper bound {hi_b}: found by fixing the POI "
+            "beyond the bound (it only limits the free fit); widen the bounds to silence this",
+            HepFitWarning,
+            stacklevel=2,
+        )
     return UpperLimitResult(
         obs=obs, exp=tuple(expected), cl=float(cl), test_stat=test_stat, n_fits=calc.n_fits
     )
