@@ -39,7 +39,7 @@ def _ewk_150_1() -> tuple[hep.Model, np.ndarray]:
 
 def _check_at(model: hep.Model, data: np.ndarray, res: Any, **setup: Any) -> _fit.MinimumCheck:
     """check_minimum at a fit result, with fresh derivatives."""
-    x0, free, lo, hi = _fit._setup(model, 1, None, None, None, setup.get("poi_value"))
+    _, free, lo, hi = _fit._setup(model, 1, None, None, None, setup.get("poi_value"))
     consts = model._constants(np.asarray(data, float)[None])
     x = np.asarray(res.bestfit, float)[None]
     return _fit.check_minimum(model, x, model._derivatives(x, consts), free, lo, hi)
@@ -191,7 +191,7 @@ def test_non_finite_warm_start_falls_back_to_the_default_start() -> None:
     res = hep.hypotest(model, data, 1.0, multistart=True)
     pws = pyhf.Workspace(spec)
     pm = pws.model()
-    cls, cls_exp = pyhf.infer.hypotest(1.0, pws.data(pm), pm, return_expected_set=True)
+    cls = pyhf.infer.hypotest(1.0, pws.data(pm), pm)
     if math.isfinite(float(cls)):
         assert res.cls_obs == pytest.approx(float(cls), rel=2e-3, abs=1e-6)
     assert math.isfinite(res.cls_obs)
