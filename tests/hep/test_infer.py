@@ -340,9 +340,7 @@ def test_bad_inputs_raise_our_errors() -> None:
 
 
 def test_limit_outside_bounds_raises() -> None:
-    from sigtune.hep._exceptions import HepError
-
-    from sigtune.hep._exceptions import HepFitWarning
+    from sigtune.hep._exceptions import HepError, HepFitWarning
 
     # the limit (~30) lies above the POI bound 10: found, with a warning (the POI is fixed in
     # every conditional fit, so its bound only limits the free fit) ...

@@ -353,3 +353,40 @@ def test_hard_workspaces_against_pyhf(seed: int) -> None:
     assert h.test_stat_asimov == pytest.approx(max(nll_a, 0.0), rel=1e-6, abs=1e-6)
     assert _ours_not_above(cond_a.twice_nll, _pyhf_fit(pm, asimov, 1.0))
     assert all(math.isfinite(v) for v in h.cls_exp)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(seed=st.integers(0, 10_000))
+def test_compiled_and_numpy_engines_reach_the_same_minima(seed: int) -> None:
+    spec = hard_workspace(np.random.default_rng(seed))
+    try:
+        ws = hep.Workspace(spec)
+        model = ws.model()
+    except hep.HepWorkspaceError:
+        return
+    data = ws.data(model)
+    out: list[tuple[float, float] | None] = []
+    old = _jit.ENABLED
+    try:
+        for jit in (True, False):
+            _jit.ENABLED = jit
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", hep.HepFitWarning)
+                    free = hep.fit(model, data, uncertainties=False)
+                    cond = hep.fit(model, data, poi_value=0.0, uncertainties=False)
+                out.append((free.twice_nll, cond.twice_nll))
+            except hep.HepFitError:
+                out.append(None)
+    finally:
+        _jit.ENABLED = old
+    a, b = out
+    assert (a is None) == (b is None)  # both answer, or both say the likelihood is degenerate
+    if a is not None and b is not None:
+        assert a[0] == pytest.approx(b[0], rel=1e-9, abs=1e-6)
+        assert a[1] == pytest.approx(b[1], rel=1e-9, abs=1e-6)
