@@ -1300,7 +1300,7 @@ def _pois_aux_const(a: np.ndarray, tau: np.ndarray) -> np.ndarray:
             + 1.0 / (1260.0 * ab**5)
         )
         naive = gammaln(a + 1.0) - _xlogy(a, tau) + tau
-        return np.where(big, stirling, naive)
+        return np.asarray(np.where(big, stirling, naive))
 
 
 def _xlogy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
