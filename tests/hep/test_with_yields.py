@@ -83,3 +83,24 @@ def test_with_yields_refuses_another_structure() -> None:
     other["channels"][0]["name"] = "elsewhere"
     with pytest.raises(hep.HepWorkspaceError, match="channels"):
         with_yields(model, other["channels"])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_with_yields_of_some_channels_keeps_the_others(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    spec = random_workspace(rng, modifier_types=TYPES, n_channels=2)
+    other = _rescaled(spec, rng)
+    # the second channel keeps its yields: take it from the original workspace
+    keep = spec["channels"][1]["name"]
+    other["channels"][1] = copy.deepcopy(spec["channels"][1])
+    other["observations"] = copy.deepcopy(spec["observations"])
+    ws2 = hep.Workspace(other)
+    template, fresh = hep.Workspace(spec).model(), ws2.model()
+    template.twice_nll(template.suggested_init(), hep.Workspace(spec).data(template))
+    changed = [c for c in other["channels"] if c["name"] != keep]
+    swapped = with_yields(template, changed)
+    data = ws2.data(fresh)
+    for _ in range(3):
+        x = _pars(fresh, rng)
+        np.testing.assert_allclose(swapped.expected_data(x), fresh.expected_data(x), rtol=1e-12)
+        assert swapped.twice_nll(x, data) == pytest.approx(fresh.twice_nll(x, data), rel=1e-12)
