@@ -57,15 +57,19 @@ from optuna.storages import (
     InMemoryStorage,
     JournalStorage,
     RDBStorage,
-    _CachedStorage,
 )
 from optuna.storages.journal import JournalFileBackend
-from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from sigtune._exceptions import ConfigError, StorageError
+from sigtune._optuna_compat import (
+    BaseJournalFileLock,
+    CachedStorage,
+    FrozenStudy,
+    study_storage,
+    trial_id,
+)
 
 __all__ = [
     "EMBEDDED_FILENAME",
@@ -301,8 +305,8 @@ def _open_url(kind: StorageKind, url: str) -> BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path), lock_obj=FlockLock(str(path))))
     if kind == "sqlite":
-        return _CachedStorage(_open_sqlite(url))
-    return _CachedStorage(RDBStorage(url, engine_kwargs={"pool_pre_ping": True}))
+        return CachedStorage(_open_sqlite(url))
+    return CachedStorage(RDBStorage(url, engine_kwargs={"pool_pre_ping": True}))
 
 
 def _open_sqlite(url: str) -> RDBStorage:
@@ -411,7 +415,7 @@ def handle_stale_running(
     """
     if policy not in ("fail", "requeue"):
         raise ConfigError(f"on_stale_running must be 'fail' or 'requeue', got {policy!r}")
-    storage = study._storage
+    storage = study_storage(study)
     marked: list[int] = []
     unknown = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -423,9 +427,9 @@ def handle_stale_running(
             continue
         if owner == current_owner() or owner_is_alive(owner) is not False:
             continue
-        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_KEY, STALE_REASON)
+        storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_KEY, STALE_REASON)
         try:
-            ok = storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            ok = storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # finished meanwhile
         if not ok:

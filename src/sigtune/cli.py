@@ -222,6 +222,7 @@ def _run(
 ) -> None:
     from sigtune._config import build_objective
     from sigtune._progress import RunProgress
+    from sigtune._settings import RunSettings
     from sigtune._study import run_study
 
     _quiet_libraries()
@@ -234,7 +235,7 @@ def _run(
     }
     cfg = _load(config, overrides)
     spec = build_objective(cfg)
-    directions = spec.directions or cfg.resolved_directions
+    settings = RunSettings.from_config(cfg, spec)
     run_dir = Path(cfg.run_dir)
     out = sys.stderr if as_json else sys.stdout
     bar = RunProgress(cfg.n_trials, cfg.study_name, quiet=quiet or as_json)
@@ -244,25 +245,8 @@ def _run(
     with redirect, bar:
         study = runner(
             spec.objective,
-            cfg.n_trials,
+            settings,
             space=spec.space,
-            directions=directions,
-            sampler=cfg.sampler.name,
-            sampler_options=cfg.sampler.options,
-            pruner=cfg.pruner.name,
-            pruner_options=cfg.pruner.options,
-            seed=cfg.seed,
-            storage=cfg.storage,
-            study_name=cfg.study_name,
-            run_dir=run_dir,
-            n_jobs=cfg.n_jobs,
-            timeout=cfg.timeout,
-            trial_timeout=cfg.trial_timeout,
-            max_failures=cfg.max_failures,
-            constraints=spec.constraints,
-            enqueue=cfg.enqueue,
-            warm_start=cfg.warm_start,
-            on_stale_running=cfg.on_stale_running,
             progress=bar,
             require_existing=require_existing,
         )

@@ -25,40 +25,36 @@ to its workers (so ``kill -INT <parent>`` behaves like Ctrl-C in a terminal).
 from __future__ import annotations
 
 import contextlib
-import copy
 import ctypes
 import math
 import multiprocessing as mp
-import numbers
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from sigtune._exceptions import ConfigError, TrialTimeoutError
-from sigtune._storage import FAIL_REASON_KEY, handle_stale_running
-from sigtune.engines._base import (
-    Engine,
-    ProgressSink,
-    RunOutcome,
-    RunSettings,
-    StopReason,
-    StudyRef,
-    TrialFunction,
+from sigtune._exceptions import ConfigError
+from sigtune._run import ProgressSink, RunOutcome, RunPlan, StopReason, StudyRef, TrialFunction
+from sigtune._storage import handle_stale_running
+from sigtune.engines._trial import (
+    INTERRUPTED_REASON,
+    TrialGuard,
+    callbacks_enabled,
+    fail_reason,
+    open_study,
+    run_trial,
+    validate_values,
 )
 
-__all__ = ["LocalEngine", "validate_values"]
+__all__ = ["INTERRUPTED_REASON", "LocalEngine", "validate_values"]
 
-INTERRUPTED_REASON = "interrupted"
-_CONSTRAINTS_KEY = "constraints"  # Optuna's system-attr key read by its samplers and best_trials
 _REASON_BYTES = 1000
 _STOP_CODES: dict[int, StopReason] = {
     0: "done",
@@ -66,6 +62,7 @@ _STOP_CODES: dict[int, StopReason] = {
     2: "max_failures",
     3: "interrupted",
     4: "error",
+    5: "stopped",
 }
 _STOP_NUMBERS = {v: k for k, v in _STOP_CODES.items()}
 _POLL_S = 0.1
@@ -98,7 +95,7 @@ class _Shared:
     lock, which keeps the per-trial cost of the sequential hot path minimal.
     """
 
-    def __init__(self, ctx: Any, settings: RunSettings) -> None:
+    def __init__(self, ctx: Any, plan: RunPlan) -> None:
         if ctx is None:
             self.lock: Any = _NoLock()
             raw: Any = lambda _code, value: _Box(value)  # noqa: E731
@@ -109,16 +106,16 @@ class _Shared:
             raw = ctx.RawValue
             self.reason = ctx.RawArray("c", _REASON_BYTES)
             self.error = ctx.RawArray("c", _REASON_BYTES)
-        self.tickets = raw("q", settings.n_trials)
+        self.tickets = raw("q", plan.n_trials)
         self.finished = raw("q", 0)
         self.complete = raw("q", 0)
         self.pruned = raw("q", 0)
         self.failed = raw("q", 0)
         self.best = raw("d", math.nan)
         self.stop = raw("i", 0)
-        self.max_failures = settings.max_failures
-        self.sign = -1.0 if settings.maximize[0] else 1.0
-        self.single = len(settings.maximize) == 1
+        self.max_failures = plan.max_failures
+        self.sign = -1.0 if plan.maximize[0] else 1.0
+        self.single = len(plan.maximize) == 1
 
     def claim(self) -> bool:
         with self.lock:
@@ -180,197 +177,33 @@ def _too_many_failures(failed: int, finished: int, limit: int | float | None) ->
     return failed > limit
 
 
-class _Guard:
-    """Signal handling of one process: SIGINT and SIGALRM interrupt only the objective."""
-
-    def __init__(self, trial_timeout: float | None) -> None:
-        self.trial_timeout = trial_timeout
-        self.in_objective = False
-        self.interrupted = False
-        self._old: dict[int, Any] = {}
-
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        self.interrupted = True
-        if self.in_objective:
-            self.in_objective = False
-            raise KeyboardInterrupt
-
-    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
-        if self.in_objective:
-            self.in_objective = False
-            raise TrialTimeoutError(f"trial exceeded trial_timeout={self.trial_timeout:g}s")
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
-        if self.trial_timeout is not None:
-            self._old[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_alarm)
-        try:
-            yield
-        finally:
-            if self.trial_timeout is not None:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-            for sig, handler in self._old.items():
-                signal.signal(sig, handler)
-            self._old.clear()
-
-
-def validate_values(result: Any, n_objectives: int) -> list[float] | str:
-    """Check what an objective returned.
-
-    Args:
-        result: The return value.
-        n_objectives: Number of objectives of the study.
-
-    Returns:
-        The values as floats, or the failure reason (a string) if they are unusable.
-    """
-    if type(result) is float and n_objectives == 1:  # hot path
-        if math.isfinite(result):
-            return [result]
-        return f"objective returned {result!r} (not a finite number)"
-    if isinstance(result, np.ndarray):
-        if result.ndim > 1:
-            return f"objective returned an array of shape {result.shape}; expected a float"
-        result = result.tolist()
-    items: Sequence[Any]
-    if isinstance(result, numbers.Real) and not isinstance(result, bool | np.bool_):
-        items = [result]
-    elif isinstance(result, Sequence) and not isinstance(result, str | bytes):
-        items = result
-    else:
-        expected = "a float" if n_objectives == 1 else f"a sequence of {n_objectives} floats"
-        return f"objective returned {type(result).__name__} ({result!r:.80}); expected {expected}"
-    if len(items) != n_objectives:
-        return (
-            f"objective returned {len(items)} value(s) but the study has {n_objectives} "
-            f"objective(s)"
-        )
-    values: list[float] = []
-    for i, v in enumerate(items):
-        if not isinstance(v, numbers.Real) or isinstance(v, bool | np.bool_):
-            return (
-                f"objective returned {type(v).__name__} ({v!r:.80}) for value {i}; expected a float"
-            )
-        f = float(v)
-        if not math.isfinite(f):
-            where = "" if n_objectives == 1 else f" for value {i}"
-            return f"objective returned {f!r}{where} (not a finite number)"
-        values.append(f)
-    return values
-
-
-def _fail_reason(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _run_trial(
-    study: optuna.Study,
-    objective: TrialFunction,
-    settings: RunSettings,
-    guard: _Guard,
-    n_objectives: int,
-) -> tuple[TrialState, float | None, str | None]:
-    """Ask one trial, run the objective, tell the result. Returns (state, first value, reason)."""
-    trial = study.ask()
-    reason: str | None = None
-    result: Any = None
-    state = TrialState.COMPLETE
-    timeout = settings.trial_timeout
-    try:
-        try:
-            guard.in_objective = True
-            if guard.interrupted:
-                raise KeyboardInterrupt
-            if timeout is not None:
-                signal.setitimer(signal.ITIMER_REAL, timeout)
-            result = objective(trial)
-        finally:
-            guard.in_objective = False
-            if timeout is not None:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-    except optuna.TrialPruned:
-        state = TrialState.PRUNED
-    except KeyboardInterrupt:
-        guard.interrupted = True
-        state, reason = TrialState.FAIL, INTERRUPTED_REASON
-    except Exception as exc:  # the objective's failure becomes a FAILED trial
-        state, reason = TrialState.FAIL, _fail_reason(exc)
-
-    values: list[float] | None = None
-    if state == TrialState.COMPLETE:
-        checked = validate_values(result, n_objectives)
-        if isinstance(checked, str):
-            state, reason = TrialState.FAIL, checked
-        else:
-            values = checked
-            if settings.constraints is not None:
-                reason = _store_constraints(study, trial, values, settings)
-                if reason is not None:
-                    state, values = TrialState.FAIL, None
-
-    if state == TrialState.FAIL:
-        study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_KEY, reason)
-        study.tell(trial, state=TrialState.FAIL)
-        return state, None, reason
-    if state == TrialState.PRUNED:
-        study.tell(trial, state=TrialState.PRUNED)
-        return state, None, None
-    assert values is not None
-    study.tell(trial, values)
-    return state, values[0], None
-
-
-def _store_constraints(
-    study: optuna.Study, trial: optuna.Trial, values: list[float], settings: RunSettings
-) -> str | None:
-    assert settings.constraints is not None
-    frozen = copy.copy(study._storage.get_trial(trial._trial_id))
-    frozen.values = values
-    try:
-        raw = settings.constraints(frozen)
-        constraints = [float(c) for c in raw]
-    except Exception as exc:
-        return f"constraints function failed: {_fail_reason(exc)}"
-    if any(math.isnan(c) for c in constraints):
-        return f"constraints function returned NaN: {constraints}"
-    study._storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, constraints)
-    return None
-
-
 def _loop(
     study: optuna.Study,
     objective: TrialFunction,
-    settings: RunSettings,
+    plan: RunPlan,
     shared: _Shared,
-    guard: _Guard,
+    guard: TrialGuard,
     deadline: float | None,
     on_trial: Any = None,
 ) -> None:
     n_objectives = len(study.directions)
-    while True:
-        if guard.interrupted:
-            shared.request_stop("interrupted")
-            return
-        if deadline is not None and time.monotonic() >= deadline:
-            shared.request_stop("timeout")
-            return
-        if not shared.claim():
-            return
-        state, value, reason = _run_trial(study, objective, settings, guard, n_objectives)
-        shared.record(state, value, reason)
-        if on_trial is not None:
-            on_trial()
-
-
-def _open_study(study_ref: StudyRef, settings: RunSettings, worker: int) -> optuna.Study:
-    return optuna.load_study(
-        study_name=study_ref.study_name,
-        storage=study_ref.storage.open(),
-        sampler=settings.sampler_factory(worker),
-        pruner=settings.pruner,
-    )
+    with callbacks_enabled(study):
+        while True:
+            if guard.interrupted:
+                shared.request_stop("interrupted")
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                shared.request_stop("timeout")
+                return
+            if not shared.claim():
+                return
+            record = run_trial(study, objective, plan, guard, n_objectives)
+            shared.record(record.state, record.value, record.reason)
+            if on_trial is not None:
+                on_trial()
+            if record.stop is not None:
+                shared.request_stop(record.stop, record.error)
+                return
 
 
 def _interrupt_when_parent_dies(parent_pid: int) -> None:
@@ -394,28 +227,28 @@ def _worker_main(
     index: int,
     study_ref: StudyRef,
     objective: TrialFunction,
-    settings: RunSettings,
+    plan: RunPlan,
     shared: _Shared,
     deadline: float | None,
     parent_pid: int,
 ) -> None:
     """Body of a worker process (after ``fork``)."""
-    guard = _Guard(settings.trial_timeout)
+    guard = TrialGuard(plan.trial_timeout)
     try:
         with guard.installed():
             _interrupt_when_parent_dies(parent_pid)
-            study = _open_study(study_ref, settings, index)
-            _loop(study, objective, settings, shared, guard, deadline)
+            study = open_study(study_ref, plan, index)
+            _loop(study, objective, plan, shared, guard, deadline)
     except KeyboardInterrupt:
         shared.request_stop("interrupted")
     except BaseException as exc:
-        shared.request_stop("error", f"worker {index}: {_fail_reason(exc)}")
-        sys.stderr.write(f"sigtune worker {index} stopped: {_fail_reason(exc)}\n")
+        shared.request_stop("error", f"worker {index}: {fail_reason(exc)}")
+        sys.stderr.write(f"sigtune worker {index} stopped: {fail_reason(exc)}\n")
         sys.stderr.flush()
         os._exit(1)
 
 
-class LocalEngine(Engine):
+class LocalEngine:
     """Runs trials in this process (``n_jobs=1``) or in ``n_jobs`` forked worker processes."""
 
     name = "local"
@@ -424,7 +257,7 @@ class LocalEngine(Engine):
         self,
         study_ref: StudyRef,
         objective: TrialFunction,
-        settings: RunSettings,
+        plan: RunPlan,
         *,
         n_jobs: int = 1,
         progress: ProgressSink | None = None,
@@ -432,31 +265,29 @@ class LocalEngine(Engine):
         if n_jobs < 1:
             raise ConfigError(f"n_jobs must be >= 1, got {n_jobs}")
         start = time.monotonic()
-        deadline = None if settings.timeout is None else start + settings.timeout
+        deadline = None if plan.timeout is None else start + plan.timeout
         if n_jobs == 1:
-            return self._run_inline(study_ref, objective, settings, deadline, progress, start)
-        return self._run_processes(
-            study_ref, objective, settings, n_jobs, deadline, progress, start
-        )
+            return self._run_inline(study_ref, objective, plan, deadline, progress, start)
+        return self._run_processes(study_ref, objective, plan, n_jobs, deadline, progress, start)
 
     def _run_inline(
         self,
         study_ref: StudyRef,
         objective: TrialFunction,
-        settings: RunSettings,
+        plan: RunPlan,
         deadline: float | None,
         progress: ProgressSink | None,
         start: float,
     ) -> RunOutcome:
         main_thread = threading.current_thread() is threading.main_thread()
-        if settings.trial_timeout is not None and not main_thread:
+        if plan.trial_timeout is not None and not main_thread:
             raise ConfigError(
                 "trial_timeout uses SIGALRM and needs the main thread; call optimize() from the "
                 "main thread or use n_jobs > 1 (worker processes)"
             )
-        shared = _Shared(None, settings)
-        guard = _Guard(settings.trial_timeout)
-        study = _open_study(study_ref, settings, 0)
+        shared = _Shared(None, plan)
+        guard = TrialGuard(plan.trial_timeout)
+        study = open_study(study_ref, plan, 0)
         on_trial = None
         if progress is not None:
             last = [0.0]
@@ -469,7 +300,7 @@ class LocalEngine(Engine):
 
         ctx = guard.installed() if main_thread else contextlib.nullcontext()
         with ctx:
-            _loop(study, objective, settings, shared, guard, deadline, on_trial)
+            _loop(study, objective, plan, shared, guard, deadline, on_trial)
         if progress is not None:
             progress.update(shared.finished.value, shared.failed.value, shared.best_value())
         return shared.outcome(time.monotonic() - start)
@@ -478,7 +309,7 @@ class LocalEngine(Engine):
         self,
         study_ref: StudyRef,
         objective: TrialFunction,
-        settings: RunSettings,
+        plan: RunPlan,
         n_jobs: int,
         deadline: float | None,
         progress: ProgressSink | None,
@@ -494,12 +325,12 @@ class LocalEngine(Engine):
                 "n_jobs > 1 needs the 'fork' start method (Linux/macOS); use n_jobs=1 here"
             )
         ctx = mp.get_context("fork")
-        shared = _Shared(ctx, settings)
-        n_workers = min(n_jobs, settings.n_trials) or 1
+        shared = _Shared(ctx, plan)
+        n_workers = min(n_jobs, plan.n_trials) or 1
         procs = [
             ctx.Process(
                 target=_worker_main,
-                args=(i, study_ref, objective, settings, shared, deadline, os.getpid()),
+                args=(i, study_ref, objective, plan, shared, deadline, os.getpid()),
                 name=f"sigtune-worker-{i}",
                 daemon=True,
             )
@@ -536,7 +367,7 @@ class LocalEngine(Engine):
                     p.join()
         crashed = [p for p in procs if p.exitcode not in (0, None)]
         if crashed:
-            self._fail_dead_workers(study_ref, settings, shared, crashed)
+            self._fail_dead_workers(study_ref, plan, shared, crashed)
         if progress is not None:
             progress.update(
                 int(shared.finished.value), int(shared.failed.value), shared.best_value()
@@ -546,7 +377,7 @@ class LocalEngine(Engine):
     @staticmethod
     def _fail_dead_workers(
         study_ref: StudyRef,
-        settings: RunSettings,
+        plan: RunPlan,
         shared: _Shared,
         crashed: Sequence[Any],
     ) -> None:

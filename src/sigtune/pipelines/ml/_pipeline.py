@@ -565,7 +565,9 @@ class _Runner:
     def search(
         self, name: str, stage: SearchStage, space: Mapping[str, Any], stage_dir: Path
     ) -> dict[str, Any]:
-        import sigtune
+        from sigtune._settings import RunSettings
+        from sigtune._space import SearchSpace
+        from sigtune._study import bind_objective, run_study
 
         data = self.data.select_features(self.features())
         splits = make_split(data, self.cfg.split, self.cfg.seed)
@@ -577,10 +579,8 @@ class _Runner:
             seed=self.cfg.seed,
             checkpoint_root=stage_dir / "checkpoints" if stage.checkpoints else None,
         )
-        study = sigtune.optimize(
-            objective,
-            stage.n_trials,
-            space=dict(space),
+        settings = RunSettings(
+            n_trials=stage.n_trials,
             direction=self.direction,
             sampler=stage.sampler.name,
             sampler_options=stage.sampler.options,
@@ -594,6 +594,8 @@ class _Runner:
             timeout=stage.timeout,
             on_stale_running=stage.on_stale_running,
         )
+        search_space = SearchSpace.from_dict(dict(space))
+        study = run_study(bind_objective(objective, search_space), settings, space=search_space)
         self.result.studies[name] = study
         return {"features": list(data.features), **_search_summary(study)}
 
