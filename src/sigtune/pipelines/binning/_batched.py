@@ -276,16 +276,26 @@ class ScanResult:
     wall_time: float
 
     def best(self, direction: str) -> Candidate:
-        """The best candidate by the first value, feasible candidates first.
+        """The best candidate by the study's one definition (:func:`sigtune._best.best_trial`:
+        smallest constraint violation first, then the best first value).
 
         Raises:
             BinningError: if no candidate was evaluated.
         """
-        if not self.candidates:
+        from sigtune import _best
+
+        trials = [
+            optuna.trial.create_trial(
+                values=list(c.values),
+                user_attrs={"constraints": list(c.constraints), "index": i},
+            )
+            for i, c in enumerate(self.candidates)
+        ]
+        directions = [direction] + ["minimize"] * (len(trials[0].values) - 1) if trials else []
+        best = _best.best_trial(trials, directions)
+        if best is None:
             raise BinningError("the scan evaluated no candidate; see its failures.")
-        pool = [c for c in self.candidates if c.feasible] or self.candidates
-        sign = 1.0 if direction == "maximize" else -1.0
-        return max(pool, key=lambda c: sign * c.values[0])
+        return self.candidates[int(best.user_attrs["index"])]
 
 
 def exhaustive_scan(
