@@ -924,8 +924,7 @@ class Model:
         const = (
             2.0 * gammaln(n + 1.0).sum(axis=1)
             + (np.log(sig * sig) + _LN_2PI).sum(axis=1)
-            + 2.0 * gammaln(pa + 1.0).sum(axis=1)
-            - 2.0 * (_xlogy(pa, self._arr.pois_tau)).sum(axis=1)
+            + 2.0 * _pois_aux_const(pa, self._arr.pois_tau).sum(axis=1)
         )
         return n, ga, pa, const
 
@@ -979,15 +978,16 @@ class Model:
         if nu.min() > 0.0:  # the usual case: n ln nu is finite (and 0 where n == 0)
             f = 2.0 * (nu - n * np.log(nu)).sum(axis=1)
         else:
+            # pyhf's semantics: a bin with 0 observed events contributes nu (finite, even for
+            # nu < 0); a bin with events and nu <= 0 makes -2 ln L infinite (pyhf: inf or nan)
             with np.errstate(divide="ignore", invalid="ignore"):
                 main = nu - _xlogy(n, nu)
-                main = np.where((nu < 0) | ((nu == 0) & (n > 0)), np.inf, main)
+                main = np.where((nu <= 0) & (n > 0), np.inf, main)
                 f = 2.0 * main.sum(axis=1)
         z = (ga - x[:, self._g_idx]) / self._arr.gauss_sigma
         f = f + (z * z).sum(axis=1)
         if self._p_idx.size:
-            gam = x[:, self._p_idx]
-            f = f + 2.0 * (gam * self._arr.pois_tau - _xlogy(pa, gam)).sum(axis=1)
+            f = f + 2.0 * _pois_aux_term(x[:, self._p_idx], pa, self._arr.pois_tau).sum(axis=1)
         return np.asarray(f + const)
 
     def _derivatives(
@@ -1271,6 +1271,36 @@ def _derived_arrays(arr: _Arrays) -> None:
 
 def normsys_interp_is4(model: Model) -> bool:
     return model.normsys_interp == "code4"
+
+
+def _pois_aux_term(gam: np.ndarray, a: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """``tau gamma - a ln gamma - tau`` without cancellation for large ``tau`` (shapesys with a
+    tiny relative uncertainty has ``tau`` up to ~1e11): with ``u = gamma - 1``,
+    ``(tau - a) u + a (u - ln(1 + u))``. The ``- tau`` is moved into :func:`_pois_aux_const`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = gam - 1.0
+        out = (tau - a) * u + np.where(a == 0, 0.0, a * (u - np.log1p(u)))
+        return np.where((a != 0) & (gam <= 0), np.inf, out)
+
+
+def _pois_aux_const(a: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """``lgamma(a + 1) - a ln tau + tau`` (the constant of the Poisson constraint terms, per
+    component), by Stirling's series for large ``a`` so that the three huge terms do not cancel:
+    ``a ln(a / tau) - a + tau + ln(2 pi a) / 2 + 1/(12 a) - 1/(360 a^3) + 1/(1260 a^5)``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        big = a >= 100.0
+        ab = np.where(big, a, 100.0)
+        r = (ab - tau) / tau
+        stirling = (
+            ab * np.log1p(r)
+            - tau * r
+            + 0.5 * np.log(2.0 * np.pi * ab)
+            + 1.0 / (12.0 * ab)
+            - 1.0 / (360.0 * ab**3)
+            + 1.0 / (1260.0 * ab**5)
+        )
+        naive = gammaln(a + 1.0) - _xlogy(a, tau) + tau
+        return np.asarray(np.where(big, stirling, naive))
 
 
 def _xlogy(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -37,8 +37,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from sigtune.hep._exceptions import HepError
-from sigtune.hep._validate import HepInputError
+from sigtune.hep._exceptions import HepError, HepInputError
 
 __all__ = ["app", "main"]
 
