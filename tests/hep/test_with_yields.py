@@ -10,6 +10,7 @@ import pytest
 from _generate import arrowhead_model, random_workspace
 
 from sigtune import hep
+from sigtune.hep import _jit
 from sigtune.hep._model import with_yields
 
 TYPES = ("normfactor", "shapefactor", "lumi", "normsys", "histosys", "staterror")
@@ -54,6 +55,8 @@ def test_with_yields_equals_a_fresh_model(seed: int, layout: str) -> None:
     data = ws2.data(fresh)
     template.twice_nll(template.suggested_init(), ws.data(template))  # caches kernel tables
     swapped = with_yields(template, other["channels"])
+    if _jit.ENABLED and layout == "dense":  # the kernel tables are reused, not rebuilt
+        assert "_jit_tables" in swapped.__dict__
     for _ in range(3):
         x = _pars(fresh, rng)
         np.testing.assert_allclose(swapped.expected_data(x), fresh.expected_data(x), rtol=1e-12)
