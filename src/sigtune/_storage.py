@@ -34,7 +34,12 @@ operation that creates the trial, so it costs nothing extra). On resume, RUNNING
 process is gone are *stale*: :func:`handle_stale_running` marks them FAIL with
 ``fail_reason = "worker died (stale RUNNING on resume)"`` (and, with ``on_stale_running="requeue"``,
 enqueues their parameters again). Trials of live processes, and of processes on other hosts, are not
-touched.
+touched by the owner stamps.
+
+Heartbeat (server databases: PostgreSQL, MySQL, ...): there Optuna's own heartbeat is on; every
+trial records one every :data:`HEARTBEAT_INTERVAL_S` while it runs, and on resume a RUNNING trial
+without one for :data:`HEARTBEAT_GRACE_S` is stale whatever host ran it (``fail_reason`` =
+:data:`STALE_HEARTBEAT_REASON`). SQLite and the journal file (one host) rely on the owner stamps.
 """
 
 from __future__ import annotations
