@@ -46,6 +46,7 @@ from sigtune._exceptions import TrialTimeoutError
 from sigtune._optuna_compat import (
     begin_callbacks,
     end_callbacks,
+    heartbeat,
     stop_requested,
     study_storage,
     trial_id,
@@ -296,7 +297,8 @@ def run_trial(
             if timeout is not None:
                 guard.mark(time.monotonic())
                 signal.setitimer(signal.ITIMER_REAL, timeout)
-            result = objective(trial)
+            with heartbeat(study, trial):  # server databases: Optuna's heartbeat thread
+                result = objective(trial)
         finally:
             guard.in_objective = False
             if timeout is not None:
