@@ -85,7 +85,6 @@ def _errors_to_exit_codes(
     from sigtune._storage import StudyNotFoundError
 
     def fail(code: int, message: str) -> NoReturn:
-        message = " ".join(message.split())  # always one line
         if as_json:
             error_document(message, code)
         _fail(code, message)
