@@ -11,7 +11,7 @@ STAMP := $(VENV)/.sigtune-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,ml,hep,report]'
+	$(BIN)/pip install --quiet -e '.[dev,ml,hep,report,tracking]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from optuna.storages.journal import BaseJournalBackend
-from optuna.storages.journal._file import BaseJournalFileLock
+from sigtune._optuna_compat import BaseJournalFileLock
 
 from sigtune._exceptions import StorageError
 

@@ -20,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from sigtune.engines._base import ProgressSink
+from sigtune._run import ProgressSink
 
 __all__ = ["RunProgress"]
 

@@ -56,19 +56,24 @@ from optuna.storages import (
     InMemoryStorage,
     JournalStorage,
     RDBStorage,
-    _CachedStorage,
 )
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from sigtune._exceptions import ConfigError, StorageError
 from sigtune._journal import CheckedJournalBackend, FlockLock, os_error_text
+from sigtune._optuna_compat import (
+    CachedStorage,
+    FrozenStudy,
+    study_storage,
+    trial_id,
+)
 from sigtune._target import mark_uncounted
 
 __all__ = [
     "EMBEDDED_FILENAME",
     "FAIL_REASON_KEY",
+    "FAIL_TRACEBACK_KEY",
     "OWNER_KEY",
     "STALE_REASON",
     "FlockLock",
@@ -86,6 +91,9 @@ log = logging.getLogger(__name__)
 EMBEDDED_FILENAME = "study.journal"
 OWNER_KEY = "sigtune:owner"
 FAIL_REASON_KEY = "fail_reason"
+# System attr holding the full traceback of a trial whose objective raised (``sigtune status
+# --failed`` and the report show it).
+FAIL_TRACEBACK_KEY = "sigtune:traceback"
 STALE_REASON = "worker died (stale RUNNING on resume)"
 _SQLITE_BUSY_TIMEOUT_S = 120.0
 
@@ -271,8 +279,8 @@ def _open_url(kind: StorageKind, url: str, create: bool = True) -> BaseStorage:
             raise StorageNotFoundError(f"storage {path} does not exist")
         return JournalStorage(CheckedJournalBackend(str(path), create=create))
     if kind == "sqlite":
-        return _CachedStorage(_open_sqlite(url, create))
-    return _CachedStorage(RDBStorage(url, engine_kwargs={"pool_pre_ping": True}))
+        return CachedStorage(_open_sqlite(url, create))
+    return CachedStorage(RDBStorage(url, engine_kwargs={"pool_pre_ping": True}))
 
 
 def _open_sqlite(url: str, create: bool = True) -> RDBStorage:
@@ -367,7 +375,7 @@ def owner_is_alive(owner: str) -> bool | None:
     return True
 
 
-def _owner_pid(owner: str) -> int | None:
+def owner_pid(owner: str) -> int | None:
     parts = owner.rsplit(":", 2)
     if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return None
@@ -393,7 +401,7 @@ def handle_stale_running(
     """
     if policy not in ("fail", "requeue"):
         raise ConfigError(f"on_stale_running must be 'fail' or 'requeue', got {policy!r}")
-    storage = study._storage
+    storage = study_storage(study)
     marked: list[int] = []
     unknown = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -404,14 +412,14 @@ def handle_stale_running(
             if pids is not None or "fixed_params" not in trial.system_attrs:
                 unknown += 1
                 continue
-        elif pids is not None and _owner_pid(owner) not in pids:
+        elif pids is not None and owner_pid(owner) not in pids:
             continue
         elif owner == current_owner() or owner_is_alive(owner) is not False:
             continue
-        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_KEY, STALE_REASON)
-        mark_uncounted(storage, trial._trial_id, "stale")
+        storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_KEY, STALE_REASON)
+        mark_uncounted(storage, trial_id(trial), "stale")
         try:
-            ok = storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            ok = storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # finished meanwhile
         if not ok:

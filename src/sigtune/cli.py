@@ -1,7 +1,9 @@
 """The ``sigtune`` command line.
 
-Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``repair``, ``schema`` and ``hep``
-(the HistFactory tools of :mod:`sigtune.hep.cli`, imported only when used).
+Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``repair``, ``schema``, ``slurm``,
+``import-optima`` (:mod:`sigtune.pipelines.ml._import_optima`), ``studies``, ``dashboard``, ``report``,
+``physics`` (bodies in :mod:`sigtune._cli_view`) and ``hep`` (the HistFactory tools of
+:mod:`sigtune.hep.cli`, imported only when used).
 
 Exit codes (docs/cli.md lists the messages): ``0`` success; ``1`` the run failed (``max_failures``
 exceeded, no trial completed, storage unreachable or failing mid-run: disk full, lock timeout,
@@ -14,6 +16,7 @@ document on stdout, also on failure (``{"error": ..., "exit_code": ...}``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -24,6 +27,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from sigtune import _cli_view
 from sigtune._exceptions import (
     ConfigError,
     ObjectiveError,
@@ -66,6 +70,17 @@ StudyNameOpt = Annotated[str | None, typer.Option("--study-name", help="Study na
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds for the whole run.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, short output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+EngineOpt = Annotated[str | None, typer.Option("--engine", help="local or ray.")]
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_cli_view.version_callback, is_eager=True)
+    ] = False,
+) -> None:
+    """Tune analysis choices (hyperparameters, variables, binnings, cuts) against a figure of
+    merit."""
 
 
 # ---------------------------------------------------------------------- helpers
@@ -246,9 +261,11 @@ def _run(
     quiet: bool,
     as_json: bool,
     require_existing: bool,
+    engine: str | None = None,
 ) -> None:
     from sigtune._config import build_objective
     from sigtune._progress import RunProgress
+    from sigtune._settings import RunSettings
     from sigtune._study import run_study
 
     _quiet_libraries()
@@ -258,37 +275,25 @@ def _run(
         "storage": storage,
         "study_name": study_name,
         "timeout": timeout,
+        "engine.name": engine,
     }
     cfg = _load(config, overrides)
     spec = build_objective(cfg)
-    directions = spec.directions or cfg.resolved_directions
+    settings = RunSettings.from_config(cfg, spec)
+    tracking = _cli_view.tracking_callbacks(cfg)  # run-config `tracking:` (MLflow, W&B)
+    if tracking:
+        settings = dataclasses.replace(settings, callbacks=(*settings.callbacks, *tracking))
     run_dir = Path(cfg.run_dir)
     out = sys.stderr if as_json else sys.stdout
     bar = RunProgress(cfg.n_trials, cfg.study_name, quiet=quiet or as_json)
     # In --json mode stdout carries only the JSON document: objective prints go to stderr.
     redirect = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    runner = spec.runner if spec.runner is not None else run_study
     with redirect, bar:
-        study = run_study(
+        study = runner(
             spec.objective,
-            cfg.n_trials,
+            settings,
             space=spec.space,
-            directions=directions,
-            sampler=cfg.sampler.name,
-            sampler_options=cfg.sampler.options,
-            pruner=cfg.pruner.name,
-            pruner_options=cfg.pruner.options,
-            seed=cfg.seed,
-            storage=cfg.storage,
-            study_name=cfg.study_name,
-            run_dir=run_dir,
-            n_jobs=cfg.n_jobs,
-            timeout=cfg.timeout,
-            trial_timeout=cfg.trial_timeout,
-            max_failures=cfg.max_failures,
-            constraints=spec.constraints,
-            enqueue=cfg.enqueue,
-            warm_start=cfg.warm_start,
-            on_stale_running=cfg.on_stale_running,
             progress=bar,
             require_existing=require_existing,
         )
@@ -332,19 +337,22 @@ def _run(
                 print(text, file=out)
 
     if cfg.report:
-        doc["report"] = _write_report(study, run_dir / "report.html")
+        doc["report"] = _write_report(study, run_dir / "report.html", run_dir)
         if doc["report"] and not as_json and not quiet:
             print(f"Report: {doc['report']}", file=out)
+    _cli_view.finish_tracking(tracking, study, run_dir)
+    if not as_json and not quiet:
+        print(f"Dashboard: sigtune dashboard {config}", file=out)
     if as_json:
         _print_json(doc)
 
 
-def _write_report(study: Any, path: Path) -> str | None:
+def _write_report(study: Any, path: Path, run_dir: Path | None = None) -> str | None:
     """Write the HTML report; a failing report only warns (the run is kept)."""
     try:
         from sigtune.reports import write_report
 
-        written = write_report(study, path)
+        written = write_report(study, path, run_dir=run_dir)
     except Exception as exc:
         typer.echo(f"warning: report not written: {type(exc).__name__}: {exc}", err=True)
         return None
@@ -361,6 +369,7 @@ def run(
     timeout: TimeoutOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Run (or continue) the study of CONFIG until it holds n_trials finished trials."""
     with _errors_to_exit_codes(config, as_json):
@@ -374,6 +383,7 @@ def run(
             quiet=quiet,
             as_json=as_json,
             require_existing=False,
+            engine=engine,
         )
 
 
@@ -387,6 +397,7 @@ def resume(
     timeout: TimeoutOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Continue an existing study (like run, but the study must exist)."""
     with _errors_to_exit_codes(config, as_json):
@@ -400,6 +411,7 @@ def resume(
             quiet=quiet,
             as_json=as_json,
             require_existing=True,
+            engine=engine,
         )
 
 
@@ -412,6 +424,7 @@ def status(
     storage: StorageOpt = None,
     study_name: StudyNameOpt = None,
     as_json: JsonOpt = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Failed trials' tracebacks.")] = False,
 ) -> None:
     """Trial counts, best value and running trials of a study."""
     from sigtune._cli_storage import stale_owner
@@ -442,6 +455,8 @@ def status(
             doc["n_trials"] = _load(config, {"storage": storage, "study_name": study_name}).n_trials
         with contextlib.suppress(RunFailedError):
             doc.update(_best_summary(study))
+        if failed:
+            doc["failed"] = _cli_view.failed_trials(study)
         if as_json:
             _print_json(doc)
             return
@@ -458,6 +473,8 @@ def status(
                 print(f"  running: trial {r['number']} (owner {r['owner']})")
         if "best_value" in doc or "pareto_front" in doc:
             print(_format_best(doc, study.directions))
+        if failed:
+            _cli_view.print_failed(doc["failed"])
 
 
 @app.command()
@@ -521,6 +538,29 @@ def schema() -> None:
     sys.stdout.write(json.dumps(config_json_schema(), indent=2) + "\n")
 
 
+@app.command("import-optima")
+def import_optima(
+    source: Annotated[Path, typer.Argument(help="OPTIMA run-config (Python; read, not run).")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="sigtune run-config (default: stdout).")
+    ] = None,
+) -> None:
+    """Translate an OPTIMA run-config to a sigtune run-config; list what was not translated."""
+    import importlib
+
+    body = importlib.import_module("sigtune.pipelines.ml._import_optima")
+    with _errors_to_exit_codes():
+        text = body.main(source, output, lambda line: print(line, file=sys.stderr))
+        if output is None:
+            sys.stdout.write(text)
+
+
+app.command("studies")(_cli_view.studies)
+app.command("dashboard")(_cli_view.dashboard)
+app.command("report")(_cli_view.report)
+app.command("physics")(_cli_view.physics)
+
+
 @app.command(
     "hep",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -534,6 +574,11 @@ def hep(ctx: typer.Context) -> None:
         _fail(EXIT_FAILED, f"`sigtune hep` is unavailable in this installation ({exc})")
     command = typer.main.get_command(hep_app)
     command.main(args=list(ctx.args), prog_name="sigtune hep", standalone_mode=True)
+
+
+from sigtune._slurm import slurm_command  # noqa: E402 - `sigtune slurm` lives in its own module
+
+app.command("slurm")(slurm_command)
 
 
 def main() -> None:

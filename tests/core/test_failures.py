@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from sigtune._exceptions import RunFailedError
 from sigtune._study import load_study, optimize
-from sigtune.engines._local import validate_values
+from sigtune.engines._trial import validate_values
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, special
 
 from sigtune.hep._exceptions import HepError
-from sigtune.hep._fit import _fit_arrays, profile_start
+from sigtune.hep._fit import fit_from_starts, profile_start
 from sigtune.hep._results import BAND_N_SIGMA, DiscoveryResult, HypotestResult, UpperLimitResult
 from sigtune.hep._validate import FitSetup, HepInputError, check_cl, check_data, make_setup
 
@@ -84,6 +84,8 @@ class _Point:
     twice_nll: float
     # derivatives at ``pars`` (``Model._derivatives`` layout), for profile-predicted starts
     deriv: tuple[NDArray[np.float64], ...] | None = None
+    start: str = "init"  # which starting point reached this minimum (see fit_from_starts)
+    converged: bool = True
 
 
 def _free_mask(model: Any, setup: FitSetup) -> NDArray[np.bool_]:
@@ -97,28 +99,32 @@ def _fit_point(
     data: NDArray[np.float64],
     setup: FitSetup,
     *,
-    init: NDArray[np.float64] | None = None,
+    starts: list[tuple[str, NDArray[np.float64]]] | None = None,
     poi_value: float | None = None,
     consts: tuple[NDArray[np.float64], ...] | None = None,
-) -> _Point:
-    """One fit for the test statistics: :func:`sigtune.hep.fit` without its argument handling
-    and result object (``data`` is already checked; ``consts`` caches ``model._constants``)."""
-    start = setup.init if init is None else init
+    all_starts: bool = False,
+) -> tuple[_Point, int]:
+    """One fit for the test statistics: :func:`sigtune.hep._fit.fit_from_starts` without the
+    argument handling of :func:`sigtune.hep.fit` (``data`` is already checked; ``consts`` caches
+    ``model._constants``). Returns the point and the number of minimisations run."""
     lo = setup.bounds[None, :, 0]
     hi = setup.bounds[None, :, 1]
     free = _free_mask(model, setup)
-    x0 = np.clip(np.asarray(start, dtype=np.float64), lo, hi)  # (as fit(init=clipped start))
+    if starts is None:
+        starts = [("init", setup.init)]
     if poi_value is not None:
         free[setup.poi_index] = False
-        x0[0, setup.poi_index] = poi_value
+        starts = [(label, setup.with_value(x, setup.poi_index, poi_value)) for label, x in starts]
     if consts is None:
         consts = model._constants(data[None])
-    x, f, _, conv, _, deriv = _fit_arrays(
-        model, x0, free, lo.copy(), hi.copy(), consts, final_derivs=False
+    what = "free fit" if poi_value is None else f"conditional fit at mu = {poi_value:g}"
+    best = fit_from_starts(
+        model, consts, starts, free, lo, hi, all_starts=all_starts, final_derivs=False, what=what
     )
-    if not conv[0]:
-        log.debug("fit at poi=%s did not report convergence", poi_value)
-    return _Point(x[0], float(f[0]), deriv)
+    if not best.converged:
+        log.debug("%s did not converge", what)
+    point = _Point(best.x, best.twice_nll, best.deriv, best.start, best.converged)
+    return point, best.n_fits
 
 
 class _Profile:
@@ -158,8 +164,8 @@ class _Profile:
     @property
     def free(self) -> _Point:
         if self._free is None:
-            self._free = _fit_point(self.model, self.data, self.setup, consts=self.consts)
-            self.n_fits += 1
+            self._free, n = _fit_point(self.model, self.data, self.setup, consts=self.consts)
+            self.n_fits += n
         return self._free
 
     @property
@@ -174,24 +180,28 @@ class _Profile:
         poi = self.setup.poi_index
         free = self.free
         if abs(float(free.pars[poi]) - mu) <= 1e-10 * (1.0 + abs(mu)):
-            return _Point(self.setup.with_value(free.pars, poi, mu), free.twice_nll)
+            pars = self.setup.with_value(free.pars, poi, mu)
+            return _Point(pars, free.twice_nll, start=free.start, converged=free.converged)
         return None
 
-    def starts(self, mu: float) -> list[NDArray[np.float64]]:
-        """Warm and cold starting points for the conditional fit at ``mu``."""
+    def starts(self, mu: float) -> list[tuple[str, NDArray[np.float64]]]:
+        """Starting points for the conditional fit at ``mu``: warm (from the nearest previous
+        fit, on the profile's tangent where available), the suggested initial values and the
+        free fit's point; duplicates dropped."""
         poi = self.setup.poi_index
         base = self._nearest(mu)
         warm = self._predicted(base, mu)
         if warm is None:
             warm = self.setup.with_value(base.pars, poi, mu)
-        cold = self.setup.with_value(self.setup.init, poi, mu)
-        if not self.multistart or np.allclose(warm, cold, rtol=0.0, atol=1e-12):
-            return [warm]
-        return [warm, cold]
+        out: list[tuple[str, NDArray[np.float64]]] = [("warm", warm)]
+        for label, x in (("default", self.setup.init), ("free", self.free.pars)):
+            x = self.setup.with_value(x, poi, mu)
+            if not any(np.allclose(x, y, rtol=0.0, atol=1e-12) for _, y in out):
+                out.append((label, x))
+        return out
 
-    def store(self, mu: float, candidates: list[_Point]) -> _Point:
-        """Keep the lowest candidate as the conditional fit at ``mu``."""
-        point = min(candidates, key=lambda c: c.twice_nll)
+    def store(self, mu: float, point: _Point) -> _Point:
+        """Keep ``point`` as the conditional fit at ``mu``."""
         self._cond[float(mu)] = point
         if (
             not self._free_is_exact
@@ -204,10 +214,12 @@ class _Profile:
             self._free = point
         return point
 
-    def conditional(self, mu: float) -> _Point:
+    def conditional(self, mu: float, *, all_starts: bool = False) -> _Point:
+        """The conditional fit at ``mu`` (cached); ``all_starts`` runs every start of
+        :meth:`starts` (as ``multistart`` does for every conditional fit)."""
         mu = float(mu)
         if mu not in self._cond:
-            _fit_conditionals([(self, mu)])
+            _fit_conditionals([(self, mu)], all_starts=all_starts)
         return self._cond[mu]
 
     def _nearest(self, mu: float) -> _Point:
@@ -244,11 +256,15 @@ class _Profile:
         return max(self.conditional(mu).twice_nll - self.free.twice_nll, 0.0)
 
 
-def _fit_conditionals(requests: Sequence[tuple[_Profile, float]]) -> None:
-    """Run the conditional fits of several (profile, mu) pairs, each from its warm and cold start.
+def _fit_conditionals(
+    requests: Sequence[tuple[_Profile, float]], *, all_starts: bool = False
+) -> None:
+    """Run the conditional fits of several (profile, mu) pairs (see :meth:`_Profile.starts`).
 
-    (A single :func:`sigtune.hep.fit_batch` call over all rows would also work; on the models we
-    measured it was not faster than consecutive fits for batches of 2-4 rows.)
+    The warm start alone when its fit converges away from the bounds; every start with
+    ``multistart`` or ``all_starts``. (A single :func:`sigtune.hep.fit_batch` call over all
+    rows would also work; on the models we measured it was not faster than consecutive fits
+    for batches of 2-4 rows.)
     """
     for profile, mu in requests:
         mu = float(mu)
@@ -256,21 +272,19 @@ def _fit_conditionals(requests: Sequence[tuple[_Profile, float]]) -> None:
             continue
         short = profile._shortcut(mu)
         if short is not None:
-            profile.store(mu, [short])
+            profile.store(mu, short)
             continue
-        candidates = [
-            _fit_point(
-                profile.model,
-                profile.data,
-                profile.setup,
-                init=start,
-                poi_value=mu,
-                consts=profile.consts,
-            )
-            for start in profile.starts(mu)
-        ]
-        profile.n_fits += len(candidates)
-        profile.store(mu, candidates)
+        point, n = _fit_point(
+            profile.model,
+            profile.data,
+            profile.setup,
+            starts=profile.starts(mu),
+            poi_value=mu,
+            consts=profile.consts,
+            all_starts=all_starts or profile.multistart,
+        )
+        profile.n_fits += n
+        profile.store(mu, point)
 
 
 def _q_from_profile(profile: _Profile, mu: float, test_stat: str) -> float:
@@ -541,7 +555,8 @@ class AsymptoticCalculator:
     def asimov(self) -> _Profile:
         """The Asimov data set's profile; its free fit is the generating point (no fit needed)."""
         if self._asimov is None:
-            gen = self.observed.conditional(self.asimov_mu)
+            # a worse local minimum here makes every expected result wrong: all starts
+            gen = self.observed.conditional(self.asimov_mu, all_starts=True)
             asimov_data = np.asarray(
                 self.model.expected_data(gen.pars, include_auxdata=True), dtype=np.float64
             )
@@ -551,10 +566,11 @@ class AsymptoticCalculator:
             # The Asimov likelihood is maximal where the expectation equals the data: at the
             # generating parameters (Eq. 24).
             if self.model._dense_engine:  # (derivatives only feed the large-model prediction)
-                point = _Point(gen.pars, float(self.model._f(gen.pars[None], None, prof.consts)[0]))
+                f = float(self.model._f(gen.pars[None], None, prof.consts)[0])
+                point = _Point(gen.pars, f, start="exact")
             else:
                 deriv = self.model._derivatives(gen.pars[None], prof.consts)
-                point = _Point(gen.pars, float(deriv[0][0]), deriv)
+                point = _Point(gen.pars, float(deriv[0][0]), deriv, start="exact")
             prof.set_free(point, exact=True)
             self._asimov = prof
         return self._asimov
@@ -594,7 +610,20 @@ class AsymptoticCalculator:
             test_stat_obs=q,
             test_stat_asimov=qa,
             mu_hat=self.observed.mu_hat,
+            fit_starts=self.fit_starts(mu),
+            n_fits=self.n_fits,
         )
+
+    def fit_starts(self, mu: float) -> dict[str, str]:
+        """Which start gave each fit behind :meth:`hypotest` at ``mu`` (see
+        :attr:`HypotestResult.fit_starts`)."""
+        asimov = self.asimov
+        return {
+            "free": self.observed.free.start,
+            "observed": self.observed.conditional(mu).start,
+            "asimov_data": self.observed.conditional(self.asimov_mu).start,
+            "asimov": asimov.conditional(mu).start,
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -668,7 +697,13 @@ def hypotest(
             fixed=fixed,
         )
     calc = AsymptoticCalculator(
-        model, data, test_stat=test_stat, init=init, bounds=bounds, fixed=fixed
+        model,
+        data,
+        test_stat=test_stat,
+        init=init,
+        bounds=bounds,
+        fixed=fixed,
+        multistart=multistart,
     )
     return calc.hypotest(mu)
 
@@ -804,7 +839,13 @@ def upper_limit(
     if test_stat not in ("qtilde", "q"):
         raise HepInputError(f"upper limits use test_stat 'qtilde' or 'q', got {test_stat!r}.")
     calc = AsymptoticCalculator(
-        model, data, test_stat=test_stat, init=init, bounds=bounds, fixed=fixed
+        model,
+        data,
+        test_stat=test_stat,
+        init=init,
+        bounds=bounds,
+        fixed=fixed,
+        multistart=multistart,
     )
     lo_b, hi_b = calc.setup.poi_bounds
     lo_b = max(lo_b, 0.0)

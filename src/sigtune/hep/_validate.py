@@ -9,13 +9,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sigtune.hep._exceptions import HepError
+from sigtune.hep._exceptions import HepInputError
 
 __all__ = ["FitSetup", "HepInputError", "check_data", "make_setup"]
-
-
-class HepInputError(HepError, ValueError):
-    """An argument of an inference function is invalid; the message says which and why."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,70 @@
+"""Every use of Optuna's private API, in one place.
+
+Optuna's public API has no way to write a trial attribute by trial id without a ``Trial`` object
+(needed to record the failure reason and the constraints of a trial before it is told), to read a
+study's storage and id, or to let ``study.stop()`` work outside ``Study.optimize``. sigtune needs
+these; the rest of the package calls the functions here, and
+``tests/architecture/test_optuna_private.py`` checks that no other module touches an Optuna
+private name. When Optuna changes one of them, this is the only file to adapt (``make
+test-optuna-oldest`` runs the core tests against the oldest Optuna that pyproject allows).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from optuna.storages import _CachedStorage as CachedStorage
+from optuna.storages.journal._file import BaseJournalFileLock
+from optuna.study._frozen import FrozenStudy
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage
+
+__all__ = [
+    "BaseJournalFileLock",
+    "CachedStorage",
+    "FrozenStudy",
+    "begin_callbacks",
+    "end_callbacks",
+    "stop_requested",
+    "study_id",
+    "study_storage",
+    "trial_id",
+]
+
+
+def study_storage(study: optuna.Study) -> BaseStorage:
+    """The storage object of a study (``Study._storage``)."""
+    storage: BaseStorage = study._storage
+    return storage
+
+
+def study_id(study: optuna.Study) -> int:
+    """The storage id of a study (``Study._study_id``)."""
+    return int(study._study_id)
+
+
+def trial_id(trial: optuna.Trial | Any) -> int:
+    """The storage id of a live trial (``Trial._trial_id``)."""
+    return int(trial._trial_id)
+
+
+def begin_callbacks(study: optuna.Study) -> None:
+    """Let ``study.stop()`` be called (by a callback) outside ``Study.optimize``.
+
+    Optuna allows ``stop()`` only inside its optimize loop; sigtune's engines run their own loop,
+    so they mark the study as in a loop once (per process) and read the flag with
+    :func:`stop_requested` after each trial's callbacks.
+    """
+    study._thread_local.in_optimize_loop = True
+
+
+def end_callbacks(study: optuna.Study) -> None:
+    """Undo :func:`begin_callbacks` (so that ``study.optimize`` can run on the object later)."""
+    study._thread_local.in_optimize_loop = False
+
+
+def stop_requested(study: optuna.Study) -> bool:
+    """Whether ``study.stop()`` was called since the study object was created."""
+    return bool(getattr(study, "_stop_flag", False))
