@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from optuna.storages.journal import BaseJournalBackend
-from sigtune._optuna_compat import BaseJournalFileLock
 
 from sigtune._exceptions import StorageError
+from sigtune._optuna_compat import BaseJournalFileLock
 
 __all__ = [
     "CheckedJournalBackend",
