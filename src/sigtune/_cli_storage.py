@@ -16,6 +16,7 @@ from sigtune._exceptions import ConfigError
 from sigtune._journal import os_error_text, repair_journal
 
 __all__ = [
+    "check_pipeline_config",
     "check_writable_output",
     "error_document",
     "journal_warning",
@@ -107,3 +108,27 @@ def check_writable_output(path: Path | None) -> None:
     """``export -o``: refuse a directory up front."""
     if path is not None and path.is_dir():
         raise ConfigError(f"--output {path} is a directory; give a file name")
+
+
+_PIPELINE_KEYS = {"trainable", "search", "split", "varsel", "selection", "evaluation", "pbt"}
+
+
+def check_pipeline_config(path: Path) -> None:
+    """``sigtune run`` on an ML pipeline config: name the command that runs it (exit code 2).
+
+    A pipeline config has a ``data`` section and stage sections but no ``objective``; without
+    this check the user gets a dozen unknown-field errors.
+    """
+    try:
+        import yaml
+
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:
+        return  # the run-config loader reports unreadable files with its own message
+    if isinstance(raw, dict) and "objective" not in raw and "data" in raw:
+        if _PIPELINE_KEYS & set(raw):
+            raise ConfigError(
+                f"{path} is an ML pipeline config (data + stages, no objective): run it with "
+                f"`python -m sigtune.pipelines.ml {path}`; `sigtune run` takes a run-config "
+                "with an `objective:` (e.g. `objective: {type: ml, ...}`)"
+            )

@@ -73,7 +73,7 @@ def studies(
     with _errors_to_exit_codes():
         _quiet_libraries()
         ref = _storage_ref(config, storage)
-        backend = ref.open(track_owner=False)
+        backend = ref.open(track_owner=False, create=False)
         rows = []
         for summary in backend.get_all_studies():
             import optuna
@@ -127,15 +127,17 @@ def dashboard(
         try:
             import optuna_dashboard
         except ImportError:
-            _fail(EXIT_BAD_INPUT, "sigtune dashboard needs optuna-dashboard: pip install "
-                  "'sigtune[report]'")
+            _fail(
+                EXIT_BAD_INPUT,
+                "sigtune dashboard needs optuna-dashboard: pip install 'sigtune[report]'",
+            )
         from wsgiref.simple_server import WSGIRequestHandler, make_server
 
         ref = _storage_ref(config, storage)
-        backend = ref.open(track_owner=False)
+        backend = ref.open(track_owner=False, create=False)
 
         class _QuietHandler(WSGIRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         try:
@@ -206,8 +208,13 @@ def report(
     ] = False,
 ) -> None:
     """Write the HTML report of a study (all plots; physics and ML pages when they apply)."""
-    from sigtune.cli import EXIT_BAD_INPUT, _errors_to_exit_codes, _fail, _open_study
-    from sigtune.cli import _quiet_libraries
+    from sigtune.cli import (
+        EXIT_BAD_INPUT,
+        _errors_to_exit_codes,
+        _fail,
+        _open_study,
+        _quiet_libraries,
+    )
 
     with _errors_to_exit_codes(config):
         _quiet_libraries()
@@ -229,9 +236,9 @@ def report(
 
 def physics(
     workspace: Annotated[Path, typer.Argument(help="pyhf JSON workspace.", show_default=False)],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Output HTML page.")
-    ] = Path("physics.html"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output HTML page.")] = Path(
+        "physics.html"
+    ),
     measurement: Annotated[str | None, typer.Option("--measurement")] = None,
     ranking: Annotated[
         bool, typer.Option("--ranking/--no-ranking", help="Impact ranking (one fit per NP).")
@@ -245,9 +252,7 @@ def physics(
             _fail(EXIT_BAD_INPUT, f"no workspace file {workspace}")
         from sigtune.reports._physics import write_physics_page
 
-        path = write_physics_page(
-            workspace, output, measurement=measurement, with_ranking=ranking
-        )
+        path = write_physics_page(workspace, output, measurement=measurement, with_ranking=ranking)
         print(f"Physics page: {path}")
 
 
@@ -269,7 +274,13 @@ def finish_tracking(callbacks: list[Any], study: Any, run_dir: Path) -> None:
         return
     outputs = [
         p
-        for name in ("best_workspace.json", "summary.json", "report.html", "physics.html", "ml.html")
+        for name in (
+            "best_workspace.json",
+            "summary.json",
+            "report.html",
+            "physics.html",
+            "ml.html",
+        )
         for p in [run_dir / name]
         if p.is_file()
     ]
@@ -277,6 +288,8 @@ def finish_tracking(callbacks: list[Any], study: Any, run_dir: Path) -> None:
         try:
             cb.log_artifacts(study, outputs)
         except Exception as exc:
-            typer.echo(f"warning: tracking artefacts not logged: {type(exc).__name__}: {exc}", err=True)
+            typer.echo(
+                f"warning: tracking artefacts not logged: {type(exc).__name__}: {exc}", err=True
+            )
         finally:
             cb.close()

@@ -399,7 +399,7 @@ def owner_is_alive(owner: str) -> bool | None:
     return True
 
 
-def _owner_pid(owner: str) -> int | None:
+def owner_pid(owner: str) -> int | None:
     parts = owner.rsplit(":", 2)
     if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return None
@@ -441,7 +441,7 @@ def handle_stale_running(
             if pids is not None or "fixed_params" not in trial.system_attrs:
                 unknown += 1
                 continue
-        elif pids is not None and _owner_pid(owner) not in pids:
+        elif pids is not None and owner_pid(owner) not in pids:
             continue
         elif owner == current_owner() or owner_is_alive(owner) is not False:
             continue

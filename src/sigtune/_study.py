@@ -651,10 +651,10 @@ _SPACE_KEY = "sigtune:space"
 def _check_same_space(study: optuna.Study, space: SearchSpace, ref: StorageRef) -> None:
     """Refuse to append trials of another search space to an existing study."""
     mine = {name: spec.kind for name, spec in space.params.items()}
-    attrs = study._storage.get_study_system_attrs(study._study_id)
+    attrs = study_storage(study).get_study_system_attrs(study_id(study))
     stored = attrs.get(_SPACE_KEY)
     if stored is None:
-        study._storage.set_study_system_attr(study._study_id, _SPACE_KEY, mine)
+        study_storage(study).set_study_system_attr(study_id(study), _SPACE_KEY, mine)
         return
     if stored != mine:
 

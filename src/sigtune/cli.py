@@ -100,7 +100,6 @@ def _errors_to_exit_codes(
     from sigtune._storage import StudyNotFoundError
 
     def fail(code: int, message: str) -> NoReturn:
-        message = " ".join(message.split())  # always one line
         if as_json:
             error_document(message, code)
         _fail(code, message)
@@ -110,8 +109,10 @@ def _errors_to_exit_codes(
     except typer.Exit:
         raise
     except KeyboardInterrupt:
+        # `sigtune run CONFIG` continues a study and also works when the interrupt came before
+        # the study existed (e.g. during an ML pre-search stage), where `resume` would fail.
         resume = resume_hint or (
-            f"sigtune resume {config}" if config is not None else "the same command"
+            f"sigtune run {config}" if config is not None else "the same command"
         )
         typer.echo(f"\nInterrupted. Resume with: {resume}", err=True)
         if as_json:
@@ -278,6 +279,9 @@ def _run(
         "timeout": timeout,
         "engine.name": engine,
     }
+    from sigtune._cli_storage import check_pipeline_config
+
+    check_pipeline_config(config)
     cfg = _load(config, overrides)
     spec = build_objective(cfg)
     settings = RunSettings.from_config(cfg, spec)

@@ -175,3 +175,14 @@ def test_status_marks_trials_of_dead_processes_stale(tmp_path: Path) -> None:
     done = _cli("status", "--storage", storage)
     assert done.returncode == 0
     assert "stale: trial 0" in done.stdout and "dead" in done.stdout
+
+
+def test_run_on_an_ml_pipeline_config_names_the_command(tmp_path: Path) -> None:
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(
+        "run_dir: out\ndata: {sklearn: breast_cancer}\ntrainable: {kind: sklearn}\n"
+        "search_space: {x: {type: range, bounds: [0, 1]}}\n"
+    )
+    done = _cli("run", cfg, "--quiet")
+    assert done.returncode == 2
+    assert f"python -m sigtune.pipelines.ml {cfg}" in _one_error_line(done)

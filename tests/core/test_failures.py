@@ -304,7 +304,7 @@ def test_cli_sigint_exit_code_and_resume_message(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130
-    assert f"Interrupted. Resume with: sigtune resume {config}" in err
+    assert f"Interrupted. Resume with: sigtune run {config}" in err
     study = load_study("ctrlc", tmp_path / "run" / "study.journal")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert study.trials[1].user_attrs["fail_reason"] == "interrupted"

@@ -149,9 +149,8 @@ def test_children_of_a_failed_trial_are_ended(tmp_path: Path) -> None:
 
 
 _CONCURRENT = """
-import sys, time, sigtune
+import sys, sigtune
 def objective(trial):
-    time.sleep(0.1)  # the work of a trial (longer than the target's refresh)
     return trial.suggest_float("x", 0, 1)
 sigtune.optimize(objective, 24, sampler="random", storage=sys.argv[1], n_jobs=2)
 """
@@ -168,8 +167,8 @@ def test_concurrent_runs_share_n_trials(tmp_path: Path) -> None:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
     study = load_study("sigtune", storage)
-    # Two runs of n_trials=24 end with 24 trials, not 47; claims at the same instant may each
-    # start one more (at most one per concurrent worker).
+    # Two runs of n_trials=24 end with 24 trials, not 47; the 4 worker processes may each
+    # overshoot by the one trial it claims while another does.
     assert 24 <= study.n_finished() <= 24 + 3
     assert study.count()["RUNNING"] == 0
 
@@ -188,7 +187,9 @@ def test_sqlite_schema_creation_race(tmp_path: Path) -> None:
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err.decode()
-    assert 6 <= load_study("race", url).n_finished() <= 9
+    # Four processes share n_trials=6: each may overshoot by the one trial it claims while
+    # another does, never more.
+    assert 6 <= load_study("race", url).n_finished() <= 6 + 3
 
 
 def test_ownerless_enqueued_running_trial_is_stale(tmp_path: Path) -> None:

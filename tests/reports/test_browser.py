@@ -10,8 +10,8 @@ import numpy as np
 import optuna
 import pytest
 from _cdp import Page
-from conftest import keep_screenshot
 
+from conftest import keep_screenshot
 from sigtune.reports import write_report
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)

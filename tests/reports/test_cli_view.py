@@ -16,9 +16,9 @@ from typing import Any
 import optuna
 import pytest
 from _cdp import Page
-from conftest import keep_screenshot
 
 import sigtune
+from conftest import keep_screenshot
 
 SRC = Path(sigtune.__file__).resolve().parents[1]
 WS = Path(__file__).resolve().parents[1] / "data" / "reports" / "physics_workspace.json"

@@ -6,8 +6,13 @@ pickled. Each worker opens the study's storage itself and asks/tells trials with
 
 Exact trial count: before asking a trial, a worker claims a ticket from a counter shared by all
 workers of the run (a ``multiprocessing`` value under a lock), so ``n_jobs=8, n_trials=4000`` gives
-exactly 4000 trials. Each claimed ticket becomes exactly one finished trial; if a worker dies,
-its RUNNING trial is marked FAIL by the parent when the run ends.
+exactly 4000 trials. Each claimed ticket becomes exactly one finished trial. The storage is checked
+too (:class:`~sigtune._target.StudyTarget`), so concurrent runs of one study share ``n_trials``.
+
+Dead workers (a segfault, the OOM killer, ``os._exit``) are replaced by the parent's
+:class:`_Supervisor`: the dead worker's trial is FAILED with the signal's name and retried once
+(:mod:`sigtune.engines._workers`); only ``max_failures`` stops the run. Workers are not daemonic,
+so objectives may start processes of their own.
 
 GPUs: worker ``i`` gets ``SIGTUNE_WORKER_INDEX=i`` in its environment, from which the trainables'
 ``device: auto | cuda`` pick GPU ``i % n_gpus`` (round robin, :mod:`sigtune.pipelines.ml._device`).
@@ -17,8 +22,10 @@ with ``spawn`` instead (the objective must then be picklable: a module-level fun
 Per-trial timeout: ``SIGALRM`` (``setitimer``) in the main thread of the process running the
 trial raises :class:`~sigtune.TrialTimeoutError` inside the objective. It interrupts pure-Python
 code at the next bytecode; a long call into C (one big NumPy / BLAS operation, a blocking read) is
-interrupted only when it returns, and an objective that swallows every exception (``except
-Exception:``) also swallows the timeout. In-process runs therefore need to be started from the main
+interrupted only when it returns: with worker processes the parent kills a worker whose trial runs
+1 s past the limit (and the processes it started) and starts a new one. An objective that swallows
+every exception (``except Exception:``) cannot keep a timed-out trial alive (see
+:class:`~sigtune.engines._trial.TrialGuard`). In-process runs need to be started from the main
 thread when ``trial_timeout`` is set.
 
 Ctrl-C (SIGINT): the signal only interrupts the objective. A worker outside the objective finishes
@@ -55,15 +62,9 @@ from sigtune.engines._trial import (
     fail_reason,
     open_study,
     run_trial,
-    timeout_reason,
     validate_values,
 )
-from sigtune.engines._workers import (
-    death_reason,
-    descendants,
-    fail_dead_worker_trials,
-    kill_tree,
-)
+from sigtune.engines._workers import death_reason, descendants, fail_dead_worker_trials, kill_tree
 
 __all__ = ["INTERRUPTED_REASON", "LocalEngine", "validate_values"]
 
@@ -433,7 +434,6 @@ class LocalEngine:
         for slot, p in enumerate(procs):
             if p.exitcode not in (0, None) and p.pid not in supervisor.handled:
                 supervisor.dead(p, slot)
-        supervisor.close()
         if progress is not None:
             progress.update(
                 int(shared.finished.value), int(shared.failed.value), shared.best_value()
@@ -476,8 +476,8 @@ class _Supervisor:
                 if p.pid in self.timed_out:
                     continue
                 self.timed_out[p.pid] = (
-                    f"{timeout_reason(limit)} (stuck in a call Python cannot interrupt; "
-                    "worker killed)"
+                    f"TrialTimeoutError: trial exceeded trial_timeout={limit:g}s (stuck in a call "
+                    "Python cannot interrupt; worker killed)"
                 )
                 kill_tree([*descendants(p.pid), p.pid])
 
@@ -492,7 +492,7 @@ class _Supervisor:
             failed, retried = fail_dead_worker_trials(
                 self.study(), int(p.pid), reason, retry=p.pid not in self.timed_out
             )
-        except Exception as exc:  # the storage itself is gone: stop
+        except Exception as exc:  # the storage itself fails: stop
             shared.request_stop("error", f"{reason}; and its trial: {fail_reason(exc)}")
             return False
         sys.stderr.write(f"sigtune: {p.name} (pid {p.pid}): {reason}\n")
@@ -511,6 +511,3 @@ class _Supervisor:
                 shared.request_stop("error", f"worker processes died outside any trial ({reason})")
                 return False
         return int(shared.tickets.value) > 0
-
-    def close(self) -> None:
-        self._study = None

@@ -54,7 +54,6 @@ from sigtune._optuna_compat import (
 from sigtune._run import RunPlan, StopReason, StudyRef, TrialFunction
 from sigtune._storage import FAIL_REASON_KEY, FAIL_TRACEBACK_KEY
 from sigtune._target import mark_uncounted
-from sigtune.engines._workers import descendants, kill_tree
 
 __all__ = [
     "CONSTRAINTS_KEY",
@@ -66,7 +65,6 @@ __all__ = [
     "fail_reason",
     "open_study",
     "run_trial",
-    "timeout_reason",
     "validate_values",
 ]
 
@@ -104,15 +102,15 @@ class TrialGuard:
     """Signal handling of one process: SIGINT and SIGALRM interrupt only the objective.
 
     ``SIGALRM`` (``setitimer``) implements ``trial_timeout``: it raises
-    :class:`~sigtune.TrialTimeoutError` inside the objective, and stays armed, so an objective
-    that swallows the error (``except Exception``) gets a :class:`_TimeoutExit` (not an
-    ``Exception``) every 0.2 s until it leaves; the trial is FAILED whatever it returns. Handlers
-    can only be installed from the main thread (:meth:`installed`); a guard that is not installed
-    must not be given a ``trial_timeout``.
+    :class:`~sigtune.TrialTimeoutError` inside the objective, then every 0.2 s a
+    ``BaseException`` that ``except Exception`` cannot keep, and the trial is FAILED whatever the
+    objective returns. Handlers can only be installed from the main thread (:meth:`installed`); a
+    guard that is not installed must not be given a ``trial_timeout``.
 
     ``slot``: in a worker process, ``(array, i)`` of shared doubles where the worker publishes
-    its state for the parent's watchdog: ``0`` idle, ``-1`` a trial claimed, ``> 0`` the
-    ``time.monotonic()`` at which the objective started.
+    its state for the parent's watchdog (:mod:`sigtune.engines._workers`): ``0`` idle, ``-1`` a
+    trial claimed, ``> 0`` the ``time.monotonic()`` at which the objective started. A worker also
+    ends the processes a failed trial left behind.
     """
 
     def __init__(self, trial_timeout: float | None, slot: tuple[Any, int] | None = None) -> None:
@@ -124,7 +122,7 @@ class TrialGuard:
         self._old: dict[int, Any] = {}
 
     def mark(self, value: float) -> None:
-        """Publish this worker's state to the parent's watchdog (no-op outside workers)."""
+        """Publish this worker's state to the parent (no-op outside worker processes)."""
         if self.slot is not None:
             self.slot[0][self.slot[1]] = value
 
@@ -138,7 +136,7 @@ class TrialGuard:
         if self.in_objective:
             first = not self.timed_out
             self.timed_out = True
-            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            signal.setitimer(signal.ITIMER_REAL, 0.2)  # stays armed until the objective leaves
             if first:
                 raise TrialTimeoutError(f"trial exceeded trial_timeout={self.trial_timeout:g}s")
             raise _TimeoutExit
@@ -221,11 +219,6 @@ def fail_reason(exc: BaseException) -> str:
     """
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def timeout_reason(limit: float | None) -> str:
-    """The ``fail_reason`` of a trial that ran past ``trial_timeout``."""
-    return f"TrialTimeoutError: trial exceeded trial_timeout={limit:g}s"
 
 
 def _traceback_text(exc: BaseException) -> str:
@@ -316,10 +309,13 @@ def run_trial(
         state, reason = TrialState.FAIL, f"objective called sys.exit({exc.code!r})"
     except Exception as exc:  # the objective's failure becomes a FAILED trial
         state, reason, failure = TrialState.FAIL, fail_reason(exc), exc
-    if guard.timed_out:  # even if the objective caught the TrialTimeoutError and returned
-        state, reason = TrialState.FAIL, timeout_reason(timeout)
+    if guard.timed_out:  # also when the objective caught the TrialTimeoutError and returned
+        state, reason = (
+            TrialState.FAIL,
+            f"TrialTimeoutError: trial exceeded trial_timeout={timeout:g}s",
+        )
     if state == TrialState.FAIL and guard.slot is not None:
-        kill_tree(descendants(os.getpid()))  # processes the failed objective left behind
+        end_children()  # processes the failed objective left behind (worker processes only)
 
     values: list[float] | None = None
     if state == TrialState.COMPLETE:
@@ -356,6 +352,14 @@ def run_trial(
     if stop_requested(study):
         return TrialRecord(state, value, reason, "stopped")
     return TrialRecord(state, value, reason)
+
+
+def end_children() -> None:
+    """Kill the descendants of this process (after a failed trial in a worker process)."""
+
+    from sigtune.engines._workers import descendants, kill_tree
+
+    kill_tree(descendants(os.getpid()))
 
 
 def _call_callbacks(study: optuna.Study, frozen: Any, plan: RunPlan) -> str | None:

@@ -20,7 +20,8 @@ from collections.abc import Iterable
 import optuna
 from optuna.trial import TrialState
 
-from sigtune._storage import FAIL_REASON_KEY, OWNER_KEY, _owner_pid
+from sigtune._optuna_compat import study_storage, trial_id
+from sigtune._storage import FAIL_REASON_KEY, OWNER_KEY, owner_pid
 from sigtune._target import mark_uncounted
 
 __all__ = [
@@ -61,14 +62,14 @@ def fail_dead_worker_trials(
     Returns:
         ``(failed, retried)``: trials marked FAIL, and how many of them were enqueued again.
     """
-    storage = study._storage
+    storage = study_storage(study)
     failed = retried = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.system_attrs.get(OWNER_KEY)
-        if not isinstance(owner, str) or _owner_pid(owner) != pid:
+        if not isinstance(owner, str) or owner_pid(owner) != pid:
             continue
         again = retry and RETRY_KEY not in trial.user_attrs
-        tid = trial._trial_id
+        tid = trial_id(trial)
         try:
             storage.set_trial_user_attr(
                 tid, FAIL_REASON_KEY, reason + ("; retried once" if again else "")

@@ -85,7 +85,10 @@ class TrackingCallback:
         except Exception as exc:  # tracking must never stop an optimisation
             log.warning(
                 "%s: trial %d not logged: %s: %s",
-                type(self).__name__, trial.number, type(exc).__name__, exc,
+                type(self).__name__,
+                trial.number,
+                type(exc).__name__,
+                exc,
             )
 
     def log_trial(self, study: Any, trial: FrozenTrial) -> None:
@@ -169,9 +172,11 @@ class MLflowCallback(TrackingCallback):
         )
         run_id = run.info.run_id
         self._runs[trial.number] = run_id
-        stamp = int((trial.datetime_complete or trial.datetime_start).timestamp() * 1000) if (
-            trial.datetime_complete or trial.datetime_start
-        ) else 0
+        stamp = (
+            int((trial.datetime_complete or trial.datetime_start).timestamp() * 1000)
+            if (trial.datetime_complete or trial.datetime_start)
+            else 0
+        )
         params = [Param(k, str(v)[:6000]) for k, v in _scalar_params(trial).items()]
         metrics = [
             Metric("intermediate_value", float(v), stamp, int(step))
@@ -285,7 +290,9 @@ class WandbCallback(TrackingCallback):
                     run.log({"intermediate_value": float(v), "step": int(step)})
             history = trial.user_attrs.get(HISTORY_ATTR)
             if isinstance(history, Mapping):
-                epochs = max((len(v) for v in history.values() if isinstance(v, Sequence)), default=0)
+                epochs = max(
+                    (len(v) for v in history.values() if isinstance(v, Sequence)), default=0
+                )
                 for e in range(epochs):
                     row = {
                         str(k): float(v[e])
