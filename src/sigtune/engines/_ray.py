@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import sys
 import time
 import traceback
@@ -395,8 +396,10 @@ class RayEngine:
         """Connect (or start) Ray; returns whether this call started it."""
         if ray.is_initialized():
             return False
+        # address None: RAY_ADDRESS if set, else a new local instance ("local"; a bare
+        # ray.init() would join any other Ray instance running on this machine)
         ray.init(
-            address=self.address,
+            address=self.address or os.environ.get("RAY_ADDRESS") or "local",
             include_dashboard=False,
             logging_level="WARNING",
             configure_logging=True,
