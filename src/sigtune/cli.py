@@ -376,6 +376,9 @@ def status(
     storage: StorageOpt = None,
     study_name: StudyNameOpt = None,
     as_json: JsonOpt = False,
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="Show this trial's reason, traceback, output.")
+    ] = None,
 ) -> None:
     """Trial counts, best value and running trials of a study."""
     from sigtune._storage import OWNER_KEY
@@ -383,6 +386,15 @@ def status(
     with _errors_to_exit_codes():
         _quiet_libraries()
         study = _open_study(config, storage, study_name)
+        if trial is not None:
+            from sigtune._trial_logs import format_trial_log, trial_log
+
+            log_doc = trial_log(study, trial)
+            if as_json:
+                _print_json(log_doc)
+            else:
+                print(format_trial_log(log_doc))
+            return
         counts = study.count()
         running = [
             {"number": t.number, "owner": t.system_attrs.get(OWNER_KEY)}
@@ -411,6 +423,11 @@ def status(
             print(f"  running: trial {r['number']} (owner {r['owner']})")
         if "best_value" in doc or "pareto_front" in doc:
             print(_format_best(doc, study.directions))
+        from sigtune._trial_logs import has_logs
+
+        logged = has_logs(study)
+        if logged:
+            print(f"Trials with a traceback or output kept: {logged[:20]} (--trial N shows one)")
 
 
 @app.command()

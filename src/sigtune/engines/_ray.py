@@ -57,6 +57,7 @@ from sigtune._exceptions import ConfigError
 from sigtune._optuna_compat import stop_requested, study_storage, trial_id
 from sigtune._run import ProgressSink, RunOutcome, RunPlan, StudyRef, TrialFunction
 from sigtune._storage import FAIL_REASON_KEY
+from sigtune._trial_logs import LOG_KEY
 from sigtune.engines._local import _Shared
 from sigtune.engines._trial import (
     INTERRUPTED_REASON,
@@ -71,7 +72,6 @@ from sigtune.engines._trial import (
 
 __all__ = ["LOG_KEY", "TRACEBACK_KEY", "RayEngine", "RemoteTrial"]
 
-LOG_KEY = "sigtune:log"
 _LOG_CHARS = 4000
 _POLL_S = 0.2
 
