@@ -224,6 +224,52 @@ def _run_in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
     return th, box
 
 
+def test_trial_timeout_and_ctrl_c(cluster: Any, tmp_path: Path) -> None:
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    # trial 1 never finishes: the driver cancels it after trial_timeout and the run goes on
+    study = sigtune.optimize(
+        _blocking_objective,
+        n_trials=3,
+        sampler="random",
+        seed=0,
+        trial_timeout=3.0,
+        run_dir=tmp_path / "timeout",
+        objective_kwargs={"flag_dir": str(flags), "block": 1},
+        engine="ray",
+        engine_options={"max_concurrent": 1},
+    )
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert "trial_timeout=3s" in study.trials[1].user_attrs["fail_reason"]
+
+    # Ctrl-C while a trial runs: it is marked FAIL (interrupted), KeyboardInterrupt is raised
+    flags2 = tmp_path / "flags2"
+    flags2.mkdir()
+
+    def interrupt() -> None:
+        _wait_for((flags2 / "started").exists, "trial 0 to start")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    th = threading.Thread(target=interrupt, daemon=True)
+    th.start()
+    with pytest.raises(KeyboardInterrupt):
+        sigtune.optimize(
+            _blocking_objective,
+            n_trials=3,
+            sampler="random",
+            seed=0,
+            run_dir=tmp_path / "int",
+            objective_kwargs={"flag_dir": str(flags2), "block": 0},
+            engine="ray",
+            engine_options={"max_concurrent": 1},
+        )
+    th.join()
+    after = sigtune.load_study("sigtune", f"journal:///{tmp_path}/int/study.journal")
+    assert [t.state for t in after.trials] == [TrialState.FAIL]
+    assert after.trials[0].user_attrs["fail_reason"] == "interrupted"
+
+
 @pytest.mark.parametrize("retries", [1, 0])
 def test_killing_a_worker_node_loses_no_trial(cluster: Any, tmp_path: Path, retries: int) -> None:
     flags = tmp_path / "flags"
