@@ -113,8 +113,10 @@ def main() -> None:
         for n, sampler in ((args.small, "tpe"), (args.large, "random")):
             local = min(_sigtune("local", n, sampler, workdir, "b") for _ in range(args.repeats))
             on_ray = min(_sigtune("ray", n, sampler, workdir, "b") for _ in range(args.repeats))
-            tune_s = _tune(n, workdir) if n == args.small else None
-            rows.append((n, sampler, local, on_ray, tune_s))
+            rows.append([n, sampler, local, on_ray, None])
+            print(f"# {n} trials ({sampler}): local {local:.2f} s, ray {on_ray:.2f} s", flush=True)
+        # Ray Tune last: on a loaded machine it takes far longer than everything else
+        rows[0][4] = _tune(args.small, workdir)
     finally:
         ray.shutdown()
         shutil.rmtree(workdir, ignore_errors=True)
