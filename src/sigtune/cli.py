@@ -311,60 +311,46 @@ def _write_report(study: Any, path: Path) -> str | None:
     return str(written) if written is not None else None
 
 
-@app.command()
-def run(
-    config: ConfigArg,
-    n_trials: NTrialsOpt = None,
-    jobs: JobsOpt = None,
-    storage: StorageOpt = None,
-    study_name: StudyNameOpt = None,
-    timeout: TimeoutOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-    engine: EngineOpt = None,
-) -> None:
-    """Run (or continue) the study of CONFIG until it holds n_trials finished trials."""
-    with _errors_to_exit_codes(config):
-        _run(
-            config,
-            n_trials=n_trials,
-            jobs=jobs,
-            storage=storage,
-            study_name=study_name,
-            timeout=timeout,
-            quiet=quiet,
-            as_json=as_json,
-            require_existing=False,
-            engine=engine,
-        )
+def _run_command(require_existing: bool, doc: str) -> Any:
+    """The body of ``run`` and ``resume``: they differ only in whether the study must exist."""
+
+    def command(
+        config: ConfigArg,
+        n_trials: NTrialsOpt = None,
+        jobs: JobsOpt = None,
+        storage: StorageOpt = None,
+        study_name: StudyNameOpt = None,
+        timeout: TimeoutOpt = None,
+        quiet: QuietOpt = False,
+        as_json: JsonOpt = False,
+        engine: EngineOpt = None,
+    ) -> None:
+        with _errors_to_exit_codes(config):
+            _run(
+                config,
+                n_trials=n_trials,
+                jobs=jobs,
+                storage=storage,
+                study_name=study_name,
+                timeout=timeout,
+                quiet=quiet,
+                as_json=as_json,
+                require_existing=require_existing,
+                engine=engine,
+            )
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command()
-def resume(
-    config: ConfigArg,
-    n_trials: NTrialsOpt = None,
-    jobs: JobsOpt = None,
-    storage: StorageOpt = None,
-    study_name: StudyNameOpt = None,
-    timeout: TimeoutOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-    engine: EngineOpt = None,
-) -> None:
-    """Continue an existing study (like run, but the study must exist)."""
-    with _errors_to_exit_codes(config):
-        _run(
-            config,
-            n_trials=n_trials,
-            jobs=jobs,
-            storage=storage,
-            study_name=study_name,
-            timeout=timeout,
-            quiet=quiet,
-            as_json=as_json,
-            require_existing=True,
-            engine=engine,
-        )
+run = app.command("run")(
+    _run_command(
+        False, "Run (or continue) the study of CONFIG until it holds n_trials finished trials."
+    )
+)
+resume = app.command("resume")(
+    _run_command(True, "Continue an existing study (like run, but the study must exist).")
+)
 
 
 # ---------------------------------------------------------------------- inspection

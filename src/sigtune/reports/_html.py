@@ -26,6 +26,7 @@ from typing import Any, Literal
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sigtune import _best as best_rules
 from sigtune._exceptions import ConfigError
 
 __all__ = ["write_report"]
@@ -176,12 +177,22 @@ def _sampler_label(sampler: Any) -> str:
 
 
 def _best_trials(study: Any, ostudy: optuna.Study, multi: bool) -> list[FrozenTrial]:
-    try:
-        if multi:
-            return list(getattr(study, "best_trials", ostudy.best_trials))
-        return [getattr(study, "best_trial", None) or ostudy.best_trial]
-    except Exception:  # no completed trial (or only infeasible ones)
-        return []
+    """The Pareto front, or ``[best trial]``: the study wrapper's if it has one (a
+    :class:`sigtune.Study`), else sigtune's one definition (:mod:`sigtune._best`)."""
+    if study is not ostudy:
+        try:
+            if multi:
+                return list(study.best_trials)
+            return [study.best_trial]
+        except AttributeError:
+            pass
+        except Exception:  # no completed trial
+            return []
+    trials = ostudy.get_trials(deepcopy=False)
+    if multi:
+        return best_rules.best_trials(trials, ostudy.directions)
+    best = best_rules.best_trial(trials, ostudy.directions)
+    return [] if best is None else [best]
 
 
 def _best(
