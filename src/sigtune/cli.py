@@ -416,6 +416,9 @@ def status(
     study_name: StudyNameOpt = None,
     as_json: JsonOpt = False,
     failed: Annotated[bool, typer.Option("--failed", help="Failed trials' tracebacks.")] = False,
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="Show this trial's reason, traceback, output.")
+    ] = None,
 ) -> None:
     """Trial counts, best value and running trials of a study."""
     from sigtune._cli_storage import stale_owner
@@ -424,6 +427,15 @@ def status(
     with _errors_to_exit_codes(as_json=as_json):
         _quiet_libraries()
         study = _open_study(config, storage, study_name)
+        if trial is not None:
+            from sigtune._trial_logs import format_trial_log, trial_log
+
+            log_doc = trial_log(study, trial)
+            if as_json:
+                _print_json(log_doc)
+            else:
+                print(format_trial_log(log_doc))
+            return
         counts = study.count()
         running = [
             {
@@ -466,6 +478,11 @@ def status(
             print(_format_best(doc, study.directions))
         if failed:
             _cli_view.print_failed(doc["failed"])
+        from sigtune._trial_logs import has_logs
+
+        logged = has_logs(study)
+        if logged:
+            print(f"Trials with a traceback or output kept: {logged[:20]} (--trial N shows one)")
 
 
 @app.command()
