@@ -248,7 +248,7 @@ def _member(
     from sigtune.pipelines.ml._mlp import weights_digest
 
     idx = int(config["member"])
-    hp = {k: config[k] for k in mutable}
+    hp = {k: _py(config[k]) for k in mutable}
     params = {
         **init[idx],
         **hp,
@@ -712,7 +712,11 @@ def _record_trials(
                 "epochs": len(df),
                 "exploits": [list(e) for e in exploits.get(tid, ())],
                 "schedule": [
-                    {k[len(_HP_PREFIX) :]: row[k] for k in df.columns if k.startswith(_HP_PREFIX)}
+                    {
+                        k[len(_HP_PREFIX) :]: _py(row[k])
+                        for k in df.columns
+                        if k.startswith(_HP_PREFIX)
+                    }
                     for _, row in df.iterrows()
                 ],
             },
