@@ -265,6 +265,7 @@ def tracking_callbacks(cfg: Any) -> list[Any]:
 
 def finish_tracking(callbacks: list[Any], study: Any, run_dir: Path) -> None:
     """After the run: the run's outputs go to the best trial's tracking run; flush."""
+    callbacks = [cb for cb in callbacks if hasattr(cb, "log_artifacts")]
     if not callbacks:
         return
     outputs = [
@@ -280,3 +281,62 @@ def finish_tracking(callbacks: list[Any], study: Any, run_dir: Path) -> None:
             typer.echo(f"warning: tracking artefacts not logged: {type(exc).__name__}: {exc}", err=True)
         finally:
             cb.close()
+
+
+# ---------------------------------------------------------------------- run output
+
+
+def warn_failed_trial(study: Any, trial: Any) -> None:
+    """One warning line per failed trial (Optuna's wording), for runs on a terminal."""
+    if trial.state.name != "FAIL":
+        return
+    from sigtune._storage import FAIL_REASON_KEY
+
+    reason = trial.user_attrs.get(FAIL_REASON_KEY) or "unknown error"
+    sys.stderr.write(
+        f"warning: Trial {trial.number} failed with parameters: {dict(trial.params)} because "
+        f"of the following error: {reason} (sigtune status --failed shows the traceback)\n"
+    )
+
+
+class _OncePerMessage:
+    """A logging filter passing each distinct message once (the choice is logged per sampler)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def filter(self, record: Any) -> bool:
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
+def run_callbacks(cfg: Any, *, quiet: bool) -> list[Any]:
+    """Callbacks ``sigtune run`` adds: tracking (run-config ``tracking:``) and, on a terminal,
+    a warning line per failed trial. Also prints the ``auto`` sampler's choice at the start."""
+    import logging
+
+    if not quiet and cfg.sampler.name == "auto":
+        sampler_log = logging.getLogger("sigtune._samplers")
+        sampler_log.setLevel(logging.INFO)
+        sampler_log.addFilter(_OncePerMessage())
+    extra = tracking_callbacks(cfg)
+    if not quiet and sys.stderr.isatty():
+        extra.append(warn_failed_trial)
+    return extra
+
+
+def stop_text(stop_reason: str | None) -> str | None:
+    """Why a run ended early, in one line (``None`` when it ran its trials)."""
+    texts = {
+        "timeout": "the run's timeout was reached",
+        "max_failures": "too many failed trials (max_failures)",
+        "interrupted": "interrupted (Ctrl-C)",
+        "error": "a worker or callback failed",
+        "stopped": "study.stop() was called",
+    }
+    if stop_reason is None or stop_reason == "done":
+        return None
+    return f"Run stopped: {texts.get(stop_reason, stop_reason)}"

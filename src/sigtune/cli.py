@@ -249,7 +249,7 @@ def _run(
     cfg = _load(config, overrides)
     spec = build_objective(cfg)
     settings = RunSettings.from_config(cfg, spec)
-    tracking = _cli_view.tracking_callbacks(cfg)  # run-config `tracking:` (MLflow, W&B)
+    tracking = _cli_view.run_callbacks(cfg, quiet=quiet or as_json)  # tracking:, warnings
     if tracking:
         settings = dataclasses.replace(settings, callbacks=(*settings.callbacks, *tracking))
     run_dir = Path(cfg.run_dir)
@@ -289,6 +289,9 @@ def _run(
     if not as_json:
         ran = "" if study.last_run is None else f" ({study.last_run.n_finished} run now)"
         print(f"Study {study.study_name!r}: {_counts_text(counts)}{ran}", file=out)
+        stopped = _cli_view.stop_text(doc.get("run", {}).get("stop_reason"))
+        if stopped:
+            print(stopped, file=out)
         print(_format_best(doc, study.directions), file=out)
 
     if spec.after_run is not None:

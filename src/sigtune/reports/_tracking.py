@@ -135,6 +135,8 @@ class MLflowCallback(TrackingCallback):
         if self._client_obj is None:
             from mlflow.tracking import MlflowClient
 
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+            logging.getLogger("alembic").setLevel(logging.WARNING)
             self._client_obj = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client_obj
 
