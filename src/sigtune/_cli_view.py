@@ -50,7 +50,7 @@ def _storage_ref(config: Path | None, storage: str | None) -> Any:
     if config is not None:
         from sigtune._config import load_config
 
-        cfg = load_config(config, {"storage": storage})
+        cfg: Any = load_config(config, {"storage": storage})
         if cfg.storage is None and not Path(cfg.run_dir).exists():
             raise StudyNotFoundError(
                 f"run directory {cfg.run_dir} does not exist: run `sigtune run {config}` first"
@@ -127,15 +127,17 @@ def dashboard(
         try:
             import optuna_dashboard
         except ImportError:
-            _fail(EXIT_BAD_INPUT, "sigtune dashboard needs optuna-dashboard: pip install "
-                  "'sigtune[report]'")
+            _fail(
+                EXIT_BAD_INPUT,
+                "sigtune dashboard needs optuna-dashboard: pip install 'sigtune[report]'",
+            )
         from wsgiref.simple_server import WSGIRequestHandler, make_server
 
         ref = _storage_ref(config, storage)
         backend = ref.open(track_owner=False)
 
         class _QuietHandler(WSGIRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         try:
@@ -206,8 +208,13 @@ def report(
     ] = False,
 ) -> None:
     """Write the HTML report of a study (all plots; physics and ML pages when they apply)."""
-    from sigtune.cli import EXIT_BAD_INPUT, _errors_to_exit_codes, _fail, _open_study
-    from sigtune.cli import _quiet_libraries
+    from sigtune.cli import (
+        EXIT_BAD_INPUT,
+        _errors_to_exit_codes,
+        _fail,
+        _open_study,
+        _quiet_libraries,
+    )
 
     with _errors_to_exit_codes(config):
         _quiet_libraries()
@@ -216,7 +223,8 @@ def report(
         if config is not None:
             from sigtune._config import load_config
 
-            run_dir = Path(load_config(config, {"storage": storage}).run_dir)
+            cfg: Any = load_config(config, {"storage": storage})
+            run_dir = Path(cfg.run_dir)
         if output is None:
             if run_dir is None:
                 _fail(EXIT_BAD_INPUT, "give --output (no run-config to take run_dir from)")
@@ -229,9 +237,9 @@ def report(
 
 def physics(
     workspace: Annotated[Path, typer.Argument(help="pyhf JSON workspace.", show_default=False)],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Output HTML page.")
-    ] = Path("physics.html"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output HTML page.")] = Path(
+        "physics.html"
+    ),
     measurement: Annotated[str | None, typer.Option("--measurement")] = None,
     ranking: Annotated[
         bool, typer.Option("--ranking/--no-ranking", help="Impact ranking (one fit per NP).")
@@ -245,9 +253,7 @@ def physics(
             _fail(EXIT_BAD_INPUT, f"no workspace file {workspace}")
         from sigtune.reports._physics import write_physics_page
 
-        path = write_physics_page(
-            workspace, output, measurement=measurement, with_ranking=ranking
-        )
+        path = write_physics_page(workspace, output, measurement=measurement, with_ranking=ranking)
         print(f"Physics page: {path}")
 
 
@@ -270,7 +276,13 @@ def finish_tracking(callbacks: list[Any], study: Any, run_dir: Path) -> None:
         return
     outputs = [
         p
-        for name in ("best_workspace.json", "summary.json", "report.html", "physics.html", "ml.html")
+        for name in (
+            "best_workspace.json",
+            "summary.json",
+            "report.html",
+            "physics.html",
+            "ml.html",
+        )
         for p in [run_dir / name]
         if p.is_file()
     ]
@@ -278,7 +290,9 @@ def finish_tracking(callbacks: list[Any], study: Any, run_dir: Path) -> None:
         try:
             cb.log_artifacts(study, outputs)
         except Exception as exc:
-            typer.echo(f"warning: tracking artefacts not logged: {type(exc).__name__}: {exc}", err=True)
+            typer.echo(
+                f"warning: tracking artefacts not logged: {type(exc).__name__}: {exc}", err=True
+            )
         finally:
             cb.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -165,3 +166,11 @@ class Browser:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def keep_screenshot(path: Path) -> None:
+    """Copy a test's screenshot to $SIGTUNE_SCREENSHOT_DIR (how docs/img is produced)."""
+    target = os.environ.get("SIGTUNE_SCREENSHOT_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(target) / path.name)

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from _cdp import Page
-from conftest import keep_screenshot
+from _cdp import Page, keep_screenshot
 
 from sigtune.reports import write_report
 

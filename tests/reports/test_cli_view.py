@@ -15,8 +15,7 @@ from typing import Any
 
 import optuna
 import pytest
-from _cdp import Page
-from conftest import keep_screenshot
+from _cdp import Page, keep_screenshot
 
 import sigtune
 
@@ -271,4 +270,6 @@ def test_stop_reason_is_printed(tmp_path: Path) -> None:
         "objective: obj.py:objective\ncallbacks: ['obj.py:stop_after_three']\n"
     )
     proc = _sigtune("run", "cfg.yaml", cwd=tmp_path)
-    assert "Study 's': 3 complete (3 run now)\nRun stopped: study.stop() was called\n" in proc.stdout
+    assert (
+        "Study 's': 3 complete (3 run now)\nRun stopped: study.stop() was called\n" in proc.stdout
+    )

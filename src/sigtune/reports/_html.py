@@ -159,9 +159,7 @@ def _write_page(
         head_js = f'<script src="{html.escape(plotly_js)}"></script>'
     else:
         head_js = ""
-    links = " | ".join(
-        f"<a href='{html.escape(f)}'>{html.escape(label)}</a>" for f, label in nav
-    )
+    links = " | ".join(f"<a href='{html.escape(f)}'>{html.escape(label)}</a>" for f, label in nav)
     document = _PAGE.format(
         title=html.escape(title),
         heading=html.escape(title),
@@ -390,9 +388,7 @@ def _failures(trials: Sequence[FrozenTrial]) -> str:
     for t in failed:
         reason = t.user_attrs.get(FAIL_REASON_KEY) or "(no reason stored)"
         tb = t.system_attrs.get(FAIL_TRACEBACK_KEY)
-        body = (
-            f"<pre>{html.escape(str(tb))}</pre>" if tb else "<p>No traceback stored.</p>"
-        )
+        body = f"<pre>{html.escape(str(tb))}</pre>" if tb else "<p>No traceback stored.</p>"
         parts.append(
             f"<details class='failure' data-trial='{t.number}'><summary>trial {t.number}: "
             f"{html.escape(str(reason))}</summary>{body}</details>"
@@ -453,12 +449,20 @@ def _plot_specs(
         specs.append(("history", f"Optimization history{suffix}", "plot_optimization_history", tkw))
         if has_params and len(complete) >= 2:
             specs.append(
-                ("importances", f"Parameter importances (fANOVA){suffix}",
-                 "plot_param_importances", dict(tkw))
+                (
+                    "importances",
+                    f"Parameter importances (fANOVA){suffix}",
+                    "plot_param_importances",
+                    dict(tkw),
+                )
             )
             specs.append(
-                ("importances-ped", f"Parameter importances (PED-ANOVA){suffix}",
-                 "plot_param_importances", {**tkw, "evaluator": "ped"})
+                (
+                    "importances-ped",
+                    f"Parameter importances (PED-ANOVA){suffix}",
+                    "plot_param_importances",
+                    {**tkw, "evaluator": "ped"},
+                )
             )
         if has_params:
             specs.append(
@@ -466,19 +470,31 @@ def _plot_specs(
             )
         if len(top) >= 2 and len(complete) >= 2:
             specs.append(
-                ("contour", f"Contour of {top[0]} and {top[1]}{suffix}", "plot_contour",
-                 {**tkw, "params": top[:2]})
+                (
+                    "contour",
+                    f"Contour of {top[0]} and {top[1]}{suffix}",
+                    "plot_contour",
+                    {**tkw, "params": top[:2]},
+                )
             )
         if top:
             specs.append(
-                ("slice", f"Slice of {', '.join(top[:4])}{suffix}", "plot_slice",
-                 {**tkw, "params": top[:4]})
+                (
+                    "slice",
+                    f"Slice of {', '.join(top[:4])}{suffix}",
+                    "plot_slice",
+                    {**tkw, "params": top[:4]},
+                )
             )
         specs.append(("edf", f"Empirical distribution function{suffix}", "plot_edf", tkw))
     if with_intermediate and not multi:
         specs.append(
-            ("intermediate", "Intermediate values (learning curves)", "plot_intermediate_values",
-             {})
+            (
+                "intermediate",
+                "Intermediate values (learning curves)",
+                "plot_intermediate_values",
+                {},
+            )
         )
     specs.append(("timeline", "Timeline", "plot_timeline", {}))
     if has_constraints and not multi:
@@ -502,7 +518,9 @@ def _reference_point(complete: Sequence[FrozenTrial], directions: list[str]) -> 
     for i, d in enumerate(directions):
         col = values[:, i]
         span = float(col.max() - col.min()) or max(abs(float(col.max())), 1.0)
-        ref.append(float(col.max() + 0.1 * span) if d == "minimize" else float(col.min() - 0.1 * span))
+        ref.append(
+            float(col.max() + 0.1 * span) if d == "minimize" else float(col.min() - 0.1 * span)
+        )
     return ref
 
 
@@ -610,10 +628,7 @@ def _feasibility_figure(ostudy: optuna.Study) -> Any:
     return fig
 
 
-def _matplotlib(
-    ostudy: optuna.Study, function: str, kwargs: dict[str, Any], caption: str
-) -> str:
-    import matplotlib.pyplot as plt
+def _matplotlib(ostudy: optuna.Study, function: str, kwargs: dict[str, Any], caption: str) -> str:
     from optuna.visualization import matplotlib as vis
 
     if function == "_feasibility":

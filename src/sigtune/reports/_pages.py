@@ -77,7 +77,9 @@ def _history_metric_figure(trials: Sequence[FrozenTrial]) -> Any | None:
             if isinstance(values, list) and values:
                 fig.add_trace(
                     go.Scatter(
-                        y=values, mode="lines", name=f"trial {t.number}: {metric}",
+                        y=values,
+                        mode="lines",
+                        name=f"trial {t.number}: {metric}",
                         legendgroup=str(metric),
                     )
                 )
@@ -106,14 +108,17 @@ def _roc_figure(files: list[Path], run_dir: Path) -> Any | None:
         for name, roc in payload.items():
             fig.add_trace(
                 go.Scatter(
-                    x=roc["fpr"], y=roc["tpr"], mode="lines",
+                    x=roc["fpr"],
+                    y=roc["tpr"],
+                    mode="lines",
                     name=f"{f.parent.relative_to(run_dir)}: {name} (AUC {roc['auc']:.3f})",
                 )
             )
     if not fig.data:
         return None
     fig.update_layout(
-        title="ROC of the selected models", xaxis_title="false-positive rate",
+        title="ROC of the selected models",
+        xaxis_title="false-positive rate",
         yaxis_title="true-positive rate",
     )
     return fig
@@ -180,7 +185,9 @@ def ml_sections(
             rel = str(png.relative_to(run_dir))
             parts.append(
                 figure_html(
-                    "output", rel, f"<img alt='{html.escape(rel)}' src='data:image/png;base64,{data}'/>"
+                    "output",
+                    rel,
+                    f"<img alt='{html.escape(rel)}' src='data:image/png;base64,{data}'/>",
                 )
             )
     for kind, caption, fig in figures:

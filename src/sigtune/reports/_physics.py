@@ -171,9 +171,7 @@ def physics_results(
         sl = slice(offset, offset + nb)
         offset += nb
         keep = [i for i in range(len(model.sample_names)) if np.any(pre_s[i, sl] != 0)]
-        ch_edges = np.asarray(
-            (edges or {}).get(cname, np.arange(nb + 1)), dtype=float
-        )
+        ch_edges = np.asarray((edges or {}).get(cname, np.arange(nb + 1)), dtype=float)
         if ch_edges.size != nb + 1:
             ch_edges = np.arange(nb + 1, dtype=float)
         channels.append(
@@ -188,7 +186,7 @@ def physics_results(
                 data=main[sl],
             )
         )
-    pulls = []
+    pulls: list[dict[str, float | str]] = []
     for i, name in enumerate(model.par_names):
         width = model.constraint_width(i)
         if width is None or model.suggested_fixed()[i]:
@@ -252,9 +250,7 @@ def _stack_figure(ch: ChannelYields, which: str) -> Any:
     sigma = ch.prefit_sigma if which == "pre" else ch.postfit_sigma
     total = yields.sum(axis=0)
     fig, ax = plt.subplots(figsize=(7, 5))
-    mplhep.histplot(
-        list(yields), ch.edges, stack=True, histtype="fill", label=ch.samples, ax=ax
-    )
+    mplhep.histplot(list(yields), ch.edges, stack=True, histtype="fill", label=ch.samples, ax=ax)
     ax.bar(
         (ch.edges[:-1] + ch.edges[1:]) / 2,
         2 * sigma,
@@ -266,11 +262,18 @@ def _stack_figure(ch: ChannelYields, which: str) -> Any:
         label="uncertainty",
     )
     mplhep.histplot(
-        ch.data, ch.edges, histtype="errorbar", yerr=np.sqrt(ch.data), color="k", label="data",
+        ch.data,
+        ch.edges,
+        histtype="errorbar",
+        yerr=np.sqrt(ch.data),
+        color="k",
+        label="data",
         ax=ax,
     )
     ax.set_ylabel("events")
-    ax.set_xlabel(f"{ch.name} ({'observable' if ch.edges[0] != 0 or ch.edges[-1] != len(ch.data) else 'bin'})")
+    ax.set_xlabel(
+        f"{ch.name} ({'observable' if ch.edges[0] != 0 or ch.edges[-1] != len(ch.data) else 'bin'})"
+    )
     ax.set_title(f"{ch.name}: {'pre' if which == 'pre' else 'post'}-fit", fontsize=12)
     ax.legend(fontsize=9)
     return fig
@@ -283,9 +286,7 @@ def _pulls_figure(pulls: Sequence[Mapping[str, Any]]) -> Any:
     y = np.arange(n)
     ax.axvspan(-2, 2, color="#ffe000", zorder=0)
     ax.axvspan(-1, 1, color="#00c000", zorder=0)
-    ax.errorbar(
-        [p["pull"] for p in pulls], y, xerr=[p["constraint"] for p in pulls], fmt="ko"
-    )
+    ax.errorbar([p["pull"] for p in pulls], y, xerr=[p["constraint"] for p in pulls], fmt="ko")
     ax.set_yticks(y, [str(p["name"]) for p in pulls], fontsize=8)
     ax.set_xlim(-3, 3)
     ax.set_xlabel(r"$(\hat\theta - \theta_0)/\Delta\theta$")
@@ -299,8 +300,12 @@ def _ranking_figure(rank: Any, top: int = 15) -> Any:
     n = len(entries)
     fig, ax = plt.subplots(figsize=(8, max(2.5, 0.35 * n + 1)))
     y = np.arange(n)
-    ax.barh(y, [e.prefit_up for e in entries], color="none", edgecolor="#1f77b4", label="pre-fit up")
-    ax.barh(y, [e.prefit_down for e in entries], color="none", edgecolor="#2ca02c", label="pre-fit down")
+    ax.barh(
+        y, [e.prefit_up for e in entries], color="none", edgecolor="#1f77b4", label="pre-fit up"
+    )
+    ax.barh(
+        y, [e.prefit_down for e in entries], color="none", edgecolor="#2ca02c", label="pre-fit down"
+    )
     ax.barh(y, [e.postfit_up for e in entries], color="#1f77b4", alpha=0.7, label="post-fit up")
     ax.barh(y, [e.postfit_down for e in entries], color="#2ca02c", alpha=0.7, label="post-fit down")
     ax.set_yticks(y, [e.name for e in entries], fontsize=8)
@@ -321,9 +326,7 @@ def _brazil_figure(cls: ClsScan) -> Any:
     ax.axhline(1 - cls.cl, color="r", label=f"{cls.cl:.0%} CL")
     ax.set_xlabel(r"$\mu$")
     ax.set_ylabel(r"CL$_s$")
-    ax.set_title(
-        f"upper limit: obs {cls.limit_obs:.3g}, exp {cls.limit_exp[2]:.3g}", fontsize=12
-    )
+    ax.set_title(f"upper limit: obs {cls.limit_obs:.3g}, exp {cls.limit_exp[2]:.3g}", fontsize=12)
     ax.legend(fontsize=9)
     return fig
 

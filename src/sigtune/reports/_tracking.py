@@ -67,8 +67,9 @@ def _best_trial(study: Any) -> FrozenTrial | None:
     ostudy = getattr(study, "optuna", study)
     try:
         if len(ostudy.directions) == 1:
-            return getattr(study, "best_trial", None) or ostudy.best_trial
-        front = ostudy.best_trials
+            best: FrozenTrial = getattr(study, "best_trial", None) or ostudy.best_trial
+            return best
+        front: list[FrozenTrial] = ostudy.best_trials
         return front[0] if front else None
     except (ValueError, RuntimeError):
         return None
@@ -85,7 +86,10 @@ class TrackingCallback:
         except Exception as exc:  # tracking must never stop an optimisation
             log.warning(
                 "%s: trial %d not logged: %s: %s",
-                type(self).__name__, trial.number, type(exc).__name__, exc,
+                type(self).__name__,
+                trial.number,
+                type(exc).__name__,
+                exc,
             )
 
     def log_trial(self, study: Any, trial: FrozenTrial) -> None:
@@ -171,9 +175,8 @@ class MLflowCallback(TrackingCallback):
         )
         run_id = run.info.run_id
         self._runs[trial.number] = run_id
-        stamp = int((trial.datetime_complete or trial.datetime_start).timestamp() * 1000) if (
-            trial.datetime_complete or trial.datetime_start
-        ) else 0
+        when = trial.datetime_complete or trial.datetime_start
+        stamp = int(when.timestamp() * 1000) if when is not None else 0
         params = [Param(k, str(v)[:6000]) for k, v in _scalar_params(trial).items()]
         metrics = [
             Metric("intermediate_value", float(v), stamp, int(step))
@@ -287,7 +290,9 @@ class WandbCallback(TrackingCallback):
                     run.log({"intermediate_value": float(v), "step": int(step)})
             history = trial.user_attrs.get(HISTORY_ATTR)
             if isinstance(history, Mapping):
-                epochs = max((len(v) for v in history.values() if isinstance(v, Sequence)), default=0)
+                epochs = max(
+                    (len(v) for v in history.values() if isinstance(v, Sequence)), default=0
+                )
                 for e in range(epochs):
                     row = {
                         str(k): float(v[e])
