@@ -115,7 +115,7 @@ class Page:
     def screenshot(self, path: Path) -> Path:
         height = int(self.evaluate("document.documentElement.scrollHeight") or 900)
         data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                         clip={"x": 0, "y": 0, "width": 1280, "height": min(height, 12000),
+                         clip={"x": 0, "y": 0, "width": 1280, "height": min(height, 4000),
                                "scale": 1})  # fmt: skip
         path.write_bytes(base64.b64decode(data["data"]))
         return path
