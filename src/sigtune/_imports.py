@@ -106,5 +106,3 @@ def _import_file(ref: str, target: str, base_dir: str | os.PathLike[str] | None)
         ) from exc
     _FILE_MODULES[path] = module
     return module
-
-

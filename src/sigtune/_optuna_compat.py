@@ -11,6 +11,7 @@ test-optuna-oldest`` runs the core tests against the oldest Optuna that pyprojec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from optuna.storages import _CachedStorage as CachedStorage
@@ -20,6 +21,7 @@ from optuna.study._frozen import FrozenStudy
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial
 
 __all__ = [
     "BaseJournalFileLock",
@@ -30,8 +32,30 @@ __all__ = [
     "stop_requested",
     "study_id",
     "study_storage",
+    "trial_constraints",
     "trial_id",
 ]
+
+
+def trial_constraints(trial: FrozenTrial) -> Mapping[str, float]:
+    """The constraint values Optuna stores for a trial (``FrozenTrial.constraints`` of newer Optuna).
+
+    Older Optuna has no ``FrozenTrial.constraints``: read the same ``system_attrs`` it would
+    (``constraints`` list and ``constraints:<name>`` keys).
+    """
+    values = getattr(trial, "constraints", None)
+    if values is not None:
+        return dict(values)
+    out: dict[str, float] = {}
+    listed = trial.system_attrs.get("constraints")
+    if listed is not None:
+        out.update((str(i), c) for i, c in enumerate(listed))
+    out.update(
+        (k.removeprefix("constraints:"), v)
+        for k, v in trial.system_attrs.items()
+        if k.startswith("constraints:")
+    )
+    return out
 
 
 def study_storage(study: optuna.Study) -> BaseStorage:

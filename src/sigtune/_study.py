@@ -7,22 +7,20 @@ points, runs the remaining trials with the local engine (``n_jobs`` worker proce
 in the study, so calling :func:`optimize` again with the same arguments resumes an interrupted run;
 trials copied by ``warm_start`` do not count.
 
-Best-trial selection is *feasible first*: trials whose constraint values are all ``<= 0`` are
-preferred; if no completed trial is feasible, the ones with the smallest total violation
-``sum(max(c, 0))`` are used.
+Best-trial selection is *feasible first* (:mod:`sigtune._best`): trials whose constraint values
+are all ``<= 0`` are preferred; if no completed trial is feasible, the ones with the smallest total
+violation ``sum(max(c, 0))`` are used.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
 import optuna
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
@@ -30,6 +28,8 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from sigtune import _best
+from sigtune._best import constraint_violation, pareto_mask
 from sigtune._exceptions import ConfigError, RunFailedError, StorageError
 from sigtune._optuna_compat import study_id, study_storage
 from sigtune._run import (
@@ -55,7 +55,16 @@ if TYPE_CHECKING:
 
     from sigtune._space import SearchSpace
 
-__all__ = ["RunSettings", "Study", "bind_objective", "load_study", "optimize", "run_study"]
+__all__ = [
+    "RunSettings",
+    "Study",
+    "bind_objective",
+    "constraint_violation",
+    "load_study",
+    "optimize",
+    "pareto_mask",
+    "run_study",
+]
 
 log = logging.getLogger(__name__)
 
@@ -146,21 +155,17 @@ class Study:
     def _complete(self) -> list[FrozenTrial]:
         return list(self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
-    def _feasible_first(self) -> list[FrozenTrial]:
-        trials = self._complete()
-        if not trials:
-            raise RunFailedError(
-                f"study {self.study_name!r} has no COMPLETE trial yet "
-                f"({_describe_counts(self.count())}); look at the fail_reason of its trials "
-                "(`sigtune export`) and fix the objective"
-            )
-        violations = [constraint_violation(t) for t in trials]
-        least = min(violations)
-        return [t for t, v in zip(trials, violations, strict=True) if v == least]
+    def _no_complete_trial(self) -> RunFailedError:
+        return RunFailedError(
+            f"study {self.study_name!r} has no COMPLETE trial yet "
+            f"({_describe_counts(self.count())}); look at the fail_reason of its trials "
+            "(`sigtune export`) and fix the objective"
+        )
 
     @property
     def best_trial(self) -> FrozenTrial:
-        """The best COMPLETE trial, feasible first (single-objective studies).
+        """The best COMPLETE trial, feasible first (single-objective studies; see
+        :mod:`sigtune._best`).
 
         Raises:
             ConfigError: The study has several objectives (use :attr:`best_trials`).
@@ -171,10 +176,9 @@ class Study:
                 f"study {self.study_name!r} has {self.n_objectives} objectives: use best_trials "
                 "or pareto_front() instead of best_trial/best_value/best_params"
             )
-        pool = self._feasible_first()
-        maximize = self._study.directions[0] == StudyDirection.MAXIMIZE
-        key: Callable[[FrozenTrial], float] = lambda t: float(t.values[0])  # noqa: E731
-        best = max(pool, key=key) if maximize else min(pool, key=key)
+        best = _best.best_trial(self._complete(), self._study.directions)
+        if best is None:
+            raise self._no_complete_trial()
         return copy.deepcopy(best)
 
     @property
@@ -202,16 +206,8 @@ class Study:
 
         For a single objective this is ``[best_trial]`` plus ties.
         """
-        try:
-            pool = self._feasible_first()
-        except RunFailedError:
-            return []
-        signs = np.array(
-            [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in self._study.directions]
-        )
-        values = np.array([t.values for t in pool], dtype=float) * signs
-        keep = pareto_mask(values)
-        return [copy.deepcopy(t) for t, k in zip(pool, keep, strict=True) if k]
+        front = _best.best_trials(self._complete(), self._study.directions)
+        return [copy.deepcopy(t) for t in front]
 
     def pareto_front(self) -> list[FrozenTrial]:
         """Alias of :attr:`best_trials`, sorted by the first objective value."""
@@ -227,42 +223,6 @@ class Study:
         from sigtune._export import trials_table
 
         return trials_table(self._study)
-
-
-def constraint_violation(trial: FrozenTrial) -> float:
-    """Total violation ``sum(max(c, 0))`` of a trial's constraints (0 if feasible or none).
-
-    Constraints are read from Optuna's ``system_attrs`` (``constraints`` list, or the
-    ``constraints:<name>`` keys of ``Trial.set_constraint``), else from
-    ``user_attrs["constraints"]`` (a list or a ``name -> value`` mapping) set by the objective.
-    """
-    values: Any = trial.constraints
-    if not values:
-        values = trial.user_attrs.get("constraints")
-        if values is None:
-            return 0.0
-    items = values.values() if isinstance(values, Mapping) else values
-    total = 0.0
-    for c in items:
-        f = float(c)
-        if math.isnan(f):
-            return math.inf
-        total += max(f, 0.0)
-    return total
-
-
-def pareto_mask(values: np.ndarray) -> np.ndarray:
-    """Boolean mask of the non-dominated rows of ``values`` (all objectives minimised)."""
-    n = len(values)
-    keep = np.ones(n, dtype=bool)
-    for i in range(n):
-        if not keep[i]:
-            continue
-        v = values[i]
-        dominated = np.all(values <= v, axis=1) & np.any(values < v, axis=1)
-        if dominated.any():
-            keep[i] = False
-    return keep
 
 
 def _direction_name(d: StudyDirection) -> str:

@@ -1,7 +1,7 @@
 """The ``sigtune`` command line.
 
 Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema``, ``studies``,
-``dashboard``, ``report``, ``physics`` (bodies in :mod:`sigtune._cli_view`) and ``hep`` (the
+``dashboard``, ``report``, ``physics`` (bodies in :mod:`sigtune.reports._commands`) and ``hep`` (the
 HistFactory tools of :mod:`sigtune.hep.cli`, imported only when used).
 
 Exit codes: ``0`` success; ``1`` the run failed (``max_failures`` exceeded, worker processes died,
@@ -16,31 +16,31 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from sigtune import _cli_view
-from sigtune._exceptions import (
-    ConfigError,
-    ObjectiveError,
-    RunFailedError,
-    SigtuneError,
-    StorageError,
+from sigtune._cli_common import (  # shared with the commands of sigtune.reports._commands
+    EXIT_FAILED,
+    _errors_to_exit_codes,
+    _fail,
+    _load,
+    _open_study,
+    _print_json,
+    _quiet_libraries,
 )
+from sigtune._exceptions import (
+    RunFailedError,
+)
+from sigtune.reports import _commands
 
 __all__ = ["app", "main"]
 
 log = logging.getLogger("sigtune")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
     name="sigtune",
@@ -72,7 +72,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document o
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_cli_view.version_callback, is_eager=True)
+        bool, typer.Option("--version", callback=_commands.version_callback, is_eager=True)
     ] = False,
 ) -> None:
     """Tune analysis choices (hyperparameters, variables, binnings, cuts) against a figure of
@@ -80,98 +80,6 @@ def _root(
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _fail(code: int, message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@contextlib.contextmanager
-def _errors_to_exit_codes(config: Path | None = None) -> Iterator[None]:
-    """Map sigtune errors to exit codes with a one-line message."""
-    from sigtune._storage import StudyNotFoundError
-
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except KeyboardInterrupt:
-        resume = f"sigtune resume {config}" if config is not None else "the same command"
-        typer.echo(f"\nInterrupted. Resume with: {resume}", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except (ConfigError, ObjectiveError, StudyNotFoundError) as exc:
-        _fail(EXIT_BAD_INPUT, str(exc))
-    except (RunFailedError, StorageError) as exc:
-        _fail(EXIT_FAILED, str(exc))
-    except SigtuneError as exc:
-        _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
-
-
-def _quiet_libraries() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.WARNING)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if hasattr(value, "item"):  # NumPy scalars
-        return _jsonable(value.item())
-    return str(value)
-
-
-def _print_json(doc: Mapping[str, Any]) -> None:
-    sys.stdout.write(json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n")
-    sys.stdout.flush()
-
-
-def _load(config: Path, overrides: Mapping[str, Any] | None = None) -> Any:
-    from sigtune._config import load_config
-
-    return load_config(config, overrides)
-
-
-def _open_study(config: Path | None, storage: str | None, study_name: str | None) -> Any:
-    """The :class:`~sigtune.Study` named by a config or by --storage/--study-name."""
-    from sigtune._storage import StudyNotFoundError, resolve_storage
-    from sigtune._study import load_study
-
-    space = None
-    if config is not None:
-        cfg = _load(config, {"storage": storage, "study_name": study_name})
-        storage_ref: Any = resolve_storage(cfg.storage, run_dir=cfg.run_dir)
-        if cfg.storage is None and not Path(cfg.run_dir).exists():
-            raise StudyNotFoundError(
-                f"run directory {cfg.run_dir} does not exist: run `sigtune run {config}` first"
-            )
-        name, space = cfg.study_name, cfg.space
-    else:
-        if storage is None:
-            raise ConfigError("give a CONFIG, or --storage (and --study-name)")
-        storage_ref = resolve_storage(storage)
-        name = study_name
-        if name is None:
-            names = [s.study_name for s in storage_ref.open(track_owner=False).get_all_studies()]
-            if len(names) != 1:
-                raise StudyNotFoundError(
-                    f"storage {storage_ref.describe()} holds {len(names)} studies "
-                    f"({', '.join(names) or 'none'}); choose one with --study-name"
-                )
-            name = names[0]
-    return load_study(name, storage_ref, space=space)
 
 
 def _best_summary(study: Any) -> dict[str, Any]:
@@ -249,7 +157,7 @@ def _run(
     cfg = _load(config, overrides)
     spec = build_objective(cfg)
     settings = RunSettings.from_config(cfg, spec)
-    tracking = _cli_view.run_callbacks(cfg, quiet=quiet or as_json)  # tracking:, warnings
+    tracking = _commands.run_callbacks(cfg, quiet=quiet or as_json)  # tracking:, warnings
     if tracking:
         settings = dataclasses.replace(settings, callbacks=(*settings.callbacks, *tracking))
     run_dir = Path(cfg.run_dir)
@@ -289,7 +197,7 @@ def _run(
     if not as_json:
         ran = "" if study.last_run is None else f" ({study.last_run.n_finished} run now)"
         print(f"Study {study.study_name!r}: {_counts_text(counts)}{ran}", file=out)
-        stopped = _cli_view.stop_text(doc.get("run", {}).get("stop_reason"))
+        stopped = _commands.stop_text(doc.get("run", {}).get("stop_reason"))
         if stopped:
             print(stopped, file=out)
         print(_format_best(doc, study.directions), file=out)
@@ -311,7 +219,7 @@ def _run(
         doc["report"] = _write_report(study, run_dir / "report.html", run_dir)
         if doc["report"] and not as_json and not quiet:
             print(f"Report: {doc['report']}", file=out)
-    _cli_view.finish_tracking(tracking, study, run_dir)
+    _commands.finish_tracking(tracking, study, run_dir)
     if not as_json and not quiet:
         print(f"Dashboard: sigtune dashboard {config}", file=out)
     if as_json:
@@ -330,56 +238,44 @@ def _write_report(study: Any, path: Path, run_dir: Path | None = None) -> str | 
     return str(written) if written is not None else None
 
 
-@app.command()
-def run(
-    config: ConfigArg,
-    n_trials: NTrialsOpt = None,
-    jobs: JobsOpt = None,
-    storage: StorageOpt = None,
-    study_name: StudyNameOpt = None,
-    timeout: TimeoutOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Run (or continue) the study of CONFIG until it holds n_trials finished trials."""
-    with _errors_to_exit_codes(config):
-        _run(
-            config,
-            n_trials=n_trials,
-            jobs=jobs,
-            storage=storage,
-            study_name=study_name,
-            timeout=timeout,
-            quiet=quiet,
-            as_json=as_json,
-            require_existing=False,
-        )
+def _run_command(require_existing: bool, doc: str) -> Any:
+    """The body of ``run`` and ``resume``: they differ only in whether the study must exist."""
+
+    def command(
+        config: ConfigArg,
+        n_trials: NTrialsOpt = None,
+        jobs: JobsOpt = None,
+        storage: StorageOpt = None,
+        study_name: StudyNameOpt = None,
+        timeout: TimeoutOpt = None,
+        quiet: QuietOpt = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        with _errors_to_exit_codes(config):
+            _run(
+                config,
+                n_trials=n_trials,
+                jobs=jobs,
+                storage=storage,
+                study_name=study_name,
+                timeout=timeout,
+                quiet=quiet,
+                as_json=as_json,
+                require_existing=require_existing,
+            )
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command()
-def resume(
-    config: ConfigArg,
-    n_trials: NTrialsOpt = None,
-    jobs: JobsOpt = None,
-    storage: StorageOpt = None,
-    study_name: StudyNameOpt = None,
-    timeout: TimeoutOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Continue an existing study (like run, but the study must exist)."""
-    with _errors_to_exit_codes(config):
-        _run(
-            config,
-            n_trials=n_trials,
-            jobs=jobs,
-            storage=storage,
-            study_name=study_name,
-            timeout=timeout,
-            quiet=quiet,
-            as_json=as_json,
-            require_existing=True,
-        )
+run = app.command("run")(
+    _run_command(
+        False, "Run (or continue) the study of CONFIG until it holds n_trials finished trials."
+    )
+)
+resume = app.command("resume")(
+    _run_command(True, "Continue an existing study (like run, but the study must exist).")
+)
 
 
 # ---------------------------------------------------------------------- inspection
@@ -418,7 +314,7 @@ def status(
         with contextlib.suppress(RunFailedError):
             doc.update(_best_summary(study))
         if failed:
-            doc["failed"] = _cli_view.failed_trials(study)
+            doc["failed"] = _commands.failed_trials(study)
         if as_json:
             _print_json(doc)
             return
@@ -430,7 +326,7 @@ def status(
         if "best_value" in doc or "pareto_front" in doc:
             print(_format_best(doc, study.directions))
         if failed:
-            _cli_view.print_failed(doc["failed"])
+            _commands.print_failed(doc["failed"])
 
 
 @app.command()
@@ -481,10 +377,10 @@ def schema() -> None:
     sys.stdout.write(json.dumps(config_json_schema(), indent=2) + "\n")
 
 
-app.command("studies")(_cli_view.studies)
-app.command("dashboard")(_cli_view.dashboard)
-app.command("report")(_cli_view.report)
-app.command("physics")(_cli_view.physics)
+app.command("studies")(_commands.studies)
+app.command("dashboard")(_commands.dashboard)
+app.command("report")(_commands.report)
+app.command("physics")(_commands.physics)
 
 
 @app.command(

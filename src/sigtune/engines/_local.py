@@ -268,9 +268,7 @@ class LocalEngine:
         deadline = None if plan.timeout is None else start + plan.timeout
         if n_jobs == 1:
             return self._run_inline(study_ref, objective, plan, deadline, progress, start)
-        return self._run_processes(
-            study_ref, objective, plan, n_jobs, deadline, progress, start
-        )
+        return self._run_processes(study_ref, objective, plan, n_jobs, deadline, progress, start)
 
     def _run_inline(
         self,

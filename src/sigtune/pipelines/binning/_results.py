@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import optuna
 
+from sigtune import _best
 from sigtune.pipelines.binning._errors import BinningError
 from sigtune.pipelines.binning._histograms import Histograms
 from sigtune.pipelines.binning._objective import FIGURES, BinningObjective, Candidate
@@ -31,11 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    return all(c <= 0 for c in trial.user_attrs.get("constraints", []))
+    return _best.is_feasible(trial)
 
 
 def best_trial(study: Any, directions: list[str]) -> optuna.trial.FrozenTrial:
-    """The best COMPLETE trial, feasible first (by the first objective for multi-objective).
+    """The best COMPLETE trial, feasible first (:func:`sigtune._best.best_trial`).
 
     Args:
         study: A :class:`sigtune.Study` or an :class:`optuna.Study`.
@@ -45,27 +46,17 @@ def best_trial(study: Any, directions: list[str]) -> optuna.trial.FrozenTrial:
         BinningError: if the study has no complete trial.
     """
     ostudy = getattr(study, "optuna", study)
-    done = [t for t in ostudy.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not done:
+    best = _best.best_trial(ostudy.get_trials(deepcopy=False), directions)
+    if best is None:
         raise BinningError("the study has no COMPLETE trial; check the failed trials' reasons.")
-    pool = [t for t in done if _feasible(t)] or done
-    sign = 1.0 if directions[0] == "maximize" else -1.0
-    best: optuna.trial.FrozenTrial = max(pool, key=lambda t: sign * float(t.values[0]))
     return best
 
 
 def _pareto(
     trials: list[optuna.trial.FrozenTrial], directions: list[str]
 ) -> list[optuna.trial.FrozenTrial]:
-    """Non-dominated trials (all objectives turned into minimisation)."""
-    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    vals = [signs * np.asarray(t.values, dtype=np.float64) for t in trials]
-    front = []
-    for i, v in enumerate(vals):
-        dominated = any(np.all(w <= v) and np.any(w < v) for j, w in enumerate(vals) if j != i)
-        if not dominated:
-            front.append(trials[i])
-    return sorted(front, key=lambda t: t.number)
+    """Non-dominated trials, by trial number (:func:`sigtune._best.best_trials`)."""
+    return _best.best_trials(trials, directions)
 
 
 @dataclass(frozen=True, eq=False)

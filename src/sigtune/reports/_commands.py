@@ -68,7 +68,7 @@ def studies(
     config: _ConfigArg = None, storage: _StorageOpt = None, as_json: _JsonOpt = False
 ) -> None:
     """List the studies of a storage: name, directions, trial counts, best value."""
-    from sigtune.cli import _errors_to_exit_codes, _print_json, _quiet_libraries
+    from sigtune._cli_common import _errors_to_exit_codes, _print_json, _quiet_libraries
 
     with _errors_to_exit_codes():
         _quiet_libraries()
@@ -120,7 +120,7 @@ def dashboard(
     port: Annotated[int, typer.Option("--port", help="Port (0: a free one).")] = 8080,
 ) -> None:
     """Serve optuna-dashboard on the study's storage (no copy) and print its URL."""
-    from sigtune.cli import EXIT_BAD_INPUT, _errors_to_exit_codes, _fail, _quiet_libraries
+    from sigtune._cli_common import EXIT_BAD_INPUT, _errors_to_exit_codes, _fail, _quiet_libraries
 
     with _errors_to_exit_codes():
         _quiet_libraries()
@@ -208,7 +208,7 @@ def report(
     ] = False,
 ) -> None:
     """Write the HTML report of a study (all plots; physics and ML pages when they apply)."""
-    from sigtune.cli import (
+    from sigtune._cli_common import (
         EXIT_BAD_INPUT,
         _errors_to_exit_codes,
         _fail,
@@ -246,7 +246,7 @@ def physics(
     ] = True,
 ) -> None:
     """Physics page of a workspace: pre/post-fit stacks, pulls, impacts, CLs and NLL scans."""
-    from sigtune.cli import EXIT_BAD_INPUT, _errors_to_exit_codes, _fail
+    from sigtune._cli_common import EXIT_BAD_INPUT, _errors_to_exit_codes, _fail
 
     with _errors_to_exit_codes():
         if not workspace.is_file():
