@@ -629,14 +629,16 @@ class _Runner:
         shared = cfg.model_dump(
             mode="json", include={"data", "split", "trainable", "monitor", "direction", "seed"}
         )
-        own = getattr(cfg, name).model_dump(mode="json")
+        section = getattr(cfg, name, None)
+        own = None if section is None else section.model_dump(mode="json")
         out: dict[str, Any] = {"shared": _digest(shared), "settings": _digest(own)}
         upstream = {
             "presearch": (),
             "varsel": ("presearch",),
             "search": ("varsel",),
             "selection": ("search",),
-            "cv": ("varsel", "selection"),
+            "pbt": ("varsel", "search", "selection"),
+            "cv": ("varsel", "selection", "pbt"),
             "evaluation": ("cv",),
         }[name]
         out["upstream"] = {
