@@ -390,3 +390,19 @@ def test_compiled_and_numpy_engines_reach_the_same_minima(seed: int) -> None:
     if a is not None and b is not None:
         assert a[0] == pytest.approx(b[0], rel=1e-9, abs=1e-6)
         assert a[1] == pytest.approx(b[1], rel=1e-9, abs=1e-6)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect: a second interior minimum (histosys alpha 0.50 vs 2.33) is not found "
+    "by a fit from the default start; no restart rule triggers on a converged interior minimum",
+)
+def test_known_defect_second_interior_minimum() -> None:
+    # hard_workspace seed 8: the conditional fit at mu = 0 from the suggested start converges to
+    # -2 ln L 268.697 (edm 1e-12); pyhf (and our fit from pyhf's point) reach 265.505.
+    spec = hard_workspace(np.random.default_rng(8))
+    ws = hep.Workspace(spec)
+    model = ws.model()
+    data = ws.data(model)
+    res = hep.fit(model, data, poi_value=0.0, uncertainties=False)
+    assert res.twice_nll <= 265.5054 + 1e-4

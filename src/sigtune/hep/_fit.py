@@ -996,6 +996,7 @@ def fit_from_starts(
     final_derivs: bool = True,
     strict: bool | None = None,
     what: str = "fit",
+    bound_ok: np.ndarray | None = None,
 ) -> StartsFit:
     """Restart policy: the lowest minimum over labelled starting points ``(P,)``.
 
@@ -1016,6 +1017,8 @@ def fit_from_starts(
         final_derivs: See :func:`_minimize`.
         strict: See :func:`strict_mode`.
         what: The fit's name in messages.
+        bound_ok: ``(P,)`` parameters expected at a bound (e.g. at a bound in the free fit
+            too), which do not make a converged result suspicious.
     """
     best: StartsFit | None = None
     n_fits = 0
@@ -1047,7 +1050,8 @@ def fit_from_starts(
         run(label, np.asarray(start, np.float64))
         b = best
         if b is not None and not all_starts and b.converged:
-            if not _at_bound(b.x, free, lo[0], hi[0]):
+            watch = free if bound_ok is None else free & ~bound_ok
+            if not _at_bound(b.x, watch, lo[0], hi[0]):
                 break
     if best is None:
         raise HepFitError(

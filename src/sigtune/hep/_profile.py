@@ -55,6 +55,7 @@ def _fit_point(
     poi_value: float | None = None,
     consts: tuple[NDArray[np.float64], ...] | None = None,
     all_starts: bool = False,
+    bound_ok: NDArray[np.bool_] | None = None,
 ) -> tuple[_Point, int]:
     """One fit for the test statistics: :func:`sigtune.hep._fit.fit_from_starts` without the
     argument handling of :func:`sigtune.hep.fit` (``data`` is already checked; ``consts`` caches
@@ -71,7 +72,16 @@ def _fit_point(
         consts = model._constants(data[None])
     what = "free fit" if poi_value is None else f"conditional fit at mu = {poi_value:g}"
     best = fit_from_starts(
-        model, consts, starts, free, lo, hi, all_starts=all_starts, final_derivs=False, what=what
+        model,
+        consts,
+        starts,
+        free,
+        lo,
+        hi,
+        all_starts=all_starts,
+        final_derivs=False,
+        what=what,
+        bound_ok=bound_ok,
     )
     if not best.converged:
         log.debug("%s did not converge", what)
@@ -135,6 +145,12 @@ class _Profile:
             pars = self.setup.with_value(free.pars, poi, mu)
             return _Point(pars, free.twice_nll, start=free.start, converged=free.converged)
         return None
+
+    def free_at_bound(self) -> NDArray[np.bool_]:
+        """Parameters at a bound in the free fit (a conditional fit with them at the same
+        bounds is not suspicious)."""
+        x = self.free.pars
+        return np.asarray((x <= self.setup.bounds[:, 0]) | (x >= self.setup.bounds[:, 1]))
 
     def starts(self, mu: float) -> list[tuple[str, NDArray[np.float64]]]:
         """Starting points for the conditional fit at ``mu``: warm (from the nearest previous
@@ -234,6 +250,7 @@ def _fit_conditionals(
             poi_value=mu,
             consts=profile.consts,
             all_starts=all_starts or profile.multistart,
+            bound_ok=profile.free_at_bound(),
         )
         profile.n_fits += n
         profile.store(mu, point)
