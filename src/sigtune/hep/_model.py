@@ -1500,6 +1500,7 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
 
 _JIT_YIELD_FIELDS = ("nom", "hs_dp", "hs_dm", "ns_loghi", "ns_loglo", "ns_coef", "gsig")
 _JIT_SCRATCH_FIELDS = ("dl", "dl1", "dl2", "lk", "lk1", "lk2", "Es", "Ls", "As", "J")
+_JIT_FIELDS = frozenset((*_JIT_YIELD_FIELDS, *_JIT_SCRATCH_FIELDS))
 
 
 def _reuse_jit_tables(model: Model, out: Model) -> None:
@@ -1511,7 +1512,7 @@ def _reuse_jit_tables(model: Model, out: Model) -> None:
         return
     jt = copy.copy(cached[2])
     t = jt.tables
-    if not all(hasattr(t, f) for f in (*_JIT_YIELD_FIELDS, *_JIT_SCRATCH_FIELDS)):
+    if not _JIT_FIELDS.issubset(getattr(t, "_fields", ())):
         return  # a table layout this helper does not know: let the kernels rebuild them
     arr = out._arr
     Bm = 1
@@ -1525,7 +1526,14 @@ def _reuse_jit_tables(model: Model, out: Model) -> None:
         "ns_coef": np.ascontiguousarray(ns_coef.reshape(Bm, out._M, out._C, 6), np.float64),
         "gsig": np.ascontiguousarray(arr.gauss_sigma.reshape(Bm, -1), np.float64),
     }
-    new.update({f: np.zeros_like(getattr(t, f)) for f in _JIT_SCRATCH_FIELDS})
+    # scratch: views into one zeroed buffer (one allocation instead of ten)
+    shapes = [getattr(t, f).shape for f in _JIT_SCRATCH_FIELDS]
+    sizes = [math.prod(sh) for sh in shapes]
+    buf = np.zeros(sum(sizes))
+    start = 0
+    for f, sh, n in zip(_JIT_SCRATCH_FIELDS, shapes, sizes, strict=True):
+        new[f] = buf[start : start + n].reshape(sh)
+        start += n
     jt.tables = t._replace(**new)
     out.__dict__["_jit_tables"] = (out._arr, out._dpos, jt)
 
