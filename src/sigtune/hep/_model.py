@@ -1393,9 +1393,17 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
             f"with_yields: channels {unknown or '[]'} are not among the model's "
             f"{model.channel_names}"
         )
-    s_index = {s: i for i, s in enumerate(model.sample_names)}
-    ns_index = {k: i for i, k in enumerate(model._ns_keys)}
-    hs_index = {k: i for i, k in enumerate(model._hs_keys)}
+    plan = model.__dict__.get("_yields_plan")
+    if plan is None:
+        plan = (
+            _linear_signature(model),
+            _staterror_slots(model),
+            {s: i for i, s in enumerate(model.sample_names)},
+            {k: i for i, k in enumerate(model._ns_keys)},
+            {k: i for i, k in enumerate(model._hs_keys)},
+        )
+        model.__dict__["_yields_plan"] = plan
+    s_index, ns_index, hs_index = plan[2], plan[3], plan[4]
     N = model._N
     arr0 = model._arr
     given = [ci for ci, c in enumerate(model.channel_names) if c in by_name]
@@ -1456,10 +1464,6 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
                     )
                 elif mtype not in ("normfactor", "lumi", "shapefactor"):
                     raise HepWorkspaceError(f"with_yields: unknown modifier type {mtype!r}")
-    plan = model.__dict__.get("_yields_plan")
-    if plan is None:
-        plan = (_linear_signature(model), _staterror_slots(model))
-        model.__dict__["_yields_plan"] = plan
     expected = {k: v for k, v in plan[0].items() if k[1] in given}
     if {k: sorted(v) for k, v in linear.items() if v} != expected:
         raise HepWorkspaceError(
