@@ -1393,9 +1393,17 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
             f"with_yields: channels {unknown or '[]'} are not among the model's "
             f"{model.channel_names}"
         )
-    s_index = {s: i for i, s in enumerate(model.sample_names)}
-    ns_index = {k: i for i, k in enumerate(model._ns_keys)}
-    hs_index = {k: i for i, k in enumerate(model._hs_keys)}
+    plan = model.__dict__.get("_yields_plan")
+    if plan is None:
+        plan = (
+            _linear_signature(model),
+            _staterror_slots(model),
+            {s: i for i, s in enumerate(model.sample_names)},
+            {k: i for i, k in enumerate(model._ns_keys)},
+            {k: i for i, k in enumerate(model._hs_keys)},
+        )
+        model.__dict__["_yields_plan"] = plan
+    s_index, ns_index, hs_index = plan[2], plan[3], plan[4]
     N = model._N
     arr0 = model._arr
     given = [ci for ci, c in enumerate(model.channel_names) if c in by_name]
@@ -1456,10 +1464,6 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
                     )
                 elif mtype not in ("normfactor", "lumi", "shapefactor"):
                     raise HepWorkspaceError(f"with_yields: unknown modifier type {mtype!r}")
-    plan = model.__dict__.get("_yields_plan")
-    if plan is None:
-        plan = (_linear_signature(model), _staterror_slots(model))
-        model.__dict__["_yields_plan"] = plan
     expected = {k: v for k, v in plan[0].items() if k[1] in given}
     if {k: sorted(v) for k, v in linear.items() if v} != expected:
         raise HepWorkspaceError(
@@ -1500,6 +1504,7 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
 
 _JIT_YIELD_FIELDS = ("nom", "hs_dp", "hs_dm", "ns_loghi", "ns_loglo", "ns_coef", "gsig")
 _JIT_SCRATCH_FIELDS = ("dl", "dl1", "dl2", "lk", "lk1", "lk2", "Es", "Ls", "As", "J")
+_JIT_FIELDS = frozenset((*_JIT_YIELD_FIELDS, *_JIT_SCRATCH_FIELDS))
 
 
 def _reuse_jit_tables(model: Model, out: Model) -> None:
@@ -1511,7 +1516,7 @@ def _reuse_jit_tables(model: Model, out: Model) -> None:
         return
     jt = copy.copy(cached[2])
     t = jt.tables
-    if not all(hasattr(t, f) for f in (*_JIT_YIELD_FIELDS, *_JIT_SCRATCH_FIELDS)):
+    if not _JIT_FIELDS.issubset(getattr(t, "_fields", ())):
         return  # a table layout this helper does not know: let the kernels rebuild them
     arr = out._arr
     Bm = 1
@@ -1525,7 +1530,14 @@ def _reuse_jit_tables(model: Model, out: Model) -> None:
         "ns_coef": np.ascontiguousarray(ns_coef.reshape(Bm, out._M, out._C, 6), np.float64),
         "gsig": np.ascontiguousarray(arr.gauss_sigma.reshape(Bm, -1), np.float64),
     }
-    new.update({f: np.zeros_like(getattr(t, f)) for f in _JIT_SCRATCH_FIELDS})
+    # scratch: views into one zeroed buffer (one allocation instead of ten)
+    shapes = [getattr(t, f).shape for f in _JIT_SCRATCH_FIELDS]
+    sizes = [math.prod(sh) for sh in shapes]
+    buf = np.zeros(sum(sizes))
+    start = 0
+    for f, sh, n in zip(_JIT_SCRATCH_FIELDS, shapes, sizes, strict=True):
+        new[f] = buf[start : start + n].reshape(sh)
+        start += n
     jt.tables = t._replace(**new)
     out.__dict__["_jit_tables"] = (out._arr, out._dpos, jt)
 
