@@ -44,6 +44,7 @@ from sigtune._exceptions import TrialTimeoutError
 from sigtune._optuna_compat import (
     begin_callbacks,
     end_callbacks,
+    heartbeat,
     stop_requested,
     study_storage,
     trial_id,
@@ -263,7 +264,8 @@ def run_trial(
                 raise KeyboardInterrupt
             if timeout is not None:
                 signal.setitimer(signal.ITIMER_REAL, timeout)
-            result = objective(trial)
+            with heartbeat(study, trial):  # server databases: Optuna's heartbeat thread
+                result = objective(trial)
         finally:
             guard.in_objective = False
             if timeout is not None:
