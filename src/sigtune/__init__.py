@@ -28,6 +28,7 @@ _LAZY: dict[str, str] = {
     "AutoSampler": "sigtune._samplers",
     "make_pruner": "sigtune._pruners",
     "RunConfig": "sigtune._config",
+    "RunSettings": "sigtune._settings",
     "load_config": "sigtune._config",
     "Study": "sigtune._study",
     "optimize": "sigtune._study",
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sigtune._config import RunConfig, load_config
     from sigtune._pruners import make_pruner
     from sigtune._samplers import AutoSampler, make_sampler
+    from sigtune._settings import RunSettings
     from sigtune._space import SearchSpace
     from sigtune._study import Study, load_study, optimize
 
@@ -61,6 +63,7 @@ __all__ = [
     "ObjectiveError",
     "RunConfig",
     "RunFailedError",
+    "RunSettings",
     "SearchSpace",
     "SearchSpaceError",
     "SigtuneError",

@@ -273,3 +273,21 @@ def test_stop_reason_is_printed(tmp_path: Path) -> None:
     assert (
         "Study 's': 3 complete (3 run now)\nRun stopped: study.stop() was called\n" in proc.stdout
     )
+
+
+def test_failed_trial_warning_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from sigtune.reports._commands import warn_failed_trial
+
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.set_user_attr("fail_reason", "ValueError: bad x")
+    frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    warn_failed_trial(study, frozen)
+    done = study.tell(study.ask(), 1.0)
+    warn_failed_trial(study, done)  # only failures warn
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"warning: Trial 0 failed with parameters: {{'x': {frozen.params['x']}}} because of the "
+        "following error: ValueError: bad x (sigtune status --failed shows the traceback)"
+    ]
