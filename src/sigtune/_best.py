@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
+from sigtune._optuna_compat import trial_constraints
+
 __all__ = [
     "best_trial",
     "best_trials",
@@ -49,7 +51,7 @@ def constraint_violation(trial: FrozenTrial) -> float:
     ``user_attrs["constraints"]`` (a list or a ``name -> value`` mapping) set by the objective.
     A NaN constraint counts as an infinite violation.
     """
-    values: Any = trial.constraints
+    values: Any = trial_constraints(trial)
     if not values:
         values = trial.user_attrs.get("constraints")
         if values is None:

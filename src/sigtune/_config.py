@@ -48,6 +48,7 @@ from sigtune._imports import resolve_callable
 from sigtune._pruners import PRUNER_NAMES, pruner_option_errors
 from sigtune._samplers import SAMPLER_NAMES, sampler_option_errors
 from sigtune._space import SearchSpace
+from sigtune._space_schema import param_json_schema
 from sigtune._tracking_config import TrackingConfig
 
 if TYPE_CHECKING:
@@ -603,48 +604,16 @@ def config_json_schema() -> dict[str, Any]:
             {"type": "null"},
         ],
     }
+    param = param_json_schema()  # derived from the pydantic models of sigtune._space_schema
+    schema.setdefault("$defs", {}).update(param.pop("$defs", {}))
     props["search_space"] = {
         "description": props["search_space"].get("description", ""),
         "anyOf": [
-            {"type": "object", "additionalProperties": _PARAM_SCHEMA},
+            {"type": "object", "additionalProperties": param},
             {"type": "null"},
         ],
     }
     return schema
-
-
-_PARAM_SCHEMA: dict[str, Any] = {
-    "description": "A parameter definition (mapping) or a fixed value (anything else).",
-    "anyOf": [
-        {
-            "type": "object",
-            "properties": {
-                "type": {"enum": ["range", "choice", "fixed"]},
-                "value_type": {"enum": ["int", "float"]},
-                "bounds": {
-                    "anyOf": [
-                        {
-                            "type": "array",
-                            "minItems": 2,
-                            "maxItems": 2,
-                            "items": {"type": ["number", "string"]},
-                        },
-                        {"type": "string"},
-                    ]
-                },
-                "sampling": {"enum": ["uniform", "log", "normal"]},
-                "mean": {"type": "number"},
-                "std": {"type": "number", "exclusiveMinimum": 0},
-                "step": {"type": "number", "exclusiveMinimum": 0},
-                "values": {"anyOf": [{"type": "array", "minItems": 1}, {"type": "string"}]},
-                "only": {"anyOf": [{"type": "string"}, {"type": "array"}]},
-                "value": {},
-            },
-            "additionalProperties": False,
-        },
-        {"not": {"type": "object"}},
-    ],
-}
 
 
 # ---------------------------------------------------------------------- objective types

@@ -38,7 +38,12 @@ operation that creates the trial, so it costs nothing extra). On resume, RUNNING
 process is gone are *stale*: :func:`handle_stale_running` marks them FAIL with
 ``fail_reason = "worker died (stale RUNNING on resume)"`` (and, with ``on_stale_running="requeue"``,
 enqueues their parameters again). Trials of live processes, and of processes on other hosts, are not
-touched.
+touched by the owner stamps.
+
+Heartbeat (server databases: PostgreSQL, MySQL, ...): there Optuna's own heartbeat is on; every
+trial records one every :data:`HEARTBEAT_INTERVAL_S` while it runs, and on resume a RUNNING trial
+without one for :data:`HEARTBEAT_GRACE_S` is stale whatever host ran it (``fail_reason`` =
+:data:`STALE_HEARTBEAT_REASON`). SQLite and the journal file (one host) rely on the owner stamps.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import logging
 import os
 import socket
 import sqlite3
+import warnings
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +74,9 @@ from sigtune._exceptions import ConfigError, StorageError
 from sigtune._journal import CheckedJournalBackend, FlockLock, os_error_text
 from sigtune._optuna_compat import (
     CachedStorage,
+    DelegatedHeartbeat,
     FrozenStudy,
+    stale_heartbeat_trial_ids,
     study_storage,
     trial_id,
 )
@@ -99,6 +107,14 @@ FAIL_REASON_KEY = "fail_reason"
 # --failed`` and the report show it).
 FAIL_TRACEBACK_KEY = "sigtune:traceback"
 STALE_REASON = "worker died (stale RUNNING on resume)"
+#: Heartbeat of server databases (PostgreSQL, MySQL, ...): Optuna's, recorded every
+#: HEARTBEAT_INTERVAL_S while a trial runs; a RUNNING trial without one for HEARTBEAT_GRACE_S is
+#: stale on resume, whatever host ran it (owner stamps only judge processes of this host).
+HEARTBEAT_INTERVAL_S = 60
+HEARTBEAT_GRACE_S = 180
+STALE_HEARTBEAT_REASON = (
+    f"worker died (no heartbeat for {HEARTBEAT_GRACE_S} s; stale RUNNING on resume)"
+)
 _SQLITE_BUSY_TIMEOUT_S = 120.0
 
 
@@ -284,7 +300,15 @@ def _open_url(kind: StorageKind, url: str, create: bool = True) -> BaseStorage:
         return JournalStorage(CheckedJournalBackend(str(path), create=create))
     if kind == "sqlite":
         return CachedStorage(_open_sqlite(url, create))
-    return CachedStorage(RDBStorage(url, engine_kwargs={"pool_pre_ping": True}))
+    with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=HEARTBEAT_GRACE_S,
+        )
+    return CachedStorage(rdb)
 
 
 def _open_sqlite(url: str, create: bool = True) -> RDBStorage:
@@ -394,6 +418,9 @@ def handle_stale_running(
 ) -> list[int]:
     """Finish the RUNNING trials whose owner process is dead.
 
+    A trial is stale when its owner stamp names a dead process of this host, or (server
+    databases, ``pids=None``) when its heartbeat is older than :data:`HEARTBEAT_GRACE_S`.
+
     Args:
         study: The study to clean up.
         policy: ``"fail"`` marks them FAIL; ``"requeue"`` also enqueues their parameters again.
@@ -408,7 +435,9 @@ def handle_stale_running(
     storage = study_storage(study)
     marked: list[int] = []
     unknown = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    stale: list[tuple[FrozenTrial, str]] = []
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
         owner = trial.system_attrs.get(OWNER_KEY)
         if not isinstance(owner, str):
             # An enqueued trial popped by a process killed before it wrote its owner stamp
@@ -420,7 +449,13 @@ def handle_stale_running(
             continue
         elif owner == current_owner() or owner_is_alive(owner) is not False:
             continue
-        storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_KEY, STALE_REASON)
+        stale.append((trial, STALE_REASON))
+    if pids is None:  # on resume: also trials whose heartbeat stopped (any host)
+        judged = {trial_id(t) for t, _ in stale}
+        no_beat = set(stale_heartbeat_trial_ids(study)) - judged
+        stale += [(t, STALE_HEARTBEAT_REASON) for t in running if trial_id(t) in no_beat]
+    for trial, reason in stale:
+        storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_KEY, reason)
         mark_uncounted(storage, trial_id(trial), "stale")
         try:
             ok = storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
@@ -434,18 +469,18 @@ def handle_stale_running(
             params = dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
             study.enqueue_trial(params, user_attrs={"sigtune:requeued_from": trial.number})
     if marked:
+        reasons = {t.number: reason for t, reason in stale}
         log.warning(
-            "marked %d stale RUNNING trial(s) FAIL (%s): %s",
+            "marked %d stale RUNNING trial(s) FAIL: %s",
             len(marked),
-            STALE_REASON,
-            ", ".join(map(str, marked)),
+            ", ".join(f"{n} ({reasons[n]})" for n in marked),
         )
     if unknown and pids is None:
         log.info("%d RUNNING trial(s) without a sigtune owner were left alone", unknown)
     return marked
 
 
-class _OwnedStorage(BaseStorage):
+class _OwnedStorage(BaseStorage, DelegatedHeartbeat):
     """A storage that stamps the running process into every trial it starts.
 
     Delegates everything to the wrapped storage; only trial creation (and popping an enqueued

@@ -2,7 +2,7 @@
 
 Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``repair``, ``schema``, ``slurm``,
 ``import-optima`` (:mod:`sigtune.pipelines.ml._import_optima`), ``studies``, ``dashboard``, ``report``,
-``physics`` (bodies in :mod:`sigtune._cli_view`) and ``hep`` (the HistFactory tools of
+``physics`` (bodies in :mod:`sigtune.reports._commands`) and ``hep`` (the HistFactory tools of
 :mod:`sigtune.hep.cli`, imported only when used).
 
 Exit codes (docs/cli.md lists the messages): ``0`` success; ``1`` the run failed (``max_failures``
@@ -19,31 +19,31 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from sigtune import _cli_view
-from sigtune._exceptions import (
-    ConfigError,
-    ObjectiveError,
-    RunFailedError,
-    SigtuneError,
-    StorageError,
+from sigtune._cli_common import (  # shared with the commands of sigtune.reports._commands
+    EXIT_FAILED,
+    _errors_to_exit_codes,
+    _fail,
+    _load,
+    _open_study,
+    _print_json,
+    _quiet_libraries,
 )
+from sigtune._exceptions import (
+    RunFailedError,
+)
+from sigtune.reports import _commands
 
 __all__ = ["app", "main"]
 
 log = logging.getLogger("sigtune")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
     name="sigtune",
@@ -76,7 +76,7 @@ EngineOpt = Annotated[str | None, typer.Option("--engine", help="local or ray.")
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_cli_view.version_callback, is_eager=True)
+        bool, typer.Option("--version", callback=_commands.version_callback, is_eager=True)
     ] = False,
 ) -> None:
     """Tune analysis choices (hyperparameters, variables, binnings, cuts) against a figure of
@@ -84,125 +84,6 @@ def _root(
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _fail(code: int, message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@contextlib.contextmanager
-def _errors_to_exit_codes(
-    config: Path | None = None, as_json: bool = False, resume_hint: str | None = None
-) -> Iterator[None]:
-    """Map sigtune errors to exit codes with a one-line message (and a JSON one with --json)."""
-    from sigtune._cli_storage import error_document, os_error_message
-    from sigtune._storage import StudyNotFoundError
-
-    def fail(code: int, message: str) -> NoReturn:
-        if as_json:
-            error_document(message, code)
-        _fail(code, message)
-
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except KeyboardInterrupt:
-        # `sigtune run CONFIG` continues a study and also works when the interrupt came before
-        # the study existed (e.g. during an ML pre-search stage), where `resume` would fail.
-        resume = resume_hint or (
-            f"sigtune run {config}" if config is not None else "the same command"
-        )
-        typer.echo(f"\nInterrupted. Resume with: {resume}", err=True)
-        if as_json:
-            error_document("interrupted", EXIT_INTERRUPTED)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except (ConfigError, ObjectiveError, StudyNotFoundError) as exc:
-        fail(EXIT_BAD_INPUT, str(exc))
-    except (RunFailedError, StorageError) as exc:
-        fail(EXIT_FAILED, str(exc))
-    except SigtuneError as exc:
-        fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
-    except OSError as exc:  # a path that cannot be created, read or written
-        fail(EXIT_BAD_INPUT, os_error_message(exc))
-
-
-def _quiet_libraries() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.WARNING)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if hasattr(value, "item"):  # NumPy scalars
-        return _jsonable(value.item())
-    return str(value)
-
-
-def _print_json(doc: Mapping[str, Any]) -> None:
-    sys.stdout.write(json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n")
-    sys.stdout.flush()
-
-
-def _load(config: Path, overrides: Mapping[str, Any] | None = None) -> Any:
-    from sigtune._config import load_config
-
-    return load_config(config, overrides)
-
-
-def _open_study(config: Path | None, storage: str | None, study_name: str | None) -> Any:
-    """The :class:`~sigtune.Study` named by a config or by --storage/--study-name."""
-    from sigtune._storage import StorageNotFoundError, StudyNotFoundError, resolve_storage
-    from sigtune._study import load_study
-
-    space = None
-    if config is not None:
-        cfg = _load(config, {"storage": storage, "study_name": study_name})
-        storage_ref: Any = resolve_storage(cfg.storage, run_dir=cfg.run_dir)
-        if cfg.storage is None and not Path(cfg.run_dir).exists():
-            raise StudyNotFoundError(
-                f"run directory {cfg.run_dir} does not exist: run `sigtune run {config}` first"
-            )
-        name, space = cfg.study_name, cfg.space
-    else:
-        if storage is None:
-            raise ConfigError("give a CONFIG, or --storage (and --study-name)")
-        storage_ref = resolve_storage(storage)
-        name = study_name
-    from sigtune._cli_storage import journal_warning
-
-    warning = journal_warning(storage_ref)
-    if warning is not None:
-        typer.echo(f"warning: {warning}", err=True)
-    # Read-only: never creates a storage file, and reads it once.
-    try:
-        opened = storage_ref.open(track_owner=False, create=False)
-    except StorageNotFoundError as exc:
-        first = f"`sigtune run {config}`" if config is not None else "`sigtune run`"
-        raise StorageNotFoundError(f"{exc}: start the study with {first} first") from None
-    if name is None:
-        names = [s.study_name for s in opened.get_all_studies()]
-        if len(names) != 1:
-            raise StudyNotFoundError(
-                f"storage {storage_ref.describe()} holds {len(names)} studies "
-                f"({', '.join(names) or 'none'}); choose one with --study-name"
-            )
-        name = names[0]
-    return load_study(name, storage_ref, space=space, opened=opened)
 
 
 def _best_summary(study: Any) -> dict[str, Any]:
@@ -285,7 +166,7 @@ def _run(
     cfg = _load(config, overrides)
     spec = build_objective(cfg)
     settings = RunSettings.from_config(cfg, spec)
-    tracking = _cli_view.tracking_callbacks(cfg)  # run-config `tracking:` (MLflow, W&B)
+    tracking = _commands.run_callbacks(cfg, quiet=quiet or as_json)  # tracking:, warnings
     if tracking:
         settings = dataclasses.replace(settings, callbacks=(*settings.callbacks, *tracking))
     run_dir = Path(cfg.run_dir)
@@ -326,6 +207,9 @@ def _run(
     if not as_json:
         ran = "" if study.last_run is None else f" ({study.last_run.n_finished} run now)"
         print(f"Study {study.study_name!r}: {_counts_text(counts)}{ran}", file=out)
+        stopped = _commands.stop_text(doc.get("run", {}).get("stop_reason"))
+        if stopped:
+            print(stopped, file=out)
         print(_format_best(doc, study.directions), file=out)
 
     if spec.after_run is not None:
@@ -345,7 +229,7 @@ def _run(
         doc["report"] = _write_report(study, run_dir / "report.html", run_dir)
         if doc["report"] and not as_json and not quiet:
             print(f"Report: {doc['report']}", file=out)
-    _cli_view.finish_tracking(tracking, study, run_dir)
+    _commands.finish_tracking(tracking, study, run_dir)
     if not as_json and not quiet:
         print(f"Dashboard: sigtune dashboard {config}", file=out)
     if as_json:
@@ -364,60 +248,46 @@ def _write_report(study: Any, path: Path, run_dir: Path | None = None) -> str | 
     return str(written) if written is not None else None
 
 
-@app.command()
-def run(
-    config: ConfigArg,
-    n_trials: NTrialsOpt = None,
-    jobs: JobsOpt = None,
-    storage: StorageOpt = None,
-    study_name: StudyNameOpt = None,
-    timeout: TimeoutOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-    engine: EngineOpt = None,
-) -> None:
-    """Run (or continue) the study of CONFIG until it holds n_trials finished trials."""
-    with _errors_to_exit_codes(config, as_json):
-        _run(
-            config,
-            n_trials=n_trials,
-            jobs=jobs,
-            storage=storage,
-            study_name=study_name,
-            timeout=timeout,
-            quiet=quiet,
-            as_json=as_json,
-            require_existing=False,
-            engine=engine,
-        )
+def _run_command(require_existing: bool, doc: str) -> Any:
+    """The body of ``run`` and ``resume``: they differ only in whether the study must exist."""
+
+    def command(
+        config: ConfigArg,
+        n_trials: NTrialsOpt = None,
+        jobs: JobsOpt = None,
+        storage: StorageOpt = None,
+        study_name: StudyNameOpt = None,
+        timeout: TimeoutOpt = None,
+        quiet: QuietOpt = False,
+        as_json: JsonOpt = False,
+        engine: EngineOpt = None,
+    ) -> None:
+        with _errors_to_exit_codes(config, as_json):
+            _run(
+                config,
+                n_trials=n_trials,
+                jobs=jobs,
+                storage=storage,
+                study_name=study_name,
+                timeout=timeout,
+                quiet=quiet,
+                as_json=as_json,
+                require_existing=require_existing,
+                engine=engine,
+            )
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command()
-def resume(
-    config: ConfigArg,
-    n_trials: NTrialsOpt = None,
-    jobs: JobsOpt = None,
-    storage: StorageOpt = None,
-    study_name: StudyNameOpt = None,
-    timeout: TimeoutOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-    engine: EngineOpt = None,
-) -> None:
-    """Continue an existing study (like run, but the study must exist)."""
-    with _errors_to_exit_codes(config, as_json):
-        _run(
-            config,
-            n_trials=n_trials,
-            jobs=jobs,
-            storage=storage,
-            study_name=study_name,
-            timeout=timeout,
-            quiet=quiet,
-            as_json=as_json,
-            require_existing=True,
-            engine=engine,
-        )
+run = app.command("run")(
+    _run_command(
+        False, "Run (or continue) the study of CONFIG until it holds n_trials finished trials."
+    )
+)
+resume = app.command("resume")(
+    _run_command(True, "Continue an existing study (like run, but the study must exist).")
+)
 
 
 # ---------------------------------------------------------------------- inspection
@@ -430,6 +300,9 @@ def status(
     study_name: StudyNameOpt = None,
     as_json: JsonOpt = False,
     failed: Annotated[bool, typer.Option("--failed", help="Failed trials' tracebacks.")] = False,
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="Show this trial's reason, traceback, output.")
+    ] = None,
 ) -> None:
     """Trial counts, best value and running trials of a study."""
     from sigtune._cli_storage import stale_owner
@@ -438,6 +311,15 @@ def status(
     with _errors_to_exit_codes(as_json=as_json):
         _quiet_libraries()
         study = _open_study(config, storage, study_name)
+        if trial is not None:
+            from sigtune._trial_logs import format_trial_log, trial_log
+
+            log_doc = trial_log(study, trial)
+            if as_json:
+                _print_json(log_doc)
+            else:
+                print(format_trial_log(log_doc))
+            return
         counts = study.count()
         running = [
             {
@@ -461,7 +343,7 @@ def status(
         with contextlib.suppress(RunFailedError):
             doc.update(_best_summary(study))
         if failed:
-            doc["failed"] = _cli_view.failed_trials(study)
+            doc["failed"] = _commands.failed_trials(study)
         if as_json:
             _print_json(doc)
             return
@@ -479,7 +361,12 @@ def status(
         if "best_value" in doc or "pareto_front" in doc:
             print(_format_best(doc, study.directions))
         if failed:
-            _cli_view.print_failed(doc["failed"])
+            _commands.print_failed(doc["failed"])
+        from sigtune._trial_logs import has_logs
+
+        logged = has_logs(study)
+        if logged:
+            print(f"Trials with a traceback or output kept: {logged[:20]} (--trial N shows one)")
 
 
 @app.command()
@@ -560,10 +447,10 @@ def import_optima(
             sys.stdout.write(text)
 
 
-app.command("studies")(_cli_view.studies)
-app.command("dashboard")(_cli_view.dashboard)
-app.command("report")(_cli_view.report)
-app.command("physics")(_cli_view.physics)
+app.command("studies")(_commands.studies)
+app.command("dashboard")(_commands.dashboard)
+app.command("report")(_commands.report)
+app.command("physics")(_commands.physics)
 
 
 @app.command(

@@ -21,10 +21,12 @@ from typing import Any
 import optuna
 import pytest
 from optuna.trial import TrialState
+from typer.testing import CliRunner
 
 import sigtune
 from sigtune._config import load_config
 from sigtune._exceptions import ConfigError
+from sigtune.cli import app
 from sigtune.engines._ray import LOG_KEY, TRACEBACK_KEY, RayEngine
 
 ray = pytest.importorskip("ray")
@@ -92,6 +94,7 @@ def _space_objective(trial: optuna.Trial) -> float:
 
 def _failing_objective(trial: optuna.Trial) -> float:
     x = trial.suggest_float("x", 0.0, 1.0)
+    print(f"printed by trial {trial.number}")
     if trial.number % 2:
         raise RuntimeError(f"odd trial {trial.number}")
     return x
@@ -174,6 +177,19 @@ def test_failures_keep_reason_and_traceback(cluster: Any, tmp_path: Path) -> Non
     for t in failed:
         assert t.user_attrs["fail_reason"] == f"RuntimeError: odd trial {t.number}"
         assert "_failing_objective" in t.system_attrs[TRACEBACK_KEY]
+    # findable from the CLI
+    storage = f"journal:///{tmp_path}/study.journal"
+    status = CliRunner().invoke(app, ["status", "--storage", storage])
+    assert status.exit_code == 0, status.output
+    assert "Trials with a traceback or output kept: [0, 1, 2, 3]" in status.output
+    one = CliRunner().invoke(app, ["status", "--storage", storage, "--trial", "3"])
+    assert one.exit_code == 0, one.output
+    assert "Fail reason: RuntimeError: odd trial 3" in one.output
+    assert "Traceback:" in one.output and "_failing_objective" in one.output
+    zero = CliRunner().invoke(app, ["status", "--storage", storage, "--trial", "0", "--json"])
+    assert "printed by trial 0" in zero.output
+    bad = CliRunner().invoke(app, ["status", "--storage", storage, "--trial", "9"])
+    assert bad.exit_code == 2 and "no trial 9" in bad.output
 
 
 def test_local_and_ray_give_the_same_trials(cluster: Any, tmp_path: Path) -> None:
@@ -206,6 +222,52 @@ def _run_in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
     th = threading.Thread(target=target, daemon=True)
     th.start()
     return th, box
+
+
+def test_trial_timeout_and_ctrl_c(cluster: Any, tmp_path: Path) -> None:
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    # trial 1 never finishes: the driver cancels it after trial_timeout and the run goes on
+    study = sigtune.optimize(
+        _blocking_objective,
+        n_trials=3,
+        sampler="random",
+        seed=0,
+        trial_timeout=3.0,
+        run_dir=tmp_path / "timeout",
+        objective_kwargs={"flag_dir": str(flags), "block": 1},
+        engine="ray",
+        engine_options={"max_concurrent": 1},
+    )
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert "trial_timeout=3s" in study.trials[1].user_attrs["fail_reason"]
+
+    # Ctrl-C while a trial runs: it is marked FAIL (interrupted), KeyboardInterrupt is raised
+    flags2 = tmp_path / "flags2"
+    flags2.mkdir()
+
+    def interrupt() -> None:
+        _wait_for((flags2 / "started").exists, "trial 0 to start")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    th = threading.Thread(target=interrupt, daemon=True)
+    th.start()
+    with pytest.raises(KeyboardInterrupt):
+        sigtune.optimize(
+            _blocking_objective,
+            n_trials=3,
+            sampler="random",
+            seed=0,
+            run_dir=tmp_path / "int",
+            objective_kwargs={"flag_dir": str(flags2), "block": 0},
+            engine="ray",
+            engine_options={"max_concurrent": 1},
+        )
+    th.join()
+    after = sigtune.load_study("sigtune", f"journal:///{tmp_path}/int/study.journal")
+    assert [t.state for t in after.trials] == [TrialState.FAIL]
+    assert after.trials[0].user_attrs["fail_reason"] == "interrupted"
 
 
 @pytest.mark.parametrize("retries", [1, 0])

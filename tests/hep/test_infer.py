@@ -222,11 +222,14 @@ def test_discovery_fit_count_and_multistart_entry_points() -> None:
     single = hypotest(model, data, 0.0, test_stat="q0")
     assert single.n_fits <= 5
     assert set(single.fit_starts) == {"free", "observed", "asimov_data", "asimov"}
-    multi = hypotest(model, data, 0.0, test_stat="q0", multistart=True)
-    assert multi.n_fits > single.n_fits
+    # qtilde at mu = 1: the conditional fit to the observed data is a real fit; multistart
+    # runs it from every start
+    one = hypotest(model, data, 1.0)
+    multi = hypotest(model, data, 1.0, multistart=True)
+    assert multi.n_fits > one.n_fits
     # A well-behaved likelihood has one minimum: both strategies agree.
-    assert multi.clsb_obs == pytest.approx(single.clsb_obs, abs=1e-9)
-    assert multi.clsb_exp == pytest.approx(single.clsb_exp, abs=1e-9)
+    assert multi.cls_obs == pytest.approx(one.cls_obs, abs=1e-9)
+    assert multi.cls_exp == pytest.approx(one.cls_exp, abs=1e-9)
     d1, d2 = discovery(model, data), discovery(model, data, multistart=True)
     assert d2.z0_exp == pytest.approx(d1.z0_exp, abs=1e-6)
     calls: list[int] = []
@@ -290,7 +293,8 @@ def test_upper_limit_against_pyhf_and_definition() -> None:
     for k, mu_k in enumerate(res.exp):
         assert hypotest(model, data, mu_k).cls_exp[k] == pytest.approx(0.05, abs=1e-6)
     assert list(res.exp) == sorted(res.exp)
-    assert res.n_fits < 80
+    # (each fit to the Asimov data runs from the warm and the default start: see _profile)
+    assert res.n_fits < 120
 
 
 def test_upper_limit_cl_changes_limit() -> None:
@@ -336,8 +340,16 @@ def test_bad_inputs_raise_our_errors() -> None:
 
 
 def test_limit_outside_bounds_raises() -> None:
-    from sigtune.hep._exceptions import HepError
+    from sigtune.hep._exceptions import HepError, HepFitWarning
 
+    # the limit (~30) lies above the POI bound 10: found, with a warning (the POI is fixed in
+    # every conditional fit, so its bound only limits the free fit) ...
     model, data = build(counting_spec(0.5, 50.0, 50.0))
+    with pytest.warns(HepFitWarning, match="above the POI upper bound 10"):
+        res = upper_limit(model, data)
+    assert 10.0 < res.obs < 100.0
+    # ... but not beyond 100 x the bound
+    bounds = model.suggested_bounds()
+    bounds[model.poi_index] = [0.0, 0.2]
     with pytest.raises(HepError, match="widen the POI bounds"):
-        upper_limit(model, data)
+        upper_limit(model, data, bounds=bounds)

@@ -10,6 +10,7 @@ import pytest
 from _generate import arrowhead_model, random_workspace
 
 from sigtune import hep
+from sigtune.hep import _jit
 from sigtune.hep._model import with_yields
 
 TYPES = ("normfactor", "shapefactor", "lumi", "normsys", "histosys", "staterror")
@@ -54,6 +55,8 @@ def test_with_yields_equals_a_fresh_model(seed: int, layout: str) -> None:
     data = ws2.data(fresh)
     template.twice_nll(template.suggested_init(), ws.data(template))  # caches kernel tables
     swapped = with_yields(template, other["channels"])
+    if _jit.ENABLED and layout == "dense":  # the kernel tables are reused, not rebuilt
+        assert "_jit_tables" in swapped.__dict__
     for _ in range(3):
         x = _pars(fresh, rng)
         np.testing.assert_allclose(swapped.expected_data(x), fresh.expected_data(x), rtol=1e-12)
@@ -83,3 +86,24 @@ def test_with_yields_refuses_another_structure() -> None:
     other["channels"][0]["name"] = "elsewhere"
     with pytest.raises(hep.HepWorkspaceError, match="channels"):
         with_yields(model, other["channels"])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_with_yields_of_some_channels_keeps_the_others(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    spec = random_workspace(rng, modifier_types=TYPES, n_channels=2)
+    other = _rescaled(spec, rng)
+    # the second channel keeps its yields: take it from the original workspace
+    keep = spec["channels"][1]["name"]
+    other["channels"][1] = copy.deepcopy(spec["channels"][1])
+    other["observations"] = copy.deepcopy(spec["observations"])
+    ws2 = hep.Workspace(other)
+    template, fresh = hep.Workspace(spec).model(), ws2.model()
+    template.twice_nll(template.suggested_init(), hep.Workspace(spec).data(template))
+    changed = [c for c in other["channels"] if c["name"] != keep]
+    swapped = with_yields(template, changed)
+    data = ws2.data(fresh)
+    for _ in range(3):
+        x = _pars(fresh, rng)
+        np.testing.assert_allclose(swapped.expected_data(x), fresh.expected_data(x), rtol=1e-12)
+        assert swapped.twice_nll(x, data) == pytest.approx(fresh.twice_nll(x, data), rel=1e-12)

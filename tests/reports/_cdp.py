@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -114,7 +115,7 @@ class Page:
     def screenshot(self, path: Path) -> Path:
         height = int(self.evaluate("document.documentElement.scrollHeight") or 900)
         data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                         clip={"x": 0, "y": 0, "width": 1280, "height": min(height, 12000),
+                         clip={"x": 0, "y": 0, "width": 1280, "height": min(height, 4000),
                                "scale": 1})  # fmt: skip
         path.write_bytes(base64.b64decode(data["data"]))
         return path
@@ -165,3 +166,11 @@ class Browser:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def keep_screenshot(path: Path) -> None:
+    """Copy a test's screenshot to $SIGTUNE_SCREENSHOT_DIR (how docs/img is produced)."""
+    target = os.environ.get("SIGTUNE_SCREENSHOT_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(target) / path.name)

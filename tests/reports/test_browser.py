@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from _cdp import Page
+from _cdp import Page, keep_screenshot
 
-from conftest import keep_screenshot
 from sigtune.reports import write_report
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -15,10 +15,9 @@ from typing import Any
 
 import optuna
 import pytest
-from _cdp import Page
+from _cdp import Page, keep_screenshot
 
 import sigtune
-from conftest import keep_screenshot
 
 SRC = Path(sigtune.__file__).resolve().parents[1]
 WS = Path(__file__).resolve().parents[1] / "data" / "reports" / "physics_workspace.json"
@@ -207,3 +206,70 @@ def test_dashboard_bad_port(run: Path) -> None:
         port = sock.getsockname()[1]
         proc = _sigtune("dashboard", "cfg.yaml", "--port", str(port), cwd=run, check=False)
     assert proc.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+
+
+def test_batch_progress_lines() -> None:
+    import io
+
+    from sigtune._progress import RunProgress
+
+    now = [100.0]
+    out = io.StringIO()
+    bar = RunProgress(20, "demo", interval=30, stream=out, clock=lambda: now[0])
+    assert bar.lines and not bar.enabled  # pytest's stderr is not a terminal
+    with bar:
+        bar.start(20, 4)
+        for i, t in enumerate((10.0, 29.0, 31.0, 45.0, 62.0), start=1):
+            now[0] = 100.0 + t
+            bar.update(i, 1 if i > 2 else 0, 0.5 / i)
+    lines = out.getvalue().splitlines()
+    # at most one line per 30 s (t=31 and t=62), and a final one
+    assert lines == [
+        "[demo] 7/20 trials (1 failed), best 0.166667, 5.81 trials/min, elapsed 31s, ETA 134s",
+        "[demo] 9/20 trials (1 failed), best 0.1, 4.84 trials/min, elapsed 62s, ETA 136s",
+        "[demo] 9/20 trials (1 failed), best 0.1, 4.84 trials/min, elapsed 62s, ETA 136s (done)",
+    ]
+    quiet = io.StringIO()
+    with RunProgress(5, "q", quiet=True, stream=quiet, interval=0) as bar2:
+        bar2.update(5, 0, 1.0)
+    assert quiet.getvalue() == ""
+
+
+def test_run_with_tracking_and_auto_sampler(tmp_path: Path) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    (tmp_path / "obj.py").write_text(OBJECTIVE)
+    (tmp_path / "cfg.yaml").write_text(
+        "study_name: tracked\nrun_dir: runs/t\nn_trials: 6\nseed: 5\n"
+        "objective: obj.py:objective\ntracking: {mlflow: {}}\n"
+    )
+    proc = _sigtune("run", "cfg.yaml", cwd=tmp_path)
+    # the auto choice and its reason, once, before the first trial's progress
+    assert proc.stderr.count("sampler auto -> ") == 1
+    assert "mlflow" not in proc.stderr.lower()
+    assert proc.stdout.rstrip().endswith("Dashboard: sigtune dashboard cfg.yaml")
+    assert "Report: runs/t/report.html" in proc.stdout
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'runs/t/mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["tracked"])
+    states = json.loads(_sigtune("status", "cfg.yaml", "--json", cwd=tmp_path).stdout)["counts"]
+    assert len(runs) == 6
+    assert (runs["status"] == "FINISHED").sum() == states.get("COMPLETE", 0)
+    best = json.loads(_sigtune("best", "cfg.yaml", "--json", cwd=tmp_path).stdout)
+    row = runs[runs["tags.sigtune.trial_number"] == str(best["best_trial"])].iloc[0]
+    assert row["metrics.value"] == pytest.approx(best["best_value"])
+    names = [a.path for a in mlflow.tracking.MlflowClient().list_artifacts(row["run_id"])]
+    assert "report.html" in names
+
+
+def test_stop_reason_is_printed(tmp_path: Path) -> None:
+    (tmp_path / "obj.py").write_text(
+        "def objective(trial):\n    return trial.suggest_float('x', 0, 1)\n\n"
+        "def stop_after_three(study, trial):\n    if trial.number >= 2:\n        study.stop()\n"
+    )
+    (tmp_path / "cfg.yaml").write_text(
+        "study_name: s\nn_trials: 20\nsampler: random\nreport: false\n"
+        "objective: obj.py:objective\ncallbacks: ['obj.py:stop_after_three']\n"
+    )
+    proc = _sigtune("run", "cfg.yaml", cwd=tmp_path)
+    assert (
+        "Study 's': 3 complete (3 run now)\nRun stopped: study.stop() was called\n" in proc.stdout
+    )

@@ -65,7 +65,9 @@ def _pyhf_covariance(model: Any, data: np.ndarray, pars: np.ndarray) -> np.ndarr
         for j in range(i, n):
             e_i, e_j = np.eye(n)[i] * h, np.eye(n)[j] * h
             hess[i, j] = hess[j, i] = (
-                nll(pars + e_i + e_j) - nll(pars + e_i - e_j) - nll(pars - e_i + e_j)
+                nll(pars + e_i + e_j)
+                - nll(pars + e_i - e_j)
+                - nll(pars - e_i + e_j)
                 + nll(pars - e_i - e_j)
             ) / (4 * h * h)
     return np.linalg.inv(hess)

@@ -63,7 +63,9 @@ def test_mlflow_one_run_per_trial(tmp_path: Path) -> None:
     run_id = by_number[0]["run_id"]
     steps = client.get_metric_history(run_id, "intermediate_value")
     assert [m.step for m in steps] == [0, 1, 2]
-    assert [m.value for m in steps] == pytest.approx(list(study.trials[0].intermediate_values.values()))
+    assert [m.value for m in steps] == pytest.approx(
+        list(study.trials[0].intermediate_values.values())
+    )
     assert len(client.get_metric_history(run_id, "train_loss")) == 3
     # the artefact sits on the best trial's run
     best_run = by_number[study.best_trial.number]["run_id"]
@@ -116,7 +118,10 @@ def _offline_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[di
                 summary[u.key or "/".join(u.nested_key)] = json.loads(u.value_json)
         elif kind == "history":
             history.append(
-                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item}
+                {
+                    i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                    for i in rec.history.item
+                }
             )
     return config, summary, history
 

@@ -22,7 +22,7 @@ next ``should_prune()`` (so the pruner sees them) or with the result; a pruned t
 Failures: an exception in the objective is a FAILED trial with its reason and traceback (like the
 local engine). A worker process or node that dies makes Ray retry the task (``max_retries``);
 after the last retry the trial is FAILED with the Ray error as its reason. ``trial_timeout`` is
-enforced by the driver (measured from the task's submission): the task is cancelled (its worker
+enforced by the driver (counted from the start of the task on its worker): the task is cancelled (its worker
 process is killed) and the trial FAILED. Ctrl-C cancels the running tasks and marks their trials
 FAILED (``interrupted``). A driver killed with SIGKILL leaves RUNNING trials that the next
 ``sigtune run`` marks FAILED (owner stamps), then the run continues: the study ends with exactly
@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import sys
 import time
 import traceback
@@ -56,6 +57,7 @@ from sigtune._exceptions import ConfigError
 from sigtune._optuna_compat import stop_requested, study_storage, trial_id
 from sigtune._run import ProgressSink, RunOutcome, RunPlan, StudyRef, TrialFunction
 from sigtune._storage import FAIL_REASON_KEY
+from sigtune._trial_logs import LOG_KEY
 from sigtune.engines._local import _Shared
 from sigtune.engines._trial import (
     INTERRUPTED_REASON,
@@ -70,7 +72,6 @@ from sigtune.engines._trial import (
 
 __all__ = ["LOG_KEY", "TRACEBACK_KEY", "RayEngine", "RemoteTrial"]
 
-LOG_KEY = "sigtune:log"
 _LOG_CHARS = 4000
 _POLL_S = 0.2
 
@@ -212,8 +213,11 @@ def _execute(
     params: Mapping[str, Any],
     distributions: Mapping[str, BaseDistribution],
     pruning: bool,
+    timed: bool = False,
 ) -> dict[str, Any]:
     """Body of the Ray task of one trial."""
+    if timed:  # trial_timeout counts from here (not from the submission), per attempt
+        broker.call.remote(trial_id, "start", None)
     trial = RemoteTrial(broker, trial_id, number, params, distributions, pruning)
     buf = io.StringIO()
     out: dict[str, Any] = {"state": "complete", "result": None}
@@ -337,10 +341,10 @@ def _register_by_value(objective: Any) -> None:
 class _Running:
     __slots__ = ("attempt_start", "number", "trial")
 
-    def __init__(self, trial: optuna.Trial, start: float) -> None:
+    def __init__(self, trial: optuna.Trial) -> None:
         self.trial = trial
         self.number = trial.number
-        self.attempt_start = start
+        self.attempt_start: float | None = None  # set when the task reports its start
 
 
 class RayEngine:
@@ -395,8 +399,10 @@ class RayEngine:
         """Connect (or start) Ray; returns whether this call started it."""
         if ray.is_initialized():
             return False
+        # address None: RAY_ADDRESS if set, else a new local instance ("local"; a bare
+        # ray.init() would join any other Ray instance running on this machine)
         ray.init(
-            address=self.address,
+            address=self.address or os.environ.get("RAY_ADDRESS") or "local",
             include_dashboard=False,
             logging_level="WARNING",
             configure_logging=True,
@@ -487,8 +493,9 @@ class RayEngine:
                 params,
                 {k: dists[k] for k in params},
                 pruning,
+                plan.trial_timeout is not None,
             )
-            running[ref] = _Running(trial, time.monotonic())
+            running[ref] = _Running(trial)
 
         try:
             with callbacks_enabled(study):
@@ -569,15 +576,19 @@ class RayEngine:
     def _answer(
         ray: Any, broker: Any, requests: list[tuple[int, int, str, Any]], running: dict[Any, Any]
     ) -> None:
-        trials = {trial_id(r.trial): r.trial for r in running.values()}
+        runs = {trial_id(r.trial): r for r in running.values()}
         answers: list[tuple[int, Any]] = []
         for rid, tid, op, payload in requests:
-            trial = trials.get(tid)
-            if trial is None:
+            run = runs.get(tid)
+            if run is None:
                 answers.append((rid, ("error", f"trial {tid} is not running any more")))
                 continue
+            trial = run.trial
             try:
-                if op == "suggest":
+                if op == "start":
+                    run.attempt_start = time.monotonic()
+                    answers.append((rid, ("ok", None)))
+                elif op == "suggest":
                     name, dist = payload
                     answers.append((rid, ("ok", _suggest_on(trial, name, dist))))
                 elif op == "prune":
@@ -654,7 +665,7 @@ class RayEngine:
         assert plan.trial_timeout is not None
         now = time.monotonic()
         for ref, run in list(running.items()):
-            if now - run.attempt_start > plan.trial_timeout:
+            if run.attempt_start is not None and now - run.attempt_start > plan.trial_timeout:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
                 running.pop(ref)

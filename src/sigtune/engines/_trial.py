@@ -30,6 +30,7 @@ import contextlib
 import copy
 import math
 import numbers
+import os
 import signal
 import time
 import traceback
@@ -45,6 +46,7 @@ from sigtune._exceptions import TrialTimeoutError
 from sigtune._optuna_compat import (
     begin_callbacks,
     end_callbacks,
+    heartbeat,
     stop_requested,
     study_storage,
     trial_id,
@@ -288,7 +290,8 @@ def run_trial(
             if timeout is not None:
                 guard.mark(time.monotonic())
                 signal.setitimer(signal.ITIMER_REAL, timeout)
-            result = objective(trial)
+            with heartbeat(study, trial):  # server databases: Optuna's heartbeat thread
+                result = objective(trial)
         finally:
             guard.in_objective = False
             if timeout is not None:
@@ -353,7 +356,6 @@ def run_trial(
 
 def end_children() -> None:
     """Kill the descendants of this process (after a failed trial in a worker process)."""
-    import os
 
     from sigtune.engines._workers import descendants, kill_tree
 

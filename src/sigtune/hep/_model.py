@@ -1300,7 +1300,7 @@ def _pois_aux_const(a: np.ndarray, tau: np.ndarray) -> np.ndarray:
             + 1.0 / (1260.0 * ab**5)
         )
         naive = gammaln(a + 1.0) - _xlogy(a, tau) + tau
-        return np.where(big, stirling, naive)
+        return np.asarray(np.where(big, stirling, naive))
 
 
 def _xlogy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -1376,6 +1376,8 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
     only the nominal yields, histosys templates, normsys factors and staterror widths are
     replaced. ``channels`` is a workspace ``channels`` list whose ``data`` entries may be NumPy
     arrays; it is not validated against the schema (its structure must equal the model's).
+    It may hold only some of the model's channels: the others keep the model's yields (e.g.
+    control regions whose binning does not change).
 
     Raises:
         HepWorkspaceError: ``channels`` differs in structure (channels, bins, samples,
@@ -1385,22 +1387,32 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
     if model.batch_size != 1:
         raise HepWorkspaceError("with_yields needs an unstacked model (batch size 1)")
     by_name = {c["name"]: c for c in channels}
-    if sorted(by_name) != model.channel_names:
+    unknown = sorted(set(by_name) - set(model.channel_names))
+    if unknown or not by_name:
         raise HepWorkspaceError(
-            f"with_yields: channels {sorted(by_name)} differ from the model's {model.channel_names}"
+            f"with_yields: channels {unknown or '[]'} are not among the model's "
+            f"{model.channel_names}"
         )
     s_index = {s: i for i, s in enumerate(model.sample_names)}
     ns_index = {k: i for i, k in enumerate(model._ns_keys)}
     hs_index = {k: i for i, k in enumerate(model._hs_keys)}
-    S, N, C = model._S, model._N, model._C
-    nom = np.zeros((S, N))
-    hs_dp = np.zeros((model._H, N))
-    hs_dm = np.zeros((model._H, N))
-    ns_hi = np.ones((model._M, C))
-    ns_lo = np.ones((model._M, C))
+    N = model._N
+    arr0 = model._arr
+    given = [ci for ci, c in enumerate(model.channel_names) if c in by_name]
+    mask = np.zeros(N, bool)
+    for ci in given:
+        mask[model.channel_slices[model.channel_names[ci]]] = True
+    nom = np.where(mask, 0.0, arr0.nom[0])
+    hs_dp = np.where(mask, 0.0, arr0.hs_dp[0])
+    hs_dm = np.where(mask, 0.0, arr0.hs_dm[0])
+    ns_hi = np.exp(arr0.ns_loghi[0])
+    ns_lo = np.exp(arr0.ns_loglo[0])
+    ns_hi[:, given] = 1.0
+    ns_lo[:, given] = 1.0
     st_sum: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     linear: dict[tuple[int, int], list[int]] = {}
-    for ci, cname in enumerate(model.channel_names):
+    for ci in given:
+        cname = model.channel_names[ci]
         sl = model.channel_slices[cname]
         width = sl.stop - sl.start
         for sample in by_name[cname]["samples"]:
@@ -1448,7 +1460,8 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
     if plan is None:
         plan = (_linear_signature(model), _staterror_slots(model))
         model.__dict__["_yields_plan"] = plan
-    if {k: sorted(v) for k, v in linear.items() if v} != plan[0]:
+    expected = {k: v for k, v in plan[0].items() if k[1] in given}
+    if {k: sorted(v) for k, v in linear.items() if v} != expected:
         raise HepWorkspaceError(
             "with_yields: the normfactor/lumi/shapefactor/staterror modifiers differ from the "
             "model's; build a new Model"
@@ -1463,16 +1476,20 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
     _derived_arrays(arr)
     if st_sum:
         gsig = arr.gauss_sigma.copy()
-        for mname, (mask, pos, fixed) in plan[1].items():
+        for mname, (st_mask, pos, fixed) in plan[1].items():
+            if mname not in st_sum:
+                continue
             tot, unc2 = st_sum[mname]
             with np.errstate(divide="ignore", invalid="ignore"):
-                rel = np.where(tot > 0, np.sqrt(unc2) / np.where(tot > 0, tot, 1.0), 0.0)[mask]
-            if not np.array_equal(rel == 0, fixed):
+                rel = np.where(tot > 0, np.sqrt(unc2) / np.where(tot > 0, tot, 1.0), 0.0)
+            part = mask[st_mask]  # components of this staterror in the given channels
+            rel = rel[st_mask][part]
+            if not np.array_equal(rel == 0, fixed[part]):
                 raise HepWorkspaceError(
                     f"with_yields: staterror {mname!r} has zero-width bins where the model "
                     "has none (or the reverse); build a new Model"
                 )
-            gsig[0, pos] = np.where(fixed, 1.0, rel)
+            gsig[0, pos[part]] = np.where(fixed[part], 1.0, rel)
         arr.gauss_sigma = gsig
     out = copy.copy(model)
     out.__dict__.pop("_jit_tables", None)

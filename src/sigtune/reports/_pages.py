@@ -146,7 +146,7 @@ def ml_sections(
     ostudy: optuna.Study, trials: Sequence[FrozenTrial], backend: str, run_dir: Path | None
 ) -> list[str]:
     """Sections of the ML page, or ``[]`` when the study has no learning curves."""
-    from sigtune.reports._html import figure_html, plotly_fragment
+    from sigtune.reports._render import figure_html, plotly_fragment
 
     curves = learning_curves(trials)
     has_history = any(isinstance(t.user_attrs.get(HISTORY_ATTR), dict) for t in trials)

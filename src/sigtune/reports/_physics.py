@@ -186,7 +186,7 @@ def physics_results(
                 data=main[sl],
             )
         )
-    pulls = []
+    pulls: list[dict[str, float | str]] = []
     for i, name in enumerate(model.par_names):
         width = model.constraint_width(i)
         if width is None or model.suggested_fixed()[i]:
@@ -379,7 +379,7 @@ def physics_sections(
     res: PhysicsResults, *, binning: list[tuple[str, str, Any]] | None = None
 ) -> list[str]:
     """HTML sections (embedded PNGs) of a physics page."""
-    from sigtune.reports._html import figure_html, png_img
+    from sigtune.reports._render import figure_html, png_img
 
     def fig(kind: str, caption: str, figure: Any) -> str:
         return figure_html(kind, caption, png_img(figure, caption, size=None))
@@ -442,13 +442,13 @@ def write_physics_page(
     with_ranking: bool = True,
 ) -> Path:
     """Write the physics page of a workspace (``sigtune physics``)."""
-    from sigtune.reports._html import _write_page
+    from sigtune.reports._render import write_page
 
     res = physics_results(workspace, measurement=measurement, with_ranking=with_ranking)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     name = Path(workspace).name if isinstance(workspace, str | Path) else "workspace"
-    _write_page(out, f"Physics: {name}", physics_sections(res), plotly_js=None)
+    write_page(out, f"Physics: {name}", physics_sections(res), plotly_js=None)
     return out
 
 

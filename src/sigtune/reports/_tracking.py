@@ -67,8 +67,9 @@ def _best_trial(study: Any) -> FrozenTrial | None:
     ostudy = getattr(study, "optuna", study)
     try:
         if len(ostudy.directions) == 1:
-            return getattr(study, "best_trial", None) or ostudy.best_trial
-        front = ostudy.best_trials
+            best: FrozenTrial = getattr(study, "best_trial", None) or ostudy.best_trial
+            return best
+        front: list[FrozenTrial] = ostudy.best_trials
         return front[0] if front else None
     except (ValueError, RuntimeError):
         return None
@@ -138,6 +139,8 @@ class MLflowCallback(TrackingCallback):
         if self._client_obj is None:
             from mlflow.tracking import MlflowClient
 
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+            logging.getLogger("alembic").setLevel(logging.WARNING)
             self._client_obj = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client_obj
 
@@ -172,11 +175,8 @@ class MLflowCallback(TrackingCallback):
         )
         run_id = run.info.run_id
         self._runs[trial.number] = run_id
-        stamp = (
-            int((trial.datetime_complete or trial.datetime_start).timestamp() * 1000)
-            if (trial.datetime_complete or trial.datetime_start)
-            else 0
-        )
+        when = trial.datetime_complete or trial.datetime_start
+        stamp = int(when.timestamp() * 1000) if when is not None else 0
         params = [Param(k, str(v)[:6000]) for k, v in _scalar_params(trial).items()]
         metrics = [
             Metric("intermediate_value", float(v), stamp, int(step))

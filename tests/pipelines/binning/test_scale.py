@@ -255,3 +255,28 @@ def test_expected_z0_uses_one_model_per_structure() -> None:
             signal=["signal"],
             fine_edges=np.linspace(0, 1, 11),
         )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["realistic", "realistic_mo"])
+def test_realistic_examples_run(tmp_path: Path, name: str) -> None:
+    cfg = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+    cfg["run_dir"] = str(tmp_path / "run")
+    cfg["n_trials"] = 8
+    cfg["report"] = False
+    cfg["objective"]["generator"] = str(EXAMPLES / "realistic.py") + ":make_samples"
+    cfg["objective"]["generator_kwargs"]["n_events"] = 20_000
+    cfg["objective"]["plot"] = False
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(app, ["run", str(path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    ws = json.loads((tmp_path / "run" / "best_workspace.json").read_text())
+    assert [c["name"] for c in ws["channels"]] == ["SR", "CR_top", "CR_wjets"]
+    assert summary["values"][0] == pytest.approx(pyhf_z0(ws), rel=2e-3)
+    if name == "realistic_mo":
+        assert summary["objectives"] == ["figure", "cls_limit_exp"]
+        assert summary["pareto_front"] and all(
+            len(p["values"]) == 2 for p in summary["pareto_front"]
+        )

@@ -79,7 +79,7 @@ def optimize_batched(
     sampler: str | optuna.samplers.BaseSampler = "tpe",
     sampler_options: Mapping[str, Any] | None = None,
     seed: int | None = None,
-    storage: str | os.PathLike[str] | None = None,
+    storage: Any = None,
     study_name: str | None = None,
     run_dir: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
@@ -185,8 +185,8 @@ def _first_reason(study: optuna.Study) -> str:
 
 
 class BatchRunner:
-    """A drop-in for :func:`sigtune._study.run_study` that runs a binning study in batches
-    (the ``batch_size`` key of the run-config's binning section).
+    """A drop-in for :func:`sigtune._study.run_study` (same call signature) that runs a binning
+    study in batches (the ``batch_size`` key of the run-config's binning section).
 
     Args:
         objective: The binning objective.
@@ -200,28 +200,27 @@ class BatchRunner:
     def __call__(
         self,
         trial_fn: Callable[[optuna.Trial], Any],
-        n_trials: int,
+        settings: Any,
         *,
-        sampler: str = "tpe",
-        sampler_options: Mapping[str, Any] | None = None,
-        seed: int | None = None,
-        storage: Any = None,
-        study_name: str | None = None,
-        run_dir: Any = None,
-        n_jobs: int = 1,
-        timeout: float | None = None,
-        trial_timeout: float | None = None,
-        max_failures: int | float | None = None,
-        enqueue: Sequence[Mapping[str, Any]] | None = None,
-        warm_start: Any = None,
+        space: Any = None,
         progress: Any = None,
-        **_ignored: Any,
+        require_existing: bool = False,
+        **options: Any,
     ) -> Any:
+        from sigtune._settings import RunSettings
+
+        s = (
+            settings
+            if isinstance(settings, RunSettings)
+            else RunSettings(n_trials=settings, **options)
+        )
         unsupported = {
-            "n_jobs > 1": n_jobs > 1,
-            "trial_timeout": trial_timeout is not None,
-            "enqueue": bool(enqueue),
-            "warm_start": warm_start is not None,
+            "n_jobs > 1": s.n_jobs > 1,
+            "trial_timeout": s.trial_timeout is not None,
+            "enqueue": bool(s.enqueue),
+            "warm_start": s.warm_start is not None,
+            "callbacks": bool(s.callbacks),
+            f"engine {s.engine!r}": s.engine != "local",
         }
         bad = [k for k, v in unsupported.items() if v]
         if bad:
@@ -229,21 +228,36 @@ class BatchRunner:
                 f"objective.batch_size > 1 (batched binning runs) does not support {bad}; "
                 "remove them or set batch_size: 1"
             )
+        max_failures = s.max_failures
         if max_failures is not None and not isinstance(max_failures, int):
-            max_failures = max(1, math.ceil(float(max_failures) * n_trials))
+            max_failures = max(1, math.ceil(float(max_failures) * s.n_trials))
+        if require_existing:
+            _require_study(s.storage, s.run_dir, s.study_name)
         return optimize_batched(
             self.objective,
-            n_trials,
+            s.n_trials,
             batch_size=self.batch_size,
-            sampler=sampler,
-            sampler_options=sampler_options,
-            seed=seed,
-            storage=storage,
-            study_name=study_name,
-            run_dir=run_dir,
-            timeout=timeout,
+            sampler=s.sampler,
+            sampler_options=s.sampler_options,
+            seed=s.seed,
+            storage=s.storage,
+            study_name=s.study_name,
+            run_dir=s.run_dir,
+            timeout=s.timeout,
             max_failures=cast(Any, max_failures),
             progress=progress if hasattr(progress, "update") else None,
+        )
+
+
+def _require_study(storage: Any, run_dir: Any, study_name: str | None) -> None:
+    from sigtune._exceptions import StorageError
+
+    ref = resolve_storage(storage, run_dir=run_dir, n_jobs=1)
+    names = [st.study_name for st in ref.open().get_all_studies()]
+    if (study_name or "sigtune") not in names:
+        raise StorageError(
+            f"no study {study_name!r} in storage {ref.describe()} (found: "
+            f"{', '.join(names) or 'none'}); start it with `sigtune run` first"
         )
 
 
@@ -262,16 +276,26 @@ class ScanResult:
     wall_time: float
 
     def best(self, direction: str) -> Candidate:
-        """The best candidate by the first value, feasible candidates first.
+        """The best candidate by the study's one definition (:func:`sigtune._best.best_trial`:
+        smallest constraint violation first, then the best first value).
 
         Raises:
             BinningError: if no candidate was evaluated.
         """
-        if not self.candidates:
+        from sigtune import _best
+
+        trials = [
+            optuna.trial.create_trial(
+                values=list(c.values),
+                user_attrs={"constraints": list(c.constraints), "index": i},
+            )
+            for i, c in enumerate(self.candidates)
+        ]
+        directions = [direction] + ["minimize"] * (len(trials[0].values) - 1) if trials else []
+        best = _best.best_trial(trials, directions)
+        if best is None:
             raise BinningError("the scan evaluated no candidate; see its failures.")
-        pool = [c for c in self.candidates if c.feasible] or self.candidates
-        sign = 1.0 if direction == "maximize" else -1.0
-        return max(pool, key=lambda c: sign * c.values[0])
+        return self.candidates[int(best.user_attrs["index"])]
 
 
 def exhaustive_scan(

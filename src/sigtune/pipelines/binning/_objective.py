@@ -145,20 +145,24 @@ def model_and_data(
     return model, np.concatenate([*parts, np.asarray(model.auxdata, dtype=np.float64)])
 
 
-def _structure_key(spec: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What a :class:`sigtune.hep.Model` of ``spec`` depends on besides its yields."""
-    chans = tuple(
-        (
-            c["name"],
-            len(c["samples"][0]["data"]) if c["samples"] else 0,
-            tuple(
-                (s["name"], tuple((m["name"], m["type"]) for m in s["modifiers"]))
-                for s in c["samples"]
-            ),
-        )
-        for c in spec["channels"]
-    )
-    return (chans, repr(spec["measurements"][0]["config"]))
+def _structure_key(spec: Mapping[str, Any], fixed: frozenset[str] = frozenset()) -> tuple[Any, ...]:
+    """What a :class:`sigtune.hep.Model` of ``spec`` depends on besides its yields (channels
+    in ``fixed`` only by name: the caller guarantees they never change)."""
+    parts: list[Any] = []
+    for c in spec["channels"]:
+        parts.append(c["name"])
+        if c["name"] in fixed:
+            continue
+        samples = c["samples"]
+        parts.append(len(samples[0]["data"]) if samples else 0)
+        for smp in samples:
+            parts.append(smp["name"])
+            for m in smp["modifiers"]:
+                parts.append(m["name"])
+                parts.append(m["type"])
+            parts.append(None)
+    parts.append(repr(spec["measurements"][0]["config"]))
+    return tuple(parts)
 
 
 class ModelCache:
@@ -169,22 +173,41 @@ class ModelCache:
 
     Args:
         max_size: Structures kept (least recently used dropped first).
+        fixed_channels: Channels whose content never changes between the workspaces given to
+            this cache (control regions of a binning study): they are neither compared nor
+            copied per candidate.
     """
 
-    def __init__(self, max_size: int = 128) -> None:
+    def __init__(self, max_size: int = 128, fixed_channels: Sequence[str] = ()) -> None:
         self.max_size = max_size
+        self.fixed = frozenset(fixed_channels)
         self._models: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._models)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # pickled into worker processes: settings only, each process builds its own models
+        return {"max_size": self.max_size, "fixed": self.fixed}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.max_size = state["max_size"]
+        self.fixed = state["fixed"]
+        self._models = OrderedDict()
+        self._lock = threading.Lock()
+
     def model_and_data(self, spec: Mapping[str, Any]) -> tuple[Any, FloatArray]:
         """Model and data vector of a (schema-valid) workspace dictionary."""
+        model, data, _ = self.lookup(spec)
+        return model, data
+
+    def lookup(self, spec: Mapping[str, Any]) -> tuple[Any, FloatArray, tuple[Any, ...]]:
+        """Model, data vector and structure key of a (schema-valid) workspace dictionary."""
         from sigtune.hep import HepWorkspaceError
         from sigtune.hep._model import with_yields
 
-        key = _structure_key(spec)
+        key = _structure_key(spec, self.fixed)
         with self._lock:
             template = self._models.get(key)
             if template is not None:
@@ -195,17 +218,20 @@ class ModelCache:
                 self._models[key] = model
                 while len(self._models) > self.max_size:
                     self._models.popitem(last=False)
-            return model, data
+            return model, data, key
+        changed = [c for c in spec["channels"] if c["name"] not in self.fixed]
         try:
-            model = with_yields(template, spec["channels"])
+            model = with_yields(template, changed)
         except HepWorkspaceError:  # e.g. staterror bins of zero width where the template has none
-            return model_and_data(spec, validate=False)
+            model, data = model_and_data(spec, validate=False)
+            return model, data, (*key, "rebuilt")
         obs = {o["name"]: o["data"] for o in spec["observations"]}
         try:
             parts = [np.asarray(obs[c], dtype=np.float64) for c in model.channel_names]
         except KeyError as exc:
             raise BinningError(f"the workspace has no observations for channel {exc}.") from None
-        return model, np.concatenate([*parts, np.asarray(model.auxdata, dtype=np.float64)])
+        data = np.concatenate([*parts, np.asarray(model.auxdata, dtype=np.float64)])
+        return model, data, key
 
 
 _MODELS = ModelCache()
@@ -248,7 +274,11 @@ def _sigma_b(hist: Histograms, options: WorkspaceOptions) -> FloatArray:
 
 
 def figure_of_merit(
-    figure: str, hist: Histograms, spec: Mapping[str, Any], options: WorkspaceOptions
+    figure: str,
+    hist: Histograms,
+    spec: Mapping[str, Any],
+    options: WorkspaceOptions,
+    cache: ModelCache | None = None,
 ) -> float:
     """Evaluate one figure of merit (see module docstring) of a candidate.
 
@@ -257,16 +287,19 @@ def figure_of_merit(
         hist: The candidate's histograms.
         spec: Its pyhf workspace dictionary.
         options: The workspace options used to build ``spec``.
+        cache: Where its model comes from (default: the module's cache).
     """
     from sigtune import hep
 
+    cache = cache or _MODELS
     if figure == "z_asimov":
         return float(
             hep.z_asimov(hist.total("signal"), hist.total("background"), _sigma_b(hist, options))
         )
+    model, data = cache.model_and_data(spec)
     if figure == "z0_exp":
-        return expected_z0(spec, validate=False)
-    model, data = _MODELS.model_and_data(spec)
+        q0 = _asimov_shortcut(model, data)
+        return float(hep.discovery(model, data).z0_exp) if q0 is None else math.sqrt(q0)
     if figure == "z0_obs":
         return float(hep.discovery(model, data).z0_obs)
     if figure == "cls_limit_exp":
@@ -274,24 +307,26 @@ def figure_of_merit(
     raise BinningError(f"unknown figure of merit {figure!r}; use one of {sorted(FIGURES)}.")
 
 
-def total_impact(spec: Mapping[str, Any]) -> float:
+def total_impact(spec: Mapping[str, Any], cache: ModelCache | None = None) -> float:
     """Root of the sum of squared ``total_impact`` over the ranking of the workspace."""
     from sigtune import hep
 
-    model, data = _MODELS.model_and_data(spec)
+    model, data = (cache or _MODELS).model_and_data(spec)
     ranking = hep.ranking(model, data)
     return float(math.sqrt(sum(e.total_impact**2 for e in ranking.entries)))
 
 
-def expected_limit(spec: Mapping[str, Any]) -> float:
+def expected_limit(spec: Mapping[str, Any], cache: ModelCache | None = None) -> float:
     """Median expected CLs upper limit on the signal strength of a workspace."""
     from sigtune import hep
 
-    model, data = _MODELS.model_and_data(spec)
+    model, data = (cache or _MODELS).model_and_data(spec)
     return float(hep.upper_limit(model, data).exp[2])
 
 
-def _z0_batch(specs: Sequence[Mapping[str, Any]]) -> list[float | None]:
+def _z0_batch(
+    specs: Sequence[Mapping[str, Any]], cache: ModelCache | None = None
+) -> list[float | None]:
     """Expected :math:`Z_0` of candidates, fitting those of one structure together.
 
     Returns None for a candidate the batched Asimov shortcut cannot decide (not Asimov data,
@@ -302,8 +337,8 @@ def _z0_batch(specs: Sequence[Mapping[str, Any]]) -> list[float | None]:
     out: list[float | None] = [None] * len(specs)
     groups: dict[tuple[Any, ...], list[tuple[int, Any, FloatArray]]] = {}
     for i, spec in enumerate(specs):
-        model, data = _MODELS.model_and_data(spec)
-        groups.setdefault(_structure_key(spec), []).append((i, model, data))
+        model, data, key = (cache or _MODELS).lookup(spec)
+        groups.setdefault(key, []).append((i, model, data))
     for members in groups.values():
         usable = []
         for i, model, data in members:
@@ -506,6 +541,7 @@ class BinningObjective:
         self.control_regions = tuple(_control_region(c) for c in control_regions)
         self.control: tuple[tuple[str, Histograms], ...] = ()
         self._control_parts: dict[bool, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+        self._models = ModelCache()
         event_cuts = [c for c in self.cuts if c.column != DISCRIMINANT]
         self._selector: CutSelector | None = None
         if isinstance(source, Histograms):
@@ -544,6 +580,7 @@ class BinningObjective:
                     )
                 control.append((cr.name, hist))
             self.control = tuple(control)
+            self._models = ModelCache(fixed_channels=[c.name for c in self.control_regions])
         elif event_cuts:
             self._selector = CutSelector(samples, edges, signal, event_cuts)
             self.fine = self._selector.histograms([c.low for c in event_cuts])
@@ -575,9 +612,12 @@ class BinningObjective:
 
     def workspace_of(self, hist: Histograms, *, lists: bool = True) -> dict[str, Any]:
         """The workspace of a candidate's signal-region histograms (with the control regions,
-        whose entries do not depend on the candidate and are built once)."""
-        if not self.control:
-            return build_workspace(hist, self.options, lists=lists)
+        whose entries do not depend on the candidate and are built once).
+
+        ``lists=False`` (evaluation): NumPy arrays, and pruned variations kept without effect.
+        """
+        if lists and not self.control:
+            return build_workspace(hist, self.options, lists=True)
         parts = self._control_parts.get(lists)
         if parts is None:
             parts = [
@@ -585,7 +625,18 @@ class BinningObjective:
                 for n, h in self.control
             ]
             self._control_parts[lists] = parts
-        sr = region_channel(self.options.channel, hist, self.options, control=False, lists=lists)
+        # For evaluation (NumPy arrays), pruned variations stay without effect: the likelihood
+        # is the same and every candidate with the same number of bins has the same model
+        # structure (one cached model, candidates fitted together). The JSON workspace
+        # (``lists``) leaves them out.
+        sr = region_channel(
+            self.options.channel,
+            hist,
+            self.options,
+            control=False,
+            lists=lists,
+            keep_pruned=not lists,
+        )
         return assemble_workspace([sr, *parts], self.options)
 
     @property
@@ -626,7 +677,7 @@ class BinningObjective:
         try:
             value = figure
             if value is None:
-                value = figure_of_merit(self.figure, hist, spec, self.options)
+                value = figure_of_merit(self.figure, hist, spec, self.options, self._models)
             if not math.isfinite(value):
                 raise BinningError(f"the figure of merit is not finite ({value}).")
         except SigtuneError as exc:  # likelihood / input errors (HepError is a SigtuneError)
@@ -642,9 +693,9 @@ class BinningObjective:
             elif error is not None:
                 values.append(1e6)
             elif o == "impact":
-                values.append(total_impact(spec))
+                values.append(total_impact(spec, self._models))
             else:
-                values.append(expected_limit(spec))
+                values.append(expected_limit(spec, self._models))
         return Candidate(
             dict(trial.params), edges, cuts, hist, spec, tuple(values), constraints, error
         )
@@ -676,7 +727,7 @@ class BinningObjective:
         figures: list[float | None] = [None] * len(ok)
         if self.figure == "z0_exp" and len(ok) > 1:
             try:
-                figures = _z0_batch([b[1] for b in ok])
+                figures = _z0_batch([b[1] for b in ok], self._models)
             except SigtuneError:
                 figures = [None] * len(ok)  # evaluated one by one (their own error reporting)
         out: list[Candidate | BaseException] = []

@@ -134,7 +134,12 @@ def _effects(nom: FloatArray, var: FloatArray) -> FloatArray:
 
 
 def _channel_samples(
-    hist: Histograms, opt: WorkspaceOptions, channel: str, as_list: Any, skip_empty: bool
+    hist: Histograms,
+    opt: WorkspaceOptions,
+    channel: str,
+    as_list: Any,
+    skip_empty: bool,
+    keep_pruned: bool = False,
 ) -> list[dict[str, Any]]:
     thr = opt.prune
     samples = []
@@ -154,7 +159,9 @@ def _channel_samples(
                     {"name": ns.name, "type": "normsys", "data": {"hi": ns.hi, "lo": ns.lo}}
                 )
         if t.variations:
-            mods.extend(_variation_modifiers(t.counts, t.variations, opt, thr, as_list))
+            mods.extend(
+                _variation_modifiers(t.counts, t.variations, opt, thr, as_list, keep_pruned)
+            )
         if opt.staterror and np.any(t.sumw2 > 0):
             mods.append(
                 {
@@ -175,18 +182,26 @@ def _variation_modifiers(
     opt: WorkspaceOptions,
     thr: float | None,
     as_list: Any,
+    keep_pruned: bool = False,
 ) -> list[dict[str, Any]]:
-    """The normsys/histosys modifiers of one sample's variations (all variations at once)."""
+    """The normsys/histosys modifiers of one sample's variations (all variations at once).
+
+    ``keep_pruned``: a pruned (or effect-free) variation stays, with no effect (normsys
+    ``hi = lo = 1``, histosys ``hi_data = lo_data = nominal``): the likelihood is the same as
+    without it, and every candidate of a binning keeps the same model structure.
+    """
     names = list(variations)
     up = np.array([variations[n][0] for n in names])
     down = np.array([variations[n][1] for n in names])
     total = float(nom.sum())
     mods: list[dict[str, Any]] = []
     norm_ok = np.zeros(len(names), bool)
+    norm_valid = np.zeros(len(names), bool)
     if opt.split and total > 0:
         tu, td = up.sum(axis=1), down.sum(axis=1)
         hi, lo = tu / total, td / total
         norm_ok = (hi > 0) & (lo > 0)
+        norm_valid = norm_ok.copy()
         if thr is not None:
             norm_ok &= np.maximum(np.abs(hi - 1), np.abs(1 - lo)) >= thr
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -201,12 +216,15 @@ def _variation_modifiers(
             mods.append(
                 {"name": sys, "type": "normsys", "data": {"hi": float(hi[k]), "lo": float(lo[k])}}
             )
-        if keep[k]:
+        elif keep_pruned and norm_valid[k]:
+            mods.append({"name": sys, "type": "normsys", "data": {"hi": 1.0, "lo": 1.0}})
+        if keep[k] or keep_pruned:
+            up_k, down_k = (up[k], down[k]) if keep[k] else (nom, nom)
             mods.append(
                 {
                     "name": sys if not opt.split else f"{sys}_shape",
                     "type": "histosys",
-                    "data": {"hi_data": as_list(up[k]), "lo_data": as_list(down[k])},
+                    "data": {"hi_data": as_list(up_k), "lo_data": as_list(down_k)},
                 }
             )
     return mods
@@ -256,11 +274,19 @@ def build_workspace(
 
 
 def region_channel(
-    name: str, hist: Histograms, options: WorkspaceOptions, *, control: bool, lists: bool = True
+    name: str,
+    hist: Histograms,
+    options: WorkspaceOptions,
+    *,
+    control: bool,
+    lists: bool = True,
+    keep_pruned: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``(channel, observation)`` entries of one region (see :func:`build_workspace`)."""
+    """The ``(channel, observation)`` entries of one region (see :func:`build_workspace`;
+    ``keep_pruned``: pruned variations stay without effect, see ``_variation_modifiers``)."""
     as_list: Any = _list if lists else (lambda a: a)
-    channel = {"name": name, "samples": _channel_samples(hist, options, name, as_list, control)}
+    samples = _channel_samples(hist, options, name, as_list, control, keep_pruned)
+    channel = {"name": name, "samples": samples}
     obs = hist.total("all") if options.observations == "asimov" else hist.total("background")
     return channel, {"name": name, "data": as_list(obs)}
 

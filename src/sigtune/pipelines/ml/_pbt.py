@@ -248,7 +248,7 @@ def _member(
     from sigtune.pipelines.ml._mlp import weights_digest
 
     idx = int(config["member"])
-    hp = {k: config[k] for k in mutable}
+    hp = {k: _py(config[k]) for k in mutable}
     params = {
         **init[idx],
         **hp,
@@ -365,7 +365,8 @@ def _init_ray(stage: PBTStage) -> bool:
     if stage.address is not None:
         ray.init(address=stage.address, **kwargs)
     else:
-        ray.init(num_cpus=stage.num_cpus, **kwargs)
+        # "local": a new instance, never a cluster that happens to run on this machine
+        ray.init(address="local", num_cpus=stage.num_cpus, **kwargs)
     return True
 
 
@@ -429,6 +430,13 @@ def run_pbt(
             synch=stage.synch,
         )
     init = [dict(m) for m in members]
+    # every member must exist as a Tune trial from the start (PBT compares the population):
+    # concurrency is limited through the CPUs a member asks for, not max_concurrent_trials,
+    # which would create the trials one by one
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(len(init), 16)))
+    started = _init_ray(stage)
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))  # type: ignore[no-untyped-call]
+    per_member = 1.0 if stage.max_concurrent is None else cpus / stage.max_concurrent
     trainable = tune.with_resources(
         tune.with_parameters(
             _member,
@@ -440,15 +448,15 @@ def run_pbt(
             max_epochs=stage.max_epochs,
             seed=seed,
         ),
-        {"cpu": 1},
+        {"cpu": per_member},
     )
     param_space: dict[str, Any] = {"member": tune.grid_search(list(range(len(init))))}
     for k in mutable:
-        param_space[k] = tune.sample_from(lambda c, k=k: init[_member_index(c)][k])
+        param_space[k] = tune.sample_from(_InitValue(init, k))
     storage_path = stage_dir / "ray"
     exp = storage_path / EXPERIMENT
-    started = _init_ray(stage)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # experiment state after each step
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no progress tables
     random.seed(seed)  # Tune's exploit/explore draw from these generators
     np.random.seed(seed % 2**32)  # noqa: NPY002 (PB2 and GPy use the global generator)
     try:
@@ -466,14 +474,15 @@ def run_pbt(
                     metric=monitor,
                     mode=mode,
                     num_samples=1,
-                    max_concurrent_trials=stage.max_concurrent,
                     reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     name=EXPERIMENT,
                     storage_path=str(storage_path),
                     verbose=0,
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=4),
+                    # keep all: with num_to_keep, a donor may delete the checkpoint that PBT
+                    # chose for an exploit before the child restores it (then the child fails)
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
                     failure_config=tune.FailureConfig(max_failures=0),
                 ),
             )
@@ -481,9 +490,13 @@ def run_pbt(
     finally:
         if started:
             ray.shutdown()
-    errors = [r.error for r in grid if r.error is not None]
+    errors = [grid[i].error for i in range(len(grid)) if grid[i].error is not None]
     if errors:
-        raise ConfigError(f"{len(errors)} PBT member(s) failed; first: {errors[0]}")
+        lines = [ln for ln in str(errors[0]).splitlines() if ln.strip()]
+        log.error("first failed PBT member:\n%s", errors[0])
+        raise ConfigError(
+            f"{len(errors)} PBT member(s) failed; first: {lines[-1] if lines else errors[0]!r}"
+        )
     return _collect(
         grid,
         stage,
@@ -516,7 +529,7 @@ def _collect(
     Everything is read from the trial folders (progress rows, checkpoints): after an exploit,
     the ``Result`` objects of Ray Tune 2.60 may show the donor's last metrics and checkpoint.
     """
-    members = [_read_member(Path(r.path)) for r in grid]
+    members = [_read_member(Path(grid[i].path)) for i in range(len(grid))]
     members.sort(key=lambda m: m["trial_id"])
     frames = {m["trial_id"]: m["frame"] for m in members}
     sign = 1.0 if direction == "minimize" else -1.0
@@ -546,6 +559,10 @@ def _collect(
         for tid, df in frames.items()
     }
     plot = _plot(frames, exploits, monitor, stage_dir / "pbt.png", wid)
+    for m in members:  # the stage is done: each member's last checkpoint is enough
+        for d in Path(m["checkpoint"]).parent.glob("checkpoint_*"):
+            if d != Path(m["checkpoint"]):
+                shutil.rmtree(d, ignore_errors=True)
     total = int(sum(len(df) for df in frames.values()))
     _record_trials(
         stage,
@@ -646,9 +663,9 @@ def _record_trials(
 
     ref = resolve_storage(stage.storage, run_dir=stage_dir)
     study = optuna.create_study(
-        storage=ref.open(),
+        storage=ref.open(track_owner=False),
         study_name=stage.study_name or "pbt",
-        direction=direction,
+        direction="minimize" if direction == "minimize" else "maximize",
         load_if_exists=True,
     )
     done = {t.user_attrs.get("ray_trial_id") for t in study.get_trials(deepcopy=False)}
@@ -668,7 +685,8 @@ def _record_trials(
             or (c.startswith(("val_",)) and df[c].dtype.kind == "f")
         ]
         history = {c: [float(x) for x in df[c]] for c in metric_cols}
-        params, dists = {}, {}
+        params: dict[str, Any] = {}
+        dists: dict[str, optuna.distributions.BaseDistribution] = {}
         for k, v in config.items():
             if isinstance(v, bool) or not isinstance(v, int | float | str):
                 continue
@@ -694,7 +712,11 @@ def _record_trials(
                 "epochs": len(df),
                 "exploits": [list(e) for e in exploits.get(tid, ())],
                 "schedule": [
-                    {k[len(_HP_PREFIX) :]: row[k] for k in df.columns if k.startswith(_HP_PREFIX)}
+                    {
+                        k[len(_HP_PREFIX) :]: _py(row[k])
+                        for k in df.columns
+                        if k.startswith(_HP_PREFIX)
+                    }
                     for _, row in df.iterrows()
                 ],
             },
@@ -714,7 +736,7 @@ def _read_member(path: Path) -> dict[str, Any]:
     df = df.reset_index(drop=True)
     for col in ("exploited_from", "source_digest", "loaded_digest"):
         if col in df:
-            df[col] = df[col].fillna("").astype(str)
+            df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
     best: tuple[int, Path] | None = None
     for d in path.glob("checkpoint_*"):
         f = d / "member.json"
@@ -727,10 +749,15 @@ def _read_member(path: Path) -> dict[str, Any]:
     return {"trial_id": str(df["trial_id"].iloc[-1]), "frame": df, "checkpoint": best[1]}
 
 
-def _member_index(config: Any) -> int:
-    """``config["member"]`` of a ``sample_from`` argument (a config, or an old-style spec)."""
-    inner = config.get("config", config) if isinstance(config, Mapping) else config.config
-    return int(inner["member"])
+class _InitValue:
+    """``sample_from`` function: member ``config["member"]``'s initial value of ``name``."""
+
+    def __init__(self, init: Sequence[Mapping[str, Any]], name: str) -> None:
+        self.init, self.name = init, name
+
+    def __call__(self, config: Any) -> Any:
+        inner = config.get("config", config) if isinstance(config, Mapping) else config.config
+        return self.init[int(inner["member"])][self.name]
 
 
 def _py(v: Any) -> Any:

@@ -99,6 +99,11 @@ class DataSection(_Model):
     classes: list[Any] | None = None
     tree: str | None = None
     allow_pickle: bool = False
+    reader: str | None = Field(
+        None,
+        description="Input hook 'module:function': reader(path) -> DataFrame, mapping of "
+        "columns, or EventData (custom reading and non-linear input transforms).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSection:
@@ -228,6 +233,11 @@ class CVStage(_Model):
     metrics: list[str] = Field(
         default_factory=lambda: ["balanced_loss", "weighted_loss", "auc", "accuracy"]
     )
+    finalize: str | None = Field(
+        None,
+        description="Final-model hook 'module:function': finalize(models, out_dir) after the "
+        "folds of a trial are trained (e.g. export the ensemble).",
+    )
     early_stopping: bool = Field(
         False,
         description="Stop each fold early on its validation events; default: train every fold "
@@ -245,6 +255,11 @@ class EvaluationStage(_Model):
     class_names: list[str] | None = None
     bins: int = Field(40, ge=2)
     folds: Literal["first", "all"] = "first"
+    hook: str | None = Field(
+        None,
+        description="Custom evaluation 'module:function': hook(models, splits, out_dir) -> "
+        "mapping of results (stored in done.json).",
+    )
 
 
 class PipelineBody(_Model):
@@ -423,8 +438,18 @@ def _load_events(section: DataSection, base_dir: Path | None) -> tuple[Any, str]
     path = Path(section.source)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
+    source: Any = path
+    if section.reader is not None:
+        from sigtune._config import resolve_callable
+
+        source = resolve_callable(section.reader, base_dir)(path)
+        if isinstance(source, EventData):
+            data = source
+            if section.features is not None:
+                data = data.select_features(section.features)
+            return data, str(path)
     data = load_data(
-        path,
+        source,
         features=section.features,
         target=section.target,
         weight=section.weight,
@@ -880,7 +905,7 @@ class _Runner:
             if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
         ]
         sign = 1.0 if self.direction == "minimize" else -1.0
-        done.sort(key=lambda t: sign * float(t.value))
+        done.sort(key=lambda t: sign * float(t.value or 0.0))
         return [dict(t.user_attrs.get("params") or t.params) for t in done]
 
     def selected_params(self) -> list[tuple[str, dict[str, Any], int | None]]:
@@ -933,10 +958,21 @@ class _Runner:
 
     def cv(self, stage_dir: Path) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        finalize = self.hook(self.cfg.cv.finalize)
         for label, params, epoch in self.selected_params():
             res = self.cross_validate(label, params, epoch)
             out[label] = {**res.to_dict(), "summary": res.summary()}
+            if finalize is not None:
+                finalize([f.model for f in res.folds], stage_dir / label)
         return {"trials": out}
+
+    def hook(self, ref: str | None) -> Callable[..., Any] | None:
+        """A user hook ``'module:function'`` (relative files start at the config's folder)."""
+        if ref is None:
+            return None
+        from sigtune._config import resolve_callable
+
+        return resolve_callable(ref, self.cfg.base_dir)
 
     def evaluation(self, stage_dir: Path) -> dict[str, Any]:
         from sigtune.pipelines.ml._cv import FoldResult
@@ -966,6 +1002,7 @@ class _Runner:
                 model = self.factory(seed=self.cfg.seed)
                 model.fit(splits.train, splits.val, params)
                 folds = [FoldResult(0, model, splits, {}, {}, None)]
+            all_folds = list(folds)
             if st.folds == "first":
                 folds = folds[:1]
             out[label] = {}
@@ -986,6 +1023,11 @@ class _Runner:
                 sections.setdefault(f"{label}: outputs and ROC", []).extend(
                     p for p in res.files if str(p).endswith(".png")
                 )
+            hook = self.hook(st.hook)
+            if hook is not None:
+                models, splits = [f.model for f in all_folds], [f.split for f in all_folds]
+                custom = hook(models, splits, stage_dir / label)
+                out[label]["custom"] = _jsonable(dict(custom or {}))
             history = self.trial_history(label) or (folds[0].history if folds else {})
             if history:
                 sections[f"{label}: training history"] = [

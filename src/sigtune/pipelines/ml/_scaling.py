@@ -101,9 +101,11 @@ class InputScaler:
         if self.standardize:
             if t.shape[0] == 0:
                 raise ConfigError("cannot fit the scaler on zero events")
-            mean = t.mean(axis=0)
-            std = t.std(axis=0)
-            std = np.where(std > 0, std, 1.0)
+            from sklearn.preprocessing import StandardScaler
+
+            fitted = StandardScaler().fit(t)  # a constant variable gets scale 1
+            mean = np.asarray(fitted.mean_, dtype=np.float64)
+            std = np.asarray(fitted.scale_, dtype=np.float64)
         else:
             mean = np.zeros(t.shape[1])
             std = np.ones(t.shape[1])

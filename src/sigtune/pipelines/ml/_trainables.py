@@ -540,7 +540,7 @@ class XGBoostTrainable(_Booster):
         dtrain = xgb.DMatrix(X_train, label=train.y, weight=train.w)
         dval = xgb.DMatrix(X_val, label=val.y, weight=val.w)
 
-        class _Report(xgb.callback.TrainingCallback):  # type: ignore[misc]
+        class _Report(xgb.callback.TrainingCallback):  # type: ignore[misc,name-defined]
             def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
                 results = [
                     (d, e, float(values[-1]))

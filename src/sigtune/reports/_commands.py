@@ -50,7 +50,7 @@ def _storage_ref(config: Path | None, storage: str | None) -> Any:
     if config is not None:
         from sigtune._config import load_config
 
-        cfg = load_config(config, {"storage": storage})
+        cfg: Any = load_config(config, {"storage": storage})
         if cfg.storage is None and not Path(cfg.run_dir).exists():
             raise StudyNotFoundError(
                 f"run directory {cfg.run_dir} does not exist: run `sigtune run {config}` first"
@@ -68,7 +68,7 @@ def studies(
     config: _ConfigArg = None, storage: _StorageOpt = None, as_json: _JsonOpt = False
 ) -> None:
     """List the studies of a storage: name, directions, trial counts, best value."""
-    from sigtune.cli import _errors_to_exit_codes, _print_json, _quiet_libraries
+    from sigtune._cli_common import _errors_to_exit_codes, _print_json, _quiet_libraries
 
     with _errors_to_exit_codes():
         _quiet_libraries()
@@ -120,7 +120,7 @@ def dashboard(
     port: Annotated[int, typer.Option("--port", help="Port (0: a free one).")] = 8080,
 ) -> None:
     """Serve optuna-dashboard on the study's storage (no copy) and print its URL."""
-    from sigtune.cli import EXIT_BAD_INPUT, _errors_to_exit_codes, _fail, _quiet_libraries
+    from sigtune._cli_common import EXIT_BAD_INPUT, _errors_to_exit_codes, _fail, _quiet_libraries
 
     with _errors_to_exit_codes():
         _quiet_libraries()
@@ -208,7 +208,7 @@ def report(
     ] = False,
 ) -> None:
     """Write the HTML report of a study (all plots; physics and ML pages when they apply)."""
-    from sigtune.cli import (
+    from sigtune._cli_common import (
         EXIT_BAD_INPUT,
         _errors_to_exit_codes,
         _fail,
@@ -223,7 +223,8 @@ def report(
         if config is not None:
             from sigtune._config import load_config
 
-            run_dir = Path(load_config(config, {"storage": storage}).run_dir)
+            cfg: Any = load_config(config, {"storage": storage})
+            run_dir = Path(cfg.run_dir)
         if output is None:
             if run_dir is None:
                 _fail(EXIT_BAD_INPUT, "give --output (no run-config to take run_dir from)")
@@ -245,7 +246,7 @@ def physics(
     ] = True,
 ) -> None:
     """Physics page of a workspace: pre/post-fit stacks, pulls, impacts, CLs and NLL scans."""
-    from sigtune.cli import EXIT_BAD_INPUT, _errors_to_exit_codes, _fail
+    from sigtune._cli_common import EXIT_BAD_INPUT, _errors_to_exit_codes, _fail
 
     with _errors_to_exit_codes():
         if not workspace.is_file():
@@ -270,6 +271,7 @@ def tracking_callbacks(cfg: Any) -> list[Any]:
 
 def finish_tracking(callbacks: list[Any], study: Any, run_dir: Path) -> None:
     """After the run: the run's outputs go to the best trial's tracking run; flush."""
+    callbacks = [cb for cb in callbacks if hasattr(cb, "log_artifacts")]
     if not callbacks:
         return
     outputs = [
@@ -293,3 +295,62 @@ def finish_tracking(callbacks: list[Any], study: Any, run_dir: Path) -> None:
             )
         finally:
             cb.close()
+
+
+# ---------------------------------------------------------------------- run output
+
+
+def warn_failed_trial(study: Any, trial: Any) -> None:
+    """One warning line per failed trial (Optuna's wording), for runs on a terminal."""
+    if trial.state.name != "FAIL":
+        return
+    from sigtune._storage import FAIL_REASON_KEY
+
+    reason = trial.user_attrs.get(FAIL_REASON_KEY) or "unknown error"
+    sys.stderr.write(
+        f"warning: Trial {trial.number} failed with parameters: {dict(trial.params)} because "
+        f"of the following error: {reason} (sigtune status --failed shows the traceback)\n"
+    )
+
+
+class _OncePerMessage:
+    """A logging filter passing each distinct message once (the choice is logged per sampler)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def filter(self, record: Any) -> bool:
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
+def run_callbacks(cfg: Any, *, quiet: bool) -> list[Any]:
+    """Callbacks ``sigtune run`` adds: tracking (run-config ``tracking:``) and, on a terminal,
+    a warning line per failed trial. Also prints the ``auto`` sampler's choice at the start."""
+    import logging
+
+    if not quiet and cfg.sampler.name == "auto":
+        sampler_log = logging.getLogger("sigtune._samplers")
+        sampler_log.setLevel(logging.INFO)
+        sampler_log.addFilter(_OncePerMessage())
+    extra = tracking_callbacks(cfg)
+    if not quiet and sys.stderr.isatty():
+        extra.append(warn_failed_trial)
+    return extra
+
+
+def stop_text(stop_reason: str | None) -> str | None:
+    """Why a run ended early, in one line (``None`` when it ran its trials)."""
+    texts = {
+        "timeout": "the run's timeout was reached",
+        "max_failures": "too many failed trials (max_failures)",
+        "interrupted": "interrupted (Ctrl-C)",
+        "error": "a worker or callback failed",
+        "stopped": "study.stop() was called",
+    }
+    if stop_reason is None or stop_reason == "done":
+        return None
+    return f"Run stopped: {texts.get(stop_reason, stop_reason)}"
