@@ -22,9 +22,13 @@ Why the embedded default is a journal file and not SQLite: Optuna's journal file
 append-only log written under a file lock, designed for several processes; with 8 worker processes
 and a trivial objective it records a trial about 4x faster than SQLite (WAL, busy timeout), a
 record is one ``write`` + ``fsync`` (a killed process leaves no half transaction), and it needs no
-tuning to avoid ``database is locked``. sigtune locks the journal with :class:`FlockLock`
-(``flock(2)``) instead of Optuna's polling symlink lock: about 2x the throughput with 8 workers, no
-10 s starvation of waiting workers, and a worker killed while holding the lock releases it at once.
+tuning to avoid ``database is locked``. sigtune locks the journal with
+:class:`~sigtune._journal.FlockLock` (``flock(2)``, at most 2 ms between tries when contended)
+instead of Optuna's symlink lock (up to 1 s between tries): no starvation of waiting workers, a
+worker killed while holding the lock releases it at once, and a holder that never lets go (a
+stopped process) is reported after ``SIGTUNE_LOCK_TIMEOUT`` seconds. The file itself is read and
+written by :class:`~sigtune._journal.CheckedJournalBackend` (Optuna's format; torn and corrupt
+records are refused instead of appended to).
 ``sqlite:///`` remains fully supported (the 8-worker test runs on both); choose it when you want to
 open the study with SQL tools.
 

@@ -15,7 +15,6 @@ most ``k - 1`` trials.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -55,28 +54,25 @@ def mark_uncounted(storage: Any, trial_id: int, why: str) -> None:
 
 
 class StudyTarget:
-    """``n_trials`` as a study-wide target, checked against the storage before each trial.
+    """``n_trials`` as a study-wide target, checked against the storage before trials.
 
-    A check reads every trial of the study. While more than 64 trials are left, a "yes" is reused
-    for a while (at least ``refresh_s`` seconds, and 20 times as long as the check took, so checks
-    cost at most ~5% of a worker's time, also on a large SQLite study); within 64 trials of the
-    target every claim is checked, so ``k`` processes overshoot by at most ``k - 1`` trials.
+    A check reads every trial of the study, so it is not repeated before every trial while the
+    target is far: after a check that found ``left`` trials missing, the next ``left // 16``
+    claims of this process go unchecked (other processes cannot use up ``left`` meanwhile unless
+    there are more than 15 of them going as fast). Within 64 trials of the target every claim is
+    checked, so ``k`` processes overshoot by at most ``k - 1`` trials.
     """
 
-    def __init__(self, n_trials: int, refresh_s: float = 0.05) -> None:
+    def __init__(self, n_trials: int) -> None:
         self.n_trials = n_trials
-        self.refresh_s = refresh_s
-        self._valid_until = -1.0
+        self._unchecked = 0
 
     def has_room(self, study: optuna.Study) -> bool:
-        start = time.monotonic()
-        if start < self._valid_until:
+        if self._unchecked > 0:
+            self._unchecked -= 1
             return True
         trials = study.get_trials(deepcopy=False, states=_CLAIMING)
         left = self.n_trials - n_counted(trials)
-        end = time.monotonic()
-        # Far from the target a cached "yes" is safe; near it, check before every trial, so
-        # each process can overshoot by at most the one trial it claims while another does.
         if left > _NEAR:
-            self._valid_until = end + max(self.refresh_s, 20.0 * (end - start))
+            self._unchecked = left // 16
         return left > 0

@@ -495,8 +495,9 @@ class _Supervisor:
         except Exception as exc:  # the storage itself fails: stop
             shared.request_stop("error", f"{reason}; and its trial: {fail_reason(exc)}")
             return False
-        sys.stderr.write(f"sigtune: {p.name} (pid {p.pid}): {reason}\n")
-        sys.stderr.flush()
+        if _STOP_CODES[int(shared.stop.value)] != "error":  # else the worker said why itself
+            sys.stderr.write(f"sigtune: {p.name} (pid {p.pid}): {reason}\n")
+            sys.stderr.flush()
         with shared.lock:
             if busy and failed == 0:
                 shared.tickets.value += 1  # claimed a trial but died before creating it
