@@ -18,7 +18,7 @@ OLDEST_VENV ?= .venv-optuna-oldest
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,ml,hep,report]'
+	$(BIN)/pip install --quiet -e '.[dev,ml,hep,report,tracking]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -49,6 +49,7 @@ from sigtune._pruners import PRUNER_NAMES, pruner_option_errors
 from sigtune._samplers import SAMPLER_NAMES, sampler_option_errors
 from sigtune._space import SearchSpace
 from sigtune._space_schema import param_json_schema
+from sigtune._tracking_config import TrackingConfig
 
 if TYPE_CHECKING:
     import optuna
@@ -199,6 +200,24 @@ class FunctionObjectiveConfig(_Model):
     )
 
 
+class RaySection(_Model):
+    """``ray:``: options of ``engine: ray`` (see docs/cluster.md)."""
+
+    address: str | None = Field(
+        None, description="null: RAY_ADDRESS or a new local Ray; 'auto'; 'ray://host:port'."
+    )
+    cpus_per_trial: float = Field(1.0, ge=0, description="CPUs reserved per trial.")
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per trial (0.25: 4 per GPU).")
+    max_concurrent: int | None = Field(
+        None, ge=1, description="Trials at once (default: cluster CPUs / cpus_per_trial)."
+    )
+    max_retries: int = Field(3, ge=0, description="Retries of a trial whose worker/node died.")
+    runtime_env: dict[str, Any] | None = Field(None, description="Ray runtime_env of the trials.")
+    presample: bool = Field(
+        True, description="Sample a static search space on the driver (no round trips)."
+    )
+
+
 def _named_section(value: Any) -> Any:
     if isinstance(value, str):
         return {"name": value}
@@ -248,12 +267,25 @@ class RunConfig(_Model):
         "fail", description="What to do with RUNNING trials of a dead process on resume."
     )
     report: bool = Field(True, description="Write run_dir/report.html after the run.")
+    tracking: TrackingConfig | None = Field(
+        None, description="Experiment tracking: {mlflow: {...}, wandb: {...}} (docs/report.md)."
+    )
     callbacks: list[str] = Field(
         default_factory=list,
         description="'module:function' callbacks called as fn(study, frozen_trial) after each "
         "trial (Optuna's callback signature).",
     )
     engine: EngineConfig = Field(default_factory=lambda: EngineConfig.model_validate({}))
+    ray: RaySection = Field(default_factory=lambda: RaySection.model_validate({}))
+
+    @property
+    def engine_options(self) -> dict[str, Any]:
+        """Options of the selected engine: ``engine.options``, plus the ``ray:`` section for
+        ``engine: ray`` (``engine.options`` win)."""
+        options = dict(self.engine.options)
+        if self.engine.name == "ray":
+            options = {**self.ray.model_dump(exclude_unset=True), **options}
+        return options
 
     _space: SearchSpace | None = PrivateAttr(default=None)
     _objective_config: BaseModel | None = PrivateAttr(default=None)
@@ -597,6 +629,8 @@ class ObjectiveSpec:
         constraints: ``fn(FrozenTrial) -> Sequence[float]`` (<= 0 feasible), or ``None``.
         space: The search space the objective samples from, if declarative.
         after_run: ``fn(study, run_dir)`` writing the type's outputs after the run.
+        runner: Replaces :func:`sigtune._study.run_study` (same signature) for types that
+            run their trials differently, e.g. in batches (``None``: the default runner).
     """
 
     objective: Callable[[optuna.Trial], float | Sequence[float]]
@@ -604,6 +638,7 @@ class ObjectiveSpec:
     constraints: Callable[[FrozenTrial], Sequence[float]] | None = None
     space: SearchSpace | None = None
     after_run: Callable[[Any, Path], str | None] | None = None
+    runner: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)

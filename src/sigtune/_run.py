@@ -93,8 +93,14 @@ class RunPlan:
             run (checked once 10 trials finished); exceeding it stops the run.
         constraints: ``fn(FrozenTrial) -> Sequence[float]`` evaluated after each completed trial.
         maximize: Per objective, whether it is maximised (for the progress display).
+        study_n_trials: The study-wide target (counted trials, see :mod:`sigtune._target`):
+            workers stop claiming trials once the storage holds it, so concurrent runs of one
+            study share ``n_trials``. ``None``: only this run's ``n_trials`` counts.
         callbacks: ``callback(study, frozen_trial)`` called after each trial is recorded, in the
             process that ran the trial.
+        study_n_trials: The study-wide target (counted trials, see :mod:`sigtune._target`):
+            workers stop claiming trials once the storage holds it, so concurrent runs of one
+            study share ``n_trials``. ``None``: only this run's ``n_trials`` counts.
     """
 
     n_trials: int
@@ -106,6 +112,7 @@ class RunPlan:
     constraints: ConstraintsFunction | None = None
     maximize: tuple[bool, ...] = field(default=(False,))
     callbacks: tuple[TrialCallback, ...] = ()
+    study_n_trials: int | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,7 @@ EngineFactory = Callable[..., Engine]
 #: when a run selects it.
 BUILTIN_ENGINES: Mapping[str, str] = {
     "local": "sigtune.engines._local:LocalEngine",
+    "ray": "sigtune.engines._ray:RayEngine",
 }
 _ENGINES: dict[str, EngineFactory | str] = {}
 

@@ -186,7 +186,7 @@ class RunSettings:
             on_stale_running=cfg.on_stale_running,
             callbacks=callbacks,
             engine=cfg.engine.name,
-            engine_options=cfg.engine.options,
+            engine_options=cfg.engine_options,
         )
 
 

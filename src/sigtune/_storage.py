@@ -45,7 +45,6 @@ without one for :data:`HEARTBEAT_GRACE_S` is stale whatever host ran it (``fail_
 from __future__ import annotations
 
 import datetime
-import fcntl
 import logging
 import os
 import socket
@@ -64,13 +63,12 @@ from optuna.storages import (
     JournalStorage,
     RDBStorage,
 )
-from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from sigtune._exceptions import ConfigError, StorageError
+from sigtune._journal import CheckedJournalBackend, FlockLock, os_error_text
 from sigtune._optuna_compat import (
-    BaseJournalFileLock,
     CachedStorage,
     DelegatedHeartbeat,
     FrozenStudy,
@@ -78,13 +76,16 @@ from sigtune._optuna_compat import (
     study_storage,
     trial_id,
 )
+from sigtune._target import mark_uncounted
 
 __all__ = [
     "EMBEDDED_FILENAME",
     "FAIL_REASON_KEY",
+    "FAIL_TRACEBACK_KEY",
     "OWNER_KEY",
     "STALE_REASON",
     "FlockLock",
+    "StorageNotFoundError",
     "StorageRef",
     "StudyNotFoundError",
     "current_owner",
@@ -98,6 +99,9 @@ log = logging.getLogger(__name__)
 EMBEDDED_FILENAME = "study.journal"
 OWNER_KEY = "sigtune:owner"
 FAIL_REASON_KEY = "fail_reason"
+# System attr holding the full traceback of a trial whose objective raised (``sigtune status
+# --failed`` and the report show it).
+FAIL_TRACEBACK_KEY = "sigtune:traceback"
 STALE_REASON = "worker died (stale RUNNING on resume)"
 #: Heartbeat of server databases (PostgreSQL, MySQL, ...): Optuna's, recorded every
 #: HEARTBEAT_INTERVAL_S while a trial runs; a RUNNING trial without one for HEARTBEAT_GRACE_S is
@@ -112,6 +116,10 @@ _SQLITE_BUSY_TIMEOUT_S = 120.0
 
 class StudyNotFoundError(StorageError):
     """The storage has no study of that name (bad input: ``sigtune`` exits with code 2)."""
+
+
+class StorageNotFoundError(StudyNotFoundError):
+    """A read-only command was pointed at a storage that does not exist (exit code 2)."""
 
 
 StorageKind = Literal["memory", "journal", "sqlite", "rdb", "object"]
@@ -151,12 +159,14 @@ class StorageRef:
             return _redact(self.url)
         return "in-memory" if self.kind == "memory" else type(self.instance).__name__
 
-    def open(self, *, track_owner: bool = True) -> BaseStorage:
+    def open(self, *, track_owner: bool = True, create: bool = True) -> BaseStorage:
         """Create this process's storage object.
 
         Args:
             track_owner: Record the creating process in every new trial (see module docstring).
                 Ignored for in-memory storage, which cannot outlive its process.
+            create: Create a missing journal / SQLite file; ``False`` (read-only commands)
+                raises :class:`StorageNotFoundError` instead.
 
         Raises:
             StorageError: The database cannot be reached or the file cannot be created.
@@ -167,7 +177,7 @@ class StorageRef:
             return _OwnedStorage(self.instance)
         assert self.url is not None
         try:
-            inner = _open_url(self.kind, self.url)
+            inner = _open_url(self.kind, self.url, create)
         except StorageError:
             raise
         except Exception as exc:  # SQLAlchemy / driver / OS errors
@@ -278,50 +288,14 @@ def _redact(url: str) -> str:
     return f"{scheme}://{creds}@{host}"
 
 
-class FlockLock(BaseJournalFileLock):
-    """Journal file lock with ``flock(2)``: blocking, no polling, released if the holder dies.
-
-    Optuna's default symlink lock polls with an exponential back-off of up to 1 s, which starves
-    waiting processes when 8 workers append to the same journal, and a process killed while
-    holding it blocks the others for its 30 s grace period. A kernel ``flock`` has neither
-    problem. It needs a local file system (or NFSv4 on Linux); for other shared file systems
-    pass an Optuna ``JournalStorage`` with its symlink lock as ``storage=``.
-
-    The lock file is ``<journal>.flock``; each process opens it itself (after ``fork`` too).
-    """
-
-    def __init__(self, filepath: str) -> None:
-        self._path = filepath + ".flock"
-        self._fd: int | None = None
-        self._pid = -1
-
-    def _file(self) -> int:
-        if self._fd is None or self._pid != os.getpid():
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-            self._pid = os.getpid()
-        return self._fd
-
-    def acquire(self) -> bool:
-        fd = self._file()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            fcntl.flock(fd, fcntl.LOCK_UN)  # interrupted around the call: never keep the lock
-            raise
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-
-def _open_url(kind: StorageKind, url: str) -> BaseStorage:
+def _open_url(kind: StorageKind, url: str, create: bool = True) -> BaseStorage:
     if kind == "journal":
         path = Path(url.split(":///", 1)[1])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=FlockLock(str(path))))
+        if not create and not path.is_file():
+            raise StorageNotFoundError(f"storage {path} does not exist")
+        return JournalStorage(CheckedJournalBackend(str(path), create=create))
     if kind == "sqlite":
-        return CachedStorage(_open_sqlite(url))
+        return CachedStorage(_open_sqlite(url, create))
     with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         rdb = RDBStorage(
@@ -333,12 +307,24 @@ def _open_url(kind: StorageKind, url: str) -> BaseStorage:
     return CachedStorage(rdb)
 
 
-def _open_sqlite(url: str) -> RDBStorage:
+def _open_sqlite(url: str, create: bool = True) -> RDBStorage:
     rest = url.split("://", 1)[1]
     if rest in ("", "/", "/:memory:"):
         return RDBStorage(url)
     path = Path(rest[1:])
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not create and not path.is_file():
+        raise StorageNotFoundError(f"storage {path} does not exist")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the directory of {path}: {os_error_text(exc)}") from None
+    # Two processes opening a fresh database race to create the schema (one crashes with
+    # "table already exists"): the first creates it under a file lock, the others wait and join.
+    with FlockLock(str(path)):
+        return _open_sqlite_locked(url, path)
+
+
+def _open_sqlite_locked(url: str, path: Path) -> RDBStorage:
     # WAL lets readers and one writer work at the same time; it is a property of the file.
     con = sqlite3.connect(path, timeout=_SQLITE_BUSY_TIMEOUT_S)
     try:
@@ -413,7 +399,7 @@ def owner_is_alive(owner: str) -> bool | None:
     return True
 
 
-def _owner_pid(owner: str) -> int | None:
+def owner_pid(owner: str) -> int | None:
     parts = owner.rsplit(":", 2)
     if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return None
@@ -450,11 +436,14 @@ def handle_stale_running(
     for trial in running:
         owner = trial.system_attrs.get(OWNER_KEY)
         if not isinstance(owner, str):
-            unknown += 1
+            # An enqueued trial popped by a process killed before it wrote its owner stamp
+            # (older sigtune wrote the stamp after the state): no live sigtune process runs it.
+            if pids is not None or "fixed_params" not in trial.system_attrs:
+                unknown += 1
+                continue
+        elif pids is not None and owner_pid(owner) not in pids:
             continue
-        if pids is not None and _owner_pid(owner) not in pids:
-            continue
-        if owner == current_owner() or owner_is_alive(owner) is not False:
+        elif owner == current_owner() or owner_is_alive(owner) is not False:
             continue
         stale.append((trial, STALE_REASON))
     if pids is None:  # on resume: also trials whose heartbeat stopped (any host)
@@ -463,6 +452,7 @@ def handle_stale_running(
         stale += [(t, STALE_HEARTBEAT_REASON) for t in running if trial_id(t) in no_beat]
     for trial, reason in stale:
         storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_KEY, reason)
+        mark_uncounted(storage, trial_id(trial), "stale")
         try:
             ok = storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -471,9 +461,9 @@ def handle_stale_running(
             continue
         marked.append(trial.number)
         if policy == "requeue":
-            study.enqueue_trial(
-                dict(trial.params), user_attrs={"sigtune:requeued_from": trial.number}
-            )
+            # A trial killed before it suggested anything still has its enqueued point.
+            params = dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
+            study.enqueue_trial(params, user_attrs={"sigtune:requeued_from": trial.number})
     if marked:
         reasons = {t.number: reason for t, reason in stale}
         log.warning(
@@ -522,9 +512,19 @@ class _OwnedStorage(BaseStorage, DelegatedHeartbeat):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
+        if state != TrialState.RUNNING:
+            return self._inner.set_trial_state_values(trial_id, state, values)
+        # Popping an enqueued trial: stamp the owner *before* the state changes, so a kill between
+        # the two writes never leaves an ownerless RUNNING trial (a WAITING trial with a stamp is
+        # harmless: the next process to pop it stamps it again).
+        me = current_owner()
+        try:
+            self._inner.set_trial_system_attr(trial_id, OWNER_KEY, me)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False  # another process popped and finished it meanwhile
         ok = self._inner.set_trial_state_values(trial_id, state, values)
-        if ok and state == TrialState.RUNNING:  # an enqueued trial was popped by this process
-            self._inner.set_trial_system_attr(trial_id, OWNER_KEY, current_owner())
+        if ok and self._inner.get_trial_system_attrs(trial_id).get(OWNER_KEY) != me:
+            self._inner.set_trial_system_attr(trial_id, OWNER_KEY, me)  # lost a race to stamp
         return ok
 
     # ---- plain delegation

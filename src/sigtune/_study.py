@@ -44,11 +44,13 @@ from sigtune._run import (
 from sigtune._settings import RunSettings, WarmStart
 from sigtune._storage import (
     OWNER_KEY,
+    StorageNotFoundError,
     StorageRef,
     StudyNotFoundError,
     handle_stale_running,
     resolve_storage,
 )
+from sigtune._target import WARM_START_KEY, n_counted
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +70,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WARM_START_KEY = "sigtune:warm_start"
 _WARM_DONE_KEY = "sigtune:warm_started_from"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _DEFAULT_STUDY_NAME = "sigtune"
@@ -235,11 +236,7 @@ def _describe_counts(counts: Mapping[str, int]) -> str:
 
 
 def _n_counted(study: optuna.Study) -> int:
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False, states=_FINISHED)
-        if WARM_START_KEY not in t.system_attrs
-    )
+    return n_counted(study.get_trials(deepcopy=False, states=_FINISHED))
 
 
 # ---------------------------------------------------------------------- optimize
@@ -443,7 +440,14 @@ def run_study(
     s = settings
     dirs = list(s.directions)
     if s.run_dir is not None:
-        s.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            s.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from sigtune._cli_storage import os_error_message
+
+            raise ConfigError(
+                f"cannot create the run directory {s.run_dir}: {os_error_message(exc)}"
+            ) from None
     ref = resolve_storage(s.storage, run_dir=s.run_dir, n_jobs=s.n_jobs)
     study_name = s.study_name
     if study_name is None and ref.kind != "memory":
@@ -456,6 +460,8 @@ def run_study(
     engine = get_engine(s.engine, s.engine_options)
 
     study = _create_or_load(ref, study_name, dirs, sampler_factory(0), pruner_obj, require_existing)
+    if space is not None:
+        _check_same_space(study, space, ref)
     ref_study = StudyRef(ref, str(study.study_name))
     if ref.shareable:
         handle_stale_running(study, policy=s.on_stale_running)
@@ -478,6 +484,7 @@ def run_study(
             constraints=s.constraints,
             maximize=s.maximize,
             callbacks=s.callbacks,
+            study_n_trials=s.n_trials if ref.shareable else None,
         )
         if progress is True:
             from sigtune._progress import RunProgress
@@ -602,7 +609,10 @@ def _create_or_load(
     pruner: BasePruner,
     require_existing: bool,
 ) -> optuna.Study:
-    storage = ref.open()
+    try:
+        storage = ref.open(create=not require_existing)
+    except StorageNotFoundError as exc:
+        raise StorageNotFoundError(f"{exc}: start the study with `sigtune run` first") from None
     if require_existing:
         names = [s.study_name for s in storage.get_all_studies()]
         if study_name not in names:
@@ -619,6 +629,8 @@ def _create_or_load(
             pruner=pruner,
             load_if_exists=True,
         )
+    except StorageError:
+        raise
     except Exception as exc:
         raise StorageError(
             f"cannot create or load study {study_name!r} in {ref.describe()}: "
@@ -631,6 +643,29 @@ def _create_or_load(
             f"asks for {directions}; use another study_name or the same directions"
         )
     return study
+
+
+_SPACE_KEY = "sigtune:space"
+
+
+def _check_same_space(study: optuna.Study, space: SearchSpace, ref: StorageRef) -> None:
+    """Refuse to append trials of another search space to an existing study."""
+    mine = {name: spec.kind for name, spec in space.params.items()}
+    attrs = study_storage(study).get_study_system_attrs(study_id(study))
+    stored = attrs.get(_SPACE_KEY)
+    if stored is None:
+        study_storage(study).set_study_system_attr(study_id(study), _SPACE_KEY, mine)
+        return
+    if stored != mine:
+
+        def text(d: Mapping[str, Any]) -> str:
+            return ", ".join(f"{k} ({v})" for k, v in d.items())
+
+        raise ConfigError(
+            f"study {study.study_name!r} in {ref.describe()} was run with another search space "
+            f"[{text(stored)}] than this one [{text(mine)}]; give this run its own "
+            "--study-name (or another run_dir), or delete the old study"
+        )
 
 
 def _open_source(warm_start: WarmStart, ref: StorageRef) -> optuna.Study:
@@ -711,19 +746,21 @@ def load_study(
     storage: str | os.PathLike[str] | BaseStorage | StorageRef,
     *,
     space: SearchSpace | Mapping[str, Any] | None = None,
+    opened: BaseStorage | None = None,
 ) -> Study:
-    """Open an existing study.
+    """Open an existing study; never creates a storage file.
 
     Args:
         study_name: Its name.
         storage: Its storage (URL, path or Optuna storage; see :func:`optimize`).
         space: The declarative search space, for :attr:`Study.best_params`.
+        opened: The storage already opened from ``storage`` (so it is read once).
 
     Raises:
-        StorageError: No such study (the message lists the studies found).
+        StorageError: No such storage or study (the message lists the studies found).
     """
     ref = resolve_storage(storage)
-    backend = ref.open(track_owner=False)
+    backend = opened if opened is not None else ref.open(track_owner=False, create=False)
     names = [s.study_name for s in backend.get_all_studies()]
     if study_name not in names:
         raise StudyNotFoundError(

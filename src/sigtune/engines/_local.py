@@ -6,14 +6,26 @@ pickled. Each worker opens the study's storage itself and asks/tells trials with
 
 Exact trial count: before asking a trial, a worker claims a ticket from a counter shared by all
 workers of the run (a ``multiprocessing`` value under a lock), so ``n_jobs=8, n_trials=4000`` gives
-exactly 4000 trials. Each claimed ticket becomes exactly one finished trial; if a worker dies,
-its RUNNING trial is marked FAIL by the parent when the run ends.
+exactly 4000 trials. Each claimed ticket becomes exactly one finished trial. The storage is checked
+too (:class:`~sigtune._target.StudyTarget`), so concurrent runs of one study share ``n_trials``.
+
+Dead workers (a segfault, the OOM killer, ``os._exit``) are replaced by the parent's
+:class:`_Supervisor`: the dead worker's trial is FAILED with the signal's name and retried once
+(:mod:`sigtune.engines._workers`); only ``max_failures`` stops the run. Workers are not daemonic,
+so objectives may start processes of their own.
+
+GPUs: worker ``i`` gets ``SIGTUNE_WORKER_INDEX=i`` in its environment, from which the trainables'
+``device: auto | cuda`` pick GPU ``i % n_gpus`` (round robin, :mod:`sigtune.pipelines.ml._device`).
+CUDA does not survive a ``fork`` once the parent initialised it, so then the workers are started
+with ``spawn`` instead (the objective must then be picklable: a module-level function).
 
 Per-trial timeout: ``SIGALRM`` (``setitimer``) in the main thread of the process running the
 trial raises :class:`~sigtune.TrialTimeoutError` inside the objective. It interrupts pure-Python
 code at the next bytecode; a long call into C (one big NumPy / BLAS operation, a blocking read) is
-interrupted only when it returns, and an objective that swallows every exception (``except
-Exception:``) also swallows the timeout. In-process runs therefore need to be started from the main
+interrupted only when it returns: with worker processes the parent kills a worker whose trial runs
+1 s past the limit (and the processes it started) and starts a new one. An objective that swallows
+every exception (``except Exception:``) cannot keep a timed-out trial alive (see
+:class:`~sigtune.engines._trial.TrialGuard`). In-process runs need to be started from the main
 thread when ``trial_timeout`` is set.
 
 Ctrl-C (SIGINT): the signal only interrupts the objective. A worker outside the objective finishes
@@ -42,7 +54,7 @@ from optuna.trial import TrialState
 
 from sigtune._exceptions import ConfigError
 from sigtune._run import ProgressSink, RunOutcome, RunPlan, StopReason, StudyRef, TrialFunction
-from sigtune._storage import handle_stale_running
+from sigtune._target import StudyTarget
 from sigtune.engines._trial import (
     INTERRUPTED_REASON,
     TrialGuard,
@@ -52,6 +64,7 @@ from sigtune.engines._trial import (
     run_trial,
     validate_values,
 )
+from sigtune.engines._workers import death_reason, descendants, fail_dead_worker_trials, kill_tree
 
 __all__ = ["INTERRUPTED_REASON", "LocalEngine", "validate_values"]
 
@@ -66,6 +79,21 @@ _STOP_CODES: dict[int, StopReason] = {
 }
 _STOP_NUMBERS = {v: k for k, v in _STOP_CODES.items()}
 _POLL_S = 0.1
+WORKER_INDEX_ENV = "SIGTUNE_WORKER_INDEX"  # read by sigtune.pipelines.ml._device (GPU round robin)
+
+
+def cuda_initialized() -> bool:
+    """Whether this process initialised CUDA: worker processes must then not be forked."""
+    torch = sys.modules.get("torch")
+    try:
+        return torch is not None and bool(torch.cuda.is_initialized())
+    except Exception:  # pragma: no cover - a broken torch install
+        return False
+
+
+def worker_start_method() -> str:
+    """``fork`` (objectives need not be picklable), or ``spawn`` once CUDA is initialised."""
+    return "spawn" if cuda_initialized() else "fork"
 
 
 class _Box:
@@ -187,6 +215,7 @@ def _loop(
     on_trial: Any = None,
 ) -> None:
     n_objectives = len(study.directions)
+    target = None if plan.study_n_trials is None else StudyTarget(plan.study_n_trials)
     with callbacks_enabled(study):
         while True:
             if guard.interrupted:
@@ -195,10 +224,14 @@ def _loop(
             if deadline is not None and time.monotonic() >= deadline:
                 shared.request_stop("timeout")
                 return
+            if target is not None and not target.has_room(study):
+                return  # other runs of the study reached its n_trials
             if not shared.claim():
                 return
+            guard.mark(-1.0)
             record = run_trial(study, objective, plan, guard, n_objectives)
             shared.record(record.state, record.value, record.reason)
+            guard.mark(0.0)
             if on_trial is not None:
                 on_trial()
             if record.stop is not None:
@@ -231,9 +264,11 @@ def _worker_main(
     shared: _Shared,
     deadline: float | None,
     parent_pid: int,
+    slot: tuple[Any, int] | None = None,
 ) -> None:
-    """Body of a worker process (after ``fork``)."""
-    guard = TrialGuard(plan.trial_timeout)
+    """Body of a worker process (after ``fork``, or ``spawn`` once CUDA is initialised)."""
+    os.environ[WORKER_INDEX_ENV] = str(index)
+    guard = TrialGuard(plan.trial_timeout, slot)
     try:
         with guard.installed():
             _interrupt_when_parent_dies(parent_pid)
@@ -246,6 +281,19 @@ def _worker_main(
         sys.stderr.write(f"sigtune worker {index} stopped: {fail_reason(exc)}\n")
         sys.stderr.flush()
         os._exit(1)
+
+
+def _check_picklable(objective: TrialFunction) -> None:
+    import pickle
+
+    try:
+        pickle.dumps(objective)
+    except Exception as exc:
+        raise ConfigError(
+            "CUDA is initialised in this process, so n_jobs > 1 starts workers with 'spawn' and "
+            f"the objective must be picklable (a module-level function): {fail_reason(exc)}; "
+            "or do not touch CUDA before the run"
+        ) from exc
 
 
 class LocalEngine:
@@ -320,22 +368,31 @@ class LocalEngine:
                 f"n_jobs={n_jobs} needs a storage worker processes can open, got "
                 f"{study_ref.storage.describe()}"
             )
-        if "fork" not in mp.get_all_start_methods():
+        method = worker_start_method()
+        if method not in mp.get_all_start_methods():
             raise ConfigError(
                 "n_jobs > 1 needs the 'fork' start method (Linux/macOS); use n_jobs=1 here"
             )
-        ctx = mp.get_context("fork")
+        if method == "spawn":
+            _check_picklable(objective)
+        ctx: Any = mp.get_context(method)
         shared = _Shared(ctx, plan)
         n_workers = min(n_jobs, plan.n_trials) or 1
-        procs = [
-            ctx.Process(
+        slots = ctx.RawArray("d", n_workers)  # per worker: 0 idle, -1 claimed, > 0 trial start
+        parent = os.getpid()
+
+        def new_worker(index: int, slot: int) -> Any:
+            # Not daemonic: objectives may start processes of their own (a Pool, a DataLoader).
+            return ctx.Process(
                 target=_worker_main,
-                args=(i, study_ref, objective, plan, shared, deadline, os.getpid()),
-                name=f"sigtune-worker-{i}",
-                daemon=True,
+                args=(index, study_ref, objective, plan, shared, deadline, parent),
+                kwargs={"slot": (slots, slot)},
+                name=f"sigtune-worker-{index}",
+                daemon=False,
             )
-            for i in range(n_workers)
-        ]
+
+        procs = [new_worker(i, i) for i in range(n_workers)]
+        supervisor = _Supervisor(study_ref, plan, shared, slots)
         main_thread = threading.current_thread() is threading.main_thread()
         old_handler: Any = None
 
@@ -351,9 +408,18 @@ class LocalEngine:
         try:
             for p in procs:
                 p.start()
+            next_index = n_workers
             while any(p.is_alive() for p in procs):
                 for p in procs:
                     p.join(_POLL_S / n_workers)
+                supervisor.watch(procs)
+                for slot, p in enumerate(procs):
+                    if p.exitcode in (0, None) or p.pid in supervisor.handled:
+                        continue
+                    if supervisor.dead(p, slot) and not shared.stop.value:
+                        procs[slot] = new_worker(next_index, slot)  # replace the dead worker
+                        next_index += 1
+                        procs[slot].start()
                 if progress is not None:
                     progress.update(
                         int(shared.finished.value), int(shared.failed.value), shared.best_value()
@@ -365,30 +431,83 @@ class LocalEngine:
                 if p.is_alive():
                     p.terminate()
                     p.join()
-        crashed = [p for p in procs if p.exitcode not in (0, None)]
-        if crashed:
-            self._fail_dead_workers(study_ref, plan, shared, crashed)
+        for slot, p in enumerate(procs):
+            if p.exitcode not in (0, None) and p.pid not in supervisor.handled:
+                supervisor.dead(p, slot)
         if progress is not None:
             progress.update(
                 int(shared.finished.value), int(shared.failed.value), shared.best_value()
             )
         return shared.outcome(time.monotonic() - start)
 
-    @staticmethod
-    def _fail_dead_workers(
-        study_ref: StudyRef,
-        plan: RunPlan,
-        shared: _Shared,
-        crashed: Sequence[Any],
-    ) -> None:
-        """Mark RUNNING trials of crashed workers FAIL and count them."""
-        pids = {int(p.pid) for p in crashed if p.pid is not None}
-        study = optuna.load_study(
-            study_name=study_ref.study_name, storage=study_ref.storage.open(track_owner=False)
-        )
-        marked = handle_stale_running(study, policy="fail", pids=pids)
-        for _ in marked:
-            shared.record(TrialState.FAIL, None, "worker died")
-        if shared.stop.value == 0 and int(shared.tickets.value) > 0:
-            codes = ", ".join(f"{p.name}: {p.exitcode}" for p in crashed)
-            shared.request_stop("error", f"worker processes died ({codes})")
+
+class _Supervisor:
+    """The parent's watch over its workers: trial timeouts in C code, dead workers, retries."""
+
+    _GRACE_S = 1.0  # after trial_timeout, for SIGALRM to work before the worker is killed
+
+    def __init__(self, study_ref: StudyRef, plan: RunPlan, shared: _Shared, slots: Any) -> None:
+        self.study_ref = study_ref
+        self.plan = plan
+        self.shared = shared
+        self.slots = slots
+        self.handled: set[int | None] = set()
+        self.timed_out: dict[int, str] = {}
+        self.idle_deaths = 0
+        self._study: optuna.Study | None = None
+
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._study = optuna.load_study(
+                study_name=self.study_ref.study_name,
+                storage=self.study_ref.storage.open(track_owner=False),
+            )
+        return self._study
+
+    def watch(self, procs: Sequence[Any]) -> None:
+        """Kill workers whose trial ran past ``trial_timeout`` (stuck where SIGALRM cannot act)."""
+        limit = self.plan.trial_timeout
+        if limit is None:
+            return
+        now = time.monotonic()
+        for slot, p in enumerate(procs):
+            started = self.slots[slot]
+            if started > 0 and now - started > limit + self._GRACE_S and p.is_alive():
+                if p.pid in self.timed_out:
+                    continue
+                self.timed_out[p.pid] = (
+                    f"TrialTimeoutError: trial exceeded trial_timeout={limit:g}s (stuck in a call "
+                    "Python cannot interrupt; worker killed)"
+                )
+                kill_tree([*descendants(p.pid), p.pid])
+
+    def dead(self, p: Any, slot: int) -> bool:
+        """Handle a worker that died; returns whether to start a replacement."""
+        self.handled.add(p.pid)
+        shared = self.shared
+        busy = self.slots[slot] != 0
+        self.slots[slot] = 0
+        reason = self.timed_out.get(p.pid) or death_reason(p.exitcode)
+        try:
+            failed, retried = fail_dead_worker_trials(
+                self.study(), int(p.pid), reason, retry=p.pid not in self.timed_out
+            )
+        except Exception as exc:  # the storage itself fails: stop
+            shared.request_stop("error", f"{reason}; and its trial: {fail_reason(exc)}")
+            return False
+        sys.stderr.write(f"sigtune: {p.name} (pid {p.pid}): {reason}\n")
+        sys.stderr.flush()
+        with shared.lock:
+            if busy and failed == 0:
+                shared.tickets.value += 1  # claimed a trial but died before creating it
+            shared.tickets.value += retried
+        for _ in range(failed - retried):
+            shared.record(TrialState.FAIL, None, reason)
+        for _ in range(retried):
+            shared.record(TrialState.FAIL, None, reason + "; retried once")
+        if failed == 0:
+            self.idle_deaths += 1
+            if self.idle_deaths > 2 * len(self.slots):
+                shared.request_stop("error", f"worker processes died outside any trial ({reason})")
+                return False
+        return int(shared.tickets.value) > 0

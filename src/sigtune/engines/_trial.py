@@ -30,7 +30,9 @@ import contextlib
 import copy
 import math
 import numbers
+import os
 import signal
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from types import FrameType
@@ -50,7 +52,8 @@ from sigtune._optuna_compat import (
     trial_id,
 )
 from sigtune._run import RunPlan, StopReason, StudyRef, TrialFunction
-from sigtune._storage import FAIL_REASON_KEY
+from sigtune._storage import FAIL_REASON_KEY, FAIL_TRACEBACK_KEY
+from sigtune._target import mark_uncounted
 
 __all__ = [
     "CONSTRAINTS_KEY",
@@ -67,7 +70,7 @@ __all__ = [
 
 INTERRUPTED_REASON = "interrupted"
 CONSTRAINTS_KEY = "constraints"  # Optuna's system-attr key read by its samplers and best_trials
-TRACEBACK_KEY = "sigtune:traceback"
+TRACEBACK_KEY = FAIL_TRACEBACK_KEY
 _TRACEBACK_CHARS = 4000
 
 
@@ -91,20 +94,37 @@ class TrialRecord(NamedTuple):
     error: str | None = None
 
 
+class _TimeoutExit(BaseException):
+    """Raised again and again in an objective that swallowed its TrialTimeoutError."""
+
+
 class TrialGuard:
     """Signal handling of one process: SIGINT and SIGALRM interrupt only the objective.
 
     ``SIGALRM`` (``setitimer``) implements ``trial_timeout``: it raises
-    :class:`~sigtune.TrialTimeoutError` inside the objective. Handlers can only be installed from
-    the main thread (:meth:`installed`); a guard that is not installed must not be given a
-    ``trial_timeout``.
+    :class:`~sigtune.TrialTimeoutError` inside the objective, then every 0.2 s a
+    ``BaseException`` that ``except Exception`` cannot keep, and the trial is FAILED whatever the
+    objective returns. Handlers can only be installed from the main thread (:meth:`installed`); a
+    guard that is not installed must not be given a ``trial_timeout``.
+
+    ``slot``: in a worker process, ``(array, i)`` of shared doubles where the worker publishes
+    its state for the parent's watchdog (:mod:`sigtune.engines._workers`): ``0`` idle, ``-1`` a
+    trial claimed, ``> 0`` the ``time.monotonic()`` at which the objective started. A worker also
+    ends the processes a failed trial left behind.
     """
 
-    def __init__(self, trial_timeout: float | None) -> None:
+    def __init__(self, trial_timeout: float | None, slot: tuple[Any, int] | None = None) -> None:
         self.trial_timeout = trial_timeout
         self.in_objective = False
         self.interrupted = False
+        self.timed_out = False
+        self.slot = slot
         self._old: dict[int, Any] = {}
+
+    def mark(self, value: float) -> None:
+        """Publish this worker's state to the parent (no-op outside worker processes)."""
+        if self.slot is not None:
+            self.slot[0][self.slot[1]] = value
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self.interrupted = True
@@ -114,8 +134,12 @@ class TrialGuard:
 
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
         if self.in_objective:
-            self.in_objective = False
-            raise TrialTimeoutError(f"trial exceeded trial_timeout={self.trial_timeout:g}s")
+            first = not self.timed_out
+            self.timed_out = True
+            signal.setitimer(signal.ITIMER_REAL, 0.2)  # stays armed until the objective leaves
+            if first:
+                raise TrialTimeoutError(f"trial exceeded trial_timeout={self.trial_timeout:g}s")
+            raise _TimeoutExit
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -257,12 +281,14 @@ def run_trial(
     state = TrialState.COMPLETE
     failure: BaseException | None = None
     timeout = plan.trial_timeout
+    guard.timed_out = False
     try:
         try:
             guard.in_objective = True
             if guard.interrupted:
                 raise KeyboardInterrupt
             if timeout is not None:
+                guard.mark(time.monotonic())
                 signal.setitimer(signal.ITIMER_REAL, timeout)
             with heartbeat(study, trial):  # server databases: Optuna's heartbeat thread
                 result = objective(trial)
@@ -270,13 +296,26 @@ def run_trial(
             guard.in_objective = False
             if timeout is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+                guard.mark(-1.0)
     except optuna.TrialPruned:
         state = TrialState.PRUNED
     except KeyboardInterrupt:
         guard.interrupted = True
         state, reason = TrialState.FAIL, INTERRUPTED_REASON
+        mark_uncounted(study_storage(study), trial_id(trial), "interrupted")
+    except _TimeoutExit:
+        state = TrialState.FAIL  # the reason is set below
+    except SystemExit as exc:  # sys.exit() in the objective ends the trial, not the run
+        state, reason = TrialState.FAIL, f"objective called sys.exit({exc.code!r})"
     except Exception as exc:  # the objective's failure becomes a FAILED trial
         state, reason, failure = TrialState.FAIL, fail_reason(exc), exc
+    if guard.timed_out:  # also when the objective caught the TrialTimeoutError and returned
+        state, reason = (
+            TrialState.FAIL,
+            f"TrialTimeoutError: trial exceeded trial_timeout={timeout:g}s",
+        )
+    if state == TrialState.FAIL and guard.slot is not None:
+        end_children()  # processes the failed objective left behind (worker processes only)
 
     values: list[float] | None = None
     if state == TrialState.COMPLETE:
@@ -313,6 +352,14 @@ def run_trial(
     if stop_requested(study):
         return TrialRecord(state, value, reason, "stopped")
     return TrialRecord(state, value, reason)
+
+
+def end_children() -> None:
+    """Kill the descendants of this process (after a failed trial in a worker process)."""
+
+    from sigtune.engines._workers import descendants, kill_tree
+
+    kill_tree(descendants(os.getpid()))
 
 
 def _call_callbacks(study: optuna.Study, frozen: Any, plan: RunPlan) -> str | None:

@@ -5,14 +5,13 @@
     best_workspace.json   the best candidate's workspace (pyhf JSON, usable in pyhf / cabinetry)
     summary.json          best parameters, edges, cuts, values, constraints, study counts
     summary.txt           the same as a readable table (also returned as ``BinningResult.summary``)
-    trials.csv            one row per trial
+    trials.csv            one row per trial (the columns and formats of ``sigtune export``)
     best_binning.png      stacked distributions in the chosen binning (matplotlib, if installed)
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +21,12 @@ import numpy as np
 import optuna
 
 from sigtune import _best
-from sigtune.pipelines.binning._errors import BinningError
+from sigtune._export import export_trials
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms
 from sigtune.pipelines.binning._objective import FIGURES, BinningObjective, Candidate
 
 __all__ = ["BinningResult", "best_trial", "plot_histograms", "write_outputs"]
-
-log = logging.getLogger(__name__)
 
 
 def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -238,12 +236,8 @@ def write_outputs(
     )
     files["summary_txt"] = out / "summary.txt"
     files["summary_txt"].write_text(summary + "\n")
-    try:
-        files["trials"] = out / "trials.csv"
-        ostudy.trials_dataframe().to_csv(files["trials"], index=False)
-    except Exception as exc:  # pandas missing or an exotic attribute: not fatal
-        log.warning("could not write trials.csv: %s", exc)
-        files.pop("trials", None)
+    files["trials"] = out / "trials.csv"  # the columns and formats of ``sigtune export``
+    export_trials(ostudy, "csv", files["trials"])
     if plot:
         files["plot"] = plot_histograms(
             cand.hist,

@@ -9,20 +9,103 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sigtune._exceptions import ConfigError
 from sigtune.pipelines.ml._metrics import Monitor
 
 __all__ = [
     "EarlyStopping",
+    "EpochAction",
     "History",
     "OvertrainingCondition",
     "import_object",
     "train_val_gap",
 ]
 
-Reporter = Callable[[int, Mapping[str, float]], bool]
+
+@dataclass(frozen=True)
+class EpochAction:
+    """What a trainable does after reporting an epoch (the return value of ``report``).
+
+    Attributes:
+        kind: ``"continue"``; ``"stop"`` (the training ends and counts as pruned);
+            ``"checkpoint"`` (save the full training state into ``path`` now, then continue);
+            ``"load"`` (replace the training state with the checkpoint at ``path`` -- weights,
+            optimiser state, epoch counter, input scaler -- apply ``params`` on top of the
+            current hyperparameters, and continue after the checkpoint's epoch).
+        path: Checkpoint directory of ``"checkpoint"`` / ``"load"``.
+        params: New hyperparameters of ``"load"`` (e.g. ``{"learning_rate": 1e-4}``).
+
+    A bare bool is still accepted from a reporter: True is ``stop``, False/None ``continue``.
+    """
+
+    kind: Literal["continue", "stop", "checkpoint", "load"] = "continue"
+    path: Path | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("continue", "stop", "checkpoint", "load"):
+            raise ConfigError(
+                f"EpochAction kind must be continue, stop, checkpoint or load, got {self.kind!r}"
+            )
+        if self.kind in ("checkpoint", "load") and self.path is None:
+            raise ConfigError(f"EpochAction {self.kind!r} needs a checkpoint path")
+
+    @classmethod
+    def proceed(cls) -> EpochAction:
+        """Continue training."""
+        return cls("continue")
+
+    @classmethod
+    def stop(cls) -> EpochAction:
+        """Stop now (pruned)."""
+        return cls("stop")
+
+    @classmethod
+    def checkpoint(cls, path: Path | str) -> EpochAction:
+        """Save the training state into directory ``path``, then continue."""
+        return cls("checkpoint", Path(path))
+
+    @classmethod
+    def load(cls, path: Path | str, params: Mapping[str, Any] | None = None) -> EpochAction:
+        """Load the checkpoint in ``path``, switch to ``params``, continue."""
+        return cls("load", Path(path), dict(params or {}))
+
+    @classmethod
+    def of(cls, value: EpochAction | bool | None) -> EpochAction:
+        """Normalise a reporter's return value (bool True = stop)."""
+        if isinstance(value, EpochAction):
+            return value
+        return cls("stop") if value else cls("continue")
+
+    @property
+    def stops(self) -> bool:
+        """True for ``stop``."""
+        return self.kind == "stop"
+
+
+def report_stops(
+    report: Reporter | None, epoch: int, metrics: Mapping[str, float], kind: str
+) -> bool:
+    """Call ``report`` for a trainable that can only continue or stop; True means stop.
+
+    Raises:
+        ConfigError: The reporter asked for a checkpoint or a load, which ``kind`` cannot do.
+    """
+    if report is None:
+        return False
+    action = EpochAction.of(report(epoch, metrics))
+    if action.kind in ("checkpoint", "load"):
+        raise ConfigError(
+            f"trainable kind {kind!r} cannot {action.kind} during training (only 'mlp' and "
+            "'torch' can): Population Based Training needs one of those"
+        )
+    return action.stops
+
+
+#: ``report(epoch, metrics) -> EpochAction`` (a bool is read as stop / continue).
+Reporter = Callable[[int, Mapping[str, float]], "EpochAction | bool | None"]
 
 
 @dataclass(frozen=True)
@@ -64,12 +147,6 @@ class History:
         if self.best_epoch < 1:
             return float("nan")
         return float(self.metrics[key][self.best_epoch - 1])
-
-    def best_metrics(self) -> dict[str, float]:
-        """All metrics at the best epoch."""
-        if self.best_epoch < 1:
-            return {}
-        return {k: float(v[self.best_epoch - 1]) for k, v in self.metrics.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""

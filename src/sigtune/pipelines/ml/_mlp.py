@@ -6,7 +6,9 @@ Hyperparameters (OPTIMA names; defaults in :data:`MLP_DEFAULTS` and :data:`LOOP_
 
 * architecture: ``num_layers``, ``units``, ``units_i`` (``{layer: units}`` or a list, layers
   counted from 1; flat keys ``units_1``, ``units_2`` ... work too), ``activation``,
-  ``kernel_initializer``, ``bias_initializer``, ``dropout``, ``batch_norm`` (not with SELU);
+  ``kernel_initializer``, ``bias_initializer``, ``dropout``, ``batch_norm`` (not with SELU),
+  ``input_normalization`` (``standard``, or ``quantile``: a non-linear normalisation of every
+  input to a normal distribution, see :class:`InputScaler`);
 * regularisation: ``l1_lambda``, ``l2_lambda`` (on the kernels, added to the loss);
 * optimiser (Adam): ``learning_rate``, ``Adam_beta_1``, ``one_minus_Adam_beta_2``,
   ``Adam_epsilon``;
@@ -14,7 +16,10 @@ Hyperparameters (OPTIMA names; defaults in :data:`MLP_DEFAULTS` and :data:`LOOP_
   or ``KLDivergence`` -> softmax outputs), ``loss_weight_class_N`` (factor on the loss weight of
   class N);
 * loop: ``batch_size``, ``max_epochs``, ``patience`` (early stopping on the monitored metric,
-  ``None`` disables), ``overtraining_patience``, ``max_event_weight``.
+  ``None`` disables), ``overtraining_patience``, ``max_event_weight``;
+* ``schedule``: hyperparameters that change during training, ``{epoch: {name: value}}`` (the
+  values take effect from that epoch on, e.g. ``{"11": {"learning_rate": 1e-4}}``); Population
+  Based Training writes its winner's schedule in this form.
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ import numpy as np
 
 from sigtune._exceptions import ConfigError
 from sigtune.pipelines.ml._data import EventData
+from sigtune.pipelines.ml._device import check_device, load_torch, resolve_device
 from sigtune.pipelines.ml._history import (
     EarlyStopping,
+    EpochAction,
     History,
     Reporter,
     as_conditions,
@@ -59,6 +66,7 @@ MLP_DEFAULTS: dict[str, Any] = {
     "l2_lambda": 0.0,
     "dropout": 0.0,
     "batch_norm": False,
+    "input_normalization": "standard",
 }
 
 LOOP_DEFAULTS: dict[str, Any] = {
@@ -72,6 +80,7 @@ LOOP_DEFAULTS: dict[str, Any] = {
     "patience": 10,
     "overtraining_patience": 5,
     "max_event_weight": None,
+    "schedule": None,
 }
 
 ACTIVATIONS = (
@@ -106,6 +115,10 @@ INITIALIZERS = (
 LOSSES = ("auto", "BinaryCrossentropy", "CategoricalCrossentropy", "KLDivergence")
 _DYNAMIC = re.compile(r"^(units_(\d+)|loss_weight_class_(\d+))$")
 _CHECKPOINT = "checkpoint.pt"
+#: Hyperparameters that define the network's shape: never changed during a training.
+ARCHITECTURE = frozenset(
+    {"num_layers", "units", "units_i", "activation", "batch_norm", "loss_function"}
+)
 
 
 # ---------------------------------------------------------------------- parameters
@@ -333,6 +346,8 @@ class TorchTrainable:
         n_threads: ``torch.set_num_threads`` during fit/predict (default 1).
         seed: Seed for initialisation, shuffling and dropout.
         restore_best_weights: Keep the weights of the best epoch at the end.
+        device: ``auto`` (the GPU assigned to this worker if any, else the CPU), ``cpu``,
+            ``cuda`` or ``cuda:N`` (see :mod:`sigtune.pipelines.ml._device`).
         **defaults: Default hyperparameters (overridden by ``params`` in :meth:`fit`).
     """
 
@@ -350,8 +365,11 @@ class TorchTrainable:
         n_threads: int = 1,
         seed: int | None = 0,
         restore_best_weights: bool = True,
+        device: str = "auto",
         **defaults: Any,
     ) -> None:
+        self.device = check_device(device)
+        self.device_ = "cpu"  # the device of the trained model
         if kind not in ("mlp", "torch"):
             raise ConfigError(f"TorchTrainable kind must be 'mlp' or 'torch', got {kind!r}")
         if kind == "torch" and module is None:
@@ -389,6 +407,8 @@ class TorchTrainable:
         self.loss_name_: str | None = None
         self.features_: tuple[str, ...] | None = None
         self.history_: History | None = None
+        self._live: dict[str, Any] | None = None  # the training state while/after fit()
+        self.loaded_digest_: str | None = None  # weights_digest right after the last load
 
     # ------------------------------------------------------------------ building
     def _make_model(self, n_inputs: int, n_outputs: int, p: Mapping[str, Any]) -> Any:
@@ -405,10 +425,10 @@ class TorchTrainable:
             )
         return model
 
-    def _scaler(self) -> InputScaler:
+    def _scaler(self, normalization: str = "standard") -> InputScaler:
         if isinstance(self.scaling, InputScaler):
             return InputScaler.from_dict({**self.scaling.to_dict(), "mean": None, "std": None})
-        return InputScaler(self.scaling)
+        return InputScaler(self.scaling, normalization=normalization)
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -419,6 +439,7 @@ class TorchTrainable:
         *,
         report: Reporter | None = None,
         checkpoint_dir: Path | str | None = None,
+        start_from: Path | str | None = None,
     ) -> History:
         """Train on ``train``, validate on ``val`` each epoch.
 
@@ -426,10 +447,15 @@ class TorchTrainable:
             train: Training events (physics weights; normalised internally for the loss).
             val: Validation events.
             params: Hyperparameters (see module docstring); override the constructor defaults.
-            report: ``report(epoch, metrics) -> bool`` after every epoch; True stops the training
-                (pruned). Epochs are numbered from 1.
+            report: ``report(epoch, metrics) -> EpochAction`` after every epoch (epochs are
+                numbered from 1): continue, stop (pruned; a bare True too), checkpoint now (into
+                the action's path), or load the action's checkpoint and continue with its
+                params on top of the current ones (the optimiser's learning rate, the dropout
+                rates, batch size, L1/L2, max_epochs and patience take the new values).
             checkpoint_dir: If given, the state after every epoch is saved there and a later call
                 with the same directory and params resumes after the last saved epoch.
+            start_from: A checkpoint directory written by :meth:`save_checkpoint`: training
+                continues after its epoch with ``params`` (Population Based Training's exploit).
 
         Returns:
             The :class:`History`; the model keeps the best epoch's weights
@@ -456,7 +482,7 @@ class TorchTrainable:
         self.features_ = train.features
         self.params_ = _jsonable(p)
 
-        scaler = self._scaler().fit(train)
+        scaler = self._scaler(str(p.get("input_normalization") or "standard")).fit(train)
         tw = training_weights(
             train,
             normalize=self.normalize_weights,
@@ -469,15 +495,27 @@ class TorchTrainable:
             else val
         )
         ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / _CHECKPOINT
+        self.device_ = resolve_device(self.device)
         old_threads = torch.get_num_threads()
         torch.set_num_threads(self.n_threads)
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0 if self.seed is None else int(self.seed))
-                history = self._loop(train, tw, val, vw, scaler, p, cls_w, es, report, ckpt)
+                history = self._loop(
+                    train,
+                    tw,
+                    val,
+                    vw,
+                    scaler,
+                    p,
+                    cls_w,
+                    es,
+                    report,
+                    ckpt,
+                    None if start_from is None else Path(start_from),
+                )
         finally:
             torch.set_num_threads(old_threads)
-        self.scaler_ = scaler
         self.history_ = history
         return history
 
@@ -493,11 +531,13 @@ class TorchTrainable:
         es: EarlyStopping,
         report: Reporter | None,
         ckpt: Path | None,
+        start_from: Path | None = None,
     ) -> History:
         import torch
 
         assert self.n_outputs_ is not None and self.loss_name_ is not None
-        model = self._make_model(train.n_features, self.n_outputs_, p)
+        dev = torch.device(self.device_)
+        model = self._make_model(train.n_features, self.n_outputs_, p).to(dev)
         opt = torch.optim.Adam(
             model.parameters(),
             lr=float(p["learning_rate"]),
@@ -505,43 +545,56 @@ class TorchTrainable:
             eps=float(p["Adam_epsilon"]),
         )
         gen = torch.Generator().manual_seed(0 if self.seed is None else int(self.seed))
-        Xt = torch.as_tensor(scaler.transform(tw), dtype=torch.float32)
-        yt = torch.as_tensor(np.array(tw.y), dtype=torch.int64)
-        wt = torch.as_tensor(tw.w * cls_w[tw.y], dtype=torch.float32)
+        Xt = torch.as_tensor(scaler.transform(tw), dtype=torch.float32, device=dev)
+        yt = torch.as_tensor(np.array(tw.y), dtype=torch.int64, device=dev)
+        wt = torch.as_tensor(tw.w * cls_w[tw.y], dtype=torch.float32, device=dev)
         Xv = scaler.transform(vw)
         Xtr_eval = scaler.transform(train)
-        batch = int(p["batch_size"])
-        max_epochs = int(p["max_epochs"])
-        l1, l2 = float(p["l1_lambda"] or 0.0), float(p["l2_lambda"] or 0.0)
-        metrics: dict[str, list[float]] = {}
-        start = 0
-        best_state: dict[str, Any] | None = None
+        # the live training state: what save_checkpoint() writes and a "load" action replaces
+        live: dict[str, Any] = {
+            "model": model,
+            "opt": opt,
+            "gen": gen,
+            "es": es,
+            "p": p,
+            "metrics": {},
+            "best_state": None,
+            "epoch": 0,
+            "scaler": scaler,
+            "n_train": len(tw),
+            "fit_params": self.params_,
+        }
+        self._live = live
         stop_reason = "max_epochs"
         pruned = False
 
         if ckpt is not None and ckpt.exists():
-            state = torch.load(ckpt, weights_only=False)
-            if state.get("params") != self.params_ or state.get("n_train") != len(tw):
+            state = load_torch(ckpt, self.device_)  # a GPU checkpoint loads on a CPU machine
+            fit_params = state.get("fit_params", state.get("params"))
+            if fit_params != self.params_ or state.get("n_train") != len(tw):
                 log.warning("checkpoint %s belongs to other params/data: starting afresh", ckpt)
             else:
-                model.load_state_dict(state["model"])
-                opt.load_state_dict(state["optimizer"])
-                gen.set_state(state["generator"])
-                torch.set_rng_state(state["torch_rng"])
-                es.load_state_dict(state["early_stopping"])
-                metrics = {k: list(v) for k, v in state["metrics"].items()}
-                best_state = state["best_model"]
-                start = int(state["epoch"])
+                self._restore_live(state, None)
                 if state.get("finished"):
                     stop_reason, pruned = state["stop_reason"], bool(state["pruned"])
-                    start = max_epochs + 1  # nothing left to do
-                log.info("resuming from %s after epoch %d", ckpt, start)
+                    live["epoch"] = int(p["max_epochs"]) + 1  # nothing left to do
+                log.info("resuming from %s after epoch %d", ckpt, live["epoch"])
+        if start_from is not None:
+            self._restore_live(_read_checkpoint(start_from), p)
 
         n = len(tw)
         has_bn = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
-        for epoch in range(start + 1, max_epochs + 1):
+        while live["epoch"] < int(live["p"]["max_epochs"]):
+            epoch = live["epoch"] = live["epoch"] + 1
+            change = _scheduled(live["p"], epoch)
+            if change:
+                self._set_params(change)
+            p = live["p"]
+            batch = int(p["batch_size"])
+            l1, l2 = float(p["l1_lambda"] or 0.0), float(p["l2_lambda"] or 0.0)
+            metrics: dict[str, list[float]] = live["metrics"]
             model.train()
-            perm = torch.randperm(n, generator=gen)
+            perm = torch.randperm(n, generator=gen).to(dev)
             total, wsum = 0.0, 0.0
             for i in range(0, n, batch):
                 idx = perm[i : i + batch]
@@ -570,8 +623,8 @@ class TorchTrainable:
             for k, v in epoch_metrics.items():
                 metrics.setdefault(k, []).append(float(v))
             improved, reason = es.update(epoch, epoch_metrics)
-            if improved or best_state is None:
-                best_state = copy.deepcopy(model.state_dict())
+            if improved or live["best_state"] is None:
+                live["best_state"] = copy.deepcopy(model.state_dict())
             if not (
                 math.isfinite(epoch_metrics["loss"]) and math.isfinite(epoch_metrics["val_loss"])
             ):
@@ -579,37 +632,130 @@ class TorchTrainable:
                     "epoch %d: loss is not finite, stopping (lower the learning rate?)", epoch
                 )
                 reason = "non_finite"
-            if report is not None and report(epoch, dict(epoch_metrics)):
+            action = EpochAction.of(report(epoch, dict(epoch_metrics)) if report else None)
+            if action.stops:
                 pruned, reason = True, "pruned"
-            finished = reason is not None or epoch == max_epochs
+            elif action.kind == "checkpoint":
+                assert action.path is not None
+                self.save_checkpoint(action.path)
+            if action.kind in ("continue", "checkpoint") and action.params:
+                self._set_params(action.params)
+            finished = reason is not None or epoch >= int(p["max_epochs"])
             if reason is not None:
                 stop_reason = reason
             if ckpt is not None:
                 _save_checkpoint(
                     ckpt,
                     {
-                        "epoch": epoch,
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "generator": gen.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "early_stopping": es.state_dict(),
-                        "metrics": metrics,
-                        "best_model": best_state,
-                        "params": self.params_,
-                        "n_train": len(tw),
+                        **self._live_state(),
                         "finished": finished,
                         "stop_reason": stop_reason,
                         "pruned": pruned,
                     },
                 )
+            if action.kind == "load":
+                assert action.path is not None
+                self._restore_live(_read_checkpoint(action.path), {**p, **action.params})
+                stop_reason = "max_epochs"
+                continue
             if reason is not None:
                 break
+        best_state = live["best_state"]
         if self.restore_best_weights and best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
         self.model_ = model
-        return es.history(metrics, pruned=pruned, stop_reason=stop_reason)
+        self.scaler_ = live["scaler"]
+        self.params_ = _jsonable(live["p"])
+        return es.history(live["metrics"], pruned=pruned, stop_reason=stop_reason)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _live_state(self) -> dict[str, Any]:
+        import torch
+
+        live = getattr(self, "_live", None)
+        if live is None:
+            raise ConfigError("no training state to checkpoint: call fit() first")
+        return {
+            "epoch": int(live["epoch"]),
+            "model": live["model"].state_dict(),
+            "optimizer": live["opt"].state_dict(),
+            "generator": live["gen"].get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "early_stopping": live["es"].state_dict(),
+            "metrics": {k: list(v) for k, v in live["metrics"].items()},
+            "best_model": live["best_state"],
+            "params": _jsonable(live["p"]),
+            "fit_params": live["fit_params"],
+            "n_train": int(live["n_train"]),
+            "scaler": live["scaler"].to_dict(),
+        }
+
+    def save_checkpoint(self, path: Path | str) -> Path:
+        """Save the full training state into directory ``path`` (``checkpoint.pt``).
+
+        The state is the weights, the optimiser state (Adam moments, learning rate), the
+        shuffling generator and torch RNG, the epoch counter, the early-stopping counters, the
+        per-epoch metrics so far, the best epoch's weights, the hyperparameters and the input
+        scaler. Works during :meth:`fit` (from a ``report`` callback) and after it.
+
+        Returns:
+            The checkpoint file.
+        """
+        out = Path(path) / _CHECKPOINT
+        _save_checkpoint(out, self._live_state())
+        return out
+
+    def _set_params(self, params: Mapping[str, Any]) -> None:
+        """Switch the live training to ``params`` (training hyperparameters only)."""
+        live = self._live
+        assert live is not None
+        old = live["p"]
+        changed = sorted(k for k in params if is_architecture(k) and params[k] != old.get(k))
+        if changed:
+            raise ConfigError(
+                f"architecture parameters {changed} cannot change during a training: only "
+                "training hyperparameters (learning rate, dropout, ...) may"
+            )
+        merged = {**old, **_jsonable(dict(params))}
+        _check_loop(merged)
+        live["p"] = merged
+        set_hyperparameters(live["model"], live["opt"], live["es"], merged)
+
+    def _restore_live(self, state: Mapping[str, Any], params: Mapping[str, Any] | None) -> None:
+        """Replace the live training state by a checkpoint; ``params`` are the hyperparameters
+        to continue with (None: the checkpoint's own, i.e. a plain resume)."""
+        import torch
+
+        live = self._live
+        assert live is not None
+        old = dict(state["params"])
+        new = dict(old) if params is None else {**old, **_jsonable(dict(params))}
+        changed = sorted(
+            k
+            for k in set(new) | set(old)
+            if is_architecture(k) and k in new and new.get(k) != old.get(k)
+        )
+        if changed:
+            raise ConfigError(
+                f"cannot load a checkpoint with other architecture parameters {changed}: only "
+                "training hyperparameters (learning rate, dropout, ...) may change in training"
+            )
+        live["model"].load_state_dict(state["model"])
+        self.loaded_digest_ = weights_digest(live["model"].state_dict())
+        live["opt"].load_state_dict(state["optimizer"])
+        live["gen"].set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        live["es"].load_state_dict(state["early_stopping"])
+        live["metrics"] = {k: list(v) for k, v in state["metrics"].items()}
+        live["best_state"] = state["best_model"]
+        live["epoch"] = int(state["epoch"])
+        if state.get("scaler") is not None:
+            live["scaler"] = InputScaler.from_dict(state["scaler"])
+        merged = {**live["p"], **new}
+        _check_loop(merged)
+        live["p"] = merged
+        set_hyperparameters(live["model"], live["opt"], live["es"], merged)
 
     # ------------------------------------------------------------------ inference
     def _predict_scaled(self, model: Any, X: np.ndarray) -> np.ndarray:
@@ -618,11 +764,11 @@ class TorchTrainable:
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            logits = model(torch.as_tensor(X, dtype=torch.float32))
+            logits = model(torch.as_tensor(X, dtype=torch.float32, device=self.device_))
             if self.n_outputs_ == 1:
-                out = torch.sigmoid(logits.reshape(-1)).numpy().astype(np.float64)
+                out = torch.sigmoid(logits.reshape(-1)).cpu().numpy().astype(np.float64)
             else:
-                out = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+                out = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
                 if self.n_classes_ == 2:
                     out = out[:, 1]
         if was_training:
@@ -674,8 +820,6 @@ class TorchTrainable:
     @classmethod
     def load(cls, path: Path | str, meta: Mapping[str, Any], module: Any = None) -> TorchTrainable:
         """Rebuild from :meth:`save` output (used by :func:`load_trainable`)."""
-        import torch
-
         kind = meta["kind"]
         ref = module if module is not None else meta.get("module")
         if kind == "torch" and ref is None:
@@ -693,7 +837,7 @@ class TorchTrainable:
         if meta.get("history"):
             obj.history_ = History.from_dict(meta["history"])
         model = obj._make_model(int(meta["n_inputs"]), obj.n_outputs_, obj.params_)
-        model.load_state_dict(torch.load(Path(path) / "model.pt", weights_only=True))
+        model.load_state_dict(load_torch(Path(path) / "model.pt", "cpu", weights_only=True))
         model.eval()
         obj.model_ = model
         return obj
@@ -731,6 +875,72 @@ def _regularisation(model: Any, l1: float, l2: float) -> Any:
     return reg
 
 
+def weights_digest(state_dict: Mapping[str, Any]) -> str:
+    """SHA-256 of a torch ``state_dict``'s tensors (names and values): equal digests, equal
+    weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(state_dict[k].detach().cpu().numpy()).tobytes())
+    return h.hexdigest()
+
+
+def _scheduled(p: Mapping[str, Any], epoch: int) -> dict[str, Any]:
+    """The hyperparameters that the ``schedule`` sets from ``epoch`` on (empty if none)."""
+    sched = p.get("schedule")
+    if not sched:
+        return {}
+    if not isinstance(sched, Mapping):
+        raise ConfigError(f"schedule must be a mapping {{epoch: {{name: value}}}}, got {sched!r}")
+    change = sched.get(str(epoch), sched.get(epoch))  # type: ignore[call-overload]
+    if change is None:
+        return {}
+    if not isinstance(change, Mapping):
+        raise ConfigError(f"schedule[{epoch}] must be a mapping {{name: value}}, got {change!r}")
+    return dict(change)
+
+
+def is_architecture(name: str) -> bool:
+    """True for a hyperparameter that changes the network's shape (layers, units, ...)."""
+    return name in ARCHITECTURE or re.match(r"^units_\d+$", name) is not None
+
+
+def set_hyperparameters(model: Any, opt: Any, es: EarlyStopping, p: Mapping[str, Any]) -> None:
+    """Apply training hyperparameters to a live training: the optimiser's learning rate,
+    betas and epsilon (every parameter group), the dropout rates and early-stopping patience.
+    Batch size, L1/L2 and max_epochs are read from ``p`` by the loop at every epoch."""
+    import torch.nn as nn
+
+    for group in opt.param_groups:
+        group["lr"] = float(p["learning_rate"])
+        group["betas"] = (float(p["Adam_beta_1"]), 1.0 - float(p["one_minus_Adam_beta_2"]))
+        group["eps"] = float(p["Adam_epsilon"])
+    if "dropout" in p:
+        rate = float(p["dropout"] or 0.0)
+        if not 0 <= rate < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {rate}")
+        for m in model.modules():
+            if isinstance(m, nn.Dropout | nn.AlphaDropout):
+                m.p = rate
+    es.patience = None if p.get("patience") is None else int(p["patience"])
+
+
+def _read_checkpoint(path: Path | str) -> dict[str, Any]:
+    import torch
+
+    file = Path(path)
+    if file.is_dir():
+        file = file / _CHECKPOINT
+    if not file.is_file():
+        raise ConfigError(f"no checkpoint at {file} (written by TorchTrainable.save_checkpoint)")
+    state = torch.load(file, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "model" not in state or "optimizer" not in state:
+        raise ConfigError(f"{file} is not a TorchTrainable checkpoint")
+    return state
+
+
 def _save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     import torch
 
@@ -762,3 +972,17 @@ def _qualname(obj: Any) -> str | None:
     if not mod or not name or "<" in name or mod == "__main__":
         return None
     return f"{mod}:{name}"
+
+
+def _register() -> None:
+    from functools import partial
+
+    from sigtune.pipelines.ml._registry import register_trainable
+
+    for kind in ("mlp", "torch"):
+        register_trainable(
+            kind, partial(TorchTrainable, kind), load=TorchTrainable.load, builtin=True
+        )
+
+
+_register()

@@ -1,0 +1,246 @@
+"""The ``pbt`` stage in the pipeline: config checks, off by default (pipeline unchanged),
+resume after SIGKILL, reproducible with a seed and one member at a time, PB2, cv on the
+winner's schedule."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sigtune._exceptions import ConfigError
+from sigtune.pipelines.ml._pbt import MutationRange, split_mutable
+from sigtune.pipelines.ml._pipeline import STAGES, load_pipeline_config, run_pipeline
+
+LOGREG = {
+    "kind": "sklearn",
+    "options": {"estimator": "sklearn.linear_model.LogisticRegression", "metrics": ["auc"]},
+}
+GEN = {
+    "generate": {"n_events": 600, "n_informative": 2, "n_correlated": 0, "n_noise": 1, "seed": 2}
+}
+
+
+# ---------------------------------------------------------------------- config
+def test_stage_order_and_default_off() -> None:
+    assert STAGES.index("selection") < STAGES.index("pbt") < STAGES.index("cv")
+    cfg = load_pipeline_config({"data": GEN, "search_space": {"C": 1.0}})
+    assert cfg.pbt is None
+
+
+def test_mutable_marks_give_mutations_and_refuse_architecture() -> None:
+    space = {
+        "units": {"type": "range", "value_type": "int", "bounds": [4, 8]},
+        "learning_rate": {"bounds": [1e-4, 1e-2], "sampling": "log", "mutable": True},
+        "batch_size": {"values": [32, 64], "mutable": True},
+        "dropout": {"bounds": [0.0, 0.3], "mutable": False},
+    }
+    clean, muts = split_mutable(space)
+    assert "mutable" not in clean["learning_rate"] and "mutable" not in clean["dropout"]
+    assert muts == {
+        "learning_rate": MutationRange(low=1e-4, high=1e-2, log=True),
+        "batch_size": [32, 64],
+    }
+    bad = {**space, "units": {**space["units"], "mutable": True}}
+    with pytest.raises(ConfigError, match="'units' changes the network's architecture"):
+        load_pipeline_config({"data": GEN, "search_space": bad})
+    with pytest.raises(ConfigError, match=r"num_layers.*cannot be mutated"):
+        load_pipeline_config(
+            {"data": GEN, "pbt": {"mutations": {"num_layers": {"low": 1, "high": 3}}}}
+        )
+    with pytest.raises(ConfigError, match="pb2 needs ranges"):
+        load_pipeline_config(
+            {"data": GEN, "pbt": {"scheduler": "pb2", "mutations": {"batch_size": [32, 64]}}}
+        )
+    with pytest.raises(ConfigError, match="low must be < high"):
+        load_pipeline_config(
+            {"data": GEN, "pbt": {"mutations": {"learning_rate": {"low": 1, "high": 0.1}}}}
+        )
+
+
+def test_pipeline_with_pbt_off_is_unchanged(tmp_path: Path) -> None:
+    cfg = {
+        "run_dir": str(tmp_path / "run"),
+        "data": GEN,
+        "trainable": LOGREG,
+        "search_space": {"C": {"type": "range", "bounds": [0.01, 10], "sampling": "log"}},
+        "presearch": {"enabled": False},
+        "varsel": {"enabled": False},
+        "search": {"n_trials": 3, "sampler": "random", "pruner": "none"},
+        "selection": {"enabled": False},
+        "cv": {"k": 2},
+        "evaluation": {"enabled": False},
+    }
+    res = run_pipeline(cfg)
+    assert res.ran == ["search", "cv"]
+    assert "pbt" not in res.outputs and not (tmp_path / "run" / "pbt").exists()
+    best = res.outputs["search"]["best_trial"]
+    assert list(res.outputs["cv"]["trials"]) == [f"trial_{best}"]
+    dumped = json.loads((tmp_path / "run" / "pipeline_config.json").read_text())
+    assert dumped["pbt"] is None
+
+
+# ---------------------------------------------------------------------- with Ray
+def _pbt_config(run_dir: Path, **pbt: Any) -> dict[str, Any]:
+    return {
+        "run_dir": str(run_dir),
+        "seed": 4,
+        "data": {
+            "generate": {
+                "n_events": 1200,
+                "n_informative": 3,
+                "n_correlated": 0,
+                "n_noise": 2,
+                "seed": 1,
+            }
+        },
+        "trainable": {"kind": "mlp", "options": {"metrics": [], "n_threads": 1}},
+        "search_space": {
+            "num_layers": 1,
+            "units": 8,
+            "learning_rate": {
+                "type": "range",
+                "bounds": [1e-3, 1e-1],
+                "sampling": "log",
+                "mutable": True,
+            },
+            "batch_size": 64,
+            "max_epochs": 2,
+            "patience": None,
+        },
+        "presearch": {"enabled": False},
+        "varsel": {"enabled": False},
+        "search": {"n_trials": 3, "sampler": "random", "pruner": "none"},
+        "selection": {"enabled": False},
+        "pbt": {
+            "population": 3,
+            "perturbation_interval": 2,
+            "max_epochs": 6,
+            "init": "top_k",
+            "quantile_fraction": 0.34,
+            "num_cpus": 2,
+            "max_concurrent": 1,
+            **pbt,
+        },
+        "cv": {"enabled": False},
+        "evaluation": {"enabled": False},
+    }
+
+
+def _raw_rows(run_dir: Path) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    for f in sorted((run_dir / "pbt" / "ray").glob("*/*/progress.csv")):
+        with open(f) as fh:
+            rows.extend(csv.DictReader(fh))
+    return rows
+
+
+@pytest.mark.slow
+def test_seeded_pbt_is_reproducible(tmp_path: Path) -> None:
+    a = run_pipeline(_pbt_config(tmp_path / "a")).outputs["pbt"]
+    b = run_pipeline(_pbt_config(tmp_path / "b")).outputs["pbt"]
+    assert a["n_exploits"] >= 1
+    assert a["schedule"] == b["schedule"]
+    assert a["value"] == b["value"]
+    strip = lambda ex: sorted(  # noqa: E731 -- trial ids differ by an experiment prefix
+        (k.split("_")[-1], [(e, d.split("_")[-1]) for e, d in v]) for k, v in ex.items()
+    )
+    assert strip(a["exploits"]) == strip(b["exploits"])
+
+
+@pytest.mark.slow
+def test_pb2_keeps_its_bounds(tmp_path: Path) -> None:
+    pytest.importorskip("GPy")
+    out = run_pipeline(_pbt_config(tmp_path / "pb2", scheduler="pb2")).outputs["pbt"]
+    assert out["scheduler"] == "pb2" and out["epochs_trained"] == 3 * 6
+    lrs = [float(r["hp_learning_rate"]) for r in _raw_rows(tmp_path / "pb2")]
+    assert all(1e-3 <= x <= 1e-1 for x in lrs)
+
+
+@pytest.mark.slow
+def test_pbt_resumes_after_sigkill_and_cv_uses_the_winner(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    cfg = _pbt_config(run_dir)
+    cfg["cv"] = {"k": 2, "metrics": ["weighted_loss"]}
+    cfg_file = tmp_path / "pipeline.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    src = str(Path(__file__).resolve().parents[3] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sigtune.pipelines.ml", str(cfg_file)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    exp = run_dir / "pbt" / "ray" / "pbt"
+
+    def progressed() -> bool:  # some member checkpointed epoch >= 3
+        for f in exp.glob("*/checkpoint_*/member.json"):
+            try:
+                if json.loads(f.read_text())["epoch"] >= 3:
+                    return True
+            except (OSError, ValueError):
+                continue
+        return False
+
+    try:
+        while not progressed():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (run_dir / "pbt" / "done.json").exists()
+    before = len(_raw_rows(run_dir))
+    assert before >= 3
+
+    res = run_pipeline(cfg)
+    assert res.skipped == ["search"] and res.ran == ["pbt", "cv"]
+    out = res.outputs["pbt"]
+    assert out["epochs_trained"] == 3 * 6  # every member has all its epochs
+    rows = _raw_rows(run_dir)
+    # the second run trained fewer epochs than a run from scratch: it went on from checkpoints
+    assert len(rows) - before < 3 * 6
+    resumed = [r for r in rows[before:] if r["loaded_digest"] and not r["exploited_from"]]
+    assert resumed and all(int(r["epoch"]) > 1 for r in resumed)
+    # cv trains the PBT winner's schedule
+    assert list(res.outputs["cv"]["trials"]) == ["pbt_winner"]
+    assert res.outputs["cv"]["trials"]["pbt_winner"]["params"] == out["params"]
+
+
+def test_run_config_ml_objective_carries_the_pbt_section(tmp_path: Path) -> None:
+    from sigtune._config import load_config
+    from sigtune.pipelines.ml._config import MLObjectiveConfig, pipeline_config_from_run
+
+    raw = {
+        "study_name": "ml",
+        "run_dir": str(tmp_path / "run"),
+        "n_trials": 2,
+        "search_space": {"learning_rate": {"type": "range", "bounds": [1e-3, 1e-2]}},
+        "objective": {
+            "type": "ml",
+            "data": GEN,
+            "pbt": {
+                "population": 4,
+                "scheduler": "pb2",
+                "mutations": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
+            },
+        },
+    }
+    config = load_config(raw)
+    section = MLObjectiveConfig.model_validate(raw["objective"])
+    pcfg = pipeline_config_from_run(section, config)
+    assert pcfg.pbt is not None and pcfg.pbt.population == 4 and pcfg.pbt.scheduler == "pb2"
+    assert pcfg.pbt.mutations["learning_rate"] == MutationRange(low=1e-4, high=1e-2, log=True)
