@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sigtune import _imports
 from sigtune._exceptions import ConfigError
 from sigtune.pipelines.ml._metrics import Monitor
 
@@ -333,37 +331,10 @@ class EarlyStopping:
 
 
 def import_object(ref: str) -> Any:
-    """Import ``"module:attr"``, ``"module.attr"`` or ``"path/file.py:attr"``.
+    """Import ``"module:attr"``, ``"module.attr"`` or ``"path/file.py:attr"``
+    (:func:`sigtune._imports.import_object`, the package's one importer).
 
     Raises:
         ConfigError: Naming the module or attribute that is missing.
     """
-    if not isinstance(ref, str) or not ref:
-        raise ConfigError(f"expected an import path like 'package.module:name', got {ref!r}")
-    if ":" in ref:
-        mod_name, _, attr = ref.rpartition(":")
-    elif "." in ref:
-        mod_name, _, attr = ref.rpartition(".")
-    else:
-        raise ConfigError(f"import path {ref!r} needs a module: 'package.module:name'")
-    if mod_name.endswith(".py"):
-        path = Path(mod_name)
-        if not path.exists():
-            raise ConfigError(f"file {mod_name!r} of {ref!r} does not exist")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or spec.loader is None:
-            raise ConfigError(f"cannot load {mod_name!r}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules.setdefault(path.stem, module)
-        spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(mod_name)
-        except ImportError as exc:
-            raise ConfigError(f"cannot import module {mod_name!r} of {ref!r}: {exc}") from exc
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"{mod_name!r} has no attribute {attr!r} (from {ref!r})")
-        obj = getattr(obj, part)
-    return obj
+    return _imports.import_object(ref, error=ConfigError, dotted=True)
