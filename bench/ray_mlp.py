@@ -54,7 +54,7 @@ class MLPObjective:
         return float(min(hist.metrics["val_loss"]))
 
 
-def _run(run_dir: Path, **engine: Any) -> tuple[sigtune.Study, float]:
+def _run(run_dir: Path, **engine: Any) -> tuple[float, dict[str, int], list[Any], float]:
     t0 = time.perf_counter()
     study = sigtune.optimize(
         MLPObjective(),
@@ -67,7 +67,9 @@ def _run(run_dir: Path, **engine: Any) -> tuple[sigtune.Study, float]:
         run_dir=run_dir,
         **engine,
     )
-    return study, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    # read everything now: the run directory is temporary
+    return study.best_value, study.count(), [t.params for t in study.trials], wall
 
 
 def main() -> None:
@@ -78,8 +80,8 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        local, t_local = _run(Path(tmp) / "local")
-        rows.append(("local", local, t_local))
+        local = _run(Path(tmp) / "local")
+        rows.append(("local", *local))
         cluster = Cluster(
             initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
         )
@@ -89,22 +91,21 @@ def main() -> None:
         ray.init(address=cluster.address, logging_level="ERROR")
         try:
             for conc in (1, 2):
-                study, t = _run(
+                res = _run(
                     Path(tmp) / f"ray{conc}",
                     engine="ray",
                     engine_options={"max_concurrent": conc},
                 )
-                rows.append((f"ray, 2 nodes, max_concurrent {conc}", study, t))
+                rows.append((f"ray, 2 nodes, max_concurrent {conc}", *res))
         finally:
             ray.shutdown()
             cluster.shutdown()
     print("| engine | best val_loss | complete | pruned | same trials as local | wall (s) |")
     print("|---|---:|---:|---:|---|---:|")
-    for name, study, t in rows:
-        c = study.count()
-        same = [tr.params for tr in study.trials] == [tr.params for tr in local.trials]
+    for name, best, c, params, t in rows:
+        same = params == local[2]
         print(
-            f"| {name} | {study.best_value:.6f} | {c['COMPLETE']} | {c['PRUNED']} | "
+            f"| {name} | {best:.6f} | {c['COMPLETE']} | {c['PRUNED']} | "
             f"{'yes' if same else 'no'} | {t:.1f} |"
         )
 

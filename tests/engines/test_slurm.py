@@ -236,12 +236,26 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSu
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
 def _stop(pid_files: list[Path]) -> None:
+    """SIGTERM the daemons (slurmd, slurmctld, munged) and wait until they are gone."""
+    pids = []
     for f in reversed(pid_files):
         try:
-            os.kill(int(f.read_text().strip()), 15)
+            pid = int(f.read_text().strip())
+            os.kill(pid, 15)
+            pids.append(pid)
         except (OSError, ValueError):
             pass
+    for pid in pids:  # slurmctld saves its state on SIGTERM: wait before removing the dir
+        _wait(lambda pid=pid: not _alive(pid), f"daemon {pid} to exit", 30)
 
 
 def _submit_and_wait(config: Path, env: dict[str, str], cwd: Path) -> tuple[str, str]:

@@ -22,9 +22,9 @@ next ``should_prune()`` (so the pruner sees them) or with the result; a pruned t
 Failures: an exception in the objective is a FAILED trial with its reason and traceback (like the
 local engine). A worker process or node that dies makes Ray retry the task (``max_retries``);
 after the last retry the trial is FAILED with the Ray error as its reason. ``trial_timeout`` is
-enforced by the driver (counted from the start of the task on its worker): the task is cancelled (its worker
-process is killed) and the trial FAILED. Ctrl-C cancels the running tasks and marks their trials
-FAILED (``interrupted``). A driver killed with SIGKILL leaves RUNNING trials that the next
+enforced by the driver, counted from the start of the task on its worker: the task is cancelled
+(its worker process is killed) and the trial FAILED. Ctrl-C cancels the running tasks and marks
+their trials FAILED (``interrupted``). A driver killed with SIGKILL leaves RUNNING trials that the next
 ``sigtune run`` marks FAILED (owner stamps), then the run continues: the study ends with exactly
 ``n_trials`` finished trials.
 
