@@ -260,3 +260,14 @@ def test_explore_clip_keeps_tune_perturbations_in_range() -> None:
     assert out == {"learning_rate": 1e-2, "batch_size": 16, "optimizer_choice": "b"}
     assert isinstance(out["batch_size"], int)
     assert explore({"batch_size": 100.6})["batch_size"] == 101
+
+
+@pytest.mark.slow
+def test_a_failing_member_ends_the_stage_with_an_error(tmp_path: Path) -> None:
+    cfg = _pbt_config(tmp_path / "run")
+    cfg["trainable"] = LOGREG  # cannot checkpoint during training
+    cfg["search_space"] = {"C": {"type": "range", "bounds": [0.1, 10], "mutable": True}}
+    cfg["search"]["n_trials"] = 2
+    with pytest.raises(ConfigError, match=r"PBT member\(s\) failed.*checkpoints during training"):
+        run_pipeline(cfg)
+    assert not (tmp_path / "run" / "pbt" / "done.json").exists()
