@@ -12,6 +12,7 @@ Usage::
     python bench/inference.py                  # all sizes, 5 repeats
     python bench/inference.py --quick          # fewer repeats
     python bench/inference.py --sizes 10x2,100x20 --pyhf-budget 30
+    python bench/inference.py --real --quick     # real published likelihoods (see main_real)
 
 pyhf and nextstat are optional (``pip install sigtune[bench]``); a missing one prints "n/a". pyhf
 gets a time budget per case and prints "timeout" when it does not finish.
@@ -286,6 +287,245 @@ def bench_batched(repeats: int, n_models: int = 64) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Real published likelihoods (--real)
+# ----------------------------------------------------------------------------------------------
+
+# the shared reference data next to the checkout (/work/shared for /work/main and /work/wt/<x>)
+REAL = next(
+    (
+        p / "shared" / "data" / "histfactory" / "real"
+        for p in (ROOT.parent, ROOT.parent.parent)
+        if (p / "shared" / "data" / "histfactory" / "real").is_dir()
+    ),
+    ROOT.parent / "shared" / "data" / "histfactory" / "real",
+)
+SBOTTOM_DIR = ROOT / "tests" / "data" / "histfactory" / "sbottom"
+
+
+def real_cases(real_dir: Path) -> list[tuple[str, dict[str, Any], tuple[str, str], list[float]]]:
+    """(name, workspace, interpolation codes, POI bounds) of every likelihood in ``real_dir``
+    (background-only workspaces with their ``patch.*.json`` signal points, and complete
+    workspaces) and one sbottom point per region."""
+    import jsonpatch
+
+    out: list[tuple[str, dict[str, Any], tuple[str, str], list[float]]] = []
+    files = sorted(real_dir.glob("*.json"))
+    patches = [f for f in files if f.name.startswith("patch.")]
+    for f in files:
+        if f.name.startswith("patch."):
+            continue
+        spec = json.loads(f.read_text())
+        if f.name.endswith("BkgOnly.json"):
+            for p in patches:
+                patched = jsonpatch.apply_patch(spec, json.loads(p.read_text()))
+                name = p.stem.removeprefix("patch.").replace("p0", "").replace("_", " ", 1)
+                out.append((name, patched, ("code4", "code4p"), [0.0, 10.0]))
+        else:
+            out.append((f.stem, spec, ("code4", "code4p"), [0.0, 10.0]))
+    for region, point in (
+        ("A", "1300_205_60"),
+        ("B", "1400_550_60"),
+        ("C", "1600_850_60"),
+    ):
+        bkg = json.loads((SBOTTOM_DIR / f"Region{region}" / "BkgOnly.json").read_text())
+        patch = json.loads(
+            (SBOTTOM_DIR / f"Region{region}" / f"patch.sbottom_{point}.json").read_text()
+        )
+        out.append(
+            (
+                f"sbottom {region} {point}",
+                jsonpatch.apply_patch(bkg, patch),
+                ("code4", "code4p"),
+                [0.0, 10.0],
+            )
+        )
+    return out
+
+
+def _real_sigtune(
+    spec: dict[str, Any], interp: tuple[str, str], poi_bounds: list[float], repeats: int
+) -> dict[str, Any]:
+    import warnings
+
+    ws = hep.Workspace(spec)
+    model = ws.model(normsys_interp=interp[0], histosys_interp=interp[1])
+    data = ws.data(model)
+    bounds = model.suggested_bounds()
+    bounds[model.poi_index] = poi_bounds
+    kw: dict[str, Any] = {"bounds": bounds}
+    out: dict[str, Any] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out["fit"] = timed(lambda: hep.fit(model, data, **kw), repeats)
+        out["cls"] = timed(lambda: hep.hypotest(model, data, 1.0, **kw), repeats)
+        out["z0"] = timed(lambda: q0(model, data, **kw), repeats)
+        out["z0exp"] = timed(lambda: discovery(model, data, **kw), repeats)
+        out["limit"] = timed(lambda: hep.upper_limit(model, data, **kw), max(1, repeats // 2))
+    out["warnings"] = sorted({str(w.message)[:90] for w in caught})
+    return out
+
+
+def _real_nextstat(spec: dict[str, Any], repeats: int) -> dict[str, Any] | None:
+    try:
+        import nextstat
+    except ImportError:
+        return None
+    model = nextstat.HistFactoryModel.from_workspace(json.dumps(spec))
+    out: dict[str, Any] = {}
+    out["fit"] = timed(lambda: nextstat.fit(model), repeats)
+    out["cls"] = timed(lambda: float(nextstat.hypotest(1.0, model)), repeats)
+
+    def z0() -> float:
+        res = nextstat.profile_scan(model, [0.0], return_curve=True)
+        if res["mu_hat"] <= 0:
+            return 0.0
+        return math.sqrt(max(float(res["twice_delta_nll"][0]), 0.0))
+
+    out["z0"] = timed(z0, repeats)
+    out["limit"] = timed(
+        lambda: nextstat.upper_limit(model, method="root", hi=10.0), max(1, repeats // 2)
+    )
+    return out
+
+
+def _real_pyhf(
+    spec: dict[str, Any], interp: tuple[str, str], poi_bounds: list[float], budget: float
+) -> dict[str, Any]:
+    try:
+        import pyhf
+    except ImportError:
+        return {}
+    import logging
+
+    logging.getLogger("pyhf").setLevel(logging.CRITICAL + 1)
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+    ws = pyhf.Workspace(spec)
+    model = ws.model(
+        modifier_settings={
+            "normsys": {"interpcode": interp[0]},
+            "histosys": {"interpcode": interp[1]},
+        }
+    )
+    data = ws.data(model)
+    pb = [tuple(b) for b in model.config.suggested_bounds()]
+    pb[model.config.poi_index] = tuple(poi_bounds)
+    out: dict[str, Any] = {}
+    out["fit"] = timed(
+        lambda: float(pyhf.infer.mle.fit(data, model, par_bounds=pb, return_fitted_val=True)[1]),
+        1,
+        budget=budget,
+    )
+    out["cls"] = timed(
+        lambda: float(pyhf.infer.hypotest(1.0, data, model, par_bounds=pb)), 1, budget=budget
+    )
+    return out
+
+
+def main_real(args: argparse.Namespace) -> int:
+    """The real-likelihood table and ``real worst ratio sigtune/nextstat``."""
+    repeats = 1 if args.quick else 3
+    print(
+        f"| {'case':<22} | {'operation':<12} | {'sigtune s':>9} | {'nextstat s':>10} | "
+        f"{'pyhf s':>8} | {'st/ns':>6} | {'value sigtune / nextstat / pyhf':<44} |"
+    )
+    print(f"|{'-' * 24}|{'-' * 14}|{'-' * 11}|{'-' * 12}|{'-' * 10}|{'-' * 8}|{'-' * 46}|")
+    worst = 0.0
+    worst_at = ""
+    notes: list[str] = []
+    for name, spec, interp, poi_bounds in real_cases(Path(args.real_dir)):
+        st = _real_sigtune(copy.deepcopy(spec), interp, poi_bounds, repeats)
+        ns = _real_nextstat(copy.deepcopy(spec), repeats)
+        ph = (
+            {}
+            if args.no_pyhf
+            else _real_pyhf(copy.deepcopy(spec), interp, poi_bounds, args.pyhf_budget)
+        )
+        fit_v = st["fit"][1]
+        rows: list[tuple[str, str, Any, Any, str]] = []
+        nsv = ns or {}
+        ns_fit = nsv.get("fit", (None, None))
+        ph_fit = ph.get("fit", (None, None))
+        rows.append(
+            (
+                "fit -2lnL",
+                "fit",
+                st["fit"][0],
+                ns_fit[0],
+                f"{fit_v.twice_nll:.4f} / "
+                + (f"{ns_fit[1].twice_nll:.4f}" if ns_fit[1] is not None else "n/a")
+                + " / "
+                + (f"{ph_fit[1]:.4f}" if ph_fit[1] is not None else "n/a"),
+            )
+        )
+        h = st["cls"][1]
+        ns_cls = nsv.get("cls", (None, None))
+        ph_cls = ph.get("cls", (None, None))
+        rows.append(
+            (
+                "CLs mu=1",
+                "cls",
+                st["cls"][0],
+                ns_cls[0],
+                f"{h.cls_obs:.5g} / "
+                + (f"{ns_cls[1]:.5g}" if ns_cls[1] is not None else "n/a")
+                + " / "
+                + (f"{ph_cls[1]:.5g}" if ph_cls[1] is not None else "n/a"),
+            )
+        )
+        ns_z0 = nsv.get("z0", (None, None))
+        rows.append(
+            (
+                "obs Z0",
+                "z0",
+                st["z0"][0],
+                ns_z0[0],
+                f"{math.sqrt(max(st['z0'][1], 0.0)):.4f} / "
+                + (f"{ns_z0[1]:.4f}" if ns_z0[1] is not None else "n/a")
+                + " / n/a",
+            )
+        )
+        rows.append(
+            ("obs+exp Z0", "z0exp", st["z0exp"][0], None, f"exp {st['z0exp'][1].z0_exp:.4f}")
+        )
+        lim = st["limit"][1]
+        ns_lim = nsv.get("limit", (None, None))
+        rows.append(
+            (
+                "upper limit",
+                "limit",
+                st["limit"][0],
+                ns_lim[0],
+                f"{lim.obs:.4f} (exp {lim.exp[2]:.4f}, {lim.n_fits} fits) / "
+                + (
+                    f"{ns_lim[1][0]:.4f} (exp {ns_lim[1][1][2]:.4f})"
+                    if ns_lim[1] is not None
+                    else "n/a"
+                ),
+            )
+        )
+        for label, key, t_st, t_ns, vals in rows:
+            t_ph = ph.get(key, (None, None))[0] if key in ("fit", "cls") else None
+            r = _ratio(t_st, t_ns)
+            if r != "n/a" and t_st / t_ns > worst:
+                worst, worst_at = t_st / t_ns, f"{name} {label}"
+            print(
+                f"| {name:<22} | {label:<12} | {t_st:>9.3g} | "
+                f"{(f'{t_ns:.3g}' if t_ns is not None else 'n/a'):>10} | "
+                f"{(_ms(t_ph) if t_ph is None or math.isinf(t_ph) else f'{t_ph:.3g}'):>8} | "
+                f"{r:>6} | {vals:<44} |",
+                flush=True,
+            )
+        for w in st["warnings"]:
+            notes.append(f"{name}: {w}")
+    if notes:
+        print("\nsigtune warnings:")
+        for n in notes:
+            print("  " + n)
+    print(f"\nreal worst ratio sigtune/nextstat = {worst:.3g} ({worst_at})")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 # Table
 # ----------------------------------------------------------------------------------------------
 
@@ -321,7 +561,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pyhf-budget", type=float, default=60.0, help="seconds per case for pyhf")
     parser.add_argument("--no-pyhf", action="store_true", help="skip pyhf")
     parser.add_argument("--no-batch", action="store_true", help="skip the batched table")
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="time fit, CLs, Z0 and the upper limit on the real likelihoods instead",
+    )
+    parser.add_argument(
+        "--real-dir", default=str(REAL), help="folder of real likelihoods (default: shared data)"
+    )
     args = parser.parse_args(argv)
+    if args.real:
+        return main_real(args)
     repeats = 2 if args.quick else 5
 
     cases: list[tuple[str, dict[str, Any], tuple[str, str]]] = []

@@ -24,11 +24,8 @@ when a config uses them.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import importlib.util
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +43,13 @@ from pydantic import (
     model_validator,
 )
 
-from sigtune._exceptions import ConfigError, ObjectiveError, SearchSpaceError
+from sigtune._exceptions import ConfigError, SearchSpaceError
+from sigtune._imports import resolve_callable
 from sigtune._pruners import PRUNER_NAMES, pruner_option_errors
 from sigtune._samplers import SAMPLER_NAMES, sampler_option_errors
 from sigtune._space import SearchSpace
+from sigtune._space_schema import param_json_schema
+from sigtune._tracking_config import TrackingConfig
 
 if TYPE_CHECKING:
     import optuna
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_OBJECTIVE_TYPES",
+    "EngineConfig",
     "FunctionObjectiveConfig",
     "ObjectiveSpec",
     "PrunerConfig",
@@ -158,6 +159,30 @@ class PrunerConfig(_Model):
         return self
 
 
+class EngineConfig(_Model):
+    """``engine:``: a name (``local``), or ``{name, options}``; see :mod:`sigtune._run`."""
+
+    name: str = Field(
+        "local",
+        description="A registered engine (local, ...) or 'module:factory' of a custom engine.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the engine's factory."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from sigtune._run import engine_names
+
+        if ":" not in value and value not in engine_names():
+            raise ValueError(
+                f"unknown engine {value!r}; valid: {', '.join(engine_names())} "
+                "(or 'module:factory' of a custom engine)"
+            )
+        return value
+
+
 class WarmStartConfig(_Model):
     """``warm_start:``: copy the trials of an earlier study before running."""
 
@@ -172,6 +197,24 @@ class FunctionObjectiveConfig(_Model):
     target: str = Field(description="'module:function' or 'path/to/file.py:function'.")
     kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword arguments passed to the function."
+    )
+
+
+class RaySection(_Model):
+    """``ray:``: options of ``engine: ray`` (see docs/cluster.md)."""
+
+    address: str | None = Field(
+        None, description="null: RAY_ADDRESS or a new local Ray; 'auto'; 'ray://host:port'."
+    )
+    cpus_per_trial: float = Field(1.0, ge=0, description="CPUs reserved per trial.")
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per trial (0.25: 4 per GPU).")
+    max_concurrent: int | None = Field(
+        None, ge=1, description="Trials at once (default: cluster CPUs / cpus_per_trial)."
+    )
+    max_retries: int = Field(3, ge=0, description="Retries of a trial whose worker/node died.")
+    runtime_env: dict[str, Any] | None = Field(None, description="Ray runtime_env of the trials.")
+    presample: bool = Field(
+        True, description="Sample a static search space on the driver (no round trips)."
     )
 
 
@@ -224,12 +267,31 @@ class RunConfig(_Model):
         "fail", description="What to do with RUNNING trials of a dead process on resume."
     )
     report: bool = Field(True, description="Write run_dir/report.html after the run.")
+    tracking: TrackingConfig | None = Field(
+        None, description="Experiment tracking: {mlflow: {...}, wandb: {...}} (docs/report.md)."
+    )
+    callbacks: list[str] = Field(
+        default_factory=list,
+        description="'module:function' callbacks called as fn(study, frozen_trial) after each "
+        "trial (Optuna's callback signature).",
+    )
+    engine: EngineConfig = Field(default_factory=lambda: EngineConfig.model_validate({}))
+    ray: RaySection = Field(default_factory=lambda: RaySection.model_validate({}))
+
+    @property
+    def engine_options(self) -> dict[str, Any]:
+        """Options of the selected engine: ``engine.options``, plus the ``ray:`` section for
+        ``engine: ray`` (``engine.options`` win)."""
+        options = dict(self.engine.options)
+        if self.engine.name == "ray":
+            options = {**self.ray.model_dump(exclude_unset=True), **options}
+        return options
 
     _space: SearchSpace | None = PrivateAttr(default=None)
     _objective_config: BaseModel | None = PrivateAttr(default=None)
     _base_dir: Path | None = PrivateAttr(default=None)
 
-    @field_validator("sampler", "pruner", mode="before")
+    @field_validator("sampler", "pruner", "engine", mode="before")
     @classmethod
     def _name_only(cls, value: Any) -> Any:
         return _named_section(value)
@@ -277,6 +339,17 @@ class RunConfig(_Model):
         if value is not None and ":" not in value:
             raise ValueError(
                 f"must be 'module:function' or 'path/to/file.py:function', got {value!r}"
+            )
+        return value
+
+    @field_validator("callbacks")
+    @classmethod
+    def _check_callbacks(cls, value: list[str]) -> list[str]:
+        bad = [ref for ref in value if ":" not in ref]
+        if bad:
+            raise ValueError(
+                f"each callback must be 'module:function' or 'path/to/file.py:function', "
+                f"got {bad[0]!r}"
             )
         return value
 
@@ -387,7 +460,7 @@ def _deep_merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str,
         if "." in key:
             head, rest = key.split(".", 1)
             inner = result.get(head)
-            if isinstance(inner, str) and head in ("sampler", "pruner"):
+            if isinstance(inner, str) and head in ("sampler", "pruner", "engine"):
                 inner = {"name": inner}
             result[head] = _deep_merge(inner if isinstance(inner, dict) else {}, {rest: value})
         elif isinstance(value, Mapping) and isinstance(result.get(key), dict):
@@ -517,7 +590,10 @@ def config_json_schema() -> dict[str, Any]:
     schema.setdefault("$defs", {})["FunctionObjectiveConfig"] = (
         FunctionObjectiveConfig.model_json_schema()
     )
-    for section, names in (("sampler", SAMPLER_NAMES), ("pruner", PRUNER_NAMES)):
+    from sigtune._run import engine_names
+
+    sections = (("sampler", SAMPLER_NAMES), ("pruner", PRUNER_NAMES), ("engine", engine_names()))
+    for section, names in sections:
         ref = props[section]
         props[section] = {"anyOf": [{"type": "string", "enum": list(names)}, ref]}
     props["max_failures"] = {
@@ -528,136 +604,16 @@ def config_json_schema() -> dict[str, Any]:
             {"type": "null"},
         ],
     }
+    param = param_json_schema()  # derived from the pydantic models of sigtune._space_schema
+    schema.setdefault("$defs", {}).update(param.pop("$defs", {}))
     props["search_space"] = {
         "description": props["search_space"].get("description", ""),
         "anyOf": [
-            {"type": "object", "additionalProperties": _PARAM_SCHEMA},
+            {"type": "object", "additionalProperties": param},
             {"type": "null"},
         ],
     }
     return schema
-
-
-_PARAM_SCHEMA: dict[str, Any] = {
-    "description": "A parameter definition (mapping) or a fixed value (anything else).",
-    "anyOf": [
-        {
-            "type": "object",
-            "properties": {
-                "type": {"enum": ["range", "choice", "fixed"]},
-                "value_type": {"enum": ["int", "float"]},
-                "bounds": {
-                    "anyOf": [
-                        {
-                            "type": "array",
-                            "minItems": 2,
-                            "maxItems": 2,
-                            "items": {"type": ["number", "string"]},
-                        },
-                        {"type": "string"},
-                    ]
-                },
-                "sampling": {"enum": ["uniform", "log", "normal"]},
-                "mean": {"type": "number"},
-                "std": {"type": "number", "exclusiveMinimum": 0},
-                "step": {"type": "number", "exclusiveMinimum": 0},
-                "values": {"anyOf": [{"type": "array", "minItems": 1}, {"type": "string"}]},
-                "only": {"anyOf": [{"type": "string"}, {"type": "array"}]},
-                "value": {},
-            },
-            "additionalProperties": False,
-        },
-        {"not": {"type": "object"}},
-    ],
-}
-
-
-# ---------------------------------------------------------------------- callables
-
-_FILE_MODULES: dict[Path, Any] = {}
-
-
-def resolve_callable(
-    ref: str, base_dir: str | os.PathLike[str] | None = None
-) -> Callable[..., Any]:
-    """Import ``"package.module:function"`` or ``"path/to/file.py:function"``.
-
-    A relative file path is looked up in ``base_dir`` (the config file's directory) first,
-    then in the current directory. The file's directory is put on ``sys.path`` so it can
-    import its neighbours. ``function`` may be dotted (``Class.method``).
-
-    Args:
-        ref: The reference.
-        base_dir: Directory relative file paths start from.
-
-    Returns:
-        The callable.
-
-    Raises:
-        ObjectiveError: Saying what is missing (module, file or attribute) or not callable.
-    """
-    if not isinstance(ref, str) or ":" not in ref:
-        raise ObjectiveError(
-            f"{ref!r} is not a callable reference: write 'package.module:function' or "
-            f"'path/to/file.py:function'"
-        )
-    target, _, attr = ref.rpartition(":")
-    if not target or not attr:
-        raise ObjectiveError(
-            f"{ref!r}: both the module/file and the function name are needed ('module:function')"
-        )
-    if target.endswith(".py") or "/" in target or os.sep in target:
-        module = _import_file(ref, target, base_dir)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise ObjectiveError(f"{ref!r}: cannot import module {target!r}: {exc}") from exc
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ObjectiveError(
-                f"{ref!r}: {getattr(module, '__name__', target)!r} has no attribute {part!r}"
-            ) from None
-    if not callable(obj):
-        raise ObjectiveError(f"{ref!r}: {attr!r} is not callable (got {type(obj).__name__})")
-    return obj  # type: ignore[no-any-return]
-
-
-def _import_file(ref: str, target: str, base_dir: str | os.PathLike[str] | None) -> Any:
-    raw = Path(target).expanduser()
-    candidates = [raw] if raw.is_absolute() else []
-    if not raw.is_absolute():
-        if base_dir is not None:
-            candidates.append(Path(base_dir) / raw)
-        candidates.append(Path.cwd() / raw)
-    path = next((c.resolve() for c in candidates if c.is_file()), None)
-    if path is None:
-        looked = ", ".join(str(c) for c in candidates)
-        raise ObjectiveError(f"{ref!r}: file {target!r} not found (looked at {looked})")
-    if path in _FILE_MODULES:
-        return _FILE_MODULES[path]
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    name = f"sigtune_user_{path.stem}_{digest}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ObjectiveError(f"{ref!r}: cannot load {path} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    parent = str(path.parent)
-    if parent not in sys.path:
-        sys.path.insert(0, parent)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise ObjectiveError(
-            f"{ref!r}: importing {path} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    _FILE_MODULES[path] = module
-    return module
 
 
 # ---------------------------------------------------------------------- objective types
@@ -673,6 +629,8 @@ class ObjectiveSpec:
         constraints: ``fn(FrozenTrial) -> Sequence[float]`` (<= 0 feasible), or ``None``.
         space: The search space the objective samples from, if declarative.
         after_run: ``fn(study, run_dir)`` writing the type's outputs after the run.
+        runner: Replaces :func:`sigtune._study.run_study` (same signature) for types that
+            run their trials differently, e.g. in batches (``None``: the default runner).
     """
 
     objective: Callable[[optuna.Trial], float | Sequence[float]]
@@ -680,6 +638,7 @@ class ObjectiveSpec:
     constraints: Callable[[FrozenTrial], Sequence[float]] | None = None
     space: SearchSpace | None = None
     after_run: Callable[[Any, Path], str | None] | None = None
+    runner: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)

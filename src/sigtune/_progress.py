@@ -1,13 +1,20 @@
 """A rich progress bar for runs: trials done / total, failures, best value, elapsed and ETA.
 
 The bar writes to stderr so that ``sigtune run --json`` keeps stdout to one JSON document. It
-is only shown on a terminal (or when forced); ``quiet=True`` shows nothing.
+is only shown on a terminal (or when forced). Off a terminal (batch logs) the run prints one
+plain progress line at most every ``interval`` seconds (default 30, or
+``$SIGTUNE_PROGRESS_INTERVAL``) and a last one at the end: trials done, failures, best so far,
+rate and ETA. ``quiet=True`` shows nothing.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
+from collections.abc import Callable
 from types import TracebackType
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -20,7 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from sigtune.engines._base import ProgressSink
+from sigtune._run import ProgressSink
 
 __all__ = ["RunProgress"]
 
@@ -41,10 +48,27 @@ class RunProgress(ProgressSink):
     """
 
     def __init__(
-        self, total: int, description: str = "trials", *, quiet: bool = False, force: bool = False
+        self,
+        total: int,
+        description: str = "trials",
+        *,
+        quiet: bool = False,
+        force: bool = False,
+        interval: float | None = None,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.total = total
         self.enabled = not quiet and (force or sys.stderr.isatty())
+        self.lines = not quiet and not self.enabled  # batch mode: periodic plain lines
+        if interval is None:
+            interval = float(os.environ.get("SIGTUNE_PROGRESS_INTERVAL", "30"))
+        self.interval = interval
+        self._stream = stream
+        self._clock = clock
+        self._t0 = clock()
+        self._last_line: float | None = None
+        self._last: tuple[int, int, float | None] = (0, 0, None)
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._description = description
@@ -79,6 +103,13 @@ class RunProgress(ProgressSink):
     def update(self, done: int, failed: int, best: float | None) -> None:
         """Show ``done`` trials of this run (after :meth:`start`'s offset), ``failed`` failures
         of this run and the best value so far."""
+        if self.lines:
+            self._last = (done, failed, best)
+            now = self._clock()
+            if now - (self._last_line if self._last_line is not None else self._t0) >= (
+                self.interval
+            ):
+                self._write_line(now)
         if self._progress is None or self._task is None:
             return
         self._progress.update(
@@ -97,3 +128,25 @@ class RunProgress(ProgressSink):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+        if self.lines and exc_type is None and self._last[0] > 0:
+            self._write_line(self._clock(), final=True)
+
+    def line(self, now: float, *, final: bool = False) -> str:
+        """The batch-log progress line for the last update."""
+        done, failed, best = self._last
+        elapsed = max(now - self._t0, 1e-9)
+        rate = done / elapsed
+        todo = max(self.total - self._offset - done, 0)
+        eta = f"{todo / rate:.0f}s" if rate > 0 and todo else "-"
+        best_text = "-" if best is None else f"{best:.6g}"
+        return (
+            f"[{self._description}] {self._offset + done}/{self.total} trials "
+            f"({failed} failed), best {best_text}, {rate * 60:.3g} trials/min, "
+            f"elapsed {elapsed:.0f}s, ETA {eta}{' (done)' if final else ''}"
+        )
+
+    def _write_line(self, now: float, final: bool = False) -> None:
+        stream = self._stream or sys.stderr
+        stream.write(self.line(now, final=final) + "\n")
+        stream.flush()
+        self._last_line = now

@@ -219,7 +219,7 @@ def validate_options(
             if value is None or callable(value):
                 coerced[key] = value
             elif isinstance(value, str):
-                from sigtune._config import resolve_callable
+                from sigtune._imports import resolve_callable
 
                 try:
                     coerced[key] = resolve_callable(value)
@@ -561,7 +561,7 @@ class AutoSampler(BaseSampler):
         if policy is None:
             return auto_policy
         if isinstance(policy, str):
-            from sigtune._config import resolve_callable
+            from sigtune._imports import resolve_callable
 
             try:
                 return resolve_callable(policy)

@@ -50,17 +50,15 @@ from typing import Any, Literal, Protocol
 
 from sigtune._exceptions import SearchSpaceError
 from sigtune._expr import Expression
+from sigtune._space_schema import PARAM_KEYS, PARAM_TYPES, SAMPLINGS, VALUE_TYPES
 
 __all__ = ["ParamSpec", "SearchSpace"]
 
-_TYPES = ("range", "choice", "fixed")
-_VALUE_TYPES = ("float", "int")
-_SAMPLINGS = ("uniform", "log", "normal")
-_KEYS: Mapping[str, frozenset[str]] = {
-    "range": frozenset({"type", "value_type", "bounds", "sampling", "mean", "std", "step", "only"}),
-    "choice": frozenset({"type", "values", "value_type", "only"}),
-    "fixed": frozenset({"type", "value", "only"}),
-}
+# The vocabulary (types, keys, value types, samplings) is defined once, in _space_schema.
+_TYPES = PARAM_TYPES
+_VALUE_TYPES = VALUE_TYPES
+_SAMPLINGS = SAMPLINGS
+_KEYS: Mapping[str, frozenset[str]] = PARAM_KEYS
 _CDF_EPS = 1e-12
 _CDF_SUFFIX = "__cdf"
 _INDEX_SUFFIX = "__index"

@@ -34,17 +34,22 @@ operation that creates the trial, so it costs nothing extra). On resume, RUNNING
 process is gone are *stale*: :func:`handle_stale_running` marks them FAIL with
 ``fail_reason = "worker died (stale RUNNING on resume)"`` (and, with ``on_stale_running="requeue"``,
 enqueues their parameters again). Trials of live processes, and of processes on other hosts, are not
-touched.
+touched by the owner stamps.
+
+Heartbeat (server databases: PostgreSQL, MySQL, ...): there Optuna's own heartbeat is on; every
+trial records one every :data:`HEARTBEAT_INTERVAL_S` while it runs, and on resume a RUNNING trial
+without one for :data:`HEARTBEAT_GRACE_S` is stale whatever host ran it (``fail_reason`` =
+:data:`STALE_HEARTBEAT_REASON`). SQLite and the journal file (one host) rely on the owner stamps.
 """
 
 from __future__ import annotations
 
 import datetime
-import fcntl
 import logging
 import os
 import socket
 import sqlite3
+import warnings
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,22 +62,30 @@ from optuna.storages import (
     InMemoryStorage,
     JournalStorage,
     RDBStorage,
-    _CachedStorage,
 )
-from optuna.storages.journal import JournalFileBackend
-from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from sigtune._exceptions import ConfigError, StorageError
+from sigtune._journal import CheckedJournalBackend, FlockLock, os_error_text
+from sigtune._optuna_compat import (
+    CachedStorage,
+    DelegatedHeartbeat,
+    FrozenStudy,
+    stale_heartbeat_trial_ids,
+    study_storage,
+    trial_id,
+)
+from sigtune._target import mark_uncounted
 
 __all__ = [
     "EMBEDDED_FILENAME",
     "FAIL_REASON_KEY",
+    "FAIL_TRACEBACK_KEY",
     "OWNER_KEY",
     "STALE_REASON",
     "FlockLock",
+    "StorageNotFoundError",
     "StorageRef",
     "StudyNotFoundError",
     "current_owner",
@@ -86,12 +99,27 @@ log = logging.getLogger(__name__)
 EMBEDDED_FILENAME = "study.journal"
 OWNER_KEY = "sigtune:owner"
 FAIL_REASON_KEY = "fail_reason"
+# System attr holding the full traceback of a trial whose objective raised (``sigtune status
+# --failed`` and the report show it).
+FAIL_TRACEBACK_KEY = "sigtune:traceback"
 STALE_REASON = "worker died (stale RUNNING on resume)"
+#: Heartbeat of server databases (PostgreSQL, MySQL, ...): Optuna's, recorded every
+#: HEARTBEAT_INTERVAL_S while a trial runs; a RUNNING trial without one for HEARTBEAT_GRACE_S is
+#: stale on resume, whatever host ran it (owner stamps only judge processes of this host).
+HEARTBEAT_INTERVAL_S = 60
+HEARTBEAT_GRACE_S = 180
+STALE_HEARTBEAT_REASON = (
+    f"worker died (no heartbeat for {HEARTBEAT_GRACE_S} s; stale RUNNING on resume)"
+)
 _SQLITE_BUSY_TIMEOUT_S = 120.0
 
 
 class StudyNotFoundError(StorageError):
     """The storage has no study of that name (bad input: ``sigtune`` exits with code 2)."""
+
+
+class StorageNotFoundError(StudyNotFoundError):
+    """A read-only command was pointed at a storage that does not exist (exit code 2)."""
 
 
 StorageKind = Literal["memory", "journal", "sqlite", "rdb", "object"]
@@ -131,12 +159,14 @@ class StorageRef:
             return _redact(self.url)
         return "in-memory" if self.kind == "memory" else type(self.instance).__name__
 
-    def open(self, *, track_owner: bool = True) -> BaseStorage:
+    def open(self, *, track_owner: bool = True, create: bool = True) -> BaseStorage:
         """Create this process's storage object.
 
         Args:
             track_owner: Record the creating process in every new trial (see module docstring).
                 Ignored for in-memory storage, which cannot outlive its process.
+            create: Create a missing journal / SQLite file; ``False`` (read-only commands)
+                raises :class:`StorageNotFoundError` instead.
 
         Raises:
             StorageError: The database cannot be reached or the file cannot be created.
@@ -147,7 +177,7 @@ class StorageRef:
             return _OwnedStorage(self.instance)
         assert self.url is not None
         try:
-            inner = _open_url(self.kind, self.url)
+            inner = _open_url(self.kind, self.url, create)
         except StorageError:
             raise
         except Exception as exc:  # SQLAlchemy / driver / OS errors
@@ -258,59 +288,43 @@ def _redact(url: str) -> str:
     return f"{scheme}://{creds}@{host}"
 
 
-class FlockLock(BaseJournalFileLock):
-    """Journal file lock with ``flock(2)``: blocking, no polling, released if the holder dies.
-
-    Optuna's default symlink lock polls with an exponential back-off of up to 1 s, which starves
-    waiting processes when 8 workers append to the same journal, and a process killed while
-    holding it blocks the others for its 30 s grace period. A kernel ``flock`` has neither
-    problem. It needs a local file system (or NFSv4 on Linux); for other shared file systems
-    pass an Optuna ``JournalStorage`` with its symlink lock as ``storage=``.
-
-    The lock file is ``<journal>.flock``; each process opens it itself (after ``fork`` too).
-    """
-
-    def __init__(self, filepath: str) -> None:
-        self._path = filepath + ".flock"
-        self._fd: int | None = None
-        self._pid = -1
-
-    def _file(self) -> int:
-        if self._fd is None or self._pid != os.getpid():
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-            self._pid = os.getpid()
-        return self._fd
-
-    def acquire(self) -> bool:
-        fd = self._file()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            fcntl.flock(fd, fcntl.LOCK_UN)  # interrupted around the call: never keep the lock
-            raise
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-
-def _open_url(kind: StorageKind, url: str) -> BaseStorage:
+def _open_url(kind: StorageKind, url: str, create: bool = True) -> BaseStorage:
     if kind == "journal":
         path = Path(url.split(":///", 1)[1])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=FlockLock(str(path))))
+        if not create and not path.is_file():
+            raise StorageNotFoundError(f"storage {path} does not exist")
+        return JournalStorage(CheckedJournalBackend(str(path), create=create))
     if kind == "sqlite":
-        return _CachedStorage(_open_sqlite(url))
-    return _CachedStorage(RDBStorage(url, engine_kwargs={"pool_pre_ping": True}))
+        return CachedStorage(_open_sqlite(url, create))
+    with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=HEARTBEAT_GRACE_S,
+        )
+    return CachedStorage(rdb)
 
 
-def _open_sqlite(url: str) -> RDBStorage:
+def _open_sqlite(url: str, create: bool = True) -> RDBStorage:
     rest = url.split("://", 1)[1]
     if rest in ("", "/", "/:memory:"):
         return RDBStorage(url)
     path = Path(rest[1:])
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not create and not path.is_file():
+        raise StorageNotFoundError(f"storage {path} does not exist")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the directory of {path}: {os_error_text(exc)}") from None
+    # Two processes opening a fresh database race to create the schema (one crashes with
+    # "table already exists"): the first creates it under a file lock, the others wait and join.
+    with FlockLock(str(path)):
+        return _open_sqlite_locked(url, path)
+
+
+def _open_sqlite_locked(url: str, path: Path) -> RDBStorage:
     # WAL lets readers and one writer work at the same time; it is a property of the file.
     con = sqlite3.connect(path, timeout=_SQLITE_BUSY_TIMEOUT_S)
     try:
@@ -385,7 +399,7 @@ def owner_is_alive(owner: str) -> bool | None:
     return True
 
 
-def _owner_pid(owner: str) -> int | None:
+def owner_pid(owner: str) -> int | None:
     parts = owner.rsplit(":", 2)
     if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return None
@@ -400,6 +414,9 @@ def handle_stale_running(
 ) -> list[int]:
     """Finish the RUNNING trials whose owner process is dead.
 
+    A trial is stale when its owner stamp names a dead process of this host, or (server
+    databases, ``pids=None``) when its heartbeat is older than :data:`HEARTBEAT_GRACE_S`.
+
     Args:
         study: The study to clean up.
         policy: ``"fail"`` marks them FAIL; ``"requeue"`` also enqueues their parameters again.
@@ -411,43 +428,55 @@ def handle_stale_running(
     """
     if policy not in ("fail", "requeue"):
         raise ConfigError(f"on_stale_running must be 'fail' or 'requeue', got {policy!r}")
-    storage = study._storage
+    storage = study_storage(study)
     marked: list[int] = []
     unknown = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    stale: list[tuple[FrozenTrial, str]] = []
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
         owner = trial.system_attrs.get(OWNER_KEY)
         if not isinstance(owner, str):
-            unknown += 1
+            # An enqueued trial popped by a process killed before it wrote its owner stamp
+            # (older sigtune wrote the stamp after the state): no live sigtune process runs it.
+            if pids is not None or "fixed_params" not in trial.system_attrs:
+                unknown += 1
+                continue
+        elif pids is not None and owner_pid(owner) not in pids:
             continue
-        if pids is not None and _owner_pid(owner) not in pids:
+        elif owner == current_owner() or owner_is_alive(owner) is not False:
             continue
-        if owner == current_owner() or owner_is_alive(owner) is not False:
-            continue
-        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_KEY, STALE_REASON)
+        stale.append((trial, STALE_REASON))
+    if pids is None:  # on resume: also trials whose heartbeat stopped (any host)
+        judged = {trial_id(t) for t, _ in stale}
+        no_beat = set(stale_heartbeat_trial_ids(study)) - judged
+        stale += [(t, STALE_HEARTBEAT_REASON) for t in running if trial_id(t) in no_beat]
+    for trial, reason in stale:
+        storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_KEY, reason)
+        mark_uncounted(storage, trial_id(trial), "stale")
         try:
-            ok = storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            ok = storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # finished meanwhile
         if not ok:
             continue
         marked.append(trial.number)
         if policy == "requeue":
-            study.enqueue_trial(
-                dict(trial.params), user_attrs={"sigtune:requeued_from": trial.number}
-            )
+            # A trial killed before it suggested anything still has its enqueued point.
+            params = dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
+            study.enqueue_trial(params, user_attrs={"sigtune:requeued_from": trial.number})
     if marked:
+        reasons = {t.number: reason for t, reason in stale}
         log.warning(
-            "marked %d stale RUNNING trial(s) FAIL (%s): %s",
+            "marked %d stale RUNNING trial(s) FAIL: %s",
             len(marked),
-            STALE_REASON,
-            ", ".join(map(str, marked)),
+            ", ".join(f"{n} ({reasons[n]})" for n in marked),
         )
     if unknown and pids is None:
         log.info("%d RUNNING trial(s) without a sigtune owner were left alone", unknown)
     return marked
 
 
-class _OwnedStorage(BaseStorage):
+class _OwnedStorage(BaseStorage, DelegatedHeartbeat):
     """A storage that stamps the running process into every trial it starts.
 
     Delegates everything to the wrapped storage; only trial creation (and popping an enqueued
@@ -483,9 +512,19 @@ class _OwnedStorage(BaseStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
+        if state != TrialState.RUNNING:
+            return self._inner.set_trial_state_values(trial_id, state, values)
+        # Popping an enqueued trial: stamp the owner *before* the state changes, so a kill between
+        # the two writes never leaves an ownerless RUNNING trial (a WAITING trial with a stamp is
+        # harmless: the next process to pop it stamps it again).
+        me = current_owner()
+        try:
+            self._inner.set_trial_system_attr(trial_id, OWNER_KEY, me)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False  # another process popped and finished it meanwhile
         ok = self._inner.set_trial_state_values(trial_id, state, values)
-        if ok and state == TrialState.RUNNING:  # an enqueued trial was popped by this process
-            self._inner.set_trial_system_attr(trial_id, OWNER_KEY, current_owner())
+        if ok and self._inner.get_trial_system_attrs(trial_id).get(OWNER_KEY) != me:
+            self._inner.set_trial_system_attr(trial_id, OWNER_KEY, me)  # lost a race to stamp
         return ok
 
     # ---- plain delegation

@@ -7,22 +7,20 @@ points, runs the remaining trials with the local engine (``n_jobs`` worker proce
 in the study, so calling :func:`optimize` again with the same arguments resumes an interrupted run;
 trials copied by ``warm_start`` do not count.
 
-Best-trial selection is *feasible first*: trials whose constraint values are all ``<= 0`` are
-preferred; if no completed trial is feasible, the ones with the smallest total violation
-``sum(max(c, 0))`` are used.
+Best-trial selection is *feasible first* (:mod:`sigtune._best`): trials whose constraint values
+are all ``<= 0`` are preferred; if no completed trial is feasible, the ones with the smallest total
+violation ``sum(max(c, 0))`` are used.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
 import optuna
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
@@ -30,31 +28,51 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from sigtune import _best
+from sigtune._best import constraint_violation, pareto_mask
 from sigtune._exceptions import ConfigError, RunFailedError, StorageError
+from sigtune._optuna_compat import study_id, study_storage
+from sigtune._run import (
+    ProgressSink,
+    RunOutcome,
+    RunPlan,
+    StudyRef,
+    TrialCallback,
+    TrialFunction,
+    get_engine,
+)
+from sigtune._settings import RunSettings, WarmStart
 from sigtune._storage import (
     OWNER_KEY,
+    StorageNotFoundError,
     StorageRef,
     StudyNotFoundError,
     handle_stale_running,
     resolve_storage,
 )
-from sigtune.engines._base import ProgressSink, RunOutcome, RunSettings, StudyRef, TrialFunction
+from sigtune._target import WARM_START_KEY, n_counted
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from sigtune._space import SearchSpace
 
-__all__ = ["Study", "load_study", "optimize"]
+__all__ = [
+    "RunSettings",
+    "Study",
+    "bind_objective",
+    "constraint_violation",
+    "load_study",
+    "optimize",
+    "pareto_mask",
+    "run_study",
+]
 
 log = logging.getLogger(__name__)
 
-WARM_START_KEY = "sigtune:warm_start"
 _WARM_DONE_KEY = "sigtune:warm_started_from"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _DEFAULT_STUDY_NAME = "sigtune"
-
-WarmStart = Any  # Study | optuna.Study | (storage, study_name) | {"storage":, "study_name":}
 
 
 class Study:
@@ -138,21 +156,17 @@ class Study:
     def _complete(self) -> list[FrozenTrial]:
         return list(self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
-    def _feasible_first(self) -> list[FrozenTrial]:
-        trials = self._complete()
-        if not trials:
-            raise RunFailedError(
-                f"study {self.study_name!r} has no COMPLETE trial yet "
-                f"({_describe_counts(self.count())}); look at the fail_reason of its trials "
-                "(`sigtune export`) and fix the objective"
-            )
-        violations = [constraint_violation(t) for t in trials]
-        least = min(violations)
-        return [t for t, v in zip(trials, violations, strict=True) if v == least]
+    def _no_complete_trial(self) -> RunFailedError:
+        return RunFailedError(
+            f"study {self.study_name!r} has no COMPLETE trial yet "
+            f"({_describe_counts(self.count())}); look at the fail_reason of its trials "
+            "(`sigtune export`) and fix the objective"
+        )
 
     @property
     def best_trial(self) -> FrozenTrial:
-        """The best COMPLETE trial, feasible first (single-objective studies).
+        """The best COMPLETE trial, feasible first (single-objective studies; see
+        :mod:`sigtune._best`).
 
         Raises:
             ConfigError: The study has several objectives (use :attr:`best_trials`).
@@ -163,10 +177,9 @@ class Study:
                 f"study {self.study_name!r} has {self.n_objectives} objectives: use best_trials "
                 "or pareto_front() instead of best_trial/best_value/best_params"
             )
-        pool = self._feasible_first()
-        maximize = self._study.directions[0] == StudyDirection.MAXIMIZE
-        key: Callable[[FrozenTrial], float] = lambda t: float(t.values[0])  # noqa: E731
-        best = max(pool, key=key) if maximize else min(pool, key=key)
+        best = _best.best_trial(self._complete(), self._study.directions)
+        if best is None:
+            raise self._no_complete_trial()
         return copy.deepcopy(best)
 
     @property
@@ -194,16 +207,8 @@ class Study:
 
         For a single objective this is ``[best_trial]`` plus ties.
         """
-        try:
-            pool = self._feasible_first()
-        except RunFailedError:
-            return []
-        signs = np.array(
-            [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in self._study.directions]
-        )
-        values = np.array([t.values for t in pool], dtype=float) * signs
-        keep = pareto_mask(values)
-        return [copy.deepcopy(t) for t, k in zip(pool, keep, strict=True) if k]
+        front = _best.best_trials(self._complete(), self._study.directions)
+        return [copy.deepcopy(t) for t in front]
 
     def pareto_front(self) -> list[FrozenTrial]:
         """Alias of :attr:`best_trials`, sorted by the first objective value."""
@@ -221,42 +226,6 @@ class Study:
         return trials_table(self._study)
 
 
-def constraint_violation(trial: FrozenTrial) -> float:
-    """Total violation ``sum(max(c, 0))`` of a trial's constraints (0 if feasible or none).
-
-    Constraints are read from Optuna's ``system_attrs`` (``constraints`` list, or the
-    ``constraints:<name>`` keys of ``Trial.set_constraint``), else from
-    ``user_attrs["constraints"]`` (a list or a ``name -> value`` mapping) set by the objective.
-    """
-    values: Any = trial.constraints
-    if not values:
-        values = trial.user_attrs.get("constraints")
-        if values is None:
-            return 0.0
-    items = values.values() if isinstance(values, Mapping) else values
-    total = 0.0
-    for c in items:
-        f = float(c)
-        if math.isnan(f):
-            return math.inf
-        total += max(f, 0.0)
-    return total
-
-
-def pareto_mask(values: np.ndarray) -> np.ndarray:
-    """Boolean mask of the non-dominated rows of ``values`` (all objectives minimised)."""
-    n = len(values)
-    keep = np.ones(n, dtype=bool)
-    for i in range(n):
-        if not keep[i]:
-            continue
-        v = values[i]
-        dominated = np.all(values <= v, axis=1) & np.any(values < v, axis=1)
-        if dominated.any():
-            keep[i] = False
-    return keep
-
-
 def _direction_name(d: StudyDirection) -> str:
     return "maximize" if d == StudyDirection.MAXIMIZE else "minimize"
 
@@ -267,61 +236,7 @@ def _describe_counts(counts: Mapping[str, int]) -> str:
 
 
 def _n_counted(study: optuna.Study) -> int:
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False, states=_FINISHED)
-        if WARM_START_KEY not in t.system_attrs
-    )
-
-
-# ---------------------------------------------------------------------- argument checks
-
-
-def _check_directions(direction: str | None, directions: Sequence[str] | None) -> list[str]:
-    if direction is not None and directions is not None:
-        raise ConfigError("give either direction= or directions=, not both")
-    raw = list(directions) if directions is not None else [direction or "minimize"]
-    if not raw:
-        raise ConfigError("directions= must name at least one direction")
-    out = []
-    for d in raw:
-        name = str(d.name if isinstance(d, StudyDirection) else d).lower()
-        if name not in ("minimize", "maximize"):
-            raise ConfigError(f"direction must be 'minimize' or 'maximize', got {d!r}")
-        out.append(name)
-    return out
-
-
-def _check_positive(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _check_max_failures(value: int | float | None) -> int | float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(
-            f"max_failures must be an int count or a fraction in (0, 1), got {value!r}"
-        )
-    if isinstance(value, float):
-        if 0.0 < value < 1.0:
-            return value
-        if value.is_integer() and value >= 0:
-            return int(value)
-        raise ConfigError(f"max_failures as a fraction must be in (0, 1), got {value}")
-    if value < 0:
-        raise ConfigError(f"max_failures must be >= 0, got {value}")
-    return value
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return n_counted(study.get_trials(deepcopy=False, states=_FINISHED))
 
 
 # ---------------------------------------------------------------------- optimize
@@ -352,6 +267,9 @@ def optimize(
     on_stale_running: str = "fail",
     objective_kwargs: Mapping[str, Any] | None = None,
     progress: bool = False,
+    callbacks: Sequence[TrialCallback] | None = None,
+    engine: str = "local",
+    engine_options: Mapping[str, Any] | None = None,
 ) -> Study:
     """Create or resume a study and run it until it holds ``n_trials`` finished trials.
 
@@ -392,6 +310,12 @@ def optimize(
         on_stale_running: ``"fail"`` or ``"requeue"``: RUNNING trials of dead processes on resume.
         objective_kwargs: Extra keyword arguments of the objective.
         progress: Show a progress bar on stderr (terminals only).
+        callbacks: ``callback(study, frozen_trial)`` called after each trial is recorded
+            (Optuna's signature: ``optuna.study.MaxTrialsCallback`` and optuna-integration's
+            MLflow / W&B callbacks work unchanged). With ``n_jobs > 1`` they run in the worker
+            process that ran the trial. See ``docs/dev/callbacks.md``.
+        engine: Name of the execution engine (``"local"``; see :mod:`sigtune._run`).
+        engine_options: Keyword arguments of the engine's factory.
 
     Returns:
         The :class:`Study`.
@@ -402,39 +326,57 @@ def optimize(
         RunFailedError: ``max_failures`` was exceeded or worker processes failed.
         KeyboardInterrupt: Ctrl-C; running trials were marked FAIL (reason ``interrupted``).
     """
-    space_obj = _as_space(space)
-    kwargs = dict(objective_kwargs or {})
-    trial_fn: TrialFunction
-    if space_obj is not None:
-        trial_fn = _SpaceObjective(objective, space_obj, kwargs)
-    elif kwargs:
-        trial_fn = _KwargsObjective(objective, kwargs)
-    else:
-        trial_fn = objective
-    return run_study(
-        trial_fn,
-        n_trials,
-        space=space_obj,
+    if directions is not None and not list(directions):
+        raise ConfigError("directions= must name at least one direction")
+    settings = RunSettings(
+        n_trials=n_trials,
         direction=direction,
-        directions=directions,
+        directions=tuple(directions or ()),
         sampler=sampler,
-        sampler_options=sampler_options,
+        sampler_options=sampler_options or {},
         pruner=pruner,
-        pruner_options=pruner_options,
+        pruner_options=pruner_options or {},
         seed=seed,
         storage=storage,
         study_name=study_name,
-        run_dir=run_dir,
+        run_dir=None if run_dir is None else Path(run_dir),
         n_jobs=n_jobs,
         timeout=timeout,
         trial_timeout=trial_timeout,
         max_failures=max_failures,
         constraints=constraints,
-        enqueue=enqueue,
+        enqueue=tuple(enqueue or ()),
         warm_start=warm_start,
-        on_stale_running=on_stale_running,
+        on_stale_running=on_stale_running,  # type: ignore[arg-type]
+        callbacks=tuple(callbacks or ()),
+        engine=engine,
+        engine_options=engine_options or {},
+    )
+    space_obj = _as_space(space)
+    return run_study(
+        bind_objective(objective, space_obj, objective_kwargs),
+        settings,
+        space=space_obj,
         progress=progress,
     )
+
+
+def bind_objective(
+    objective: Callable[..., Any],
+    space: SearchSpace | None = None,
+    objective_kwargs: Mapping[str, Any] | None = None,
+) -> TrialFunction:
+    """The Optuna-style trial function of ``objective``.
+
+    ``fn(params, trial, **kwargs)`` with a space (``params = space.suggest(trial)``),
+    ``fn(trial, **kwargs)`` without; ``objective`` itself when there is nothing to bind.
+    """
+    kwargs = dict(objective_kwargs or {})
+    if space is not None:
+        return _SpaceObjective(objective, space, kwargs)
+    if kwargs:
+        return _KwargsObjective(objective, kwargs)
+    return objective
 
 
 class _SpaceObjective:
@@ -469,96 +411,95 @@ def _as_space(space: SearchSpace | Mapping[str, Any] | None) -> SearchSpace | No
 
 def run_study(
     trial_fn: TrialFunction,
-    n_trials: int,
+    settings: RunSettings | int,
     *,
     space: SearchSpace | None = None,
-    direction: str | None = None,
-    directions: Sequence[str] | None = None,
-    sampler: str | BaseSampler = "auto",
-    sampler_options: Mapping[str, Any] | None = None,
-    pruner: str | BasePruner | None = "none",
-    pruner_options: Mapping[str, Any] | None = None,
-    seed: int | None = None,
-    storage: str | os.PathLike[str] | BaseStorage | StorageRef | None = None,
-    study_name: str | None = None,
-    run_dir: str | os.PathLike[str] | None = None,
-    n_jobs: int = 1,
-    timeout: float | None = None,
-    trial_timeout: float | None = None,
-    max_failures: int | float | None = None,
-    constraints: Callable[[FrozenTrial], Sequence[float]] | None = None,
-    enqueue: Sequence[Mapping[str, Any]] | None = None,
-    warm_start: WarmStart = None,
-    on_stale_running: str = "fail",
     progress: bool | ProgressSink = False,
     require_existing: bool = False,
+    **options: Any,
 ) -> Study:
-    """:func:`optimize` for an objective already bound to its space (used by the CLI).
+    """Run a study as ``settings`` say, for an objective already bound to its space.
 
-    ``trial_fn`` is Optuna style; ``space`` is only used by the sampler (``auto``/``grid``) and by
-    :attr:`Study.best_params`. ``progress`` may also be a ready :class:`~sigtune._progress.
-    RunProgress`-like object with ``update``. ``require_existing`` makes a missing study a
-    :class:`~sigtune.StorageError` (``sigtune resume``).
+    Used by :func:`optimize`, the CLI and the pipelines. ``trial_fn`` is Optuna style;
+    ``space`` is only used by the sampler (``auto``/``grid``), by ``enqueue`` and by
+    :attr:`Study.best_params`. ``progress`` may also be a :class:`~sigtune._run.ProgressSink`.
+    ``require_existing`` makes a missing study a :class:`~sigtune.StorageError` (``sigtune
+    resume``). The engine is chosen by name (``settings.engine``) from the registry of
+    :mod:`sigtune._run`.
+
+    For backward compatibility ``settings`` may be ``n_trials`` with the other settings as
+    keyword arguments (``run_study(fn, 20, sampler="random")``).
     """
-    n_trials = _check_int("n_trials", n_trials, 1)
-    n_jobs = _check_int("n_jobs", n_jobs, 1)
-    dirs = _check_directions(direction, directions)
-    timeout = _check_positive("timeout", timeout)
-    trial_timeout = _check_positive("trial_timeout", trial_timeout)
-    max_failures = _check_max_failures(max_failures)
-    if on_stale_running not in ("fail", "requeue"):
-        raise ConfigError(f"on_stale_running must be 'fail' or 'requeue', got {on_stale_running!r}")
-    if seed is not None:
-        seed = _check_int("seed", seed, 0)
-    if run_dir is not None:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-    ref = resolve_storage(storage, run_dir=run_dir, n_jobs=n_jobs)
+    if not isinstance(settings, RunSettings):
+        settings = RunSettings(n_trials=settings, **options)
+    elif options:
+        raise ConfigError(
+            f"run_study: give either a RunSettings or keyword settings, not both "
+            f"({', '.join(sorted(options))})"
+        )
+    s = settings
+    dirs = list(s.directions)
+    if s.run_dir is not None:
+        try:
+            s.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from sigtune._cli_storage import os_error_message
+
+            raise ConfigError(
+                f"cannot create the run directory {s.run_dir}: {os_error_message(exc)}"
+            ) from None
+    ref = resolve_storage(s.storage, run_dir=s.run_dir, n_jobs=s.n_jobs)
+    study_name = s.study_name
     if study_name is None and ref.kind != "memory":
         study_name = _DEFAULT_STUDY_NAME
 
-    sampler_factory = _sampler_factory(sampler, sampler_options, seed, space, n_trials, len(dirs))
-    pruner_obj = _make_pruner(pruner, pruner_options)
+    sampler_factory = _sampler_factory(
+        s.sampler, s.sampler_options, s.seed, space, s.n_trials, len(dirs)
+    )
+    pruner_obj = _make_pruner(s.pruner, s.pruner_options)
+    engine = get_engine(s.engine, s.engine_options)
 
     study = _create_or_load(ref, study_name, dirs, sampler_factory(0), pruner_obj, require_existing)
+    if space is not None:
+        _check_same_space(study, space, ref)
     ref_study = StudyRef(ref, str(study.study_name))
     if ref.shareable:
-        handle_stale_running(study, policy=on_stale_running)  # type: ignore[arg-type]
-    if warm_start is not None:
-        _warm_start(study, warm_start, ref)
-    if enqueue:
-        _enqueue(study, enqueue, space)
+        handle_stale_running(study, policy=s.on_stale_running)
+    if s.warm_start is not None:
+        _warm_start(study, s.warm_start, ref)
+    if s.enqueue:
+        _enqueue(study, s.enqueue, space)
 
     already = _n_counted(study)
-    remaining = n_trials - already
+    remaining = s.n_trials - already
     outcome: RunOutcome | None = None
     if remaining > 0:
-        from sigtune.engines._local import LocalEngine
-
-        settings = RunSettings(
+        plan = RunPlan(
             n_trials=remaining,
             sampler_factory=sampler_factory,
             pruner=pruner_obj,
-            timeout=timeout,
-            trial_timeout=trial_timeout,
-            max_failures=max_failures,
-            constraints=constraints,
-            maximize=tuple(d == "maximize" for d in dirs),
+            timeout=s.timeout,
+            trial_timeout=s.trial_timeout,
+            max_failures=s.max_failures,
+            constraints=s.constraints,
+            maximize=s.maximize,
+            callbacks=s.callbacks,
+            study_n_trials=s.n_trials if ref.shareable else None,
         )
-        engine = LocalEngine()
         if progress is True:
             from sigtune._progress import RunProgress
 
             with RunProgress(remaining, str(study.study_name)) as bar:
-                bar.start(n_trials, already)
-                outcome = engine.run(ref_study, trial_fn, settings, n_jobs=n_jobs, progress=bar)
+                bar.start(s.n_trials, already)
+                outcome = engine.run(ref_study, trial_fn, plan, n_jobs=s.n_jobs, progress=bar)
         else:
             sink = progress if isinstance(progress, ProgressSink) else None
             if sink is not None:
-                sink.start(n_trials, already)
-            outcome = engine.run(ref_study, trial_fn, settings, n_jobs=n_jobs, progress=sink)
+                sink.start(s.n_trials, already)
+            outcome = engine.run(ref_study, trial_fn, plan, n_jobs=s.n_jobs, progress=sink)
     result = Study(study, storage=ref, space=space, last_run=outcome)
     if outcome is not None:
-        _raise_for_outcome(outcome, max_failures, result)
+        _raise_for_outcome(outcome, s.max_failures, result)
     return result
 
 
@@ -668,7 +609,10 @@ def _create_or_load(
     pruner: BasePruner,
     require_existing: bool,
 ) -> optuna.Study:
-    storage = ref.open()
+    try:
+        storage = ref.open(create=not require_existing)
+    except StorageNotFoundError as exc:
+        raise StorageNotFoundError(f"{exc}: start the study with `sigtune run` first") from None
     if require_existing:
         names = [s.study_name for s in storage.get_all_studies()]
         if study_name not in names:
@@ -685,6 +629,8 @@ def _create_or_load(
             pruner=pruner,
             load_if_exists=True,
         )
+    except StorageError:
+        raise
     except Exception as exc:
         raise StorageError(
             f"cannot create or load study {study_name!r} in {ref.describe()}: "
@@ -697,6 +643,29 @@ def _create_or_load(
             f"asks for {directions}; use another study_name or the same directions"
         )
     return study
+
+
+_SPACE_KEY = "sigtune:space"
+
+
+def _check_same_space(study: optuna.Study, space: SearchSpace, ref: StorageRef) -> None:
+    """Refuse to append trials of another search space to an existing study."""
+    mine = {name: spec.kind for name, spec in space.params.items()}
+    attrs = study_storage(study).get_study_system_attrs(study_id(study))
+    stored = attrs.get(_SPACE_KEY)
+    if stored is None:
+        study_storage(study).set_study_system_attr(study_id(study), _SPACE_KEY, mine)
+        return
+    if stored != mine:
+
+        def text(d: Mapping[str, Any]) -> str:
+            return ", ".join(f"{k} ({v})" for k, v in d.items())
+
+        raise ConfigError(
+            f"study {study.study_name!r} in {ref.describe()} was run with another search space "
+            f"[{text(stored)}] than this one [{text(mine)}]; give this run its own "
+            "--study-name (or another run_dir), or delete the old study"
+        )
 
 
 def _open_source(warm_start: WarmStart, ref: StorageRef) -> optuna.Study:
@@ -731,8 +700,8 @@ def _warm_start(study: optuna.Study, warm_start: WarmStart, ref: StorageRef) -> 
             f"warm_start: study {src.study_name!r} has {len(src.directions)} objective(s), "
             f"this study {len(study.directions)}"
         )
-    storage = study._storage
-    done = storage.get_study_system_attrs(study._study_id).get(_WARM_DONE_KEY, [])
+    storage = study_storage(study)
+    done = storage.get_study_system_attrs(study_id(study)).get(_WARM_DONE_KEY, [])
     if src.study_name in done:
         return 0
     copies = []
@@ -750,7 +719,7 @@ def _warm_start(study: optuna.Study, warm_start: WarmStart, ref: StorageRef) -> 
             )
         )
     study.add_trials(copies)
-    storage.set_study_system_attr(study._study_id, _WARM_DONE_KEY, [*done, src.study_name])
+    storage.set_study_system_attr(study_id(study), _WARM_DONE_KEY, [*done, src.study_name])
     log.info("warm start: copied %d trials of study %r", len(copies), src.study_name)
     return len(copies)
 
@@ -777,19 +746,21 @@ def load_study(
     storage: str | os.PathLike[str] | BaseStorage | StorageRef,
     *,
     space: SearchSpace | Mapping[str, Any] | None = None,
+    opened: BaseStorage | None = None,
 ) -> Study:
-    """Open an existing study.
+    """Open an existing study; never creates a storage file.
 
     Args:
         study_name: Its name.
         storage: Its storage (URL, path or Optuna storage; see :func:`optimize`).
         space: The declarative search space, for :attr:`Study.best_params`.
+        opened: The storage already opened from ``storage`` (so it is read once).
 
     Raises:
-        StorageError: No such study (the message lists the studies found).
+        StorageError: No such storage or study (the message lists the studies found).
     """
     ref = resolve_storage(storage)
-    backend = ref.open(track_owner=False)
+    backend = opened if opened is not None else ref.open(track_owner=False, create=False)
     names = [s.study_name for s in backend.get_all_studies()]
     if study_name not in names:
         raise StudyNotFoundError(

@@ -1,43 +1,49 @@
 """The ``sigtune`` command line.
 
-Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``schema`` and ``hep`` (the
-HistFactory tools of :mod:`sigtune.hep.cli`, imported only when used).
+Commands: ``run``, ``resume``, ``status``, ``best``, ``export``, ``repair``, ``schema``, ``slurm``,
+``import-optima`` (:mod:`sigtune.pipelines.ml._import_optima`), ``studies``, ``dashboard``, ``report``,
+``physics`` (bodies in :mod:`sigtune.reports._commands`) and ``hep`` (the HistFactory tools of
+:mod:`sigtune.hep.cli`, imported only when used).
 
-Exit codes: ``0`` success; ``1`` the run failed (``max_failures`` exceeded, worker processes died,
-no trial completed, storage unreachable, ``after_run`` failed); ``2`` bad config or input (invalid
-run-config, objective that cannot be imported, unknown study); ``130`` interrupted (Ctrl-C).
-``--json`` prints exactly one JSON document on stdout (progress and logs go to stderr).
+Exit codes (docs/cli.md lists the messages): ``0`` success; ``1`` the run failed (``max_failures``
+exceeded, no trial completed, storage unreachable or failing mid-run: disk full, lock timeout,
+damaged journal; ``after_run`` failed); ``2`` bad config or input (invalid run-config, objective
+that cannot be imported, unknown study or storage, a path that cannot be created or written);
+``130`` interrupted (Ctrl-C). Every error is one line on stderr. ``--json`` prints exactly one JSON
+document on stdout, also on failure (``{"error": ..., "exit_code": ...}``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
-import math
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from sigtune._exceptions import (
-    ConfigError,
-    ObjectiveError,
-    RunFailedError,
-    SigtuneError,
-    StorageError,
+from sigtune._cli_common import (  # shared with the commands of sigtune.reports._commands
+    EXIT_FAILED,
+    _errors_to_exit_codes,
+    _fail,
+    _load,
+    _open_study,
+    _print_json,
+    _quiet_libraries,
 )
+from sigtune._exceptions import (
+    RunFailedError,
+)
+from sigtune.reports import _commands
 
 __all__ = ["app", "main"]
 
 log = logging.getLogger("sigtune")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
     name="sigtune",
@@ -64,101 +70,20 @@ StudyNameOpt = Annotated[str | None, typer.Option("--study-name", help="Study na
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds for the whole run.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, short output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+EngineOpt = Annotated[str | None, typer.Option("--engine", help="local or ray.")]
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_commands.version_callback, is_eager=True)
+    ] = False,
+) -> None:
+    """Tune analysis choices (hyperparameters, variables, binnings, cuts) against a figure of
+    merit."""
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _fail(code: int, message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@contextlib.contextmanager
-def _errors_to_exit_codes(config: Path | None = None) -> Iterator[None]:
-    """Map sigtune errors to exit codes with a one-line message."""
-    from sigtune._storage import StudyNotFoundError
-
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except KeyboardInterrupt:
-        resume = f"sigtune resume {config}" if config is not None else "the same command"
-        typer.echo(f"\nInterrupted. Resume with: {resume}", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except (ConfigError, ObjectiveError, StudyNotFoundError) as exc:
-        _fail(EXIT_BAD_INPUT, str(exc))
-    except (RunFailedError, StorageError) as exc:
-        _fail(EXIT_FAILED, str(exc))
-    except SigtuneError as exc:
-        _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
-
-
-def _quiet_libraries() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.WARNING)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if hasattr(value, "item"):  # NumPy scalars
-        return _jsonable(value.item())
-    return str(value)
-
-
-def _print_json(doc: Mapping[str, Any]) -> None:
-    sys.stdout.write(json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n")
-    sys.stdout.flush()
-
-
-def _load(config: Path, overrides: Mapping[str, Any] | None = None) -> Any:
-    from sigtune._config import load_config
-
-    return load_config(config, overrides)
-
-
-def _open_study(config: Path | None, storage: str | None, study_name: str | None) -> Any:
-    """The :class:`~sigtune.Study` named by a config or by --storage/--study-name."""
-    from sigtune._storage import StudyNotFoundError, resolve_storage
-    from sigtune._study import load_study
-
-    space = None
-    if config is not None:
-        cfg = _load(config, {"storage": storage, "study_name": study_name})
-        storage_ref: Any = resolve_storage(cfg.storage, run_dir=cfg.run_dir)
-        if cfg.storage is None and not Path(cfg.run_dir).exists():
-            raise StudyNotFoundError(
-                f"run directory {cfg.run_dir} does not exist: run `sigtune run {config}` first"
-            )
-        name, space = cfg.study_name, cfg.space
-    else:
-        if storage is None:
-            raise ConfigError("give a CONFIG, or --storage (and --study-name)")
-        storage_ref = resolve_storage(storage)
-        name = study_name
-        if name is None:
-            names = [s.study_name for s in storage_ref.open(track_owner=False).get_all_studies()]
-            if len(names) != 1:
-                raise StudyNotFoundError(
-                    f"storage {storage_ref.describe()} holds {len(names)} studies "
-                    f"({', '.join(names) or 'none'}); choose one with --study-name"
-                )
-            name = names[0]
-    return load_study(name, storage_ref, space=space)
 
 
 def _best_summary(study: Any) -> dict[str, Any]:
@@ -219,9 +144,11 @@ def _run(
     quiet: bool,
     as_json: bool,
     require_existing: bool,
+    engine: str | None = None,
 ) -> None:
     from sigtune._config import build_objective
     from sigtune._progress import RunProgress
+    from sigtune._settings import RunSettings
     from sigtune._study import run_study
 
     _quiet_libraries()
@@ -231,37 +158,28 @@ def _run(
         "storage": storage,
         "study_name": study_name,
         "timeout": timeout,
+        "engine.name": engine,
     }
+    from sigtune._cli_storage import check_pipeline_config
+
+    check_pipeline_config(config)
     cfg = _load(config, overrides)
     spec = build_objective(cfg)
-    directions = spec.directions or cfg.resolved_directions
+    settings = RunSettings.from_config(cfg, spec)
+    tracking = _commands.run_callbacks(cfg, quiet=quiet or as_json)  # tracking:, warnings
+    if tracking:
+        settings = dataclasses.replace(settings, callbacks=(*settings.callbacks, *tracking))
     run_dir = Path(cfg.run_dir)
     out = sys.stderr if as_json else sys.stdout
     bar = RunProgress(cfg.n_trials, cfg.study_name, quiet=quiet or as_json)
     # In --json mode stdout carries only the JSON document: objective prints go to stderr.
     redirect = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    runner = spec.runner if spec.runner is not None else run_study
     with redirect, bar:
-        study = run_study(
+        study = runner(
             spec.objective,
-            cfg.n_trials,
+            settings,
             space=spec.space,
-            directions=directions,
-            sampler=cfg.sampler.name,
-            sampler_options=cfg.sampler.options,
-            pruner=cfg.pruner.name,
-            pruner_options=cfg.pruner.options,
-            seed=cfg.seed,
-            storage=cfg.storage,
-            study_name=cfg.study_name,
-            run_dir=run_dir,
-            n_jobs=cfg.n_jobs,
-            timeout=cfg.timeout,
-            trial_timeout=cfg.trial_timeout,
-            max_failures=cfg.max_failures,
-            constraints=spec.constraints,
-            enqueue=cfg.enqueue,
-            warm_start=cfg.warm_start,
-            on_stale_running=cfg.on_stale_running,
             progress=bar,
             require_existing=require_existing,
         )
@@ -289,6 +207,9 @@ def _run(
     if not as_json:
         ran = "" if study.last_run is None else f" ({study.last_run.n_finished} run now)"
         print(f"Study {study.study_name!r}: {_counts_text(counts)}{ran}", file=out)
+        stopped = _commands.stop_text(doc.get("run", {}).get("stop_reason"))
+        if stopped:
+            print(stopped, file=out)
         print(_format_best(doc, study.directions), file=out)
 
     if spec.after_run is not None:
@@ -305,75 +226,68 @@ def _run(
                 print(text, file=out)
 
     if cfg.report:
-        doc["report"] = _write_report(study, run_dir / "report.html")
+        doc["report"] = _write_report(study, run_dir / "report.html", run_dir)
         if doc["report"] and not as_json and not quiet:
             print(f"Report: {doc['report']}", file=out)
+    _commands.finish_tracking(tracking, study, run_dir)
+    if not as_json and not quiet:
+        print(f"Dashboard: sigtune dashboard {config}", file=out)
     if as_json:
         _print_json(doc)
 
 
-def _write_report(study: Any, path: Path) -> str | None:
+def _write_report(study: Any, path: Path, run_dir: Path | None = None) -> str | None:
     """Write the HTML report; a failing report only warns (the run is kept)."""
     try:
         from sigtune.reports import write_report
 
-        written = write_report(study, path)
+        written = write_report(study, path, run_dir=run_dir)
     except Exception as exc:
         typer.echo(f"warning: report not written: {type(exc).__name__}: {exc}", err=True)
         return None
     return str(written) if written is not None else None
 
 
-@app.command()
-def run(
-    config: ConfigArg,
-    n_trials: NTrialsOpt = None,
-    jobs: JobsOpt = None,
-    storage: StorageOpt = None,
-    study_name: StudyNameOpt = None,
-    timeout: TimeoutOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Run (or continue) the study of CONFIG until it holds n_trials finished trials."""
-    with _errors_to_exit_codes(config):
-        _run(
-            config,
-            n_trials=n_trials,
-            jobs=jobs,
-            storage=storage,
-            study_name=study_name,
-            timeout=timeout,
-            quiet=quiet,
-            as_json=as_json,
-            require_existing=False,
-        )
+def _run_command(require_existing: bool, doc: str) -> Any:
+    """The body of ``run`` and ``resume``: they differ only in whether the study must exist."""
+
+    def command(
+        config: ConfigArg,
+        n_trials: NTrialsOpt = None,
+        jobs: JobsOpt = None,
+        storage: StorageOpt = None,
+        study_name: StudyNameOpt = None,
+        timeout: TimeoutOpt = None,
+        quiet: QuietOpt = False,
+        as_json: JsonOpt = False,
+        engine: EngineOpt = None,
+    ) -> None:
+        with _errors_to_exit_codes(config, as_json):
+            _run(
+                config,
+                n_trials=n_trials,
+                jobs=jobs,
+                storage=storage,
+                study_name=study_name,
+                timeout=timeout,
+                quiet=quiet,
+                as_json=as_json,
+                require_existing=require_existing,
+                engine=engine,
+            )
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command()
-def resume(
-    config: ConfigArg,
-    n_trials: NTrialsOpt = None,
-    jobs: JobsOpt = None,
-    storage: StorageOpt = None,
-    study_name: StudyNameOpt = None,
-    timeout: TimeoutOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Continue an existing study (like run, but the study must exist)."""
-    with _errors_to_exit_codes(config):
-        _run(
-            config,
-            n_trials=n_trials,
-            jobs=jobs,
-            storage=storage,
-            study_name=study_name,
-            timeout=timeout,
-            quiet=quiet,
-            as_json=as_json,
-            require_existing=True,
-        )
+run = app.command("run")(
+    _run_command(
+        False, "Run (or continue) the study of CONFIG until it holds n_trials finished trials."
+    )
+)
+resume = app.command("resume")(
+    _run_command(True, "Continue an existing study (like run, but the study must exist).")
+)
 
 
 # ---------------------------------------------------------------------- inspection
@@ -385,16 +299,34 @@ def status(
     storage: StorageOpt = None,
     study_name: StudyNameOpt = None,
     as_json: JsonOpt = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Failed trials' tracebacks.")] = False,
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="Show this trial's reason, traceback, output.")
+    ] = None,
 ) -> None:
     """Trial counts, best value and running trials of a study."""
+    from sigtune._cli_storage import stale_owner
     from sigtune._storage import OWNER_KEY
 
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(as_json=as_json):
         _quiet_libraries()
         study = _open_study(config, storage, study_name)
+        if trial is not None:
+            from sigtune._trial_logs import format_trial_log, trial_log
+
+            log_doc = trial_log(study, trial)
+            if as_json:
+                _print_json(log_doc)
+            else:
+                print(format_trial_log(log_doc))
+            return
         counts = study.count()
         running = [
-            {"number": t.number, "owner": t.system_attrs.get(OWNER_KEY)}
+            {
+                "number": t.number,
+                "owner": t.system_attrs.get(OWNER_KEY),
+                "stale": stale_owner(t.system_attrs.get(OWNER_KEY)),
+            }
             for t in study.optuna.get_trials(deepcopy=False)
             if t.state.name == "RUNNING"
         ]
@@ -410,6 +342,8 @@ def status(
             doc["n_trials"] = _load(config, {"storage": storage, "study_name": study_name}).n_trials
         with contextlib.suppress(RunFailedError):
             doc.update(_best_summary(study))
+        if failed:
+            doc["failed"] = _commands.failed_trials(study)
         if as_json:
             _print_json(doc)
             return
@@ -417,9 +351,22 @@ def status(
         print(f"Study {study.study_name!r} in {doc['storage']}")
         print(f"Trials: {doc['n_finished']} finished{target} ({_counts_text(counts)})")
         for r in running:
-            print(f"  running: trial {r['number']} (owner {r['owner']})")
+            if r["stale"]:
+                print(
+                    f"  stale: trial {r['number']} (owner {r['owner']} is dead; the next run "
+                    "marks it FAIL and runs it again)"
+                )
+            else:
+                print(f"  running: trial {r['number']} (owner {r['owner']})")
         if "best_value" in doc or "pareto_front" in doc:
             print(_format_best(doc, study.directions))
+        if failed:
+            _commands.print_failed(doc["failed"])
+        from sigtune._trial_logs import has_logs
+
+        logged = has_logs(study)
+        if logged:
+            print(f"Trials with a traceback or output kept: {logged[:20]} (--trial N shows one)")
 
 
 @app.command()
@@ -430,7 +377,7 @@ def best(
     as_json: JsonOpt = False,
 ) -> None:
     """Best value and parameters (Pareto front for several objectives)."""
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(as_json=as_json):
         _quiet_libraries()
         study = _open_study(config, storage, study_name)
         doc = {"study_name": study.study_name, "directions": study.directions}
@@ -452,14 +399,27 @@ def export(
     study_name: StudyNameOpt = None,
 ) -> None:
     """Export one row per trial (number, state, values, params, user attrs, times, fail_reason)."""
+    from sigtune._cli_storage import check_writable_output
     from sigtune._export import export_trials
 
     with _errors_to_exit_codes():
         _quiet_libraries()
+        check_writable_output(output)
         study = _open_study(config, storage, study_name)
         text = export_trials(study.optuna, fmt, output)
         if text is not None:
             sys.stdout.write(text)
+
+
+@app.command()
+def repair(
+    storage: Annotated[str, typer.Argument(help="Journal file (path or journal:///path).")],
+) -> None:
+    """Keep every complete record of a damaged journal file (a backup copy is written first)."""
+    from sigtune._cli_storage import repair as repair_storage
+
+    with _errors_to_exit_codes():
+        print(repair_storage(storage))
 
 
 @app.command()
@@ -468,6 +428,29 @@ def schema() -> None:
     from sigtune._config import config_json_schema
 
     sys.stdout.write(json.dumps(config_json_schema(), indent=2) + "\n")
+
+
+@app.command("import-optima")
+def import_optima(
+    source: Annotated[Path, typer.Argument(help="OPTIMA run-config (Python; read, not run).")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="sigtune run-config (default: stdout).")
+    ] = None,
+) -> None:
+    """Translate an OPTIMA run-config to a sigtune run-config; list what was not translated."""
+    import importlib
+
+    body = importlib.import_module("sigtune.pipelines.ml._import_optima")
+    with _errors_to_exit_codes():
+        text = body.main(source, output, lambda line: print(line, file=sys.stderr))
+        if output is None:
+            sys.stdout.write(text)
+
+
+app.command("studies")(_commands.studies)
+app.command("dashboard")(_commands.dashboard)
+app.command("report")(_commands.report)
+app.command("physics")(_commands.physics)
 
 
 @app.command(
@@ -483,6 +466,11 @@ def hep(ctx: typer.Context) -> None:
         _fail(EXIT_FAILED, f"`sigtune hep` is unavailable in this installation ({exc})")
     command = typer.main.get_command(hep_app)
     command.main(args=list(ctx.args), prog_name="sigtune hep", standalone_mode=True)
+
+
+from sigtune._slurm import slurm_command  # noqa: E402 - `sigtune slurm` lives in its own module
+
+app.command("slurm")(slurm_command)
 
 
 def main() -> None:

@@ -148,6 +148,8 @@ def test_missing_study_exit_code_2(tmp_path: Path) -> None:
         result = _invoke(cmd, cfg)
         assert result.exit_code == 2, cmd
         assert "sigtune run" in result.stderr or "no study" in result.stderr
+    # Read-only commands and resume never create the storage they did not find.
+    assert not list(tmp_path.rglob("*.journal"))
 
 
 def test_run_failure_exit_code_1(tmp_path: Path) -> None:
@@ -161,7 +163,8 @@ def test_run_failure_exit_code_1(tmp_path: Path) -> None:
     cfg = _config(tmp_path, objective="obj.py:broken", study_name="allfail")
     result = _invoke("run", cfg, "--quiet", "--json")
     assert result.exit_code == 1 and "no COMPLETE trial" in result.stderr
-    assert result.stdout == ""
+    doc = json.loads(result.stdout)  # --json: one error document on stdout
+    assert doc["exit_code"] == 1 and "no COMPLETE trial" in doc["error"]
 
 
 class _AfterRunSection(BaseModel):

@@ -18,9 +18,8 @@ import pytest
 from optuna.trial import TrialState
 
 from sigtune._exceptions import RunFailedError
-from sigtune._storage import STALE_REASON
 from sigtune._study import load_study, optimize
-from sigtune.engines._local import validate_values
+from sigtune.engines._trial import validate_values
 
 
 @pytest.mark.parametrize(
@@ -111,9 +110,7 @@ def test_trial_timeout_interrupts_python_loop() -> None:
                 x = (x * 1.0001) % 1.0
         return x
 
-    start = time.monotonic()
     study = optimize(objective, 3, sampler="random", trial_timeout=0.3)
-    assert time.monotonic() - start < 5.0
     t1 = study.trials[1]
     assert t1.state == TrialState.FAIL
     assert t1.user_attrs["fail_reason"] == "TrialTimeoutError: trial exceeded trial_timeout=0.3s"
@@ -186,21 +183,26 @@ def test_crashed_worker_trial_marked_failed_and_count_exact(tmp_path: Path) -> N
         return x
 
     study = optimize(objective, 12, sampler="random", n_jobs=2, run_dir=tmp_path)
-    assert len(study.trials) == 12
+    # The dead worker was replaced; its trial is FAIL (not counted) and was run once more.
+    assert len(study.trials) == 13 and study.n_finished() == 12
     dead = study.trials[3]
     assert dead.state == TrialState.FAIL
-    assert dead.user_attrs["fail_reason"] == STALE_REASON
-    assert study.count()["COMPLETE"] == 11
+    assert dead.user_attrs["fail_reason"] == "worker exited with code 7; retried once"
+    retry = [t for t in study.trials if t.user_attrs.get("sigtune:retry_of") == 3]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == dead.params
+    assert study.count()["COMPLETE"] == 12
 
 
-def test_all_workers_dying_is_a_run_failure(tmp_path: Path) -> None:
+def test_workers_dying_stop_the_run_only_under_max_failures(tmp_path: Path) -> None:
     def objective(trial: optuna.Trial) -> float:
         os._exit(3)
 
-    with pytest.raises(RunFailedError, match="worker processes died"):
-        optimize(objective, 10, sampler="random", n_jobs=2, run_dir=tmp_path)
+    with pytest.raises(RunFailedError, match="max_failures=3") as info:
+        optimize(objective, 10, sampler="random", n_jobs=2, run_dir=tmp_path, max_failures=3)
+    assert "worker exited with code 3" in str(info.value)
     study = load_study("sigtune", tmp_path / "study.journal")
-    assert study.count()["RUNNING"] == 0 and study.count()["FAIL"] == 2
+    assert study.count()["RUNNING"] == 0 and study.count()["FAIL"] >= 4
 
 
 def test_run_timeout_stops_starting_trials() -> None:
@@ -208,11 +210,10 @@ def test_run_timeout_stops_starting_trials() -> None:
         time.sleep(0.05)
         return 0.0
 
-    start = time.monotonic()
     study = optimize(objective, 10_000, sampler="random", timeout=0.5)
-    assert time.monotonic() - start < 3.0
     assert study.last_run is not None and study.last_run.stop_reason == "timeout"
-    assert 3 <= len(study.trials) < 100
+    # Each trial sleeps 0.05 s, so at most 0.5 / 0.05 + 1 trials fit, however slow the machine.
+    assert 1 <= len(study.trials) <= 11
 
 
 _SLOW_SCRIPT = """
@@ -251,8 +252,7 @@ def test_sigint_marks_running_trials_interrupted(tmp_path: Path, n_jobs: int) ->
         text=True,
     )
     try:
-        _wait_for(started, n_jobs, proc)
-        time.sleep(0.2)
+        _wait_for(started, n_jobs, proc)  # every worker is inside its objective now
         proc.send_signal(signal.SIGINT)  # to the parent only: it forwards to its workers
         _, err = proc.communicate(timeout=60)
     finally:
@@ -298,14 +298,13 @@ def test_cli_sigint_exit_code_and_resume_message(tmp_path: Path) -> None:
         while not (tmp_path / "started").exists() and time.monotonic() < end:
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
-        time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130
-    assert f"Interrupted. Resume with: sigtune resume {config}" in err
+    assert f"Interrupted. Resume with: sigtune run {config}" in err
     study = load_study("ctrlc", tmp_path / "run" / "study.journal")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert study.trials[1].user_attrs["fail_reason"] == "interrupted"

@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from sigtune._progress import RunProgress
+from sigtune._run import ProgressSink
 from sigtune._study import run_study
-from sigtune.engines._base import ProgressSink
 
 
 class _Recorder(ProgressSink):

@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ALL_MODIFIER_TYPES", "random_workspace", "synthetic_workspace", "workspaces"]
+__all__ = [
+    "ALL_MODIFIER_TYPES",
+    "hard_workspace",
+    "random_workspace",
+    "synthetic_workspace",
+    "workspaces",
+]
 
 ALL_MODIFIER_TYPES = (
     "normfactor",
@@ -157,6 +163,77 @@ def random_workspace(
         "channels": channels,
         "observations": observations,
         "measurements": [{"name": "meas", "config": {"poi": "mu", "parameters": parameters}}],
+        "version": "1.0.0",
+    }
+
+
+def hard_workspace(rng: np.random.Generator) -> dict[str, Any]:
+    """A small workspace built to be hard for a minimiser (issue 17's adversarial kinds).
+
+    1-2 channels of 1-3 bins; yields spanning 1e-3..1e3 with zeros inside samples; channels with
+    no observed events; signals up to 100x the background; shapesys with relative uncertainties
+    down to 1e-3 (``tau`` up to 1e6); one-sided and very large normsys (factors 0.2..5);
+    histosys; a shapefactor. The POI ``mu`` is a normfactor on the signal.
+    """
+    n_channels = int(rng.integers(1, 3))
+    channels, observations = [], []
+    for ci in range(n_channels):
+        nb = int(rng.integers(1, 4))
+        cname = f"ch{ci}"
+        samples: list[dict[str, Any]] = []
+        total = np.zeros(nb)
+        for si, sname in enumerate(["signal", "bkg"]):
+            nom = 10.0 ** rng.uniform(-3.0, 3.0, nb)
+            if si == 0 and rng.random() < 0.25:
+                nom[int(rng.integers(nb))] = 0.0  # a zero inside the sample
+            if si == 0 and rng.random() < 0.3:
+                nom = nom * float(rng.uniform(10.0, 100.0))  # large signal
+            mods: list[dict[str, Any]] = []
+            if si == 0:
+                mods.append({"name": "mu", "type": "normfactor", "data": None})
+            else:
+                kind = rng.random()
+                if kind < 0.5:
+                    rel = float(10.0 ** rng.uniform(-3.0, -0.5))
+                    mods.append(
+                        {
+                            "name": f"ss_{cname}",
+                            "type": "shapesys",
+                            "data": [float(v) for v in nom * rel],
+                        }
+                    )
+                elif kind < 0.75:
+                    mods.append({"name": f"sf_{cname}", "type": "shapefactor", "data": None})
+                else:
+                    up = nom * rng.uniform(1.0, 1.5, nb)
+                    dn = nom * rng.uniform(0.5, 1.0, nb)
+                    mods.append(
+                        {
+                            "name": "hs",
+                            "type": "histosys",
+                            "data": {
+                                "hi_data": [float(v) for v in up],
+                                "lo_data": [float(v) for v in dn],
+                            },
+                        }
+                    )
+                r = rng.random()
+                if r < 0.3:  # one-sided
+                    hi = lo = float(rng.uniform(1.05, 2.0))
+                elif r < 0.6:  # very large
+                    hi, lo = float(rng.uniform(2.0, 5.0)), float(rng.uniform(0.2, 0.5))
+                else:
+                    hi, lo = float(rng.uniform(1.02, 1.3)), float(rng.uniform(0.75, 0.98))
+                mods.append({"name": "ns", "type": "normsys", "data": {"hi": hi, "lo": lo}})
+            total += nom
+            samples.append({"name": sname, "data": [float(v) for v in nom], "modifiers": mods})
+        channels.append({"name": cname, "samples": samples})
+        obs = [0.0] * nb if rng.random() < 0.2 else _observed(rng, total)
+        observations.append({"name": cname, "data": obs})
+    return {
+        "channels": channels,
+        "observations": observations,
+        "measurements": [{"name": "meas", "config": {"poi": "mu", "parameters": []}}],
         "version": "1.0.0",
     }
 

@@ -305,7 +305,7 @@ def test_fit_errors() -> None:
         hep.fit(model, np.stack([data, data]))
     with pytest.raises(hep.HepFitError, match="init must have"):
         hep.fit(model, data, init=[1.0])
-    with pytest.raises(hep.HepFitError, match="not finite at the initial parameters"):
+    with pytest.raises(hep.HepFitError, match="not finite at any starting point"):
         hep.fit(
             model,
             data,

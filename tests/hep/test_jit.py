@@ -205,14 +205,14 @@ def test_arrowhead_layout_of_a_dense_model_gets_its_own_tables() -> None:
 
 def test_profile_predicted_starts_give_the_same_test_statistics() -> None:
     """Large models start conditional fits on the profile's tangent; the minima are the same."""
-    from sigtune.hep import _infer
+    from sigtune.hep import _profile
     from sigtune.hep._infer import discovery, hypotest
 
     ws = hep.Workspace(synthetic_workspace(60, 8))
     model = arrowhead_model(ws)
     data = ws.data(model)
     calls: list[float] = []
-    real = _infer._Profile._predicted
+    real = _profile._Profile._predicted
 
     def counting(self: Any, base: Any, mu: float) -> Any:
         out = real(self, base, mu)
@@ -221,11 +221,11 @@ def test_profile_predicted_starts_give_the_same_test_statistics() -> None:
         return out
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_infer._Profile, "_predicted", lambda self, base, mu: None)
+        mp.setattr(_profile._Profile, "_predicted", lambda self, base, mu: None)
         ref_d = discovery(model, data)
         ref_h = hypotest(model, data, 1.0)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_infer._Profile, "_predicted", counting)
+        mp.setattr(_profile._Profile, "_predicted", counting)
         ours_d = discovery(model, data)
         ours_h = hypotest(model, data, 1.0)
     assert calls

@@ -70,20 +70,34 @@ def test_single_objective_report(tmp_path: Path, backend: str) -> None:
     assert "<script>alert(1)</script>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     plots = text.split("<section id='plots'>")[1].split("</section>")[0]
-    kinds = re.findall(r"data-kind='(\w+)'", plots)
+    kinds = re.findall(r"data-kind='([\w-]+)'", plots)
     if backend == "none":
         assert kinds == [] and "pip install 'sigtune[report]'" in plots
         return
-    assert kinds == ["history", "importances", "parallel"]
+    expected = [
+        "history", "importances", "importances-ped", "parallel", "contour", "slice", "edf",
+        "timeline",
+    ]  # fmt: skip
+    assert kinds == expected
     assert "Not drawn" not in plots
     if backend == "plotly":
-        assert plots.count("plotly-graph-div") == 3
-        assert text.count("plotly.js v") == 1  # plotly.js inlined exactly once: self-contained
-        assert not re.search(r"<script[^>]*\bsrc=", text)  # nothing loaded from the network
+        assert plots.count("plotly-graph-div") == len(expected)
+        # one shared plotly.js next to the page, referenced once, never inlined
+        assert text.count("plotly.js v") == 0
+        assert re.findall(r"<script[^>]*\bsrc=\"([^\"]+)\"", text) == ["plotly.min.js"]
+        assert "plotly.js v" in (path.parent / "plotly.min.js").read_text(encoding="utf-8")[:500]
     else:
         images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", plots)
-        assert len(images) == 3
+        assert len(images) == len(expected)
         assert all(base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n" for img in images)
+
+
+def test_offline_report_is_one_self_contained_file(tmp_path: Path) -> None:
+    path = write_report(_single_study(), tmp_path / "report.html", offline=True)
+    text = path.read_text(encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+    assert text.count("plotly.js v") == 1  # plotly.js inlined exactly once
+    assert not re.search(r"<script[^>]*\bsrc=", text)  # nothing loaded from elsewhere
 
 
 @pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
@@ -97,9 +111,10 @@ def test_multi_objective_report(tmp_path: Path, backend: str) -> None:
     assert f"Pareto front ({len(front)} trials)" in text
     shown = sorted(int(re.match(r"<td>(\d+)</td>", r).group(1)) for r in rows[1:])  # type: ignore[union-attr]
     assert shown == front
-    kinds = re.findall(r"data-kind='(\w+)'", text)
-    assert kinds[0] == "pareto"
+    kinds = re.findall(r"data-kind='([\w-]+)'", text)
+    assert kinds[:2] == ["pareto", "hypervolume"]
     assert kinds.count("history") == 2 and kinds.count("importances") == 2
+    assert kinds.count("importances-ped") == 2 and kinds.count("contour") == 2
     assert "objective 1 (maximize)" in text
     assert "Not drawn" not in text
 

@@ -6,14 +6,26 @@ pickled. Each worker opens the study's storage itself and asks/tells trials with
 
 Exact trial count: before asking a trial, a worker claims a ticket from a counter shared by all
 workers of the run (a ``multiprocessing`` value under a lock), so ``n_jobs=8, n_trials=4000`` gives
-exactly 4000 trials. Each claimed ticket becomes exactly one finished trial; if a worker dies,
-its RUNNING trial is marked FAIL by the parent when the run ends.
+exactly 4000 trials. Each claimed ticket becomes exactly one finished trial. The storage is checked
+too (:class:`~sigtune._target.StudyTarget`), so concurrent runs of one study share ``n_trials``.
+
+Dead workers (a segfault, the OOM killer, ``os._exit``) are replaced by the parent's
+:class:`_Supervisor`: the dead worker's trial is FAILED with the signal's name and retried once
+(:mod:`sigtune.engines._workers`); only ``max_failures`` stops the run. Workers are not daemonic,
+so objectives may start processes of their own.
+
+GPUs: worker ``i`` gets ``SIGTUNE_WORKER_INDEX=i`` in its environment, from which the trainables'
+``device: auto | cuda`` pick GPU ``i % n_gpus`` (round robin, :mod:`sigtune.pipelines.ml._device`).
+CUDA does not survive a ``fork`` once the parent initialised it, so then the workers are started
+with ``spawn`` instead (the objective must then be picklable: a module-level function).
 
 Per-trial timeout: ``SIGALRM`` (``setitimer``) in the main thread of the process running the
 trial raises :class:`~sigtune.TrialTimeoutError` inside the objective. It interrupts pure-Python
 code at the next bytecode; a long call into C (one big NumPy / BLAS operation, a blocking read) is
-interrupted only when it returns, and an objective that swallows every exception (``except
-Exception:``) also swallows the timeout. In-process runs therefore need to be started from the main
+interrupted only when it returns: with worker processes the parent kills a worker whose trial runs
+1 s past the limit (and the processes it started) and starts a new one. An objective that swallows
+every exception (``except Exception:``) cannot keep a timed-out trial alive (see
+:class:`~sigtune.engines._trial.TrialGuard`). In-process runs need to be started from the main
 thread when ``trial_timeout`` is set.
 
 Ctrl-C (SIGINT): the signal only interrupts the objective. A worker outside the objective finishes
@@ -25,40 +37,37 @@ to its workers (so ``kill -INT <parent>`` behaves like Ctrl-C in a terminal).
 from __future__ import annotations
 
 import contextlib
-import copy
 import ctypes
 import math
 import multiprocessing as mp
-import numbers
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from sigtune._exceptions import ConfigError, TrialTimeoutError
-from sigtune._storage import FAIL_REASON_KEY, handle_stale_running
-from sigtune.engines._base import (
-    Engine,
-    ProgressSink,
-    RunOutcome,
-    RunSettings,
-    StopReason,
-    StudyRef,
-    TrialFunction,
+from sigtune._exceptions import ConfigError
+from sigtune._run import ProgressSink, RunOutcome, RunPlan, StopReason, StudyRef, TrialFunction
+from sigtune._target import StudyTarget
+from sigtune.engines._trial import (
+    INTERRUPTED_REASON,
+    TrialGuard,
+    callbacks_enabled,
+    fail_reason,
+    open_study,
+    run_trial,
+    validate_values,
 )
+from sigtune.engines._workers import death_reason, descendants, fail_dead_worker_trials, kill_tree
 
-__all__ = ["LocalEngine", "validate_values"]
+__all__ = ["INTERRUPTED_REASON", "LocalEngine", "validate_values"]
 
-INTERRUPTED_REASON = "interrupted"
-_CONSTRAINTS_KEY = "constraints"  # Optuna's system-attr key read by its samplers and best_trials
 _REASON_BYTES = 1000
 _STOP_CODES: dict[int, StopReason] = {
     0: "done",
@@ -66,9 +75,25 @@ _STOP_CODES: dict[int, StopReason] = {
     2: "max_failures",
     3: "interrupted",
     4: "error",
+    5: "stopped",
 }
 _STOP_NUMBERS = {v: k for k, v in _STOP_CODES.items()}
 _POLL_S = 0.1
+WORKER_INDEX_ENV = "SIGTUNE_WORKER_INDEX"  # read by sigtune.pipelines.ml._device (GPU round robin)
+
+
+def cuda_initialized() -> bool:
+    """Whether this process initialised CUDA: worker processes must then not be forked."""
+    torch = sys.modules.get("torch")
+    try:
+        return torch is not None and bool(torch.cuda.is_initialized())
+    except Exception:  # pragma: no cover - a broken torch install
+        return False
+
+
+def worker_start_method() -> str:
+    """``fork`` (objectives need not be picklable), or ``spawn`` once CUDA is initialised."""
+    return "spawn" if cuda_initialized() else "fork"
 
 
 class _Box:
@@ -98,7 +123,7 @@ class _Shared:
     lock, which keeps the per-trial cost of the sequential hot path minimal.
     """
 
-    def __init__(self, ctx: Any, settings: RunSettings) -> None:
+    def __init__(self, ctx: Any, plan: RunPlan) -> None:
         if ctx is None:
             self.lock: Any = _NoLock()
             raw: Any = lambda _code, value: _Box(value)  # noqa: E731
@@ -109,16 +134,16 @@ class _Shared:
             raw = ctx.RawValue
             self.reason = ctx.RawArray("c", _REASON_BYTES)
             self.error = ctx.RawArray("c", _REASON_BYTES)
-        self.tickets = raw("q", settings.n_trials)
+        self.tickets = raw("q", plan.n_trials)
         self.finished = raw("q", 0)
         self.complete = raw("q", 0)
         self.pruned = raw("q", 0)
         self.failed = raw("q", 0)
         self.best = raw("d", math.nan)
         self.stop = raw("i", 0)
-        self.max_failures = settings.max_failures
-        self.sign = -1.0 if settings.maximize[0] else 1.0
-        self.single = len(settings.maximize) == 1
+        self.max_failures = plan.max_failures
+        self.sign = -1.0 if plan.maximize[0] else 1.0
+        self.single = len(plan.maximize) == 1
 
     def claim(self) -> bool:
         with self.lock:
@@ -180,197 +205,38 @@ def _too_many_failures(failed: int, finished: int, limit: int | float | None) ->
     return failed > limit
 
 
-class _Guard:
-    """Signal handling of one process: SIGINT and SIGALRM interrupt only the objective."""
-
-    def __init__(self, trial_timeout: float | None) -> None:
-        self.trial_timeout = trial_timeout
-        self.in_objective = False
-        self.interrupted = False
-        self._old: dict[int, Any] = {}
-
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        self.interrupted = True
-        if self.in_objective:
-            self.in_objective = False
-            raise KeyboardInterrupt
-
-    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
-        if self.in_objective:
-            self.in_objective = False
-            raise TrialTimeoutError(f"trial exceeded trial_timeout={self.trial_timeout:g}s")
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
-        if self.trial_timeout is not None:
-            self._old[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_alarm)
-        try:
-            yield
-        finally:
-            if self.trial_timeout is not None:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-            for sig, handler in self._old.items():
-                signal.signal(sig, handler)
-            self._old.clear()
-
-
-def validate_values(result: Any, n_objectives: int) -> list[float] | str:
-    """Check what an objective returned.
-
-    Args:
-        result: The return value.
-        n_objectives: Number of objectives of the study.
-
-    Returns:
-        The values as floats, or the failure reason (a string) if they are unusable.
-    """
-    if type(result) is float and n_objectives == 1:  # hot path
-        if math.isfinite(result):
-            return [result]
-        return f"objective returned {result!r} (not a finite number)"
-    if isinstance(result, np.ndarray):
-        if result.ndim > 1:
-            return f"objective returned an array of shape {result.shape}; expected a float"
-        result = result.tolist()
-    items: Sequence[Any]
-    if isinstance(result, numbers.Real) and not isinstance(result, bool | np.bool_):
-        items = [result]
-    elif isinstance(result, Sequence) and not isinstance(result, str | bytes):
-        items = result
-    else:
-        expected = "a float" if n_objectives == 1 else f"a sequence of {n_objectives} floats"
-        return f"objective returned {type(result).__name__} ({result!r:.80}); expected {expected}"
-    if len(items) != n_objectives:
-        return (
-            f"objective returned {len(items)} value(s) but the study has {n_objectives} "
-            f"objective(s)"
-        )
-    values: list[float] = []
-    for i, v in enumerate(items):
-        if not isinstance(v, numbers.Real) or isinstance(v, bool | np.bool_):
-            return (
-                f"objective returned {type(v).__name__} ({v!r:.80}) for value {i}; expected a float"
-            )
-        f = float(v)
-        if not math.isfinite(f):
-            where = "" if n_objectives == 1 else f" for value {i}"
-            return f"objective returned {f!r}{where} (not a finite number)"
-        values.append(f)
-    return values
-
-
-def _fail_reason(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _run_trial(
-    study: optuna.Study,
-    objective: TrialFunction,
-    settings: RunSettings,
-    guard: _Guard,
-    n_objectives: int,
-) -> tuple[TrialState, float | None, str | None]:
-    """Ask one trial, run the objective, tell the result. Returns (state, first value, reason)."""
-    trial = study.ask()
-    reason: str | None = None
-    result: Any = None
-    state = TrialState.COMPLETE
-    timeout = settings.trial_timeout
-    try:
-        try:
-            guard.in_objective = True
-            if guard.interrupted:
-                raise KeyboardInterrupt
-            if timeout is not None:
-                signal.setitimer(signal.ITIMER_REAL, timeout)
-            result = objective(trial)
-        finally:
-            guard.in_objective = False
-            if timeout is not None:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-    except optuna.TrialPruned:
-        state = TrialState.PRUNED
-    except KeyboardInterrupt:
-        guard.interrupted = True
-        state, reason = TrialState.FAIL, INTERRUPTED_REASON
-    except Exception as exc:  # the objective's failure becomes a FAILED trial
-        state, reason = TrialState.FAIL, _fail_reason(exc)
-
-    values: list[float] | None = None
-    if state == TrialState.COMPLETE:
-        checked = validate_values(result, n_objectives)
-        if isinstance(checked, str):
-            state, reason = TrialState.FAIL, checked
-        else:
-            values = checked
-            if settings.constraints is not None:
-                reason = _store_constraints(study, trial, values, settings)
-                if reason is not None:
-                    state, values = TrialState.FAIL, None
-
-    if state == TrialState.FAIL:
-        study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_KEY, reason)
-        study.tell(trial, state=TrialState.FAIL)
-        return state, None, reason
-    if state == TrialState.PRUNED:
-        study.tell(trial, state=TrialState.PRUNED)
-        return state, None, None
-    assert values is not None
-    study.tell(trial, values)
-    return state, values[0], None
-
-
-def _store_constraints(
-    study: optuna.Study, trial: optuna.Trial, values: list[float], settings: RunSettings
-) -> str | None:
-    assert settings.constraints is not None
-    frozen = copy.copy(study._storage.get_trial(trial._trial_id))
-    frozen.values = values
-    try:
-        raw = settings.constraints(frozen)
-        constraints = [float(c) for c in raw]
-    except Exception as exc:
-        return f"constraints function failed: {_fail_reason(exc)}"
-    if any(math.isnan(c) for c in constraints):
-        return f"constraints function returned NaN: {constraints}"
-    study._storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, constraints)
-    return None
-
-
 def _loop(
     study: optuna.Study,
     objective: TrialFunction,
-    settings: RunSettings,
+    plan: RunPlan,
     shared: _Shared,
-    guard: _Guard,
+    guard: TrialGuard,
     deadline: float | None,
     on_trial: Any = None,
 ) -> None:
     n_objectives = len(study.directions)
-    while True:
-        if guard.interrupted:
-            shared.request_stop("interrupted")
-            return
-        if deadline is not None and time.monotonic() >= deadline:
-            shared.request_stop("timeout")
-            return
-        if not shared.claim():
-            return
-        state, value, reason = _run_trial(study, objective, settings, guard, n_objectives)
-        shared.record(state, value, reason)
-        if on_trial is not None:
-            on_trial()
-
-
-def _open_study(study_ref: StudyRef, settings: RunSettings, worker: int) -> optuna.Study:
-    return optuna.load_study(
-        study_name=study_ref.study_name,
-        storage=study_ref.storage.open(),
-        sampler=settings.sampler_factory(worker),
-        pruner=settings.pruner,
-    )
+    target = None if plan.study_n_trials is None else StudyTarget(plan.study_n_trials)
+    with callbacks_enabled(study):
+        while True:
+            if guard.interrupted:
+                shared.request_stop("interrupted")
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                shared.request_stop("timeout")
+                return
+            if target is not None and not target.has_room(study):
+                return  # other runs of the study reached its n_trials
+            if not shared.claim():
+                return
+            guard.mark(-1.0)
+            record = run_trial(study, objective, plan, guard, n_objectives)
+            shared.record(record.state, record.value, record.reason)
+            guard.mark(0.0)
+            if on_trial is not None:
+                on_trial()
+            if record.stop is not None:
+                shared.request_stop(record.stop, record.error)
+                return
 
 
 def _interrupt_when_parent_dies(parent_pid: int) -> None:
@@ -394,28 +260,43 @@ def _worker_main(
     index: int,
     study_ref: StudyRef,
     objective: TrialFunction,
-    settings: RunSettings,
+    plan: RunPlan,
     shared: _Shared,
     deadline: float | None,
     parent_pid: int,
+    slot: tuple[Any, int] | None = None,
 ) -> None:
-    """Body of a worker process (after ``fork``)."""
-    guard = _Guard(settings.trial_timeout)
+    """Body of a worker process (after ``fork``, or ``spawn`` once CUDA is initialised)."""
+    os.environ[WORKER_INDEX_ENV] = str(index)
+    guard = TrialGuard(plan.trial_timeout, slot)
     try:
         with guard.installed():
             _interrupt_when_parent_dies(parent_pid)
-            study = _open_study(study_ref, settings, index)
-            _loop(study, objective, settings, shared, guard, deadline)
+            study = open_study(study_ref, plan, index)
+            _loop(study, objective, plan, shared, guard, deadline)
     except KeyboardInterrupt:
         shared.request_stop("interrupted")
     except BaseException as exc:
-        shared.request_stop("error", f"worker {index}: {_fail_reason(exc)}")
-        sys.stderr.write(f"sigtune worker {index} stopped: {_fail_reason(exc)}\n")
+        shared.request_stop("error", f"worker {index}: {fail_reason(exc)}")
+        sys.stderr.write(f"sigtune worker {index} stopped: {fail_reason(exc)}\n")
         sys.stderr.flush()
         os._exit(1)
 
 
-class LocalEngine(Engine):
+def _check_picklable(objective: TrialFunction) -> None:
+    import pickle
+
+    try:
+        pickle.dumps(objective)
+    except Exception as exc:
+        raise ConfigError(
+            "CUDA is initialised in this process, so n_jobs > 1 starts workers with 'spawn' and "
+            f"the objective must be picklable (a module-level function): {fail_reason(exc)}; "
+            "or do not touch CUDA before the run"
+        ) from exc
+
+
+class LocalEngine:
     """Runs trials in this process (``n_jobs=1``) or in ``n_jobs`` forked worker processes."""
 
     name = "local"
@@ -424,7 +305,7 @@ class LocalEngine(Engine):
         self,
         study_ref: StudyRef,
         objective: TrialFunction,
-        settings: RunSettings,
+        plan: RunPlan,
         *,
         n_jobs: int = 1,
         progress: ProgressSink | None = None,
@@ -432,31 +313,29 @@ class LocalEngine(Engine):
         if n_jobs < 1:
             raise ConfigError(f"n_jobs must be >= 1, got {n_jobs}")
         start = time.monotonic()
-        deadline = None if settings.timeout is None else start + settings.timeout
+        deadline = None if plan.timeout is None else start + plan.timeout
         if n_jobs == 1:
-            return self._run_inline(study_ref, objective, settings, deadline, progress, start)
-        return self._run_processes(
-            study_ref, objective, settings, n_jobs, deadline, progress, start
-        )
+            return self._run_inline(study_ref, objective, plan, deadline, progress, start)
+        return self._run_processes(study_ref, objective, plan, n_jobs, deadline, progress, start)
 
     def _run_inline(
         self,
         study_ref: StudyRef,
         objective: TrialFunction,
-        settings: RunSettings,
+        plan: RunPlan,
         deadline: float | None,
         progress: ProgressSink | None,
         start: float,
     ) -> RunOutcome:
         main_thread = threading.current_thread() is threading.main_thread()
-        if settings.trial_timeout is not None and not main_thread:
+        if plan.trial_timeout is not None and not main_thread:
             raise ConfigError(
                 "trial_timeout uses SIGALRM and needs the main thread; call optimize() from the "
                 "main thread or use n_jobs > 1 (worker processes)"
             )
-        shared = _Shared(None, settings)
-        guard = _Guard(settings.trial_timeout)
-        study = _open_study(study_ref, settings, 0)
+        shared = _Shared(None, plan)
+        guard = TrialGuard(plan.trial_timeout)
+        study = open_study(study_ref, plan, 0)
         on_trial = None
         if progress is not None:
             last = [0.0]
@@ -469,7 +348,7 @@ class LocalEngine(Engine):
 
         ctx = guard.installed() if main_thread else contextlib.nullcontext()
         with ctx:
-            _loop(study, objective, settings, shared, guard, deadline, on_trial)
+            _loop(study, objective, plan, shared, guard, deadline, on_trial)
         if progress is not None:
             progress.update(shared.finished.value, shared.failed.value, shared.best_value())
         return shared.outcome(time.monotonic() - start)
@@ -478,7 +357,7 @@ class LocalEngine(Engine):
         self,
         study_ref: StudyRef,
         objective: TrialFunction,
-        settings: RunSettings,
+        plan: RunPlan,
         n_jobs: int,
         deadline: float | None,
         progress: ProgressSink | None,
@@ -489,22 +368,31 @@ class LocalEngine(Engine):
                 f"n_jobs={n_jobs} needs a storage worker processes can open, got "
                 f"{study_ref.storage.describe()}"
             )
-        if "fork" not in mp.get_all_start_methods():
+        method = worker_start_method()
+        if method not in mp.get_all_start_methods():
             raise ConfigError(
                 "n_jobs > 1 needs the 'fork' start method (Linux/macOS); use n_jobs=1 here"
             )
-        ctx = mp.get_context("fork")
-        shared = _Shared(ctx, settings)
-        n_workers = min(n_jobs, settings.n_trials) or 1
-        procs = [
-            ctx.Process(
+        if method == "spawn":
+            _check_picklable(objective)
+        ctx: Any = mp.get_context(method)
+        shared = _Shared(ctx, plan)
+        n_workers = min(n_jobs, plan.n_trials) or 1
+        slots = ctx.RawArray("d", n_workers)  # per worker: 0 idle, -1 claimed, > 0 trial start
+        parent = os.getpid()
+
+        def new_worker(index: int, slot: int) -> Any:
+            # Not daemonic: objectives may start processes of their own (a Pool, a DataLoader).
+            return ctx.Process(
                 target=_worker_main,
-                args=(i, study_ref, objective, settings, shared, deadline, os.getpid()),
-                name=f"sigtune-worker-{i}",
-                daemon=True,
+                args=(index, study_ref, objective, plan, shared, deadline, parent),
+                kwargs={"slot": (slots, slot)},
+                name=f"sigtune-worker-{index}",
+                daemon=False,
             )
-            for i in range(n_workers)
-        ]
+
+        procs = [new_worker(i, i) for i in range(n_workers)]
+        supervisor = _Supervisor(study_ref, plan, shared, slots)
         main_thread = threading.current_thread() is threading.main_thread()
         old_handler: Any = None
 
@@ -520,9 +408,18 @@ class LocalEngine(Engine):
         try:
             for p in procs:
                 p.start()
+            next_index = n_workers
             while any(p.is_alive() for p in procs):
                 for p in procs:
                     p.join(_POLL_S / n_workers)
+                supervisor.watch(procs)
+                for slot, p in enumerate(procs):
+                    if p.exitcode in (0, None) or p.pid in supervisor.handled:
+                        continue
+                    if supervisor.dead(p, slot) and not shared.stop.value:
+                        procs[slot] = new_worker(next_index, slot)  # replace the dead worker
+                        next_index += 1
+                        procs[slot].start()
                 if progress is not None:
                     progress.update(
                         int(shared.finished.value), int(shared.failed.value), shared.best_value()
@@ -534,30 +431,83 @@ class LocalEngine(Engine):
                 if p.is_alive():
                     p.terminate()
                     p.join()
-        crashed = [p for p in procs if p.exitcode not in (0, None)]
-        if crashed:
-            self._fail_dead_workers(study_ref, settings, shared, crashed)
+        for slot, p in enumerate(procs):
+            if p.exitcode not in (0, None) and p.pid not in supervisor.handled:
+                supervisor.dead(p, slot)
         if progress is not None:
             progress.update(
                 int(shared.finished.value), int(shared.failed.value), shared.best_value()
             )
         return shared.outcome(time.monotonic() - start)
 
-    @staticmethod
-    def _fail_dead_workers(
-        study_ref: StudyRef,
-        settings: RunSettings,
-        shared: _Shared,
-        crashed: Sequence[Any],
-    ) -> None:
-        """Mark RUNNING trials of crashed workers FAIL and count them."""
-        pids = {int(p.pid) for p in crashed if p.pid is not None}
-        study = optuna.load_study(
-            study_name=study_ref.study_name, storage=study_ref.storage.open(track_owner=False)
-        )
-        marked = handle_stale_running(study, policy="fail", pids=pids)
-        for _ in marked:
-            shared.record(TrialState.FAIL, None, "worker died")
-        if shared.stop.value == 0 and int(shared.tickets.value) > 0:
-            codes = ", ".join(f"{p.name}: {p.exitcode}" for p in crashed)
-            shared.request_stop("error", f"worker processes died ({codes})")
+
+class _Supervisor:
+    """The parent's watch over its workers: trial timeouts in C code, dead workers, retries."""
+
+    _GRACE_S = 1.0  # after trial_timeout, for SIGALRM to work before the worker is killed
+
+    def __init__(self, study_ref: StudyRef, plan: RunPlan, shared: _Shared, slots: Any) -> None:
+        self.study_ref = study_ref
+        self.plan = plan
+        self.shared = shared
+        self.slots = slots
+        self.handled: set[int | None] = set()
+        self.timed_out: dict[int, str] = {}
+        self.idle_deaths = 0
+        self._study: optuna.Study | None = None
+
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._study = optuna.load_study(
+                study_name=self.study_ref.study_name,
+                storage=self.study_ref.storage.open(track_owner=False),
+            )
+        return self._study
+
+    def watch(self, procs: Sequence[Any]) -> None:
+        """Kill workers whose trial ran past ``trial_timeout`` (stuck where SIGALRM cannot act)."""
+        limit = self.plan.trial_timeout
+        if limit is None:
+            return
+        now = time.monotonic()
+        for slot, p in enumerate(procs):
+            started = self.slots[slot]
+            if started > 0 and now - started > limit + self._GRACE_S and p.is_alive():
+                if p.pid in self.timed_out:
+                    continue
+                self.timed_out[p.pid] = (
+                    f"TrialTimeoutError: trial exceeded trial_timeout={limit:g}s (stuck in a call "
+                    "Python cannot interrupt; worker killed)"
+                )
+                kill_tree([*descendants(p.pid), p.pid])
+
+    def dead(self, p: Any, slot: int) -> bool:
+        """Handle a worker that died; returns whether to start a replacement."""
+        self.handled.add(p.pid)
+        shared = self.shared
+        busy = self.slots[slot] != 0
+        self.slots[slot] = 0
+        reason = self.timed_out.get(p.pid) or death_reason(p.exitcode)
+        try:
+            failed, retried = fail_dead_worker_trials(
+                self.study(), int(p.pid), reason, retry=p.pid not in self.timed_out
+            )
+        except Exception as exc:  # the storage itself fails: stop
+            shared.request_stop("error", f"{reason}; and its trial: {fail_reason(exc)}")
+            return False
+        sys.stderr.write(f"sigtune: {p.name} (pid {p.pid}): {reason}\n")
+        sys.stderr.flush()
+        with shared.lock:
+            if busy and failed == 0:
+                shared.tickets.value += 1  # claimed a trial but died before creating it
+            shared.tickets.value += retried
+        for _ in range(failed - retried):
+            shared.record(TrialState.FAIL, None, reason)
+        for _ in range(retried):
+            shared.record(TrialState.FAIL, None, reason + "; retried once")
+        if failed == 0:
+            self.idle_deaths += 1
+            if self.idle_deaths > 2 * len(self.slots):
+                shared.request_stop("error", f"worker processes died outside any trial ({reason})")
+                return False
+        return int(shared.tickets.value) > 0

@@ -12,7 +12,13 @@ Example:
 from __future__ import annotations
 
 from sigtune.hep._closed_form import z_asimov, z_asimov_bins
-from sigtune.hep._exceptions import HepError, HepFitError, HepWorkspaceError
+from sigtune.hep._exceptions import (
+    HepError,
+    HepFitError,
+    HepFitWarning,
+    HepInputError,
+    HepWorkspaceError,
+)
 from sigtune.hep._fit import BatchFitResult, FitResult, asimov_data, fit, fit_batch
 from sigtune.hep._infer import (
     AsymptoticCalculator,
@@ -36,7 +42,6 @@ from sigtune.hep._results import (
 )
 from sigtune.hep._scan import profile_scan
 from sigtune.hep._toys import toy_hypotest
-from sigtune.hep._validate import HepInputError
 from sigtune.hep._workspace import Workspace
 
 __all__ = [
@@ -46,6 +51,7 @@ __all__ = [
     "FitResult",
     "HepError",
     "HepFitError",
+    "HepFitWarning",
     "HepInputError",
     "HepWorkspaceError",
     "HypotestResult",

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sigtune.hep._validate import HepInputError
+from sigtune.hep._exceptions import HepInputError
 
 __all__ = ["z_asimov", "z_asimov_bins"]
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,10 +32,20 @@ from scipy.linalg.lapack import dpotrf as _dpotrf
 from scipy.linalg.lapack import dpotrs as _dpotrs
 
 from sigtune.hep import _jit
-from sigtune.hep._exceptions import HepFitError
+from sigtune.hep._exceptions import HepFitError, HepFitWarning
 from sigtune.hep._model import Model
 
-__all__ = ["BatchFitResult", "FitResult", "asimov_data", "fit", "fit_batch"]
+__all__ = [
+    "BatchFitResult",
+    "FitResult",
+    "MinimumCheck",
+    "StartsFit",
+    "asimov_data",
+    "check_minimum",
+    "fit",
+    "fit_batch",
+    "fit_from_starts",
+]
 
 _EDM_TOL = 1e-9  # in nll units, checked before the final Newton step
 _EDM_CLEAN = 1e-7  # rows ending above this (stalled line search) are refitted with L-BFGS-B
@@ -50,12 +62,18 @@ class FitResult:
         errors: Hessian uncertainties ``(P,)`` (0 for fixed parameters; NaN if the Hessian is
             singular; all NaN when ``uncertainties=False``).
         twice_nll: ``-2 ln L`` at the minimum; ``nll`` is half of it.
-        converged: Whether the minimiser met its tolerance.
+        converged: Whether the returned point is a minimum: edm below ``EDM_CONV`` (1e-6) and
+            every moving parameter's gradient times its standard deviation below
+            ``PGRAD_CONV`` (2e-3), no negative curvature (see :func:`check_minimum`).
         edm: Estimated distance to the minimum (nll units).
         n_iter: Newton iterations used.
         time_ms: Wall time of the fit.
         par_names: Parameter names; ``poi_index`` the POI's index (or ``None``).
         message: What the minimiser reports.
+        start: The starting point of the returned minimum: ``"init"`` (the given or suggested
+            initial values), ``"default"`` (the suggested ones, when ``init`` was given),
+            ``"perturbed-<k>"`` (a restart), or in inference ``"warm"``/``"free"``.
+        n_fits: Minimisations run (1 unless restarts were needed; see :func:`fit_from_starts`).
     """
 
     bestfit: np.ndarray
@@ -69,6 +87,8 @@ class FitResult:
     par_names: list[str]
     poi_index: int | None
     message: str
+    start: str = "init"
+    n_fits: int = 1
     _cov_factory: Any = field(default=None, repr=False, compare=False)
 
     @functools.cached_property
@@ -322,22 +342,38 @@ def _solve(
     try:
         np.linalg.cholesky(Sm)  # positive-definiteness test
     except np.linalg.LinAlgError:
-        # some rows are not positive definite: shift them so that the lowest eigenvalue
-        # becomes |lowest| (+ a floor); steps stay moderate along negative curvature
+        # some rows are not positive definite: use the eigenvalues by magnitude with a floor
+        # relative to the largest (|H|-Newton): a Newton step along the well-curved directions,
+        # downhill along negative curvature. (A diagonal shift by the most negative eigenvalue
+        # crawls when the Hessian spans many orders of magnitude, e.g. shapesys with tau ~ 1e11.)
         Sm = 0.5 * (Sm + Sm.transpose(0, 2, 1))
         ev, vec = np.linalg.eigh(Sm)
         scale = np.maximum(np.abs(ev).max(axis=1), 1e-12)
         bad = ev[:, 0] < -1e-8 * scale
         neg = np.where(bad[:, None], vec[:, :, 0] / np.sqrt(np.abs(ev[:, :1]) + 1e-300), 0.0)
-        shift = np.where(ev[:, 0] < 1e-8 * scale, 1e-6 * scale - 2.0 * ev[:, 0], 0.0)
-        idx = np.arange(Sm.shape[1])
-        Sm[:, idx, idx] += shift[:, None]
+        lam = np.maximum(np.abs(ev), _jit.EIG_FLOOR * scale[:, None])
+        proj = np.einsum("bij,bi->bj", vec, rhs) / lam
+        return np.einsum("bij,bj->bi", vec, proj), _local_step(HDL, HLL, gL, proj, vec), neg
     dD = _lin_solve(Sm, rhs)
-    if nL:
-        dL = (gL - (HDL.transpose(0, 2, 1) @ dD[:, :, None])[..., 0]) / HLL
-    else:
-        dL = gL
-    return dD, dL, neg
+    return dD, _local_step(HDL, HLL, gL, dD), neg
+
+
+def _local_step(
+    HDL: np.ndarray,
+    HLL: np.ndarray,
+    gL: np.ndarray,
+    dD: np.ndarray,
+    vec: np.ndarray | None = None,
+) -> np.ndarray:
+    """Back-substitution for the local block, ``(gL - HDL^T dD) / HLL`` (``HLL`` floored as in
+    :func:`_solve`); with ``vec`` the dense step is ``vec @ dD`` (eigenvector coordinates)."""
+    if vec is not None:
+        dD = np.einsum("bij,bj->bi", vec, dD)
+    if not HLL.shape[1]:
+        return gL
+    floor = 1e-8 * (1.0 + np.abs(HLL))
+    HLL = np.where(HLL > floor, HLL, 2.0 * np.abs(HLL) + floor)
+    return np.asarray((gL - (HDL.transpose(0, 2, 1) @ dD[:, :, None])[..., 0]) / HLL)
 
 
 def _lin_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -487,12 +523,8 @@ def _minimize_single(
             scale = max(float(np.abs(ev).max()), 1e-12)
             if ev[0] < -1e-8 * scale:
                 neg = vec[:, 0] / math.sqrt(abs(float(ev[0])) + 1e-300)
-            if ev[0] < 1e-8 * scale:
-                Hs[np.diag_indices_from(Hs)] += 1e-6 * scale - 2.0 * float(ev[0])
-            try:
-                d = np.linalg.solve(Hs, gs)
-            except np.linalg.LinAlgError:
-                d = np.linalg.pinv(Hs) @ gs
+            lam = np.maximum(np.abs(ev), _jit.EIG_FLOOR * scale)  # as in _solve
+            d = vec @ ((vec.T @ gs) / lam)
         edm = 0.25 * abs(float(gs @ d))
         small = edm < _EDM_TOL
         move = -d
@@ -819,18 +851,232 @@ def _fit_arrays(
         for b in np.flatnonzero(refit):
             m1 = _row_model(model, int(b))
             c1 = tuple(c[b : b + 1] for c in consts)
-            xb, fb, ok = _scipy_refit(m1, x[b : b + 1], c1, free, lo[b : b + 1], hi[b : b + 1])
+            xb, fb, _ = _scipy_refit(m1, x[b : b + 1], c1, free, lo[b : b + 1], hi[b : b + 1])
             if fb <= f[b]:
                 # polish with Newton from the L-BFGS-B point
-                xb2, fb2, edm2, conv2, _, _ = _minimize(
-                    m1, xb, c1, free, lo[b : b + 1], hi[b : b + 1]
-                )
+                xb2, fb2, _, _, _, _ = _minimize(m1, xb, c1, free, lo[b : b + 1], hi[b : b + 1])
                 if fb2[0] <= fb:
-                    xb, fb, ok = xb2, float(fb2[0]), bool(conv2[0]) or ok
-                    edm[b] = edm2[0]
-                x[b], f[b], conv[b] = xb[0], fb, ok or bool(conv[b])
+                    xb, fb = xb2, float(fb2[0])
+                x[b], f[b] = xb[0], fb
         deriv = model._derivatives(x, consts)
+        # converged means a minimum at the returned point (not the fallback's own "success")
+        chk = check_minimum(model, x, deriv, free, lo, hi)
+        conv = np.where(refit, chk.ok, conv)
+        edm = np.where(refit, chk.edm, edm)
     return x, f, edm, conv, n_iter, deriv
+
+
+@dataclass(frozen=True)
+class MinimumCheck:
+    """Whether points are minima (:func:`check_minimum`), one value per row.
+
+    Attributes:
+        ok: ``edm < EDM_CONV``, scaled projected gradient ``< PGRAD_CONV`` and no negative
+            curvature in the moving parameters.
+        edm: Estimated distance to the minimum, ``g^T H^-1 g / 4`` in nll units (on the
+            parameters not held at a bound).
+        pgrad: Largest ``|g_i| * sigma_i`` over those parameters: the change of ``-2 ln L``
+            over one standard deviation ``sigma_i = sqrt(2 / H_ii)`` (at most the bound range).
+        min_eig: Lowest eigenvalue of the Hessian of ``-2 ln L`` in those parameters (relative
+            to the largest; ``>= 0`` when positive definite).
+    """
+
+    ok: np.ndarray
+    edm: np.ndarray
+    pgrad: np.ndarray
+    min_eig: np.ndarray
+
+
+EDM_CONV = 1e-6  # nll units, at the returned point
+PGRAD_CONV = 2e-3  # change of -2 ln L over one standard deviation of any moving parameter
+_NEG_CURV = -1e-8  # lowest / largest eigenvalue below this: negative curvature
+
+
+def check_minimum(
+    model: Model,
+    x: np.ndarray,
+    deriv: tuple[np.ndarray, ...],
+    free: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+) -> MinimumCheck:
+    """Convergence criterion at points ``x`` (B, P) with their derivatives ``deriv``.
+
+    A parameter at a bound whose gradient points outwards is held (projected gradient 0). On
+    the others: the Newton decrement (edm), the scaled gradient and the curvature.
+    """
+    g = deriv[1]
+    B, P = g.shape
+    at_lo = (x <= lo) & (g > 0)
+    at_hi = (x >= hi) & (g < 0)
+    act = np.broadcast_to(free, (B, P)) & ~at_lo & ~at_hi
+    gD, gL, HDD, HDL, HLL = _masked_system(model, g, deriv[2], deriv[3], deriv[4], act)
+    edm = np.full(B, np.inf)
+    pgrad = np.full(B, np.inf)
+    min_eig = np.full(B, -np.inf)
+    for b in range(B):
+        aD = act[b, model._dense]
+        aL = act[b, model._local] if model._nL else np.zeros(0, bool)
+        gd, gl = gD[b, aD], gL[b, aL] if model._nL else np.zeros(0)
+        hdd = HDD[b][np.ix_(aD, aD)]
+        hll = HLL[b, aL] if model._nL else np.zeros(0)
+        hdl = HDL[b][np.ix_(aD, aL)] if model._nL else np.zeros((gd.size, 0))
+        diag = np.concatenate([np.diagonal(hdd), hll])
+        grad = np.concatenate([gd, gl])
+        if not (np.all(np.isfinite(grad)) and np.all(np.isfinite(diag))):
+            continue
+        if hll.size and np.any(hll <= 0):
+            min_eig[b] = float(hll.min())
+            continue
+        Sm = hdd - (hdl / hll) @ hdl.T if hll.size else hdd
+        rhs = gd - hdl @ (gl / hll) if hll.size else gd
+        Sm = 0.5 * (Sm + Sm.T)
+        if Sm.size:
+            ev, vec = np.linalg.eigh(Sm)
+            scale = max(float(np.abs(ev).max()), float(np.abs(hll).max()) if hll.size else 0.0)
+            scale = max(scale, 1e-300)
+            min_eig[b] = float(ev[0]) / scale
+            if min_eig[b] <= _NEG_CURV:
+                continue
+            # flat directions (|ev| ~ 0) count with a floored curvature: their gradient must vanish
+            dD = vec @ ((vec.T @ rhs) / np.maximum(ev, _jit.EIG_FLOOR * scale))
+        else:
+            min_eig[b] = 1.0
+            dD = np.zeros(0)
+        dL = (gl - hdl.T @ dD) / hll if hll.size else np.zeros(0)
+        edm[b] = 0.25 * abs(float(gd @ dD + gl @ dL))
+        idx = np.flatnonzero(act[b])
+        # (order of idx: dense then local, as grad/diag are built)
+        rng = np.concatenate([(hi[b] - lo[b])[model._dense][aD], (hi[b] - lo[b])[model._local][aL]])
+        with np.errstate(divide="ignore"):
+            sigma = np.minimum(np.sqrt(2.0 / np.maximum(diag, 1e-300)), rng)
+        pgrad[b] = float(np.max(np.abs(grad) * sigma)) if idx.size else 0.0
+    ok = (edm < EDM_CONV) & (pgrad < PGRAD_CONV) & (min_eig > _NEG_CURV)
+    return MinimumCheck(ok=ok, edm=edm, pgrad=pgrad, min_eig=min_eig)
+
+
+@dataclass(frozen=True, eq=False)
+class StartsFit:
+    """The lowest minimum of :func:`fit_from_starts` (one row)."""
+
+    x: np.ndarray
+    twice_nll: float
+    edm: float
+    converged: bool
+    n_iter: int
+    deriv: tuple[np.ndarray, ...]
+    start: str
+    n_fits: int
+
+
+def strict_mode(strict: bool | None = None) -> bool:
+    """``strict`` if given, else whether ``SIGTUNE_HEP_STRICT`` is set to 1/true/yes."""
+    if strict is not None:
+        return bool(strict)
+    return os.environ.get("SIGTUNE_HEP_STRICT", "0").strip().lower() in ("1", "true", "yes")
+
+
+N_RESTARTS = 2  # perturbed restarts after every given start failed to converge
+_TIE = 1e-9  # a later start must be lower by this (relative) to replace an earlier minimum
+
+
+def _at_bound(x: np.ndarray, free: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
+    return bool(np.any(free & ((x <= lo) | (x >= hi))))
+
+
+def fit_from_starts(
+    model: Model,
+    consts: tuple[np.ndarray, ...],
+    starts: Sequence[tuple[str, np.ndarray]],
+    free: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    *,
+    all_starts: bool = False,
+    final_derivs: bool = True,
+    strict: bool | None = None,
+    what: str = "fit",
+) -> StartsFit:
+    """Restart policy: the lowest minimum over labelled starting points ``(P,)``.
+
+    Starts run in order. A start where ``-2 ln L`` is not finite is skipped. After a start that
+    converged (:func:`check_minimum`) with no free parameter at a bound, the rest are skipped
+    unless ``all_starts``. If no start converged, up to :data:`N_RESTARTS` restarts from
+    perturbations of the lowest point follow. The result is the lowest minimum (an earlier
+    start wins ties); a :class:`~sigtune.hep.HepFitWarning` says when restarts were needed,
+    and a result that still did not converge warns (or raises :class:`HepFitError` in strict
+    mode, see :func:`strict_mode`).
+
+    Args:
+        model, consts: The model and ``model._constants`` of one data row.
+        starts: ``(label, start)`` pairs; a start is clipped into the bounds.
+        free: ``(P,)`` mask of moving parameters; ``lo``, ``hi``: ``(1, P)`` bounds.
+        all_starts: Run every start (the fits whose result feeds Asimov data or a test
+            statistic of an expected result).
+        final_derivs: See :func:`_minimize`.
+        strict: See :func:`strict_mode`.
+        what: The fit's name in messages.
+    """
+    best: StartsFit | None = None
+    n_fits = 0
+    first_failed = False
+
+    def run(label: str, start: np.ndarray) -> bool:
+        """Fit from ``start``; True if it ran (finite start)."""
+        nonlocal best, n_fits, first_failed
+        x0 = np.where(free, np.clip(start, lo[0], hi[0]), start)[None]
+        if not math.isfinite(float(model._f(x0, None, consts)[0])):  # type: ignore[arg-type]
+            return False
+        x, f, edm, conv, n_iter, deriv = _fit_arrays(
+            model, x0, free, lo.copy(), hi.copy(), consts, final_derivs
+        )
+        n_fits += 1
+        cand = StartsFit(
+            x[0], float(f[0]), float(edm[0]), bool(conv[0]), int(n_iter[0]), deriv, label, n_fits
+        )
+        if n_fits == 1 and not cand.converged:
+            first_failed = True
+        if best is None or cand.twice_nll < best.twice_nll - _TIE * (1.0 + abs(best.twice_nll)):
+            best = cand
+        elif cand.twice_nll <= best.twice_nll + _TIE * (1.0 + abs(best.twice_nll)):
+            if cand.converged and not best.converged:  # the same minimum, certified here
+                best = cand
+        return True
+
+    for label, start in starts:
+        run(label, np.asarray(start, np.float64))
+        b = best
+        if b is not None and not all_starts and b.converged:
+            if not _at_bound(b.x, free, lo[0], hi[0]):
+                break
+    if best is None:
+        raise HepFitError(
+            f"{what}: -2 ln L is not finite at any starting point ({', '.join(s[0] for s in starts)}): "
+            "an expected rate is <= 0 in a bin with observed events; change init or bounds"
+        )
+    rng = np.random.default_rng(20261205)
+    k = 0
+    while not best.converged and k < N_RESTARTS:
+        k += 1
+        width = np.minimum(0.1 * (hi[0] - lo[0]), np.maximum(0.1 * np.abs(best.x), 0.1))
+        run(f"perturbed-{k}", best.x + np.where(free, rng.normal(size=best.x.shape) * width, 0.0))
+    best = StartsFit(**{**best.__dict__, "n_fits": n_fits})
+    if not best.converged:
+        msg = (
+            f"{what} did not converge after {n_fits} starts: edm = {best.edm:.3g} at the lowest "
+            f"point (-2 ln L = {best.twice_nll:.6f}, from the {best.start!r} start)"
+        )
+        if strict_mode(strict):
+            raise HepFitError(msg + "; unset SIGTUNE_HEP_STRICT to get the result with a warning")
+        warnings.warn(msg, HepFitWarning, stacklevel=3)
+    elif first_failed:
+        warnings.warn(
+            f"{what}: the first start did not converge; the minimum comes from the "
+            f"{best.start!r} start ({n_fits} fits)",
+            HepFitWarning,
+            stacklevel=3,
+        )
+    return best
 
 
 def _run(
@@ -862,8 +1108,13 @@ def fit(
     bounds: Any = None,
     poi_value: float | None = None,
     uncertainties: bool = True,
+    strict: bool | None = None,
 ) -> FitResult:
     """Maximum-likelihood fit (minimum of ``-2 ln L``).
+
+    A fit that does not reach a minimum (:func:`check_minimum`) is restarted, from the
+    suggested initial values when ``init`` was given, then from perturbed points (see
+    :func:`fit_from_starts`); ``start`` and ``n_fits`` of the result say what it took.
 
     Args:
         model: The model.
@@ -874,12 +1125,18 @@ def fit(
         bounds: ``(P, 2)`` array or ``{name or index: (low, high)}``; default the model's.
         poi_value: Fix the POI at this value (conditional fit).
         uncertainties: Compute Hessian uncertainties and the (lazy) covariance.
+        strict: Raise :class:`HepFitError` instead of warning when no minimum is reached
+            (default: the ``SIGTUNE_HEP_STRICT`` environment variable).
 
     Returns:
         FitResult.
 
     Raises:
-        HepFitError: Bad data or arguments, or a likelihood that is not finite at the start.
+        HepFitError: Bad data or arguments, a likelihood that is not finite at every start, or
+            (strict mode) no minimum reached.
+
+    Warns:
+        HepFitWarning: Restarts were needed, or no minimum was reached.
 
     Example:
         >>> res = fit(model, data)                       # doctest: +SKIP
@@ -891,9 +1148,16 @@ def fit(
     d = model._check_data(data)
     if d.ndim != 1:
         raise HepFitError("fit takes one data vector; use fit_batch for a batch")
-    x, f, edm, conv, n_iter, deriv, free = _run(
-        model, d[None], init, fixed, bounds, poi_value, uncertainties
-    )
+    x0, free, lo, hi = _setup(model, 1, init, fixed, bounds, poi_value)
+    consts = model._constants(d[None])
+    starts = [("init", x0[0])]
+    if init is not None:
+        # (fixed parameters keep their given values)
+        default = _setup(model, 1, None, fixed, bounds, poi_value)[0][0]
+        starts.append(("default", np.where(free, default, x0[0])))
+    best = fit_from_starts(model, consts, starts, free, lo, hi, strict=strict)
+    x, f, edm = best.x[None], np.array([best.twice_nll]), np.array([best.edm])
+    conv, n_iter, deriv = np.array([best.converged]), np.array([best.n_iter]), best.deriv
     if uncertainties:
         errors, factory = _errors_and_cov(model, deriv, free, True)
     else:
@@ -910,7 +1174,9 @@ def fit(
         time_ms=tms,
         par_names=list(model.par_names),
         poi_index=model.poi_index,
-        message="converged" if conv[0] else "not converged (edm above tolerance)",
+        message="converged" if conv[0] else "not converged (no minimum at the returned point)",
+        start=best.start,
+        n_fits=best.n_fits,
         _cov_factory=factory,
     )
 

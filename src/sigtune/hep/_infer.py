@@ -30,18 +30,26 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, special
 
-from sigtune.hep._exceptions import HepError
-from sigtune.hep._fit import _fit_arrays, profile_start
+from sigtune.hep._exceptions import HepError, HepFitWarning
+from sigtune.hep._profile import _fit_conditionals, _Point, _Profile, _q_from_profile
 from sigtune.hep._results import BAND_N_SIGMA, DiscoveryResult, HypotestResult, UpperLimitResult
-from sigtune.hep._validate import FitSetup, HepInputError, check_cl, check_data, make_setup
+from sigtune.hep._validate import (
+    HepInputError,
+    check_cl,
+    check_data,
+    make_setup,
+)
+from sigtune.hep._validate import (
+    check_test_stat as _check_test_stat,
+)
 
 __all__ = [
     "AsymptoticCalculator",
@@ -59,226 +67,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TestStat = Literal["qtilde", "q", "q0"]
-_TEST_STATS: tuple[str, ...] = ("qtilde", "q", "q0")
 _CALCTYPES: tuple[str, ...] = ("asymptotics", "toys")
 # Below this q_A the test has no sensitivity: CLs = 1 by definition (avoids 0/0).
 _QA_MIN = 1e-12
-
-
-def _check_test_stat(test_stat: str) -> str:
-    if test_stat not in _TEST_STATS:
-        raise HepInputError(f"test_stat must be one of {_TEST_STATS}, got {test_stat!r}.")
-    return test_stat
-
-
-# --------------------------------------------------------------------------------------------
-# Fits
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class _Point:
-    """Result of one (conditional or free) fit: parameters and -2 ln L."""
-
-    pars: NDArray[np.float64]
-    twice_nll: float
-    # derivatives at ``pars`` (``Model._derivatives`` layout), for profile-predicted starts
-    deriv: tuple[NDArray[np.float64], ...] | None = None
-
-
-def _free_mask(model: Any, setup: FitSetup) -> NDArray[np.bool_]:
-    """Parameters a fit moves: neither fixed by the model nor by the setup (a new array)."""
-    out: NDArray[np.bool_] = ~(model._arr.fixed | setup.fixed)
-    return out
-
-
-def _fit_point(
-    model: Any,
-    data: NDArray[np.float64],
-    setup: FitSetup,
-    *,
-    init: NDArray[np.float64] | None = None,
-    poi_value: float | None = None,
-    consts: tuple[NDArray[np.float64], ...] | None = None,
-) -> _Point:
-    """One fit for the test statistics: :func:`sigtune.hep.fit` without its argument handling
-    and result object (``data`` is already checked; ``consts`` caches ``model._constants``)."""
-    start = setup.init if init is None else init
-    lo = setup.bounds[None, :, 0]
-    hi = setup.bounds[None, :, 1]
-    free = _free_mask(model, setup)
-    x0 = np.clip(np.asarray(start, dtype=np.float64), lo, hi)  # (as fit(init=clipped start))
-    if poi_value is not None:
-        free[setup.poi_index] = False
-        x0[0, setup.poi_index] = poi_value
-    if consts is None:
-        consts = model._constants(data[None])
-    x, f, _, conv, _, deriv = _fit_arrays(
-        model, x0, free, lo.copy(), hi.copy(), consts, final_derivs=False
-    )
-    if not conv[0]:
-        log.debug("fit at poi=%s did not report convergence", poi_value)
-    return _Point(x[0], float(f[0]), deriv)
-
-
-class _Profile:
-    """Free fit and cached conditional fits of one data set.
-
-    Conditional fits start warm, from the nearest previous fit. Profile likelihoods of real
-    analyses can have several local minima (for example some sbottom Region B/C points); with
-    ``multistart=True`` every conditional fit also starts cold, from the suggested initial values,
-    and keeps the lower minimum (about twice the cost). If a conditional minimum lies below the
-    free one, the free fit had stopped in a local minimum and is replaced by that point.
-    """
-
-    def __init__(
-        self, model: Any, data: NDArray[np.float64], setup: FitSetup, *, multistart: bool = False
-    ) -> None:
-        self.model = model
-        self.data = data
-        self.setup = setup
-        self.multistart = multistart
-        self._free: _Point | None = None
-        self._free_is_exact = False
-        self._cond: dict[float, _Point] = {}
-        self.n_fits = 0
-        self._consts: tuple[NDArray[np.float64], ...] | None = None
-
-    @property
-    def consts(self) -> tuple[NDArray[np.float64], ...]:
-        """``model._constants`` of the data (shared by every fit of this profile)."""
-        if self._consts is None:
-            self._consts = self.model._constants(self.data[None])
-        return self._consts
-
-    def set_free(self, point: _Point, *, exact: bool = False) -> None:
-        self._free = point
-        self._free_is_exact = exact
-
-    @property
-    def free(self) -> _Point:
-        if self._free is None:
-            self._free = _fit_point(self.model, self.data, self.setup, consts=self.consts)
-            self.n_fits += 1
-        return self._free
-
-    @property
-    def mu_hat(self) -> float:
-        return float(self.free.pars[self.setup.poi_index])
-
-    def has(self, mu: float) -> bool:
-        return float(mu) in self._cond
-
-    def _shortcut(self, mu: float) -> _Point | None:
-        """The free fit itself when it already sits at ``mu`` (typically mu_hat at its bound 0)."""
-        poi = self.setup.poi_index
-        free = self.free
-        if abs(float(free.pars[poi]) - mu) <= 1e-10 * (1.0 + abs(mu)):
-            return _Point(self.setup.with_value(free.pars, poi, mu), free.twice_nll)
-        return None
-
-    def starts(self, mu: float) -> list[NDArray[np.float64]]:
-        """Warm and cold starting points for the conditional fit at ``mu``."""
-        poi = self.setup.poi_index
-        base = self._nearest(mu)
-        warm = self._predicted(base, mu)
-        if warm is None:
-            warm = self.setup.with_value(base.pars, poi, mu)
-        cold = self.setup.with_value(self.setup.init, poi, mu)
-        if not self.multistart or np.allclose(warm, cold, rtol=0.0, atol=1e-12):
-            return [warm]
-        return [warm, cold]
-
-    def store(self, mu: float, candidates: list[_Point]) -> _Point:
-        """Keep the lowest candidate as the conditional fit at ``mu``."""
-        point = min(candidates, key=lambda c: c.twice_nll)
-        self._cond[float(mu)] = point
-        if (
-            not self._free_is_exact
-            and self._free is not None
-            and point.twice_nll < self._free.twice_nll
-        ):
-            log.debug(
-                "conditional fit at mu=%s lies below the free fit; replacing the free fit", mu
-            )
-            self._free = point
-        return point
-
-    def conditional(self, mu: float) -> _Point:
-        mu = float(mu)
-        if mu not in self._cond:
-            _fit_conditionals([(self, mu)])
-        return self._cond[mu]
-
-    def _nearest(self, mu: float) -> _Point:
-        if not self._cond:
-            return self.free
-        key = min(self._cond, key=lambda m: abs(m - mu))
-        if abs(key - mu) < abs(self.mu_hat - mu):
-            return self._cond[key]
-        return self.free
-
-    def _predicted(self, base: _Point, mu: float) -> NDArray[np.float64] | None:
-        """Start for the conditional fit at ``mu`` on the profile's tangent from ``base``:
-        ``theta + d theta`` with ``H_tt d theta = -H_tmu (mu - mu_base)`` (Hessian at ``base``,
-        a minimum in the nuisance parameters). Halves the Newton iterations of a q0 fit on the
-        benchmark models; ``None`` (plain warm start) without derivatives or if not finite.
-
-        Only for the arrowhead (large-model) engine: the compiled small-model Newton iteration
-        costs less than the prediction."""
-        if base.deriv is None or self.model._dense_engine:
-            return None
-        poi = self.setup.poi_index
-        free = _free_mask(self.model, self.setup)
-        free[poi] = False
-        start = profile_start(self.model, base.pars, base.deriv, free, poi, mu)
-        if start is None:
-            return None
-        start = np.clip(start, self.setup.bounds[:, 0], self.setup.bounds[:, 1])
-        start[poi] = mu
-        f = float(self.model._f(start[None], None, self.consts)[0])  # type: ignore[arg-type]
-        return start if math.isfinite(f) else None
-
-    def tmu(self, mu: float) -> float:
-        """:math:`t_\\mu = -2\\ln\\lambda(\\mu)` clipped at 0 (Eq. 8)."""
-        return max(self.conditional(mu).twice_nll - self.free.twice_nll, 0.0)
-
-
-def _fit_conditionals(requests: Sequence[tuple[_Profile, float]]) -> None:
-    """Run the conditional fits of several (profile, mu) pairs, each from its warm and cold start.
-
-    (A single :func:`sigtune.hep.fit_batch` call over all rows would also work; on the models we
-    measured it was not faster than consecutive fits for batches of 2-4 rows.)
-    """
-    for profile, mu in requests:
-        mu = float(mu)
-        if profile.has(mu):
-            continue
-        short = profile._shortcut(mu)
-        if short is not None:
-            profile.store(mu, [short])
-            continue
-        candidates = [
-            _fit_point(
-                profile.model,
-                profile.data,
-                profile.setup,
-                init=start,
-                poi_value=mu,
-                consts=profile.consts,
-            )
-            for start in profile.starts(mu)
-        ]
-        profile.n_fits += len(candidates)
-        profile.store(mu, candidates)
-
-
-def _q_from_profile(profile: _Profile, mu: float, test_stat: str) -> float:
-    t = profile.tmu(mu)
-    mu_hat = profile.mu_hat
-    if test_stat == "q0":
-        return t if mu_hat >= mu else 0.0
-    return t if mu_hat <= mu else 0.0
+# Upper limits are searched for up to this multiple of the POI's upper bound.
+_LIMIT_REACH = 100.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,20 +334,21 @@ class AsymptoticCalculator:
     def asimov(self) -> _Profile:
         """The Asimov data set's profile; its free fit is the generating point (no fit needed)."""
         if self._asimov is None:
-            gen = self.observed.conditional(self.asimov_mu)
+            # a worse local minimum here makes every expected result wrong: all starts
+            gen = self.observed.conditional(self.asimov_mu, all_starts=True)
             asimov_data = np.asarray(
                 self.model.expected_data(gen.pars, include_auxdata=True), dtype=np.float64
             )
-            prof = _Profile(
-                self.model, asimov_data, self.setup, multistart=self.observed.multistart
-            )
+            # every conditional fit to the Asimov data feeds an expected result: all starts
+            prof = _Profile(self.model, asimov_data, self.setup, multistart=True)
             # The Asimov likelihood is maximal where the expectation equals the data: at the
             # generating parameters (Eq. 24).
             if self.model._dense_engine:  # (derivatives only feed the large-model prediction)
-                point = _Point(gen.pars, float(self.model._f(gen.pars[None], None, prof.consts)[0]))
+                f = float(self.model._f(gen.pars[None], None, prof.consts)[0])
+                point = _Point(gen.pars, f, start="exact")
             else:
                 deriv = self.model._derivatives(gen.pars[None], prof.consts)
-                point = _Point(gen.pars, float(deriv[0][0]), deriv)
+                point = _Point(gen.pars, float(deriv[0][0]), deriv, start="exact")
             prof.set_free(point, exact=True)
             self._asimov = prof
         return self._asimov
@@ -594,7 +388,20 @@ class AsymptoticCalculator:
             test_stat_obs=q,
             test_stat_asimov=qa,
             mu_hat=self.observed.mu_hat,
+            fit_starts=self.fit_starts(mu),
+            n_fits=self.n_fits,
         )
+
+    def fit_starts(self, mu: float) -> dict[str, str]:
+        """Which start gave each fit behind :meth:`hypotest` at ``mu`` (see
+        :attr:`HypotestResult.fit_starts`)."""
+        asimov = self.asimov
+        return {
+            "free": self.observed.free.start,
+            "observed": self.observed.conditional(mu).start,
+            "asimov_data": self.observed.conditional(self.asimov_mu).start,
+            "asimov": asimov.conditional(mu).start,
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -668,7 +475,13 @@ def hypotest(
             fixed=fixed,
         )
     calc = AsymptoticCalculator(
-        model, data, test_stat=test_stat, init=init, bounds=bounds, fixed=fixed
+        model,
+        data,
+        test_stat=test_stat,
+        init=init,
+        bounds=bounds,
+        fixed=fixed,
+        multistart=multistart,
     )
     return calc.hypotest(mu)
 
@@ -740,8 +553,9 @@ def _bracket_root(
         lo, f_lo = hi, f_hi
         if hi >= hi_bound:
             raise HepError(
-                f"the {what} lies above the POI upper bound {hi_bound}; widen the POI bounds "
-                "(bounds=...) or rescale the signal."
+                f"the {what} lies above {hi_bound} (searched up to {_LIMIT_REACH:g} x the POI "
+                f"upper bound): the signal is too weak for a limit there; scale the signal up "
+                f"(a normfactor) or widen the POI bounds (bounds=...)."
             )
         hi = min(hi * step if hi > 0 else 1.0, hi_bound)
         f_hi = func(hi)
@@ -798,13 +612,24 @@ def upper_limit(
 
     Raises:
         HepInputError: On invalid arguments.
-        HepError: If a limit lies outside the POI bounds (widen them).
+        HepError: If mu-hat sits at the POI's upper bound, or a limit lies beyond 100 x that
+            bound (widen the bounds / scale the signal).
+
+    Warns:
+        HepFitWarning: A limit lies above the POI's upper bound (it is still found: the POI is
+            fixed in the conditional fits, so the bound only limits the free fit).
     """
     alpha = 1.0 - check_cl(cl)
     if test_stat not in ("qtilde", "q"):
         raise HepInputError(f"upper limits use test_stat 'qtilde' or 'q', got {test_stat!r}.")
     calc = AsymptoticCalculator(
-        model, data, test_stat=test_stat, init=init, bounds=bounds, fixed=fixed
+        model,
+        data,
+        test_stat=test_stat,
+        init=init,
+        bounds=bounds,
+        fixed=fixed,
+        multistart=multistart,
     )
     lo_b, hi_b = calc.setup.poi_bounds
     lo_b = max(lo_b, 0.0)
@@ -814,8 +639,21 @@ def upper_limit(
     sqa_ref = math.sqrt(calc.q_asimov(mu_ref))
     sigma = mu_ref / sqa_ref if sqa_ref > 1e-8 else hi_b
 
+    # The POI is fixed in every conditional fit, so its upper bound only limits the free fit:
+    # a limit above it is searched for (up to _LIMIT_REACH x the bound) with a warning, unless
+    # mu-hat itself sits at the upper bound (then the bound biases the free fit: widen it).
+    if calc.observed.mu_hat >= hi_b * (1.0 - 1e-9):
+        raise HepError(
+            f"the best-fit POI sits at its upper bound {hi_b}: widen the POI bounds (bounds=...) "
+            "before computing a limit."
+        )
+    reach = hi_b * _LIMIT_REACH
+    beyond: list[str] = []
+
     def solve(func: Callable[[float], float], estimate: float, what: str) -> float:
-        a, b = _bracket_root(func, estimate, lo_b, hi_b, what)
+        a, b = _bracket_root(func, estimate, lo_b, reach, what)
+        if b > hi_b:
+            beyond.append(what)
         fa, fb = func(a), func(b)
         if fa <= 0:
             return a
@@ -839,6 +677,13 @@ def upper_limit(
 
     obs_est = max(calc.observed.mu_hat, 0.0) + _expected_sqrt_qa_for_cls(alpha, 0.0) * sigma
     obs = solve(f_obs, obs_est, "observed limit")
+    if beyond:
+        warnings.warn(
+            f"{', '.join(beyond)} above the POI upper bound {hi_b}: found by fixing the POI "
+            "beyond the bound (it only limits the free fit); widen the bounds to silence this",
+            HepFitWarning,
+            stacklevel=2,
+        )
     return UpperLimitResult(
         obs=obs, exp=tuple(expected), cl=float(cl), test_stat=test_stat, n_fits=calc.n_fits
     )

@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover
     numba = None  # type: ignore[assignment]
     _HAVE_NUMBA = False
 
+EIG_FLOOR = 1e-10  # relative floor of |eigenvalue| in a damped Newton step
 ENABLED = _HAVE_NUMBA and os.environ.get("SIGTUNE_HEP_JIT", "1") not in ("0", "false", "no")
 
 # The model's arrays as the kernels take them (a namedtuple: numba passes it as one argument
@@ -213,19 +214,24 @@ def _derivs(
         v = nu[b]
         if v > 0.0:
             f += v - (n[b] * math.log(v) if n[b] != 0.0 else 0.0)
-        elif v < 0.0 or n[b] > 0.0:
+        elif n[b] > 0.0:
             return math.inf
+        else:  # pyhf's semantics: no observed events, the term is nu (even for nu < 0)
+            f += v
     f *= 2.0
     for j in range(g_idx.shape[0]):
         z = (ga[j] - x[g_idx[j]]) / gsig[r, j]
         f += z * z
     for j in range(p_idx.shape[0]):
+        # tau gamma - a ln gamma - tau, written without cancellation for large tau
+        # (see Model._pois_aux_term; the - tau is in the constant)
         gam = x[p_idx[j]]
-        f += 2.0 * gam * ptau[r, j]
+        u = gam - 1.0
+        f += 2.0 * (ptau[r, j] - pa[j]) * u
         if pa[j] != 0.0:
             if gam <= 0.0:
                 return math.inf
-            f -= 2.0 * pa[j] * math.log(gam)
+            f += 2.0 * pa[j] * (u - math.log1p(u))
     f += const
     if order == 0:
         return f
@@ -451,11 +457,12 @@ def _newton_solve(
             inv = 1.0 / math.sqrt(abs(ev[0]) + 1e-300)
             for a in range(nD):
                 negD[a] = vec[a, 0] * inv
-        shift = 1e-6 * scale - 2.0 * ev[0] if ev[0] < 1e-8 * scale else 0.0
         for a in range(nD):
             dD[a] = 0.0
         for c in range(nD):
-            lam = ev[c] + shift
+            # eigenvalues by magnitude with a floor: Newton along the well-curved directions,
+            # downhill along negative curvature (see _fit._solve)
+            lam = max(abs(ev[c]), EIG_FLOOR * scale)
             if lam > 0.0:
                 pc = 0.0
                 for a in range(nD):
@@ -861,9 +868,17 @@ def _const_rows(
             c += math.log(gsig[r, j] * gsig[r, j]) + ln2pi
         for j in range(pa.shape[1]):
             a = pa[b, j]
-            c += 2.0 * math.lgamma(a + 1.0)
-            if a != 0.0:
-                c -= 2.0 * a * math.log(ptau[r, j])
+            tau = ptau[r, j]
+            if a >= 100.0:  # Stirling's series: no cancellation of the huge terms
+                q = (a - tau) / tau
+                c += 2.0 * (
+                    a * math.log1p(q) - tau * q + 0.5 * math.log(2.0 * math.pi * a)
+                    + 1.0 / (12.0 * a) - 1.0 / (360.0 * a**3) + 1.0 / (1260.0 * a**5)
+                )  # fmt: skip
+            else:
+                c += 2.0 * (math.lgamma(a + 1.0) + tau)
+                if a != 0.0:
+                    c -= 2.0 * a * math.log(tau)
         out[b] = c
 
 

@@ -42,7 +42,7 @@ from sigtune.hep._interp import (
     normsys_log_interp_fast,
 )
 
-__all__ = ["Model", "ParamSet", "stack_models"]
+__all__ = ["Model", "ParamSet", "stack_models", "with_yields"]
 
 _TYPE_ORDER = ("histosys", "lumi", "normfactor", "normsys", "shapefactor", "shapesys", "staterror")
 _LN_2PI = math.log(2.0 * math.pi)
@@ -924,8 +924,7 @@ class Model:
         const = (
             2.0 * gammaln(n + 1.0).sum(axis=1)
             + (np.log(sig * sig) + _LN_2PI).sum(axis=1)
-            + 2.0 * gammaln(pa + 1.0).sum(axis=1)
-            - 2.0 * (_xlogy(pa, self._arr.pois_tau)).sum(axis=1)
+            + 2.0 * _pois_aux_const(pa, self._arr.pois_tau).sum(axis=1)
         )
         return n, ga, pa, const
 
@@ -979,15 +978,16 @@ class Model:
         if nu.min() > 0.0:  # the usual case: n ln nu is finite (and 0 where n == 0)
             f = 2.0 * (nu - n * np.log(nu)).sum(axis=1)
         else:
+            # pyhf's semantics: a bin with 0 observed events contributes nu (finite, even for
+            # nu < 0); a bin with events and nu <= 0 makes -2 ln L infinite (pyhf: inf or nan)
             with np.errstate(divide="ignore", invalid="ignore"):
                 main = nu - _xlogy(n, nu)
-                main = np.where((nu < 0) | ((nu == 0) & (n > 0)), np.inf, main)
+                main = np.where((nu <= 0) & (n > 0), np.inf, main)
                 f = 2.0 * main.sum(axis=1)
         z = (ga - x[:, self._g_idx]) / self._arr.gauss_sigma
         f = f + (z * z).sum(axis=1)
         if self._p_idx.size:
-            gam = x[:, self._p_idx]
-            f = f + 2.0 * (gam * self._arr.pois_tau - _xlogy(pa, gam)).sum(axis=1)
+            f = f + 2.0 * _pois_aux_term(x[:, self._p_idx], pa, self._arr.pois_tau).sum(axis=1)
         return np.asarray(f + const)
 
     def _derivatives(
@@ -1273,6 +1273,36 @@ def normsys_interp_is4(model: Model) -> bool:
     return model.normsys_interp == "code4"
 
 
+def _pois_aux_term(gam: np.ndarray, a: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """``tau gamma - a ln gamma - tau`` without cancellation for large ``tau`` (shapesys with a
+    tiny relative uncertainty has ``tau`` up to ~1e11): with ``u = gamma - 1``,
+    ``(tau - a) u + a (u - ln(1 + u))``. The ``- tau`` is moved into :func:`_pois_aux_const`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = gam - 1.0
+        out = (tau - a) * u + np.where(a == 0, 0.0, a * (u - np.log1p(u)))
+        return np.where((a != 0) & (gam <= 0), np.inf, out)
+
+
+def _pois_aux_const(a: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """``lgamma(a + 1) - a ln tau + tau`` (the constant of the Poisson constraint terms, per
+    component), by Stirling's series for large ``a`` so that the three huge terms do not cancel:
+    ``a ln(a / tau) - a + tau + ln(2 pi a) / 2 + 1/(12 a) - 1/(360 a^3) + 1/(1260 a^5)``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        big = a >= 100.0
+        ab = np.where(big, a, 100.0)
+        r = (ab - tau) / tau
+        stirling = (
+            ab * np.log1p(r)
+            - tau * r
+            + 0.5 * np.log(2.0 * np.pi * ab)
+            + 1.0 / (12.0 * ab)
+            - 1.0 / (360.0 * ab**3)
+            + 1.0 / (1260.0 * ab**5)
+        )
+        naive = gammaln(a + 1.0) - _xlogy(a, tau) + tau
+        return np.asarray(np.where(big, stirling, naive))
+
+
 def _xlogy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(a == 0, 0.0, a * np.log(b))
@@ -1335,4 +1365,194 @@ def stack_models(models: Sequence[Model]) -> Model:
     arr.fixed = ref._arr.fixed.copy()
     _derived_arrays(arr)
     out._set_arrays(arr, len(models))
+    return out
+
+
+def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
+    """A copy of ``model`` whose yields come from ``channels`` (same structure), not rebuilt.
+
+    For studies that evaluate many candidates of one structure (binning scans): the
+    parameters, modifiers, layouts and compiled-kernel index tables of ``model`` are reused;
+    only the nominal yields, histosys templates, normsys factors and staterror widths are
+    replaced. ``channels`` is a workspace ``channels`` list whose ``data`` entries may be NumPy
+    arrays; it is not validated against the schema (its structure must equal the model's).
+    It may hold only some of the model's channels: the others keep the model's yields (e.g.
+    control regions whose binning does not change).
+
+    Raises:
+        HepWorkspaceError: ``channels`` differs in structure (channels, bins, samples,
+            modifiers, staterror bins with zero width) or holds a shapesys (whose constraint
+            depends on the yields; build a new :class:`Model` instead).
+    """
+    if model.batch_size != 1:
+        raise HepWorkspaceError("with_yields needs an unstacked model (batch size 1)")
+    by_name = {c["name"]: c for c in channels}
+    unknown = sorted(set(by_name) - set(model.channel_names))
+    if unknown or not by_name:
+        raise HepWorkspaceError(
+            f"with_yields: channels {unknown or '[]'} are not among the model's "
+            f"{model.channel_names}"
+        )
+    s_index = {s: i for i, s in enumerate(model.sample_names)}
+    ns_index = {k: i for i, k in enumerate(model._ns_keys)}
+    hs_index = {k: i for i, k in enumerate(model._hs_keys)}
+    N = model._N
+    arr0 = model._arr
+    given = [ci for ci, c in enumerate(model.channel_names) if c in by_name]
+    mask = np.zeros(N, bool)
+    for ci in given:
+        mask[model.channel_slices[model.channel_names[ci]]] = True
+    nom = np.where(mask, 0.0, arr0.nom[0])
+    hs_dp = np.where(mask, 0.0, arr0.hs_dp[0])
+    hs_dm = np.where(mask, 0.0, arr0.hs_dm[0])
+    ns_hi = np.exp(arr0.ns_loghi[0])
+    ns_lo = np.exp(arr0.ns_loglo[0])
+    ns_hi[:, given] = 1.0
+    ns_lo[:, given] = 1.0
+    st_sum: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    linear: dict[tuple[int, int], list[int]] = {}
+    for ci in given:
+        cname = model.channel_names[ci]
+        sl = model.channel_slices[cname]
+        width = sl.stop - sl.start
+        for sample in by_name[cname]["samples"]:
+            si = s_index.get(sample["name"])
+            data = np.asarray(sample["data"], dtype=float)
+            if si is None or data.shape != (width,):
+                raise HepWorkspaceError(
+                    f"with_yields: channel {cname!r}, sample {sample['name']!r} does not match "
+                    "the model's samples or bins"
+                )
+            nom[si, sl] = data
+            lin = linear.setdefault((si, ci), [])
+            for mod in sample["modifiers"]:
+                mtype, mname = mod["type"], mod["name"]
+                if mtype in ("normfactor", "lumi", "shapefactor", "staterror"):
+                    ps = model._psets.get(mname)
+                    if ps is None:
+                        raise HepWorkspaceError(f"with_yields: unknown {mtype} {mname!r}")
+                    comp = model._staterror_components.get(mname) if mtype == "staterror" else None
+                    lin.append(ps.start + (0 if comp is None else int(comp[sl.start])))
+                if mtype == "histosys":
+                    j = hs_index.get((mname, si))
+                    if j is None:
+                        raise HepWorkspaceError(f"with_yields: unknown histosys {mname!r}")
+                    hs_dp[j, sl] = np.asarray(mod["data"]["hi_data"], float) - data
+                    hs_dm[j, sl] = data - np.asarray(mod["data"]["lo_data"], float)
+                elif mtype == "normsys":
+                    j = ns_index.get((mname, si))
+                    if j is None:
+                        raise HepWorkspaceError(f"with_yields: unknown normsys {mname!r}")
+                    ns_hi[j, ci] = float(mod["data"]["hi"])
+                    ns_lo[j, ci] = float(mod["data"]["lo"])
+                elif mtype == "staterror":
+                    tot, unc2 = st_sum.setdefault(mname, (np.zeros(N), np.zeros(N)))
+                    tot[sl] += data
+                    unc2[sl] += np.asarray(mod["data"], float) ** 2
+                elif mtype == "shapesys":
+                    raise HepWorkspaceError(
+                        "with_yields does not support shapesys (its constraint depends on the "
+                        "yields); build a new Model"
+                    )
+                elif mtype not in ("normfactor", "lumi", "shapefactor"):
+                    raise HepWorkspaceError(f"with_yields: unknown modifier type {mtype!r}")
+    plan = model.__dict__.get("_yields_plan")
+    if plan is None:
+        plan = (_linear_signature(model), _staterror_slots(model))
+        model.__dict__["_yields_plan"] = plan
+    expected = {k: v for k, v in plan[0].items() if k[1] in given}
+    if {k: sorted(v) for k, v in linear.items() if v} != expected:
+        raise HepWorkspaceError(
+            "with_yields: the normfactor/lumi/shapefactor/staterror modifiers differ from the "
+            "model's; build a new Model"
+        )
+    if np.any(ns_hi <= 0) or np.any(ns_lo <= 0):
+        raise HepWorkspaceError("with_yields: normsys hi and lo must be > 0")
+    arr = copy.copy(model._arr)
+    arr.nom = nom[None]
+    arr.hs_dp, arr.hs_dm = hs_dp[None], hs_dm[None]
+    arr.ns_loghi, arr.ns_loglo = np.log(ns_hi)[None], np.log(ns_lo)[None]
+    arr.ns_coef = code4_coefficients(ns_hi, ns_lo)[None] if normsys_interp_is4(model) else None
+    _derived_arrays(arr)
+    if st_sum:
+        gsig = arr.gauss_sigma.copy()
+        for mname, (st_mask, pos, fixed) in plan[1].items():
+            if mname not in st_sum:
+                continue
+            tot, unc2 = st_sum[mname]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = np.where(tot > 0, np.sqrt(unc2) / np.where(tot > 0, tot, 1.0), 0.0)
+            part = mask[st_mask]  # components of this staterror in the given channels
+            rel = rel[st_mask][part]
+            if not np.array_equal(rel == 0, fixed[part]):
+                raise HepWorkspaceError(
+                    f"with_yields: staterror {mname!r} has zero-width bins where the model "
+                    "has none (or the reverse); build a new Model"
+                )
+            gsig[0, pos[part]] = np.where(fixed[part], 1.0, rel)
+        arr.gauss_sigma = gsig
+    out = copy.copy(model)
+    out.__dict__.pop("_jit_tables", None)
+    out._set_arrays(arr, 1)
+    _reuse_jit_tables(model, out)
+    return out
+
+
+_JIT_YIELD_FIELDS = ("nom", "hs_dp", "hs_dm", "ns_loghi", "ns_loglo", "ns_coef", "gsig")
+_JIT_SCRATCH_FIELDS = ("dl", "dl1", "dl2", "lk", "lk1", "lk2", "Es", "Ls", "As", "J")
+
+
+def _reuse_jit_tables(model: Model, out: Model) -> None:
+    """Give ``out`` the compiled-kernel tables of ``model`` with the yields swapped (the index
+    tables depend on the structure only); fresh scratch arrays, so that models evaluated in
+    different threads never share them. Does nothing when ``model`` has none cached."""
+    cached = model.__dict__.get("_jit_tables")
+    if cached is None or cached[0] is not model._arr or cached[1] is not model._dpos:
+        return
+    jt = copy.copy(cached[2])
+    t = jt.tables
+    if not all(hasattr(t, f) for f in (*_JIT_YIELD_FIELDS, *_JIT_SCRATCH_FIELDS)):
+        return  # a table layout this helper does not know: let the kernels rebuild them
+    arr = out._arr
+    Bm = 1
+    ns_coef = arr.ns_coef if arr.ns_coef is not None else np.zeros_like(t.ns_coef)
+    new = {
+        "nom": np.ascontiguousarray(arr.nom, np.float64),
+        "hs_dp": np.ascontiguousarray(arr.hs_dp.reshape(Bm, out._H, out._N), np.float64),
+        "hs_dm": np.ascontiguousarray(arr.hs_dm.reshape(Bm, out._H, out._N), np.float64),
+        "ns_loghi": np.ascontiguousarray(arr.ns_loghi.reshape(Bm, out._M, out._C), np.float64),
+        "ns_loglo": np.ascontiguousarray(arr.ns_loglo.reshape(Bm, out._M, out._C), np.float64),
+        "ns_coef": np.ascontiguousarray(ns_coef.reshape(Bm, out._M, out._C, 6), np.float64),
+        "gsig": np.ascontiguousarray(arr.gauss_sigma.reshape(Bm, -1), np.float64),
+    }
+    new.update({f: np.zeros_like(getattr(t, f)) for f in _JIT_SCRATCH_FIELDS})
+    jt.tables = t._replace(**new)
+    out.__dict__["_jit_tables"] = (out._arr, out._dpos, jt)
+
+
+def _linear_signature(model: Model) -> dict[tuple[int, int], list[int]]:
+    """Per (sample, channel): the sorted parameters of its linear factors in the channel's first
+    bin (the structure check of :func:`with_yields`)."""
+    out = {}
+    for ci, cname in enumerate(model.channel_names):
+        b = model.channel_slices[cname].start
+        for si in range(model._S):
+            pars = model._lin_idx[:, si, b]
+            pars = pars[pars < model.n_pars]
+            if pars.size:
+                out[(si, ci)] = sorted(int(p) for p in pars)
+    return out
+
+
+def _staterror_slots(model: Model) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per staterror name: its bin mask, the Gaussian-width slots of its components and which
+    components are fixed (zero width)."""
+    out = {}
+    for mname, comp in model._staterror_components.items():
+        ps = model._psets[mname]
+        mask = comp >= 0
+        fixed = np.asarray(ps.fixed, bool)
+        pars = ps.start + np.arange(ps.n)
+        pos = np.searchsorted(model._g_idx, pars)
+        out[mname] = (mask, pos, fixed)
     return out

@@ -60,6 +60,12 @@ class HypotestResult:
         test_stat_asimov: The test statistic on the Asimov data set (asymptotics), else NaN.
         mu_hat: Best-fit POI on the observed data.
         n_toys: Number of toys per hypothesis (toys), else 0.
+        fit_starts: Which starting point gave each fit (asymptotics): keys ``"free"`` (the
+            unconditional fit), ``"observed"`` (conditional at ``mu``), ``"asimov_data"`` (the
+            conditional fit that generates the Asimov data) and ``"asimov"`` (conditional fit
+            at ``mu`` to the Asimov data); values ``"init"``, ``"warm"``, ``"default"``,
+            ``"free"``, ``"perturbed-<k>"`` or ``"exact"`` (no fit needed).
+        n_fits: Minimisations run by the calculator so far (asymptotics).
     """
 
     mu: float
@@ -75,6 +81,8 @@ class HypotestResult:
     test_stat_asimov: float
     mu_hat: float
     n_toys: int = 0
+    fit_starts: dict[str, str] = field(default_factory=dict)
+    n_fits: int = 0
 
     @property
     def pvalue_obs(self) -> float:

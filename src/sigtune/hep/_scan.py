@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, stats
 
 from sigtune.hep._fit import fit
-from sigtune.hep._infer import _Point, _Profile
+from sigtune.hep._profile import _Point, _Profile
 from sigtune.hep._results import ScanResult
 from sigtune.hep._validate import HepInputError, check_data, make_setup
 

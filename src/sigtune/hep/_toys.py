@@ -26,9 +26,9 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
 from sigtune.hep._fit import fit_batch
-from sigtune.hep._infer import _check_test_stat, _Profile
+from sigtune.hep._profile import _Profile
 from sigtune.hep._results import BAND_N_SIGMA, HypotestResult
-from sigtune.hep._validate import FitSetup, HepInputError, check_data, make_setup
+from sigtune.hep._validate import FitSetup, HepInputError, check_data, check_test_stat, make_setup
 
 __all__ = ["AuxLayout", "aux_layout", "sample_toys", "toy_hypotest", "toy_test_statistics"]
 
@@ -173,7 +173,7 @@ def toy_hypotest(
     Returns:
         A :class:`HypotestResult` with ``calctype="toys"`` (``test_stat_asimov`` is NaN).
     """
-    _check_test_stat(test_stat)
+    check_test_stat(test_stat)
     if int(n_toys) < 10:
         raise HepInputError(f"n_toys must be >= 10, got {n_toys!r}.")
     n_toys = int(n_toys)

@@ -9,13 +9,25 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sigtune.hep._exceptions import HepError
+from sigtune.hep._exceptions import HepInputError
 
-__all__ = ["FitSetup", "HepInputError", "check_data", "make_setup"]
+__all__ = [
+    "TEST_STATS",
+    "FitSetup",
+    "HepInputError",
+    "check_data",
+    "check_test_stat",
+    "make_setup",
+]
+
+TEST_STATS: tuple[str, ...] = ("qtilde", "q", "q0")
 
 
-class HepInputError(HepError, ValueError):
-    """An argument of an inference function is invalid; the message says which and why."""
+def check_test_stat(test_stat: str) -> str:
+    """``test_stat`` if it is one of :data:`TEST_STATS`, else :class:`HepInputError`."""
+    if test_stat not in TEST_STATS:
+        raise HepInputError(f"test_stat must be one of {TEST_STATS}, got {test_stat!r}.")
+    return test_stat
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,6 +1,8 @@
 """Command line for the HistFactory engine: ``sigtune hep ...`` or ``python -m sigtune.hep ...``.
 
-Commands (each takes a pyhf JSON workspace and optional ``--patch``)::
+Statistics commands (each takes a pyhf JSON workspace, ``-`` for standard input, and the same
+options: ``--patch``, ``--patch-name``, ``--measurement``, ``--poi-bounds LO,HI``,
+``--par-bounds NAME=LO,HI`` (repeatable), ``--json``, interpolation codes)::
 
     fit        maximum-likelihood fit (optionally at a fixed POI value)
     discovery  observed / expected discovery significance Z0 and p0
@@ -9,20 +11,33 @@ Commands (each takes a pyhf JSON workspace and optional ``--patch``)::
     ranking    impact ranking of the nuisance parameters
     scan       profile-likelihood scan over the POI
 
+Workspace tools (pyhf's, with the same semantics; output: pyhf JSON on stdout or ``-o FILE``)::
+
+    inspect    channels (bins), samples, modifiers, parameters, measurements
+    combine    two workspaces into one (--join none|outer|left outer|right outer)
+    prune      remove channels / samples / modifiers / modifier types / measurements
+    rename     rename channels / samples / modifiers / measurements (--channel OLD=NEW ...)
+    patchset   list the patches of a patchset, or apply one (``patchset apply WS PATCHSET --name``)
+
 ``--json`` prints a machine-readable result on stdout. Errors exit with status 2 and a message on
 stderr.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect as _inspect
 import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 
-from sigtune.hep._exceptions import HepError
+from sigtune.hep._exceptions import HepError, HepInputError
 
 __all__ = ["app", "main"]
 
@@ -56,6 +71,36 @@ HistosysOpt = Annotated[
 ]
 
 
+def _read_document(source: Path, what: str) -> Any:
+    """A JSON document from a file, or from standard input when ``source`` is ``-``."""
+    from sigtune.hep._workspace import _load_json
+
+    if str(source) == "-":
+        text = sys.stdin.read()
+        if not text.strip():
+            raise HepInputError(f"no {what} on standard input")
+        return _load_json(text, what)
+    return _load_json(source, what)
+
+
+def _bounds(text: str, what: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise HepInputError(f"{what} must be LOW,HIGH (two numbers), got {text!r}") from None
+    return lo, hi
+
+
+def _par_bounds(items: list[str]) -> dict[str, tuple[float, float]]:
+    out = {}
+    for item in items:
+        name, sep, rest = item.partition("=")
+        if not sep or not name:
+            raise HepInputError(f"--par-bounds must be NAME=LOW,HIGH, got {item!r}")
+        out[name] = _bounds(rest, f"--par-bounds {name}")
+    return out
+
+
 def _load(
     workspace: Path,
     patch: Path | None,
@@ -63,16 +108,101 @@ def _load(
     measurement: str | None,
     normsys_interp: str,
     histosys_interp: str,
+    poi_bounds: str | None = None,
+    par_bounds: list[str] | None = None,
 ) -> tuple[Any, Any, np.ndarray]:
+    from sigtune.hep._tools import with_bounds
     from sigtune.hep._workspace import Workspace
 
-    ws = Workspace(workspace)
+    ws = Workspace(_read_document(workspace, "workspace"))
     if patch is not None:
         ws = ws.patched(patch, name=patch_name) if patch_name else ws.patched(patch)
+    if poi_bounds is not None or par_bounds:
+        spec = with_bounds(
+            ws.spec,
+            measurement=measurement,
+            poi_bounds=None if poi_bounds is None else _bounds(poi_bounds, "--poi-bounds"),
+            par_bounds=_par_bounds(par_bounds or []),
+        )
+        ws = Workspace(spec)
     model = ws.model(
         measurement=measurement, normsys_interp=normsys_interp, histosys_interp=histosys_interp
     )
     return ws, model, ws.data(model)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What every statistics command works on."""
+
+    ws: Any
+    model: Any
+    data: np.ndarray
+    as_json: bool
+
+
+PoiBoundsOpt = Annotated[
+    str | None,
+    typer.Option("--poi-bounds", help="Bounds of the POI: LOW,HIGH (e.g. -5,20)."),
+]
+ParBoundsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--par-bounds", help="Bounds of a parameter: NAME=LOW,HIGH (repeatable)."),
+]
+
+_COMMON: list[tuple[str, Any, Any]] = [
+    ("workspace", WorkspaceArg, _inspect.Parameter.empty),
+    ("patch", PatchOpt, None),
+    ("patch_name", PatchNameOpt, None),
+    ("measurement", MeasurementOpt, None),
+    ("poi_bounds", PoiBoundsOpt, None),
+    ("par_bounds", ParBoundsOpt, None),
+    ("as_json", JsonOpt, False),
+    ("normsys_interp", NormsysOpt, "code4"),
+    ("histosys_interp", HistosysOpt, "code4p"),
+]
+
+
+def _stats_command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register ``fn(loaded, **own_options)`` as command ``name`` with the common options
+    (workspace, patch, measurement, bounds, JSON, interpolation codes) declared once."""
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        own = list(_inspect.signature(fn, eval_str=True).parameters.values())[1:]
+        common_names = [n for n, _, _ in _COMMON]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> None:
+            common = {n: kwargs.pop(n) for n in common_names}
+            try:
+                _, model, data = _load(
+                    common["workspace"],
+                    common["patch"],
+                    common["patch_name"],
+                    common["measurement"],
+                    common["normsys_interp"],
+                    common["histosys_interp"],
+                    common["poi_bounds"],
+                    common["par_bounds"],
+                )
+                fn(Loaded(None, model, data, common["as_json"]), **kwargs)
+            except HepError as exc:
+                _fail(exc)
+
+        params = [
+            _inspect.Parameter(n, _inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=a, default=d)
+            for n, a, d in _COMMON
+        ]
+        command.__signature__ = _inspect.Signature([*params, *own])  # type: ignore[attr-defined]
+        command.__annotations__ = {
+            **{n: a for n, a, _ in _COMMON},
+            **{p.name: p.annotation for p in own},
+        }
+        del command.__wrapped__  # type: ignore[attr-defined]
+        app.command(name)(command)
+        return command
+
+    return decorate
 
 
 def _emit(as_json: bool, payload: dict[str, Any], lines: list[str]) -> None:
@@ -100,31 +230,19 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-@app.command("fit")
+@_stats_command("fit")
 def fit_cmd(
-    workspace: WorkspaceArg,
-    patch: PatchOpt = None,
-    patch_name: PatchNameOpt = None,
-    measurement: MeasurementOpt = None,
+    ctx: Loaded,
     poi_value: Annotated[
         float | None,
         typer.Option("--poi-value", help="Fix the POI at this value (conditional fit)."),
     ] = None,
-    as_json: JsonOpt = False,
-    normsys_interp: NormsysOpt = "code4",
-    histosys_interp: HistosysOpt = "code4p",
 ) -> None:
     """Maximum-likelihood fit: best-fit values, uncertainties and -2 ln L."""
-    try:
-        from sigtune.hep._fit import fit
+    from sigtune.hep._fit import fit
 
-        _, model, data = _load(
-            workspace, patch, patch_name, measurement, normsys_interp, histosys_interp
-        )
-        res = fit(model, data, poi_value=poi_value)
-    except HepError as exc:
-        _fail(exc)
-        return
+    model = ctx.model
+    res = fit(model, ctx.data, poi_value=poi_value)
     errors = (
         np.asarray(res.errors, dtype=float)
         if res.errors is not None
@@ -144,45 +262,27 @@ def fit_cmd(
     for name, v, e in zip(model.par_names, res.bestfit, errors, strict=True):
         lines.append(f"{name:<40} {float(v):>14.6g} {float(e):>12.4g}")
     lines.append(f"-2 ln L = {float(res.twice_nll):.8f}   converged = {bool(res.converged)}")
-    _emit(as_json, payload, lines)
+    _emit(ctx.as_json, payload, lines)
 
 
-@app.command("discovery")
-def discovery_cmd(
-    workspace: WorkspaceArg,
-    patch: PatchOpt = None,
-    patch_name: PatchNameOpt = None,
-    measurement: MeasurementOpt = None,
-    as_json: JsonOpt = False,
-    normsys_interp: NormsysOpt = "code4",
-    histosys_interp: HistosysOpt = "code4p",
-) -> None:
+@_stats_command("discovery")
+def discovery_cmd(ctx: Loaded) -> None:
     """Discovery significance (q0, asymptotics): observed and expected Z0 and p0."""
-    try:
-        from sigtune.hep._infer import discovery
+    from sigtune.hep._infer import discovery
 
-        _, model, data = _load(
-            workspace, patch, patch_name, measurement, normsys_interp, histosys_interp
-        )
-        res = discovery(model, data)
-    except HepError as exc:
-        _fail(exc)
-        return
+    res = discovery(ctx.model, ctx.data)
     lines = [
         f"mu_hat      = {res.mu_hat:.6g}",
         f"Z0 observed = {res.z0_obs:.4f}   p0 = {res.p0_obs:.4g}",
         f"Z0 expected = {res.z0_exp:.4f}   p0 = {res.p0_exp:.4g}",
         f"p0 expected band (-2..+2 sigma): {_fmt_band(res.p0_exp_band)}",
     ]
-    _emit(as_json, res.to_dict(), lines)
+    _emit(ctx.as_json, res.to_dict(), lines)
 
 
-@app.command("cls")
+@_stats_command("cls")
 def cls_cmd(
-    workspace: WorkspaceArg,
-    patch: PatchOpt = None,
-    patch_name: PatchNameOpt = None,
-    measurement: MeasurementOpt = None,
+    ctx: Loaded,
     poi_value: Annotated[float, typer.Option("--poi-value", help="Tested POI value.")] = 1.0,
     test_stat: Annotated[str, typer.Option("--test-stat", help="qtilde, q or q0.")] = "qtilde",
     calctype: Annotated[
@@ -192,86 +292,57 @@ def cls_cmd(
         int, typer.Option("--n-toys", help="Toys per hypothesis (toys only).")
     ] = 2000,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (toys only).")] = None,
-    as_json: JsonOpt = False,
-    normsys_interp: NormsysOpt = "code4",
-    histosys_interp: HistosysOpt = "code4p",
 ) -> None:
     """CLs hypothesis test at --poi-value: observed and expected CLs."""
-    try:
-        from sigtune.hep._infer import hypotest
+    from sigtune.hep._infer import hypotest
 
-        _, model, data = _load(
-            workspace, patch, patch_name, measurement, normsys_interp, histosys_interp
-        )
-        res = hypotest(
-            model, data, poi_value, test_stat=test_stat, calctype=calctype, n_toys=n_toys, seed=seed
-        )
-    except HepError as exc:
-        _fail(exc)
-        return
+    res = hypotest(
+        ctx.model,
+        ctx.data,
+        poi_value,
+        test_stat=test_stat,
+        calctype=calctype,
+        n_toys=n_toys,
+        seed=seed,
+    )
     lines = [
         f"mu = {res.mu:g}  ({res.test_stat}, {res.calctype})   mu_hat = {res.mu_hat:.6g}",
         f"CLs observed = {res.cls_obs:.6g}   CLsb = {res.clsb_obs:.6g}   CLb = {res.clb_obs:.6g}",
         f"CLs expected (-2..+2 sigma): {_fmt_band(res.cls_exp)}",
     ]
-    _emit(as_json, res.to_dict(), lines)
+    _emit(ctx.as_json, res.to_dict(), lines)
 
 
-@app.command("limit")
+@_stats_command("limit")
 def limit_cmd(
-    workspace: WorkspaceArg,
-    patch: PatchOpt = None,
-    patch_name: PatchNameOpt = None,
-    measurement: MeasurementOpt = None,
+    ctx: Loaded,
     cl: Annotated[float, typer.Option("--cl", help="Confidence level.")] = 0.95,
     test_stat: Annotated[str, typer.Option("--test-stat", help="qtilde or q.")] = "qtilde",
-    as_json: JsonOpt = False,
-    normsys_interp: NormsysOpt = "code4",
-    histosys_interp: HistosysOpt = "code4p",
 ) -> None:
     """Observed and expected CLs upper limits on the POI (root finding)."""
-    try:
-        from sigtune.hep._infer import upper_limit
+    from sigtune.hep._infer import upper_limit
 
-        _, model, data = _load(
-            workspace, patch, patch_name, measurement, normsys_interp, histosys_interp
-        )
-        res = upper_limit(model, data, cl=cl, test_stat=test_stat)
-    except HepError as exc:
-        _fail(exc)
-        return
+    model = ctx.model
+    res = upper_limit(model, ctx.data, cl=cl, test_stat=test_stat)
     lines = [
         f"{100 * cl:g}% CL upper limit on {model.par_names[model.poi_index]}:",
         f"observed = {res.obs:.6g}",
         f"expected = {res.exp[2]:.6g}   band (-2..+2 sigma): {_fmt_band(res.exp)}",
     ]
-    _emit(as_json, res.to_dict(), lines)
+    _emit(ctx.as_json, res.to_dict(), lines)
 
 
-@app.command("ranking")
+@_stats_command("ranking")
 def ranking_cmd(
-    workspace: WorkspaceArg,
-    patch: PatchOpt = None,
-    patch_name: PatchNameOpt = None,
-    measurement: MeasurementOpt = None,
+    ctx: Loaded,
     top: Annotated[
         int, typer.Option("--top", help="Show the N highest-ranked parameters (0: all).")
     ] = 20,
-    as_json: JsonOpt = False,
-    normsys_interp: NormsysOpt = "code4",
-    histosys_interp: HistosysOpt = "code4p",
 ) -> None:
     """Impact ranking: pre-fit and post-fit impacts of each constrained nuisance parameter."""
-    try:
-        from sigtune.hep._ranking import ranking
+    from sigtune.hep._ranking import ranking
 
-        _, model, data = _load(
-            workspace, patch, patch_name, measurement, normsys_interp, histosys_interp
-        )
-        res = ranking(model, data)
-    except HepError as exc:
-        _fail(exc)
-        return
+    res = ranking(ctx.model, ctx.data)
     entries = res.entries if top <= 0 else res.top(top)
     payload = res.to_dict()
     payload["entries"] = payload["entries"][: len(entries)]
@@ -284,15 +355,12 @@ def ranking_cmd(
             f"{e.name:<40} {e.theta_hat:>8.3f} {e.postfit_width:>7.3f} {e.prefit_up:>9.4f} {e.prefit_down:>9.4f} "
             f"{e.postfit_up:>9.4f} {e.postfit_down:>9.4f} {e.total_impact:>9.4f}"
         )
-    _emit(as_json, payload, lines)
+    _emit(ctx.as_json, payload, lines)
 
 
-@app.command("scan")
+@_stats_command("scan")
 def scan_cmd(
-    workspace: WorkspaceArg,
-    patch: PatchOpt = None,
-    patch_name: PatchNameOpt = None,
-    measurement: MeasurementOpt = None,
+    ctx: Loaded,
     low: Annotated[
         float | None, typer.Option("--low", help="Lowest POI value (default: from the fit).")
     ] = None,
@@ -300,25 +368,14 @@ def scan_cmd(
         float | None, typer.Option("--high", help="Highest POI value (default: from the fit).")
     ] = None,
     points: Annotated[int, typer.Option("--points", help="Number of scan points.")] = 21,
-    as_json: JsonOpt = False,
-    normsys_interp: NormsysOpt = "code4",
-    histosys_interp: HistosysOpt = "code4p",
 ) -> None:
     """Profile-likelihood scan over the POI with 68% and 95% intervals."""
-    try:
-        from sigtune.hep._scan import profile_scan
-        from sigtune.hep._validate import HepInputError
+    from sigtune.hep._scan import profile_scan
 
-        if (low is None) != (high is None):
-            raise HepInputError("give both --low and --high, or neither.")
-        _, model, data = _load(
-            workspace, patch, patch_name, measurement, normsys_interp, histosys_interp
-        )
-        values = None if low is None or high is None else np.linspace(low, high, points)
-        res = profile_scan(model, data, values, n_points=points)
-    except HepError as exc:
-        _fail(exc)
-        return
+    if (low is None) != (high is None):
+        raise HepInputError("give both --low and --high, or neither.")
+    values = None if low is None or high is None else np.linspace(low, high, points)
+    res = profile_scan(ctx.model, ctx.data, values, n_points=points)
     lines = [f"{res.poi_name:>12} {'-2 delta ln L':>14}"]
     lines += [
         f"{m:>12.5g} {d:>14.6f}" for m, d in zip(res.poi_values, res.delta_twice_nll, strict=True)
@@ -326,7 +383,205 @@ def scan_cmd(
     lines.append(
         f"mu_hat = {res.mu_hat:.6g}   68% interval {res.interval_68}   95% interval {res.interval_95}"
     )
-    _emit(as_json, res.to_dict(), lines)
+    _emit(ctx.as_json, res.to_dict(), lines)
+
+
+# ---------------------------------------------------------------------- workspace tools
+
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="Write the workspace here (default: standard output)."),
+]
+
+
+def _write_workspace(spec: dict[str, Any], output: Path | None) -> None:
+    text = json.dumps(spec, indent=2, sort_keys=True)
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
+
+
+def _renames(values: list[str] | None, option: str) -> dict[str, str]:
+    """``OLD=NEW`` items of a repeatable rename option."""
+    out = {}
+    for item in values or []:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise HepInputError(f"{option} takes OLD=NEW, got {item!r}")
+        out[old] = new
+    return out
+
+
+@app.command("inspect")
+def inspect_cmd(workspace: WorkspaceArg, as_json: JsonOpt = False) -> None:
+    """Channels (bins), samples, modifiers, parameters and measurements of a workspace."""
+    try:
+        from sigtune.hep._tools import inspect
+
+        info = inspect(_read_document(workspace, "workspace"))
+    except HepError as exc:
+        _fail(exc)
+        return
+    lines = [
+        f"channels ({len(info['channels'])}, {info['n_bins']} bins): "
+        + ", ".join(f"{c} [{n}]" for c, n in info["channels"].items()),
+        f"samples ({len(info['samples'])}): " + ", ".join(info["samples"]),
+        f"modifiers ({len(info['modifiers'])}):",
+        *(f"  {n:<40} {t}" for n, t in info["modifiers"]),
+        f"parameters ({len(info['parameters'])} sets, {info['n_parameters']} components):",
+        *(
+            f"  {p['name']:<40} {p['type']:<11} n={p['n']:<4} init={p['inits'][0]:<8g} "
+            f"bounds={p['bounds'][0]}{'  fixed' if p['fixed'] else ''}"
+            for p in info["parameters"]
+        ),
+        "measurements: " + ", ".join(f"{m['name']} (POI {m['poi']})" for m in info["measurements"]),
+    ]
+    _emit(as_json, info, lines)
+
+
+@app.command("combine")
+def combine_cmd(
+    left: Annotated[Path, typer.Argument(help="First workspace (- for standard input).")],
+    right: Annotated[Path, typer.Argument(help="Second workspace.")],
+    join: Annotated[
+        str, typer.Option("--join", help="none, outer, 'left outer' or 'right outer'.")
+    ] = "none",
+    merge_channels: Annotated[
+        bool, typer.Option("--merge-channels", help="Merge samples of same-named channels.")
+    ] = False,
+    output: OutputOpt = None,
+) -> None:
+    """Combine two workspaces (pyhf combine semantics)."""
+    try:
+        from sigtune.hep._tools import combine
+
+        spec = combine(
+            _read_document(left, "workspace"),
+            _read_document(right, "workspace"),
+            join=join,
+            merge_channels=merge_channels,
+        )
+    except HepError as exc:
+        _fail(exc)
+        return
+    _write_workspace(spec, output)
+
+
+@app.command("prune")
+def prune_cmd(
+    workspace: WorkspaceArg,
+    channel: Annotated[
+        list[str] | None, typer.Option("--channel", help="Channel (repeatable).")
+    ] = None,
+    sample: Annotated[
+        list[str] | None, typer.Option("--sample", help="Sample (repeatable).")
+    ] = None,
+    modifier: Annotated[
+        list[str] | None, typer.Option("--modifier", help="Modifier name (repeatable).")
+    ] = None,
+    modifier_type: Annotated[
+        list[str] | None, typer.Option("--modifier-type", help="Modifier type (repeatable).")
+    ] = None,
+    measurement: Annotated[
+        list[str] | None, typer.Option("--measurement", help="Measurement (repeatable).")
+    ] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Remove channels, samples, modifiers (by name or type) and measurements."""
+    try:
+        from sigtune.hep._tools import prune
+
+        spec = prune(
+            _read_document(workspace, "workspace"),
+            channels=channel or [],
+            samples=sample or [],
+            modifiers=modifier or [],
+            modifier_types=modifier_type or [],
+            measurements=measurement or [],
+        )
+    except HepError as exc:
+        _fail(exc)
+        return
+    _write_workspace(spec, output)
+
+
+@app.command("rename")
+def rename_cmd(
+    workspace: WorkspaceArg,
+    channel: Annotated[
+        list[str] | None, typer.Option("--channel", help="OLD=NEW (repeatable).")
+    ] = None,
+    sample: Annotated[
+        list[str] | None, typer.Option("--sample", help="OLD=NEW (repeatable).")
+    ] = None,
+    modifier: Annotated[
+        list[str] | None, typer.Option("--modifier", help="OLD=NEW (repeatable).")
+    ] = None,
+    measurement: Annotated[
+        list[str] | None, typer.Option("--measurement", help="OLD=NEW (repeatable).")
+    ] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Rename channels, samples, modifiers (and their settings / POI) and measurements."""
+    try:
+        from sigtune.hep._tools import rename
+
+        spec = rename(
+            _read_document(workspace, "workspace"),
+            channels=_renames(channel, "--channel"),
+            samples=_renames(sample, "--sample"),
+            modifiers=_renames(modifier, "--modifier"),
+            measurements=_renames(measurement, "--measurement"),
+        )
+    except HepError as exc:
+        _fail(exc)
+        return
+    _write_workspace(spec, output)
+
+
+patchset_app = typer.Typer(
+    name="patchset", help="pyhf patchsets: list the patches, apply one.", no_args_is_help=True
+)
+app.add_typer(patchset_app)
+
+
+@patchset_app.command("list")
+def patchset_list_cmd(
+    patchset: Annotated[Path, typer.Argument(help="pyhf patchset (- for standard input).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Patch names and their metadata values."""
+    try:
+        from sigtune.hep._tools import patchset_entries
+
+        entries = patchset_entries(_read_document(patchset, "patchset"))
+    except HepError as exc:
+        _fail(exc)
+        return
+    lines = [f"{e['name']:<40} {e['values']}" for e in entries]
+    _emit(as_json, {"patches": entries}, lines)
+
+
+@patchset_app.command("apply")
+def patchset_apply_cmd(
+    workspace: WorkspaceArg,
+    patchset: Annotated[Path, typer.Argument(help="pyhf patchset.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Patch to apply (needed if several).")
+    ] = None,
+    output: OutputOpt = None,
+) -> None:
+    """Apply one patch of a patchset to a workspace."""
+    try:
+        from sigtune.hep._workspace import Workspace
+
+        ws = Workspace(_read_document(workspace, "workspace"))
+        spec = ws.patched(_read_document(patchset, "patchset"), name=name).spec
+    except HepError as exc:
+        _fail(exc)
+        return
+    _write_workspace(spec, output)
 
 
 def main() -> None:

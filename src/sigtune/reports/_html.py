@@ -1,20 +1,24 @@
-"""Self-contained HTML report of a study.
+"""HTML report of a study.
 
 The report has a run summary, the best trial (the Pareto front for several objectives), the
-trials table (with failure reasons) and plots: optimization history, parameter importances and
-parallel coordinates (plus the Pareto front for several objectives). Plots come from
-:mod:`optuna.visualization` (interactive plotly, with plotly.js inlined) when plotly is
-installed, else from :mod:`optuna.visualization.matplotlib` as embedded PNG images, else the
-report has tables only. Plotting libraries are imported only when a report is written.
+trials table (with failure reasons and tracebacks) and every plot :mod:`optuna.visualization`
+offers for the study's kind: history, importances (fANOVA and PED-ANOVA), parallel coordinates,
+contour and slice of the most important parameters, EDF, intermediate values (pruned or ML
+studies), timeline, Pareto front and hypervolume history (several objectives) and constraint
+feasibility. Plots are interactive plotly when plotly is installed, else PNG images from
+:mod:`optuna.visualization.matplotlib`, else the report has tables only.
+
+Pages: ``report.html``, plus ``ml.html`` for studies with learning curves and ``physics.html``
+when the run directory holds a binning study's ``best_workspace.json``. The pages of a report
+directory share one ``plotly.min.js``; ``offline=True`` writes one self-contained file instead
+(plotly.js inlined, every page a section of it). Plotting libraries are imported only when a
+report is written.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
 import html
 import importlib.util
-import io
 import json
 import logging
 import math
@@ -26,7 +30,16 @@ from typing import Any, Literal
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sigtune import _best as best_rules
 from sigtune._exceptions import ConfigError
+from sigtune.reports._render import (
+    PLOTLY_JS,
+    figure_html,
+    plotly_fragment,
+    png_img,
+    write_page,
+    write_plotly_js,
+)
 
 __all__ = ["write_report"]
 
@@ -43,8 +56,10 @@ def write_report(
     *,
     backend: Backend = "auto",
     title: str | None = None,
+    offline: bool = False,
+    run_dir: str | Path | None = None,
 ) -> Path:
-    """Write a self-contained HTML report of ``study``.
+    """Write the HTML report of ``study``.
 
     Args:
         study: A :class:`sigtune.Study` or an :class:`optuna.Study`.
@@ -53,9 +68,13 @@ def write_report(
         backend: ``auto`` (plotly, else matplotlib, else none), or force one; ``none`` writes
             tables only.
         title: Page title (default: ``sigtune report: <study name>``).
+        offline: One self-contained file (plotly.js inlined once, physics and ML pages as
+            sections). Default: the pages of the directory share one ``plotly.min.js``.
+        run_dir: The run's directory: a binning study's ``best_workspace.json`` there gets a
+            physics page, ML evaluation outputs (``roc.json``, ``cv.json``) an ML page.
 
     Returns:
-        The path written.
+        The path of the main page.
 
     Raises:
         ConfigError: If ``study`` is not a study, or a forced backend is not installed.
@@ -79,20 +98,42 @@ def write_report(
     name = ostudy.study_name
     page_title = title or f"sigtune report: {name}"
 
-    sections = [
+    main_sections = [
         _summary(ostudy, trials, directions, chosen),
         _best(study, ostudy, trials, directions, params_of),
         _plots(ostudy, trials, directions, chosen),
         _trials_table(trials, directions, params_of),
+        _failures(trials),
     ]
-    document = _PAGE.format(
-        title=html.escape(page_title),
-        heading=html.escape(page_title),
-        body="\n".join(sections),
-        generated=html.escape(_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
-        optuna_version=html.escape(optuna.__version__),
-    )
-    out.write_text(document, encoding="utf-8")
+    extra: list[tuple[str, str, list[str]]] = []  # (file name, title, sections)
+    from sigtune.reports._pages import ml_sections, physics_sections_for_run
+
+    ml = ml_sections(ostudy, trials, chosen, Path(run_dir) if run_dir is not None else None)
+    if ml:
+        extra.append(("ml.html", f"ML: {name}", ml))
+    if run_dir is not None:
+        phys = physics_sections_for_run(ostudy, trials, Path(run_dir))
+        if phys:
+            extra.append(("physics.html", f"Physics: {name}", phys))
+
+    uses_plotly = chosen == "plotly"
+    if offline:
+        body = list(main_sections)
+        for _file, page_title_extra, sections in extra:
+            body.append(f"<h1>{html.escape(page_title_extra)}</h1>")
+            body.extend(sections)
+        write_page(out, page_title, body, plotly_js="inline" if uses_plotly else None)
+        return out
+    nav = [("report.html" if out.name == "report.html" else out.name, "Study")] + [
+        (f, t.split(":")[0]) for f, t, _ in extra
+    ]
+    js = None
+    if uses_plotly:
+        write_plotly_js(out.parent / PLOTLY_JS)
+        js = PLOTLY_JS
+    write_page(out, page_title, main_sections, plotly_js=js, nav=nav)
+    for file, page_title_extra, sections in extra:
+        write_page(out.parent / file, page_title_extra, sections, plotly_js=js, nav=nav)
     return out
 
 
@@ -176,12 +217,22 @@ def _sampler_label(sampler: Any) -> str:
 
 
 def _best_trials(study: Any, ostudy: optuna.Study, multi: bool) -> list[FrozenTrial]:
-    try:
-        if multi:
-            return list(getattr(study, "best_trials", ostudy.best_trials))
-        return [getattr(study, "best_trial", None) or ostudy.best_trial]
-    except Exception:  # no completed trial (or only infeasible ones)
-        return []
+    """The Pareto front, or ``[best trial]``: the study wrapper's if it has one (a
+    :class:`sigtune.Study`), else sigtune's one definition (:mod:`sigtune._best`)."""
+    if study is not ostudy:
+        try:
+            if multi:
+                return list(study.best_trials)
+            return [study.best_trial]
+        except AttributeError:
+            pass
+        except Exception:  # no completed trial
+            return []
+    trials = ostudy.get_trials(deepcopy=False)
+    if multi:
+        return best_rules.best_trials(trials, ostudy.directions)
+    best = best_rules.best_trial(trials, ostudy.directions)
+    return [] if best is None else [best]
 
 
 def _best(
@@ -298,37 +349,169 @@ def _constraint_values(trial: FrozenTrial) -> list[float] | None:
     return None
 
 
+# ---------------------------------------------------------------------- failures
+
+
+def _failures(trials: Sequence[FrozenTrial]) -> str:
+    """Every failed trial's reason and stored traceback (collapsed)."""
+    from sigtune._storage import FAIL_REASON_KEY, FAIL_TRACEBACK_KEY
+
+    failed = [t for t in trials if t.state == TrialState.FAIL][:_MAX_ROWS]
+    if not failed:
+        return ""
+    parts = []
+    for t in failed:
+        reason = t.user_attrs.get(FAIL_REASON_KEY) or "(no reason stored)"
+        tb = t.system_attrs.get(FAIL_TRACEBACK_KEY)
+        body = f"<pre>{html.escape(str(tb))}</pre>" if tb else "<p>No traceback stored.</p>"
+        parts.append(
+            f"<details class='failure' data-trial='{t.number}'><summary>trial {t.number}: "
+            f"{html.escape(str(reason))}</summary>{body}</details>"
+        )
+    return (
+        f"<section id='failures'><h2>Failed trials ({len(failed)})</h2>"
+        + "\n".join(parts)
+        + "</section>"
+    )
+
+
 # ---------------------------------------------------------------------- plots
+
+PlotSpec = tuple[str, str, str, dict[str, Any]]  # (kind, caption, optuna function, kwargs)
 
 
 def _plot_specs(
-    trials: Sequence[FrozenTrial], directions: list[str]
-) -> list[tuple[str, str, dict[str, Any]]]:
-    """(plot kind, caption, keyword arguments) for every plot that makes sense."""
+    ostudy: optuna.Study, trials: Sequence[FrozenTrial], directions: list[str]
+) -> list[PlotSpec]:
+    """(kind, caption, function, keyword arguments) for every plot that makes sense."""
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         return []
     has_params = any(t.params for t in complete)
-    specs: list[tuple[str, str, dict[str, Any]]] = []
-    if len(directions) == 1:
-        specs.append(("history", "Optimization history", {}))
+    multi = len(directions) > 1
+    with_intermediate = any(t.intermediate_values for t in trials)
+    has_constraints = any(_constraint_values(t) is not None for t in complete)
+    specs: list[PlotSpec] = []
+    targets: list[tuple[str, dict[str, Any]]]
+    if multi:
+        if len(directions) in (2, 3):
+            kw: dict[str, Any] = {}
+            if has_constraints:
+                kw["constraints_func"] = _constraints_or_zero
+            specs.append(("pareto", "Pareto front", "plot_pareto_front", kw))
+        ref = _reference_point(complete, directions)
+        if ref is not None:
+            specs.append(
+                (
+                    "hypervolume",
+                    "Hypervolume history",
+                    "plot_hypervolume_history",
+                    {"reference_point": ref},
+                )
+            )
+        targets = [
+            (
+                f"objective {i} ({d})",
+                {"target": _objective_target(i), "target_name": f"objective {i} ({d})"},
+            )
+            for i, d in enumerate(directions)
+        ]
+    else:
+        targets = [("", {})]
+    top = _top_params(ostudy, complete) if has_params else []
+    for label, tkw in targets:
+        suffix = f": {label}" if label else ""
+        specs.append(("history", f"Optimization history{suffix}", "plot_optimization_history", tkw))
         if has_params and len(complete) >= 2:
-            specs.append(("importances", "Parameter importances", {}))
+            specs.append(
+                (
+                    "importances",
+                    f"Parameter importances (fANOVA){suffix}",
+                    "plot_param_importances",
+                    dict(tkw),
+                )
+            )
+            specs.append(
+                (
+                    "importances-ped",
+                    f"Parameter importances (PED-ANOVA){suffix}",
+                    "plot_param_importances",
+                    {**tkw, "evaluator": "ped"},
+                )
+            )
         if has_params:
-            specs.append(("parallel", "Parallel coordinates", {}))
-        return specs
-    if len(directions) in (2, 3):
-        specs.append(("pareto", "Pareto front", {}))
-    for i, direction in enumerate(directions):
-        target: Callable[[FrozenTrial], float] = _objective_target(i)
-        label = f"objective {i} ({direction})"
-        kw = {"target": target, "target_name": label}
-        specs.append(("history", f"Optimization history: {label}", kw))
-        if has_params and len(complete) >= 2:
-            specs.append(("importances", f"Parameter importances: {label}", kw))
-        if has_params:
-            specs.append(("parallel", f"Parallel coordinates: {label}", kw))
+            specs.append(
+                ("parallel", f"Parallel coordinates{suffix}", "plot_parallel_coordinate", tkw)
+            )
+        if len(top) >= 2 and len(complete) >= 2:
+            specs.append(
+                (
+                    "contour",
+                    f"Contour of {top[0]} and {top[1]}{suffix}",
+                    "plot_contour",
+                    {**tkw, "params": top[:2]},
+                )
+            )
+        if top:
+            specs.append(
+                (
+                    "slice",
+                    f"Slice of {', '.join(top[:4])}{suffix}",
+                    "plot_slice",
+                    {**tkw, "params": top[:4]},
+                )
+            )
+        specs.append(("edf", f"Empirical distribution function{suffix}", "plot_edf", tkw))
+    if with_intermediate and not multi:
+        specs.append(
+            (
+                "intermediate",
+                "Intermediate values (learning curves)",
+                "plot_intermediate_values",
+                {},
+            )
+        )
+    specs.append(("timeline", "Timeline", "plot_timeline", {}))
+    if has_constraints and not multi:
+        specs.append(("feasibility", "Constraint feasibility", "_feasibility", {}))
     return specs
+
+
+def _constraints_or_zero(trial: FrozenTrial) -> Sequence[float]:
+    values = _constraint_values(trial)
+    return values if values is not None else [0.0]
+
+
+def _reference_point(complete: Sequence[FrozenTrial], directions: list[str]) -> list[float] | None:
+    """A hypervolume reference point just worse than every completed trial."""
+    import numpy as np
+
+    values = np.array([t.values for t in complete if t.values], dtype=float)
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        return None
+    ref = []
+    for i, d in enumerate(directions):
+        col = values[:, i]
+        span = float(col.max() - col.min()) or max(abs(float(col.max())), 1.0)
+        ref.append(
+            float(col.max() + 0.1 * span) if d == "minimize" else float(col.min() - 0.1 * span)
+        )
+    return ref
+
+
+def _top_params(ostudy: optuna.Study, complete: Sequence[FrozenTrial]) -> list[str]:
+    """Parameter names, the most important first (fANOVA; plain order if that fails)."""
+    names = sorted({k for t in complete for k in t.params})
+    if len(names) < 2 or len(complete) < 2:
+        return names
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            target = None if len(ostudy.directions) == 1 else _objective_target(0)
+            ranked = optuna.importance.get_param_importances(ostudy, target=target)
+        return list(ranked) + [n for n in names if n not in ranked]
+    except Exception:
+        return names
 
 
 def _objective_target(index: int) -> Callable[[FrozenTrial], float]:
@@ -343,87 +526,79 @@ def _plots(
             "<section id='plots'><h2>Plots</h2><p>Plots need plotly or matplotlib "
             "(pip install 'sigtune[report]').</p></section>"
         )
-    specs = _plot_specs(trials, directions)
+    specs = _plot_specs(ostudy, trials, directions)
     if not specs:
         return "<section id='plots'><h2>Plots</h2><p>No completed trial to plot.</p></section>"
     parts: list[str] = []
-    first = True
-    for kind, caption, kwargs in specs:
+    for kind, caption, function, kwargs in specs:
+        if function == "_feasibility" and backend != "plotly":
+            continue  # the table's feasible column shows it
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if backend == "plotly":
-                    fragment = _plotly(ostudy, kind, kwargs, include_js=first)
-                    first = False
+                    fragment = plotly_fragment(_plotly_figure(ostudy, function, kwargs))
                 else:
-                    fragment = _matplotlib(ostudy, kind, kwargs, caption)
+                    fragment = _matplotlib(ostudy, function, kwargs, caption)
         except Exception as exc:  # a plot that cannot be drawn must not lose the report
             log.info("report: %s not drawn: %s", caption, exc)
             fragment = f"<p class='warn'>Not drawn: {html.escape(str(exc))}</p>"
-        parts.append(
-            f"<figure class='plot' data-kind='{kind}'><figcaption>{html.escape(caption)}"
-            f"</figcaption>{fragment}</figure>"
-        )
+        parts.append(figure_html(kind, caption, fragment))
     return "<section id='plots'><h2>Plots</h2>" + "\n".join(parts) + "</section>"
 
 
-def _plotly(ostudy: optuna.Study, kind: str, kwargs: dict[str, Any], *, include_js: bool) -> str:
+def _ped_evaluator() -> Any:
+    from optuna.importance import PedAnovaImportanceEvaluator
+
+    return PedAnovaImportanceEvaluator()
+
+
+def _plotly_figure(ostudy: optuna.Study, function: str, kwargs: dict[str, Any]) -> Any:
     from optuna import visualization as vis
 
-    functions: dict[str, Callable[..., Any]] = {
-        "history": vis.plot_optimization_history,
-        "importances": vis.plot_param_importances,
-        "parallel": vis.plot_parallel_coordinate,
-        "pareto": vis.plot_pareto_front,
-    }
-    fig = functions[kind](ostudy, **kwargs)
-    return str(fig.to_html(full_html=False, include_plotlyjs=bool(include_js)))
+    if function == "_feasibility":
+        return _feasibility_figure(ostudy)
+    if kwargs.get("evaluator") == "ped":
+        kwargs = {**kwargs, "evaluator": _ped_evaluator()}
+    return getattr(vis, function)(ostudy, **kwargs)
 
 
-def _matplotlib(ostudy: optuna.Study, kind: str, kwargs: dict[str, Any], caption: str) -> str:
-    import matplotlib.pyplot as plt
+def _feasibility_figure(ostudy: optuna.Study) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    complete = [t for t in ostudy.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    for label, want, color in (("feasible", True, "#1f77b4"), ("infeasible", False, "#d62728")):
+        rows = [
+            t
+            for t in complete
+            if (_constraint_values(t) is not None)
+            and (all(c <= 0 for c in _constraint_values(t) or []) == want)
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=[t.number for t in rows],
+                y=[t.values[0] for t in rows],
+                mode="markers",
+                name=label,
+                marker={"color": color},
+            )
+        )
+    fig.update_layout(
+        title="Constraint feasibility", xaxis_title="trial", yaxis_title="objective value"
+    )
+    return fig
+
+
+def _matplotlib(ostudy: optuna.Study, function: str, kwargs: dict[str, Any], caption: str) -> str:
     from optuna.visualization import matplotlib as vis
 
-    functions: dict[str, Callable[..., Any]] = {
-        "history": vis.plot_optimization_history,
-        "importances": vis.plot_param_importances,
-        "parallel": vis.plot_parallel_coordinate,
-        "pareto": vis.plot_pareto_front,
-    }
-    result = functions[kind](ostudy, **kwargs)
+    if function == "_feasibility":
+        raise ValueError("the feasibility plot needs plotly")
+    if kwargs.get("evaluator") == "ped":
+        kwargs = {**kwargs, "evaluator": _ped_evaluator()}
+    result = getattr(vis, function)(ostudy, **kwargs)
+    if hasattr(result, "flat"):  # arrays of axes (contour, slice)
+        result = result.flat[0]
     figure = result.figure if hasattr(result, "figure") else result
-    buffer = io.BytesIO()
-    try:
-        figure.set_size_inches(9, 5)
-        figure.tight_layout()
-        figure.savefig(buffer, format="png", dpi=90)
-    finally:
-        plt.close(figure)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'/>"
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
-h1 {{ font-size: 1.6em; }} h2 {{ border-bottom: 1px solid #ddd; padding-bottom: .2em; }}
-table {{ border-collapse: collapse; font-size: .9em; margin: .5em 0; }}
-th, td {{ border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }}
-th {{ background: #f4f4f4; position: sticky; top: 0; }}
-table.kv thead {{ display: none; }}
-table.trials {{ display: block; overflow: auto; max-height: 40em; }}
-figure.plot {{ margin: 1em 0; }} figcaption {{ font-weight: 600; margin-bottom: .3em; }}
-.warn {{ color: #a33; }} footer {{ color: #888; font-size: .8em; margin-top: 2em; }}
-</style>
-</head>
-<body>
-<h1>{heading}</h1>
-{body}
-<footer>Generated {generated} by sigtune with Optuna {optuna_version}.</footer>
-</body>
-</html>
-"""
+    return png_img(figure, caption)

@@ -257,3 +257,68 @@ def test_package_import_does_not_import_heavy_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------- OPTIMA pickles
+def _optima_frame(n: int = 60, seed: int = 1) -> pd.DataFrame:
+    """A frame in OPTIMA's pickled-input layout: column groups on the first level."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    cols = {
+        ("features", "x1"): rng.normal(size=n),
+        ("features", "x2"): rng.normal(size=n),
+        ("targets", "background"): (y == 0).astype(int),
+        ("targets", "signal"): (y == 1).astype(int),
+        ("weights", "weights"): rng.uniform(0.5, 2.0, n),
+        ("weights", "normalized_weights"): rng.uniform(0.5, 2.0, n),
+        ("event_number", "event_number"): np.arange(n) + 7,
+    }
+    return pd.DataFrame(cols)
+
+
+def test_optima_pickle_layout_has_no_target_leak(tmp_path: Path) -> None:
+    """features: null on OPTIMA's layout used to feed targets/weights/event numbers as inputs."""
+    df = _optima_frame()
+    path = tmp_path / "inputs.pkl"
+    df.to_pickle(path)
+    with pytest.warns(UserWarning):
+        data = load_data(path, features=None, target="target", allow_pickle=True)
+    assert data.features == ("x1", "x2")
+    np.testing.assert_array_equal(data.X[:, 0], df[("features", "x1")].to_numpy())
+    np.testing.assert_array_equal(data.y, df[("targets", "signal")].to_numpy())
+    np.testing.assert_array_equal(data.w, df[("weights", "weights")].to_numpy())  # physics
+    np.testing.assert_array_equal(data.event_number, np.arange(60) + 7)
+
+
+def test_flat_frame_without_features_excludes_reserved_columns() -> None:
+    df = _frame()
+    df["weight"] = 1.0
+    df["split"] = 0
+    data = load_data(df, features=None, target="label", event_number="evt")
+    assert data.features == ("a", "b", "w")  # an unreserved name stays an input
+    with pytest.raises(ConfigError, match="are the target"):
+        load_data(df, features=["a", "label"], target="label")
+
+
+@pytest.mark.parametrize(
+    ("labels", "weights", "match"),
+    [
+        ([0, 0, 0, 0], [1, 1, 1, 1], "single class"),
+        ([0, 2, 0, 2], [1, 1, 1, 1], r"no events of class\(es\) \[1\]"),
+        ([0, 1, 0, 1], [0, 0, 0, 0], "sums to 0"),
+    ],
+)
+def test_check_events_refuses_degenerate_data(
+    labels: list[int], weights: list[float], match: str
+) -> None:
+    from sigtune.pipelines.ml._data import check_events
+
+    data = load_data(
+        {"a": np.arange(4.0), "y": np.array(labels), "w": np.array(weights, float)},
+        features=["a"],
+        target="y",
+        weight="w",
+    )
+    with pytest.raises(ConfigError, match=match) as info:
+        check_events(data, where="events.csv", target="y", weight="w")
+    assert "\n" not in str(info.value) and "events.csv" in str(info.value)

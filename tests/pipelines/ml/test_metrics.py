@@ -123,15 +123,14 @@ def test_monitor_parsing_and_comparison() -> None:
     [(25.0, 50.0, None, 3.289), (50.0, 100.0, 7.0, 3.72), (5.0, 100.0, None, 0.4959)],
 )
 def test_z_asimov_reference_values(s: float, b: float, sigma: float | None, ref: float) -> None:
-    assert mm._z_asimov_local(s, b, sigma) == pytest.approx(ref, abs=6e-4)
     assert mm.z_asimov(s, b, sigma) == pytest.approx(ref, abs=6e-4)
 
 
 def test_z_asimov_limits() -> None:
     s, b = 3.0, 1000.0
-    assert mm._z_asimov_local(s, b) == pytest.approx(s / math.sqrt(b), rel=2e-3)  # s << b
-    assert mm._z_asimov_local(s, b, 1e-6) == pytest.approx(mm._z_asimov_local(s, b), rel=1e-6)
-    assert mm._z_asimov_local(s, b, 50.0) < mm._z_asimov_local(s, b)
+    assert mm.z_asimov(s, b) == pytest.approx(s / math.sqrt(b), rel=2e-3)  # s << b
+    assert mm.z_asimov(s, b, 1e-6) == pytest.approx(mm.z_asimov(s, b), rel=1e-6)
+    assert mm.z_asimov(s, b, 50.0) < mm.z_asimov(s, b)
 
 
 def test_z0_metric_uniform_bins_matches_manual_histogram() -> None:
@@ -229,3 +228,33 @@ def test_z0_profile_method_uses_sigtune_hep() -> None:
     p0 = float(pyhf.infer.hypotest(0.0, ws.data(model), model, test_stat="q0"))
     assert z_prof == pytest.approx(float(stats.norm.isf(p0)), rel=1e-4)
     assert z_prof < Z0Metric(n_bins=4)(Y, P, w)  # MC-stat uncertainties lower it
+
+
+def test_cut_figures_of_merit_match_closed_forms() -> None:
+    """At a perfect classifier the best cut keeps all signal and no background but the floor."""
+    y = np.array([1] * 4 + [0] * 6)
+    p = np.array([0.9, 0.8, 0.85, 0.95, 0.1, 0.2, 0.3, 0.4, 0.7, 0.05])
+    w = np.array([2.0, 2.0, 2.0, 2.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0])
+    # cuts are background quantiles: the tightest keeps the top background event (B = 10)
+    s_cut, b_cut = 8.0, 10.0
+    assert compute_metric("s_sqrt_b", y, p, w) == pytest.approx(s_cut / math.sqrt(b_cut))
+    assert compute_metric("s_sqrt_b_db", y, p, w) == pytest.approx(
+        s_cut / math.sqrt(b_cut + (0.1 * b_cut) ** 2)
+    )
+    assert compute_metric("z_asimov", y, p, w) == pytest.approx(mm.z_asimov(s_cut, b_cut))
+    assert compute_metric("z_asimov_db", y, p, w) == pytest.approx(
+        mm.z_asimov(s_cut, b_cut, 0.1 * b_cut)
+    )
+    assert metric_direction("z_asimov_db") == "maximize"
+    llr = mm.get_metric("binned_llr")
+    assert llr.name == "binned_llr" and compute_metric("binned_llr", y, p, w) > 0
+
+
+def test_composite_expression_of_metrics() -> None:
+    m = composite_metric("q", "auc * 2 - weighted_loss", direction="maximize")
+    ref = 2 * compute_metric("auc", Y, P, W) - compute_metric("weighted_loss", Y, P, W)
+    assert m(Y, P, W) == pytest.approx(ref)
+    with pytest.raises(ConfigError):
+        composite_metric("bad", "__import__('os')")
+    with pytest.raises(ConfigError, match="unknown metric"):
+        composite_metric("bad", "auc + nonsense")

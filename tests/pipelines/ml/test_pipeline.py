@@ -323,3 +323,179 @@ def test_lightgbm_pipeline_selects_on_per_iteration_curves(tmp_path: Path) -> No
         assert pick["r2"]["val_loss"] >= 0.9 and 1 <= pick["epoch"] <= 30
     label = f"trial_{sel['selected'][0]['number']}"
     assert res.outputs["cv"]["trials"][label]["params"]["num_boost_round"] == 30
+
+
+def test_downstream_stages_rerun_when_the_study_changes(tmp_path: Path) -> None:
+    """More trials or another study name: selection/cv/evaluation are not shown stale."""
+    cfg = _small(tmp_path / "run")
+    cfg.update({"presearch": {"enabled": False}, "varsel": {"enabled": False}})
+    cfg["evaluation"] = {"enabled": False}
+    cfg["selection"] = {"min_epochs": 5}
+    first = run_pipeline(cfg)
+    assert first.ran == ["search", "selection", "cv"]
+    record = first.outputs["selection"]["consumed"]["study"]
+    assert record == {"study": "search", "n_finished": 4, "best_trial": record["best_trial"]}
+    assert run_pipeline(cfg).ran == []
+    cfg["search"]["study_name"] = "other"
+    cfg["search"]["n_trials"] = 2
+    again = run_pipeline(cfg)
+    assert again.ran == ["search", "selection", "cv"]
+    assert again.outputs["selection"]["consumed"]["study"]["study"] == "other"
+    numbers = {s["number"] for s in again.outputs["selection"]["selected"]}
+    assert numbers <= {0, 1}  # trials of the new study, which has two
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [("one_class", "single class"), ("gap", "no events of class"), ("zero_w", "sums to 0")],
+)
+def test_degenerate_data_exits_2_at_config_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], labels: str, match: str
+) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from sigtune.pipelines.ml.__main__ import main
+
+    n = 60
+    y = {"one_class": np.zeros(n), "gap": np.arange(n) % 2 * 2, "zero_w": np.arange(n) % 2}[labels]
+    w = np.zeros(n) if labels == "zero_w" else np.ones(n)
+    pd.DataFrame({"a": np.arange(n, dtype=float), "y": y.astype(int), "w": w}).to_csv(
+        tmp_path / "events.csv", index=False
+    )
+    cfg = _small(tmp_path / "run")
+    cfg["data"] = {"source": "events.csv", "target": "y", "weight": "w"}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
+    assert main([str(tmp_path / "p.yaml")]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1  # one line naming the file, the column and the problem
+    assert match in errors[0] and "events.csv" in errors[0]
+    assert ("'w'" if labels == "zero_w" else "'y'") in errors[0]  # the column at fault
+    assert not (tmp_path / "run" / "search").exists()  # nothing ran
+
+
+def test_unknown_trainable_kind_exits_2_before_any_trial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sigtune.pipelines.ml.__main__ import main
+
+    cfg = _small(tmp_path / "run")
+    cfg["trainable"] = {"kind": "mpl"}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
+    assert main([str(tmp_path / "p.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown trainable kind 'mpl'" in err
+    assert not (tmp_path / "run" / "presearch").exists()
+
+
+def test_cv_trains_the_selected_epoch(tmp_path: Path) -> None:
+    cfg = _mlp_search(tmp_path / "run", "none")
+    cfg["search"]["n_trials"] = 2
+    cfg["search_space"]["max_epochs"] = 8
+    cfg["search_space"]["patience"] = 2
+    cfg["selection"] = {"min_epochs": 5, "use": "best_value"}
+    cfg["cv"] = {"k": 2}
+    res = run_pipeline(cfg)
+    sel = res.outputs["selection"]["selected"][0]
+    cv = res.outputs["cv"]["trials"][f"trial_{sel['number']}"]
+    assert cv["training"] == f"fixed_epochs:{sel['epoch']}"
+    assert cv["folds"]["epochs"] == [float(sel["epoch"])] * 2
+    cfg["cv"] = {"k": 2, "early_stopping": True}  # the option changes what cv consumed
+    again = run_pipeline(cfg)
+    assert again.ran == ["cv"]
+    assert again.outputs["cv"]["trials"][f"trial_{sel['number']}"]["training"] == "early_stopping"
+
+
+def test_evaluation_writes_diagnostics_and_overview(tmp_path: Path) -> None:
+    cfg = _mlp_search(tmp_path / "run", "none")
+    cfg["search"]["n_trials"] = 2
+    cfg["search_space"]["max_epochs"] = 6
+    cfg["selection"] = {"min_epochs": 5, "use": "best_value"}
+    cfg["cv"] = {"k": 2}
+    cfg["evaluation"] = {"metrics": ["auc"]}
+    res = run_pipeline(cfg)
+    ev = tmp_path / "run" / "evaluation"
+    label = next(iter(res.outputs["evaluation"]["trials"]))
+    assert (ev / "inputs.png").stat().st_size > 0
+    assert (ev / label / "history.png").stat().st_size > 0
+    index = (ev / "index.html").read_text()
+    for name in ("inputs.png", f"{label}/history.png", f"{label}/fold_0/roc.png"):
+        assert f"src='{name}'" in index
+
+
+def test_python_hooks_reader_finalize_and_evaluation(tmp_path: Path) -> None:
+    """Input reading, final-model post-processing and custom evaluation as module:function."""
+    from sigtune.pipelines.ml._generate import make_hep_dataset
+
+    make_hep_dataset(400, n_noise=1, seed=2).to_dataframe().to_csv(tmp_path / "ev.txt", index=False)
+    (tmp_path / "hooks.py").write_text(
+        "import json\n"
+        "import numpy as np\n"
+        "import pandas as pd\n"
+        "def reader(path):\n"
+        "    df = pd.read_csv(path)\n"
+        "    df['inf_0'] = np.log1p(np.abs(df['inf_0']))  # a non-linear input transform\n"
+        "    return df\n"
+        "def finalize(models, out_dir):\n"
+        "    out_dir.mkdir(parents=True, exist_ok=True)\n"
+        "    (out_dir / 'final.json').write_text(json.dumps({'n_models': len(models)}))\n"
+        "def evaluate(models, splits, out_dir):\n"
+        "    return {'n_val_events': sum(len(s.val) for s in splits)}\n"
+    )
+    cfg = _small(tmp_path / "run")
+    cfg.update({"presearch": {"enabled": False}, "varsel": {"enabled": False}})
+    cfg["base_dir"] = str(tmp_path)
+    cfg["data"] = {
+        "source": "ev.txt",
+        "reader": "hooks.py:reader",
+        "target": "target",
+        "weight": "weight",
+        "event_number": "event_number",
+    }
+    cfg["cv"] = {"k": 2, "finalize": "hooks.py:finalize"}
+    cfg["evaluation"] = {"metrics": ["auc"], "hook": "hooks.py:evaluate"}
+    res = run_pipeline(cfg)
+    label = next(iter(res.outputs["cv"]["trials"]))
+    final = json.loads((tmp_path / "run" / "cv" / label / "final.json").read_text())
+    assert final == {"n_models": 2}
+    assert res.outputs["evaluation"]["trials"][label]["custom"]["n_val_events"] > 0
+
+
+def test_sigtune_run_reruns_selection_after_more_trials(tmp_path: Path) -> None:
+    """The run-config path: a larger study re-runs selection/cv instead of "all done before"."""
+    from typer.testing import CliRunner
+
+    from sigtune.cli import app
+
+    small = _small(tmp_path)
+    config = {
+        "study_name": "ml",
+        "run_dir": str(tmp_path / "run"),
+        "n_trials": 3,
+        "seed": 2,
+        "sampler": "random",
+        "report": False,
+        "search_space": small["search_space"],
+        "objective": {
+            "type": "ml",
+            "data": small["data"],
+            "trainable": small["trainable"],
+            "presearch": {"enabled": False},
+            "varsel": {"enabled": False},
+            "selection": {"min_epochs": 5},
+            "cv": {"k": 2},
+            "evaluation": {"enabled": False},
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert CliRunner().invoke(app, ["run", str(path)]).exit_code == 0
+    first = json.loads((tmp_path / "run" / "selection" / "done.json").read_text())
+    assert first["consumed"]["study"]["n_finished"] == 3
+    config["n_trials"] = 5
+    path.write_text(yaml.safe_dump(config))
+    again = CliRunner().invoke(app, ["run", str(path)])
+    assert again.exit_code == 0, again.output
+    assert "stages run: selection, cv" in again.output
+    second = json.loads((tmp_path / "run" / "selection" / "done.json").read_text())
+    assert second["consumed"]["study"]["n_finished"] == 5

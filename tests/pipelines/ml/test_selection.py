@@ -157,3 +157,36 @@ def test_non_finite_target_is_skipped_by_best_fit_but_not_best_value() -> None:
     assert res.best_value[0].epoch == 20
     assert res.best_fit == ()
     assert "non-finite" in res.skipped_fit[0]
+
+
+def test_trial_value_options() -> None:
+    from sigtune.pipelines.ml._selection import trial_value
+
+    loss = [1.0, 0.8, 0.6, 0.5, 0.45, 0.44, 0.46, 0.5]
+    val = [1.0, 0.8, 0.61, 0.55, 0.5, 0.52, 0.56, 0.6]
+    m = {"loss": loss, "val_loss": val}
+    assert trial_value(m, "val_loss", "minimize") == (0.5, 5)
+    # OPTIMA's default: the last epoch that passes the overtraining conditions
+    cond = ["val_loss - loss > 0.09"]
+    assert trial_value(m, "val_loss", "minimize", "last_valid_epoch", cond) == (0.52, 6)
+    assert trial_value(m, "val_loss", "minimize", "last_valid_epoch") == (0.6, 8)
+    value, epoch = trial_value(m, "val_loss", "minimize", "best_fit")
+    _, fitted, _ = fit_learning_curve(np.array(val))
+    assert value == pytest.approx(float(fitted.min())) and epoch == int(fitted.argmin()) + 1
+    with pytest.raises(ConfigError, match="trial_value"):
+        trial_value(m, "val_loss", "minimize", "median")  # type: ignore[arg-type]
+
+
+def test_pruned_trials_optionally_eligible() -> None:
+    import optuna
+
+    study = optuna.create_study()
+    for state, curve in [("complete", [0.9, 0.8, 0.7]), ("pruned", [0.6, 0.5])]:
+        t = study.ask()
+        t.set_user_attr("history", {"val_loss": curve})
+        if state == "complete":
+            study.tell(t, curve[-1])
+        else:
+            study.tell(t, state=optuna.trial.TrialState.PRUNED)
+    assert select_trials(study, min_epochs=5).best_value[0].number == 0
+    assert select_trials(study, min_epochs=5, include_pruned=True).best_value[0].number == 1

@@ -430,3 +430,52 @@ def test_keras_loop_with_a_stand_in_backend(
     t.save(tmp_path / "saved")
     back = load_trainable(tmp_path / "saved")
     np.testing.assert_allclose(back.predict(SPLITS.val.X), p)
+
+
+class _MeanModel:
+    """A user trainable: predicts the training signal fraction (enough to test the registry)."""
+
+    kind = "mean_model"
+
+    def __init__(self, **options: object) -> None:
+        self.p = 0.0
+
+    def fit(self, train, val, params, *, report=None, checkpoint_dir=None):  # type: ignore[no-untyped-def]
+        self.p = float(np.mean(train.y))
+
+    def predict(self, X):  # type: ignore[no-untyped-def]
+        return np.full(len(X), self.p)
+
+    def save(self, path) -> None:  # type: ignore[no-untyped-def]
+        import json
+
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "trainable.json").write_text(json.dumps({"kind": self.kind, "p": self.p}))
+
+    @classmethod
+    def load(cls, path, meta):  # type: ignore[no-untyped-def]
+        obj = cls()
+        obj.p = float(meta["p"])
+        return obj
+
+
+def test_user_trainable_registers_and_loads(tmp_path: Path) -> None:
+    from sigtune.pipelines.ml import TRAINABLES, register_trainable
+
+    register_trainable("mean_model", _MeanModel, overwrite=True)
+    try:
+        assert "mean_model" in TRAINABLES and "mlp" in TRAINABLES  # built-ins appear too
+        t = make_trainable("mean_model")
+        t.fit(SPLITS.train, SPLITS.val, {})
+        t.save(tmp_path / "m")
+        back = load_trainable(tmp_path / "m")
+        assert isinstance(back, _MeanModel)
+        np.testing.assert_array_equal(back.predict(SPLITS.val.X), t.predict(SPLITS.val.X))
+        with pytest.raises(ConfigError, match="already registered"):
+            register_trainable("mean_model", _MeanModel)
+        with pytest.raises(ConfigError, match="no `load` classmethod"):
+            register_trainable("no_load", lambda **o: _MeanModel(), overwrite=True)
+    finally:
+        del TRAINABLES["mean_model"]
+    with pytest.raises(ConfigError, match="unknown trainable kind"):
+        load_trainable(tmp_path / "m")

@@ -14,6 +14,7 @@ or from a run-config with ``objective: {type: binning, ...}`` (see ``docs/binnin
 
 from __future__ import annotations
 
+from sigtune.pipelines.binning._batched import ScanResult, exhaustive_scan, optimize_batched
 from sigtune.pipelines.binning._binning import (
     Binning,
     QuantileBinning,
@@ -25,18 +26,25 @@ from sigtune.pipelines.binning._binning import (
     transfo_f,
 )
 from sigtune.pipelines.binning._cuts import Cut, CutSelector, make_cut
-from sigtune.pipelines.binning._errors import BinningError
 from sigtune.pipelines.binning._events import EventSample, Variation, fill_histograms, load_events
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms, Template
 from sigtune.pipelines.binning._objective import (
     FIGURES,
     BinningObjective,
     Candidate,
+    ControlRegion,
+    ModelCache,
     expected_z0,
     figure_of_merit,
 )
 from sigtune.pipelines.binning._results import BinningResult, plot_histograms, write_outputs
-from sigtune.pipelines.binning._workspace import NormSys, WorkspaceOptions, build_workspace
+from sigtune.pipelines.binning._workspace import (
+    NormFactor,
+    NormSys,
+    WorkspaceOptions,
+    build_workspace,
+)
 
 __all__ = [
     "FIGURES",
@@ -45,12 +53,16 @@ __all__ = [
     "BinningObjective",
     "BinningResult",
     "Candidate",
+    "ControlRegion",
     "Cut",
     "CutSelector",
     "EventSample",
     "Histograms",
+    "ModelCache",
+    "NormFactor",
     "NormSys",
     "QuantileBinning",
+    "ScanResult",
     "Template",
     "TransfoBinning",
     "UniformBinning",
@@ -58,12 +70,14 @@ __all__ = [
     "Variation",
     "WorkspaceOptions",
     "build_workspace",
+    "exhaustive_scan",
     "expected_z0",
     "figure_of_merit",
     "fill_histograms",
     "load_events",
     "make_binning",
     "make_cut",
+    "optimize_batched",
     "plot_histograms",
     "transfo_d",
     "transfo_f",

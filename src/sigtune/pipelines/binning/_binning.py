@@ -24,7 +24,7 @@ import numpy as np
 import optuna
 from numpy.typing import NDArray
 
-from sigtune.pipelines.binning._errors import BinningError
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms
 
 __all__ = [

@@ -12,8 +12,16 @@ Example (``examples/binning/corrected.yaml``)::
       workspace:
         normsys: [{name: bkg_norm, samples: [background], lo: 0.95, hi: 1.05}]
       figure: z0_exp                               # z0_obs, cls_limit_exp, z_asimov
-      objectives: [figure]                         # or [figure, n_bins] / [figure, impact]
+      objectives: [figure]                         # or [figure, n_bins|impact|cls_limit_exp]
       max_rel_stat: 0.15
+      batch_size: 16            # optional: ask/evaluate/tell 16 trials at once (batched fits)
+
+Control regions (``examples/binning/realistic.yaml``)::
+
+      region_column: region                        # event column naming the region
+      signal_region: 0                             # its value for signal-region events
+      control_regions: [{name: CR_top, value: 1, edges: [0, 0.5, 1]}]
+      workspace: {normfactors: [{name: mu_top, samples: [ttbar]}]}
 
 Importing this module registers the type with :func:`sigtune._config.register_objective_type`.
 """
@@ -29,15 +37,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sigtune._config import ObjectiveSpec, RunConfig, register_objective_type, resolve_callable
 from sigtune._exceptions import ConfigError
+from sigtune.pipelines.binning._batched import BatchRunner
 from sigtune.pipelines.binning._binning import make_binning
 from sigtune.pipelines.binning._cuts import make_cut
-from sigtune.pipelines.binning._errors import BinningError
 from sigtune.pipelines.binning._events import EventSample, load_events
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._objective import BinningObjective
 from sigtune.pipelines.binning._results import write_outputs
 from sigtune.pipelines.binning._workspace import workspace_options_from_mapping
 
 __all__ = ["BinningObjectiveConfig", "make_objective"]
+
+_GRID_BATCH = 64  # exhaustive samplers: batches cost nothing in search quality
 
 
 class _Model(BaseModel):
@@ -81,6 +92,22 @@ class NormSysConfig(_Model):
     hi: float = Field(gt=0)
 
 
+class NormFactorConfig(_Model):
+    """A free normalisation (e.g. a background fitted in a control region)."""
+
+    name: str
+    samples: list[str] = Field(min_length=1)
+    bounds: tuple[float, float] = (0.0, 10.0)
+
+
+class ControlRegionConfig(_Model):
+    """A control region: events with ``region_column == value``, binned with fixed ``edges``."""
+
+    name: str = Field(min_length=1)
+    value: float
+    edges: list[float] = Field(min_length=2)
+
+
 class WorkspaceConfig(_Model):
     """Options of the per-candidate workspace (see ``WorkspaceOptions``)."""
 
@@ -88,6 +115,7 @@ class WorkspaceConfig(_Model):
     poi: str = "mu"
     staterror: bool = True
     normsys: list[NormSysConfig] = Field(default_factory=list)
+    normfactors: list[NormFactorConfig] = Field(default_factory=list)
     split: bool = False
     prune: float | None = Field(None, ge=0)
     lumi: tuple[float, float] | None = None
@@ -109,11 +137,20 @@ class BinningObjectiveConfig(_Model):
     cuts: list[dict[str, Any]] = Field(default_factory=list)
     workspace: WorkspaceConfig = Field(default_factory=lambda: WorkspaceConfig.model_validate({}))
     figure: Literal["z0_exp", "z0_obs", "cls_limit_exp", "z_asimov"] = "z0_exp"
-    objectives: list[Literal["figure", "n_bins", "impact"]] = Field(
+    objectives: list[Literal["figure", "n_bins", "impact", "cls_limit_exp"]] = Field(
         default_factory=lambda: ["figure"]  # type: ignore[arg-type]
     )
     min_background: float | None = Field(None, ge=0)
     max_rel_stat: float | None = Field(None, gt=0)
+    region_column: str | None = None
+    signal_region: float = 0.0
+    control_regions: list[ControlRegionConfig] = Field(default_factory=list)
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Trials asked and evaluated together (batched fits); default 1, or 64 "
+        "with the grid / bruteforce samplers.",
+    )
     plot: bool = True
 
     @field_validator("binning")
@@ -141,6 +178,8 @@ class BinningObjectiveConfig(_Model):
             raise ValueError("give exactly one of 'samples' (files) or 'generator'")
         if self.objectives[0] != "figure":
             raise ValueError("objectives must start with 'figure'")
+        if self.control_regions and self.region_column is None:
+            raise ValueError("control_regions need region_column (the event column)")
         return self
 
 
@@ -214,6 +253,9 @@ def make_objective(section: BinningObjectiveConfig, config: RunConfig) -> Object
             objectives=section.objectives,
             min_background=section.min_background,
             max_rel_stat=section.max_rel_stat,
+            region_column=section.region_column,
+            signal_region=section.signal_region,
+            control_regions=[c.model_dump() for c in section.control_regions],
         )
     except BinningError as exc:
         raise ConfigError(f"objective (type binning): {exc}") from exc
@@ -225,12 +267,16 @@ def make_objective(section: BinningObjectiveConfig, config: RunConfig) -> Object
             f"{section.objectives} needs directions {directions}, but the config sets {declared}; "
             "remove direction/directions (they are implied) or make them match."
         )
+    batch_size = section.batch_size
+    if batch_size is None:
+        batch_size = _GRID_BATCH if config.sampler.name in ("grid", "bruteforce") else 1
     return ObjectiveSpec(
         objective=objective,
         directions=directions,
         constraints=objective.constraints_func,
         # The CLI prints the string after_run returns (ObjectiveSpec's hint says None).
         after_run=cast(Any, _AfterRun(objective, section.plot, started)),
+        runner=BatchRunner(objective, batch_size) if batch_size > 1 else None,
     )
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import optuna
 from numpy.typing import NDArray
 
-from sigtune.pipelines.binning._errors import BinningError
 from sigtune.pipelines.binning._events import EventBinner, EventSample
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms
 
 __all__ = ["DISCRIMINANT", "Cut", "CutSelector", "apply_discriminant_cuts", "make_cut"]

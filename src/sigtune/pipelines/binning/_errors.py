@@ -1,17 +1,7 @@
-"""Exceptions of the binning / cut pipeline.
-
-::
-
-    SigtuneError
-    └── BinningError(SigtuneError, ValueError)   bad samples, edges, cuts or workspace options
-"""
+"""Deprecated alias of :mod:`sigtune.pipelines.binning._exceptions` (kept so old imports work)."""
 
 from __future__ import annotations
 
-from sigtune._exceptions import SigtuneError
+from sigtune.pipelines.binning._exceptions import BinningError
 
 __all__ = ["BinningError"]
-
-
-class BinningError(SigtuneError, ValueError):
-    """Invalid input to the binning pipeline; the message names the sample, column or edge to fix."""

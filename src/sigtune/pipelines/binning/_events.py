@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sigtune.pipelines.binning._errors import BinningError
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms, Template
 
 __all__ = ["EventSample", "Variation", "fill_histograms", "load_events"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sigtune.pipelines.binning._errors import BinningError
+from sigtune.pipelines.binning._exceptions import BinningError
 
 __all__ = ["Histograms", "Template"]
 

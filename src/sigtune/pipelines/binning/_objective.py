@@ -17,7 +17,19 @@ Figures of merit (``figure=``):
 
 Multi-objective (``objectives=``): ``("figure", "n_bins")`` trades the figure against the number
 of bins; ``("figure", "impact")`` against the total systematic impact on :math:`\\hat\\mu`
-(root of the sum of squared ``total_impact`` of :func:`sigtune.hep.ranking`, minimised).
+(root of the sum of squared ``total_impact`` of :func:`sigtune.hep.ranking`, minimised);
+``("figure", "cls_limit_exp")`` against the median expected CLs upper limit on the signal
+strength (minimised).
+
+Control regions (``control_regions=``, with ``region_column=``): events whose region column
+equals a control region's ``value`` fill that region's fixed binning; events equal to
+``signal_region`` form the signal region whose binning is searched. Every region becomes a
+channel of the workspace (free background normalisations: ``WorkspaceOptions.normfactors``).
+
+Cheap candidates: the workspace of a candidate is assembled with NumPy arrays (no float lists,
+no schema validation), and its :class:`sigtune.hep.Model` is a copy of the model of its
+structure with the yields swapped in (:class:`ModelCache`). :meth:`BinningObjective.evaluate_many`
+fits the candidates of one structure together (:func:`sigtune.hep.fit_batch` on stacked models).
 
 Feasibility (Optuna convention, ``<= 0`` feasible) is stored in
 ``trial.user_attrs["constraints"]``: always "every bin has positive background", plus
@@ -29,6 +41,8 @@ infeasible trial: its figure is still computed when the likelihood allows it.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,15 +60,22 @@ from sigtune.pipelines.binning._cuts import (
     apply_discriminant_cuts,
     make_cut,
 )
-from sigtune.pipelines.binning._errors import BinningError
 from sigtune.pipelines.binning._events import EventSample, fill_histograms
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms
-from sigtune.pipelines.binning._workspace import WorkspaceOptions, build_workspace
+from sigtune.pipelines.binning._workspace import (
+    WorkspaceOptions,
+    assemble_workspace,
+    build_workspace,
+    region_channel,
+)
 
 __all__ = [
     "FIGURES",
     "BinningObjective",
     "Candidate",
+    "ControlRegion",
+    "ModelCache",
     "expected_z0",
     "figure_of_merit",
     "model_and_data",
@@ -68,7 +89,7 @@ FIGURES: dict[str, str] = {
     "cls_limit_exp": "minimize",
     "z_asimov": "maximize",
 }
-_EXTRA_OBJECTIVES = {"n_bins": "minimize", "impact": "minimize"}
+_EXTRA_OBJECTIVES = {"n_bins": "minimize", "impact": "minimize", "cls_limit_exp": "minimize"}
 
 
 def _asimov_shortcut(model: Any, data: FloatArray) -> float | None:
@@ -124,6 +145,98 @@ def model_and_data(
     return model, np.concatenate([*parts, np.asarray(model.auxdata, dtype=np.float64)])
 
 
+def _structure_key(spec: Mapping[str, Any], fixed: frozenset[str] = frozenset()) -> tuple[Any, ...]:
+    """What a :class:`sigtune.hep.Model` of ``spec`` depends on besides its yields (channels
+    in ``fixed`` only by name: the caller guarantees they never change)."""
+    parts: list[Any] = []
+    for c in spec["channels"]:
+        parts.append(c["name"])
+        if c["name"] in fixed:
+            continue
+        samples = c["samples"]
+        parts.append(len(samples[0]["data"]) if samples else 0)
+        for smp in samples:
+            parts.append(smp["name"])
+            for m in smp["modifiers"]:
+                parts.append(m["name"])
+                parts.append(m["type"])
+            parts.append(None)
+    parts.append(repr(spec["measurements"][0]["config"]))
+    return tuple(parts)
+
+
+class ModelCache:
+    """One :class:`sigtune.hep.Model` per workspace structure; candidates of a known structure
+    get a copy with their yields swapped in (:func:`sigtune.hep._model.with_yields`) instead of
+    a new model built from the dictionary (parameter sets, modifier bookkeeping, layouts and
+    compiled-kernel index tables are reused).
+
+    Args:
+        max_size: Structures kept (least recently used dropped first).
+        fixed_channels: Channels whose content never changes between the workspaces given to
+            this cache (control regions of a binning study): they are neither compared nor
+            copied per candidate.
+    """
+
+    def __init__(self, max_size: int = 128, fixed_channels: Sequence[str] = ()) -> None:
+        self.max_size = max_size
+        self.fixed = frozenset(fixed_channels)
+        self._models: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pickled into worker processes: settings only, each process builds its own models
+        return {"max_size": self.max_size, "fixed": self.fixed}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.max_size = state["max_size"]
+        self.fixed = state["fixed"]
+        self._models = OrderedDict()
+        self._lock = threading.Lock()
+
+    def model_and_data(self, spec: Mapping[str, Any]) -> tuple[Any, FloatArray]:
+        """Model and data vector of a (schema-valid) workspace dictionary."""
+        model, data, _ = self.lookup(spec)
+        return model, data
+
+    def lookup(self, spec: Mapping[str, Any]) -> tuple[Any, FloatArray, tuple[Any, ...]]:
+        """Model, data vector and structure key of a (schema-valid) workspace dictionary."""
+        from sigtune.hep import HepWorkspaceError
+        from sigtune.hep._model import with_yields
+
+        key = _structure_key(spec, self.fixed)
+        with self._lock:
+            template = self._models.get(key)
+            if template is not None:
+                self._models.move_to_end(key)
+        if template is None:
+            model, data = model_and_data(spec, validate=False)
+            with self._lock:
+                self._models[key] = model
+                while len(self._models) > self.max_size:
+                    self._models.popitem(last=False)
+            return model, data, key
+        changed = [c for c in spec["channels"] if c["name"] not in self.fixed]
+        try:
+            model = with_yields(template, changed)
+        except HepWorkspaceError:  # e.g. staterror bins of zero width where the template has none
+            model, data = model_and_data(spec, validate=False)
+            return model, data, (*key, "rebuilt")
+        obs = {o["name"]: o["data"] for o in spec["observations"]}
+        try:
+            parts = [np.asarray(obs[c], dtype=np.float64) for c in model.channel_names]
+        except KeyError as exc:
+            raise BinningError(f"the workspace has no observations for channel {exc}.") from None
+        data = np.concatenate([*parts, np.asarray(model.auxdata, dtype=np.float64)])
+        return model, data, key
+
+
+_MODELS = ModelCache()
+
+
 def expected_z0(workspace: Mapping[str, Any] | Any, *, validate: bool = True) -> float:
     """Median expected discovery significance of a workspace (full profile likelihood).
 
@@ -136,7 +249,10 @@ def expected_z0(workspace: Mapping[str, Any] | Any, *, validate: bool = True) ->
     """
     from sigtune import hep
 
-    model, data = model_and_data(workspace, validate=validate)
+    if validate or not isinstance(workspace, Mapping):
+        model, data = model_and_data(workspace, validate=validate)
+    else:
+        model, data = _MODELS.model_and_data(workspace)
     q0 = _asimov_shortcut(model, data)
     if q0 is None:
         return float(hep.discovery(model, data).z0_exp)
@@ -158,7 +274,11 @@ def _sigma_b(hist: Histograms, options: WorkspaceOptions) -> FloatArray:
 
 
 def figure_of_merit(
-    figure: str, hist: Histograms, spec: Mapping[str, Any], options: WorkspaceOptions
+    figure: str,
+    hist: Histograms,
+    spec: Mapping[str, Any],
+    options: WorkspaceOptions,
+    cache: ModelCache | None = None,
 ) -> float:
     """Evaluate one figure of merit (see module docstring) of a candidate.
 
@@ -167,16 +287,19 @@ def figure_of_merit(
         hist: The candidate's histograms.
         spec: Its pyhf workspace dictionary.
         options: The workspace options used to build ``spec``.
+        cache: Where its model comes from (default: the module's cache).
     """
     from sigtune import hep
 
+    cache = cache or _MODELS
     if figure == "z_asimov":
         return float(
             hep.z_asimov(hist.total("signal"), hist.total("background"), _sigma_b(hist, options))
         )
+    model, data = cache.model_and_data(spec)
     if figure == "z0_exp":
-        return expected_z0(spec, validate=False)
-    model, data = model_and_data(spec, validate=False)
+        q0 = _asimov_shortcut(model, data)
+        return float(hep.discovery(model, data).z0_exp) if q0 is None else math.sqrt(q0)
     if figure == "z0_obs":
         return float(hep.discovery(model, data).z0_obs)
     if figure == "cls_limit_exp":
@@ -184,13 +307,106 @@ def figure_of_merit(
     raise BinningError(f"unknown figure of merit {figure!r}; use one of {sorted(FIGURES)}.")
 
 
-def total_impact(spec: Mapping[str, Any]) -> float:
+def total_impact(spec: Mapping[str, Any], cache: ModelCache | None = None) -> float:
     """Root of the sum of squared ``total_impact`` over the ranking of the workspace."""
     from sigtune import hep
 
-    model, data = model_and_data(spec, validate=False)
+    model, data = (cache or _MODELS).model_and_data(spec)
     ranking = hep.ranking(model, data)
     return float(math.sqrt(sum(e.total_impact**2 for e in ranking.entries)))
+
+
+def expected_limit(spec: Mapping[str, Any], cache: ModelCache | None = None) -> float:
+    """Median expected CLs upper limit on the signal strength of a workspace."""
+    from sigtune import hep
+
+    model, data = (cache or _MODELS).model_and_data(spec)
+    return float(hep.upper_limit(model, data).exp[2])
+
+
+def _z0_batch(
+    specs: Sequence[Mapping[str, Any]], cache: ModelCache | None = None
+) -> list[float | None]:
+    """Expected :math:`Z_0` of candidates, fitting those of one structure together.
+
+    Returns None for a candidate the batched Asimov shortcut cannot decide (not Asimov data,
+    a fit that did not converge); the caller evaluates it alone.
+    """
+    from sigtune import hep
+
+    out: list[float | None] = [None] * len(specs)
+    groups: dict[tuple[Any, ...], list[tuple[int, Any, FloatArray]]] = {}
+    for i, spec in enumerate(specs):
+        model, data, key = (cache or _MODELS).lookup(spec)
+        groups.setdefault(key, []).append((i, model, data))
+    for members in groups.values():
+        usable = []
+        for i, model, data in members:
+            init = model.suggested_init()
+            if init[model.poi_index] != 1.0:
+                continue
+            expected = model.expected_data(init)
+            if np.allclose(expected, data, rtol=1e-12, atol=1e-12):
+                usable.append((i, model, data))
+        if not usable:
+            continue
+        if len(usable) == 1:
+            i, model, data = usable[0]
+            q0 = _asimov_shortcut(model, data)
+            out[i] = None if q0 is None else math.sqrt(q0)
+            continue
+        try:
+            stacked = hep.stack_models([m for _, m, _ in usable])
+        except hep.HepWorkspaceError:  # e.g. zero-width staterror bins differ
+            continue
+        data = np.stack([d for _, _, d in usable])
+        init = np.array([m.suggested_init() for _, m, _ in usable])
+        t_hat = np.asarray(stacked.twice_nll(init, data), dtype=np.float64)
+        start = init.copy()
+        start[:, stacked.poi_index] = 0.0
+        res = hep.fit_batch(stacked, data, init=start, poi_value=0.0)
+        for row, (i, _, _) in enumerate(usable):
+            if bool(res.converged[row]):
+                out[i] = math.sqrt(max(float(res.twice_nll[row]) - float(t_hat[row]), 0.0))
+    return out
+
+
+@dataclass(frozen=True)
+class ControlRegion:
+    """A control region with a fixed binning of the discriminant.
+
+    Args:
+        name: Channel name.
+        value: Value of the region column that selects its events.
+        edges: Fixed bin edges (discriminant units).
+    """
+
+    name: str
+    value: float
+    edges: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        e = np.asarray(self.edges, dtype=np.float64)
+        if e.ndim != 1 or e.shape[0] < 2 or not np.all(np.diff(e) > 0):
+            raise BinningError(
+                f"control region {self.name!r}: edges must be >= 2 increasing values, "
+                f"got {list(self.edges)}."
+            )
+
+
+def _control_region(spec: ControlRegion | Mapping[str, Any]) -> ControlRegion:
+    if isinstance(spec, ControlRegion):
+        return spec
+    try:
+        return ControlRegion(
+            name=str(spec["name"]),
+            value=float(spec["value"]),
+            edges=tuple(float(e) for e in spec["edges"]),
+        )
+    except KeyError as exc:
+        raise BinningError(
+            f"a control region needs name, value and edges; missing {exc}."
+        ) from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -201,8 +417,9 @@ class Candidate:
         params: The trial parameters.
         edges: Snapped bin edges.
         cuts: Cut descriptions -> thresholds (``{"|eta| < x": x}`` style keys from ``describe``).
-        hist: The candidate's histograms.
-        workspace: Its pyhf JSON workspace.
+        hist: The candidate's histograms (signal region).
+        workspace: Its pyhf workspace (NumPy arrays inside when built for evaluation; plain
+            lists from :meth:`BinningObjective.replay`).
         values: Objective values (figure first).
         constraints: Constraint values (``<= 0`` feasible).
         error: Why the figure could not be computed (infeasible candidates only), else None.
@@ -223,6 +440,36 @@ class Candidate:
         return all(c <= 0 for c in self.constraints)
 
 
+def _check_samples(samples: Sequence[EventSample], edges: FloatArray) -> None:
+    """Bad inputs name their sample: no events, every event outside the fine range, no yield."""
+    lo, hi = float(edges[0]), float(edges[-1])
+    for s in samples:
+        if s.n_events == 0:
+            raise BinningError(f"sample {s.name!r} has no events.")
+        x = s.discriminant
+        inside = (x >= lo) & (x <= hi)
+        if not np.any(inside):
+            raise BinningError(
+                f"sample {s.name!r}: all {s.n_events} events lie outside the fine histogram "
+                f"range [{lo:g}, {hi:g}] (its discriminant spans [{x.min():g}, {x.max():g}]); "
+                "set fine_bins to cover it."
+            )
+        if not np.any(s.weight[inside] != 0):
+            raise BinningError(
+                f"sample {s.name!r} has zero total yield in [{lo:g}, {hi:g}] (every weight is "
+                "0); check its weight column and scale."
+            )
+
+
+def _check_yields(hist: Histograms, where: str) -> None:
+    for which, names in (("signal", hist.signal), ("background", hist.backgrounds)):
+        if not np.any(hist.total(which) != 0):
+            raise BinningError(
+                f"{which} sample(s) {list(names)} have zero total yield in the {where}; "
+                "check the samples, their weights and the fine-bin range."
+            )
+
+
 class BinningObjective:
     """Optuna-style objective ``objective(trial)`` over binnings (and cuts).
 
@@ -234,12 +481,18 @@ class BinningObjective:
         cuts: Cuts (or mappings) searched together with the binning.
         workspace: Workspace options.
         figure: Figure of merit (see module docstring).
-        objectives: ``("figure",)``, ``("figure", "n_bins")`` or ``("figure", "impact")``.
+        objectives: ``("figure",)``, or ``"figure"`` followed by ``"n_bins"``, ``"impact"`` or
+            ``"cls_limit_exp"``.
         min_background: Minimum background yield per bin (constraint), or None.
         max_rel_stat: Maximum relative background MC-stat uncertainty per bin, or None.
+        region_column: Event column that says which region an event belongs to (needed by
+            ``control_regions``).
+        signal_region: Value of ``region_column`` of the signal-region events.
+        control_regions: :class:`ControlRegion` s (or mappings ``{name, value, edges}``).
 
     Raises:
-        BinningError: on inconsistent inputs (the message says what to change).
+        BinningError: on inconsistent inputs (the message says what to change), e.g. a sample
+            without events or yield in the fine range, or all-zero signal or background.
     """
 
     def __init__(
@@ -255,6 +508,9 @@ class BinningObjective:
         objectives: Sequence[str] = ("figure",),
         min_background: float | None = None,
         max_rel_stat: float | None = None,
+        region_column: str | None = None,
+        signal_region: float = 0.0,
+        control_regions: Sequence[ControlRegion | Mapping[str, Any]] = (),
     ) -> None:
         if figure not in FIGURES:
             raise BinningError(f"unknown figure {figure!r}; use one of {sorted(FIGURES)}.")
@@ -265,8 +521,8 @@ class BinningObjective:
             or any(o not in _EXTRA_OBJECTIVES for o in objectives[1:])
         ):
             raise BinningError(
-                "objectives must start with 'figure', optionally followed by 'n_bins' or "
-                f"'impact', but got {list(objectives)}."
+                "objectives must start with 'figure', optionally followed by "
+                f"{sorted(_EXTRA_OBJECTIVES)}, but got {list(objectives)}."
             )
         if min_background is not None and min_background < 0:
             raise BinningError(f"min_background must be >= 0, got {min_background}.")
@@ -282,25 +538,55 @@ class BinningObjective:
         self.objectives = objectives
         self.min_background = min_background
         self.max_rel_stat = max_rel_stat
+        self.control_regions = tuple(_control_region(c) for c in control_regions)
+        self.control: tuple[tuple[str, Histograms], ...] = ()
+        self._control_parts: dict[bool, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+        self._models = ModelCache()
         event_cuts = [c for c in self.cuts if c.column != DISCRIMINANT]
         self._selector: CutSelector | None = None
         if isinstance(source, Histograms):
-            if event_cuts:
+            if event_cuts or self.control_regions:
                 raise BinningError(
-                    "cuts on event columns need event samples, not pre-filled histograms; "
-                    f"got cuts on {[c.column for c in event_cuts]}."
+                    "cuts on event columns and control regions need event samples, not "
+                    "pre-filled histograms."
                 )
             self.fine = source
-        else:
-            samples = list(source)
-            if signal is None or fine_edges is None:
-                raise BinningError("event samples need signal= and fine_edges=.")
-            edges = np.asarray(fine_edges, dtype=np.float64)
+            _check_yields(self.fine, "fine histograms")
+            return
+        samples = list(source)
+        if signal is None or fine_edges is None:
+            raise BinningError("event samples need signal= and fine_edges=.")
+        edges = np.asarray(fine_edges, dtype=np.float64)
+        _check_samples(samples, edges)
+        if self.control_regions:
+            if region_column is None:
+                raise BinningError("control_regions need region_column= (the event column).")
             if event_cuts:
-                self._selector = CutSelector(samples, edges, signal, event_cuts)
-                self.fine = self._selector.histograms([c.low for c in event_cuts])
-            else:
-                self.fine = fill_histograms(samples, edges, signal=signal)
+                raise BinningError(
+                    "cuts on event columns cannot be combined with control regions yet; cut "
+                    "the samples before, or use cuts on the discriminant."
+                )
+            region = {s.name: _region(s, region_column) for s in samples}
+            sr = {n: r == signal_region for n, r in region.items()}
+            self.fine = fill_histograms(samples, edges, signal=signal, masks=sr)
+            control = []
+            for cr in self.control_regions:
+                masks = {n: r == cr.value for n, r in region.items()}
+                hist = fill_histograms(samples, np.asarray(cr.edges), signal=signal, masks=masks)
+                if not np.any(hist.total("background") != 0):
+                    raise BinningError(
+                        f"control region {cr.name!r} ({region_column} == {cr.value:g}) has no "
+                        "background yield; check region_column and the region values."
+                    )
+                control.append((cr.name, hist))
+            self.control = tuple(control)
+            self._models = ModelCache(fixed_channels=[c.name for c in self.control_regions])
+        elif event_cuts:
+            self._selector = CutSelector(samples, edges, signal, event_cuts)
+            self.fine = self._selector.histograms([c.low for c in event_cuts])
+        else:
+            self.fine = fill_histograms(samples, edges, signal=signal)
+        _check_yields(self.fine, "signal region" if self.control_regions else "fine range")
 
     @property
     def directions(self) -> list[str]:
@@ -323,6 +609,35 @@ class BinningObjective:
         hist = fine.rebin_indices(fine.snap(edges))
         cuts = {c.describe(t): t for c, t in zip(self.cuts, thresholds, strict=True)}
         return hist, cuts, hist.edges
+
+    def workspace_of(self, hist: Histograms, *, lists: bool = True) -> dict[str, Any]:
+        """The workspace of a candidate's signal-region histograms (with the control regions,
+        whose entries do not depend on the candidate and are built once).
+
+        ``lists=False`` (evaluation): NumPy arrays, and pruned variations kept without effect.
+        """
+        if lists and not self.control:
+            return build_workspace(hist, self.options, lists=True)
+        parts = self._control_parts.get(lists)
+        if parts is None:
+            parts = [
+                region_channel(n, h, self.options, control=True, lists=lists)
+                for n, h in self.control
+            ]
+            self._control_parts[lists] = parts
+        # For evaluation (NumPy arrays), pruned variations stay without effect: the likelihood
+        # is the same and every candidate with the same number of bins has the same model
+        # structure (one cached model, candidates fitted together). The JSON workspace
+        # (``lists``) leaves them out.
+        sr = region_channel(
+            self.options.channel,
+            hist,
+            self.options,
+            control=False,
+            lists=lists,
+            keep_pruned=not lists,
+        )
+        return assemble_workspace([sr, *parts], self.options)
 
     @property
     def constraint_names(self) -> tuple[str, ...]:
@@ -347,15 +662,22 @@ class BinningObjective:
             out.append(float(np.max(rel) - self.max_rel_stat))
         return tuple(out)
 
-    def evaluate(self, trial: optuna.Trial) -> Candidate:
-        """Build and evaluate the trial's candidate."""
-        hist, cuts, edges = self.candidate_histograms(trial)
+    def _finish(
+        self,
+        trial: optuna.Trial,
+        parts: tuple[Histograms, dict[str, float], FloatArray],
+        spec: dict[str, Any],
+        figure: float | None,
+    ) -> Candidate:
+        """Complete a candidate whose figure may already be known (batched evaluation)."""
+        hist, cuts, edges = parts
         constraints = self.constraints(hist)
-        spec = build_workspace(hist, self.options)
         error = None
         feasible = all(c <= 0 for c in constraints)
         try:
-            value = figure_of_merit(self.figure, hist, spec, self.options)
+            value = figure
+            if value is None:
+                value = figure_of_merit(self.figure, hist, spec, self.options, self._models)
             if not math.isfinite(value):
                 raise BinningError(f"the figure of merit is not finite ({value}).")
         except SigtuneError as exc:  # likelihood / input errors (HepError is a SigtuneError)
@@ -368,21 +690,67 @@ class BinningObjective:
         for o in self.objectives[1:]:
             if o == "n_bins":
                 values.append(float(hist.n_bins))
+            elif error is not None:
+                values.append(1e6)
+            elif o == "impact":
+                values.append(total_impact(spec, self._models))
             else:
-                values.append(total_impact(spec) if error is None else 1e6)
+                values.append(expected_limit(spec, self._models))
         return Candidate(
             dict(trial.params), edges, cuts, hist, spec, tuple(values), constraints, error
         )
 
-    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        """Evaluate the trial.
+    def evaluate(self, trial: optuna.Trial, *, lists: bool = False) -> Candidate:
+        """Build and evaluate the trial's candidate (``lists``: JSON-ready workspace)."""
+        parts = self.candidate_histograms(trial)
+        return self._finish(trial, parts, self.workspace_of(parts[0], lists=lists), None)
 
-        Stores ``constraints``, ``edges``, ``n_bins`` (and ``cuts``) as user attributes and, with
-        Optuna >= 5, the constraints also through ``trial.set_constraint`` (names
+    def evaluate_many(self, trials: Sequence[optuna.Trial]) -> list[Candidate | BaseException]:
+        """Evaluate several trials, fitting the candidates of one structure together.
+
+        With ``figure="z0_exp"`` the conditional fits of every candidate sharing a structure
+        (bins per channel, modifiers) run as one :func:`sigtune.hep.fit_batch` call on stacked
+        models; other figures are evaluated one by one. Gives the same values as
+        :meth:`evaluate` (within the fit tolerance).
+
+        Returns:
+            One :class:`Candidate` per trial, or the exception that trial raised.
+        """
+        built: list[tuple[Any, ...] | BaseException] = []
+        for trial in trials:
+            try:
+                parts = self.candidate_histograms(trial)
+                built.append((parts, self.workspace_of(parts[0], lists=False)))
+            except Exception as exc:  # recorded per trial (a failed trial), not fatal to the batch
+                built.append(exc)
+        ok = [b for b in built if not isinstance(b, BaseException)]
+        figures: list[float | None] = [None] * len(ok)
+        if self.figure == "z0_exp" and len(ok) > 1:
+            try:
+                figures = _z0_batch([b[1] for b in ok], self._models)
+            except SigtuneError:
+                figures = [None] * len(ok)  # evaluated one by one (their own error reporting)
+        out: list[Candidate | BaseException] = []
+        k = 0
+        for trial, b in zip(trials, built, strict=True):
+            if isinstance(b, BaseException):
+                out.append(b)
+                continue
+            try:
+                out.append(self._finish(trial, b[0], b[1], figures[k]))
+            except Exception as exc:
+                out.append(exc)
+            k += 1
+        return out
+
+    def record(self, trial: optuna.Trial, cand: Candidate) -> float | tuple[float, ...]:
+        """Store a candidate's user attributes and constraints on its trial; return its values.
+
+        Stores ``constraints``, ``edges``, ``n_bins`` (and ``cuts``) as user attributes and,
+        with Optuna >= 5, the constraints also through ``trial.set_constraint`` (names
         :attr:`constraint_names`) so that Optuna's samplers see them without a
         ``constraints_func``.
         """
-        cand = self.evaluate(trial)
         trial.set_user_attr("constraints", list(cand.constraints))
         set_constraint = getattr(trial, "set_constraint", None)  # Optuna >= 5
         if set_constraint is not None:
@@ -396,10 +764,24 @@ class BinningObjective:
             trial.set_user_attr("figure_error", cand.error)
         return cand.values[0] if len(cand.values) == 1 else cand.values
 
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        """Evaluate the trial (see :meth:`record` for what is stored on it)."""
+        return self.record(trial, self.evaluate(trial))
+
     def replay(self, params: Mapping[str, Any]) -> Candidate:
-        """Re-build and evaluate the candidate of a parameter set (e.g. ``study.best_params``)."""
-        return self.evaluate(optuna.trial.FixedTrial(dict(params)))  # type: ignore[arg-type]
+        """Re-build and evaluate the candidate of a parameter set (e.g. ``study.best_params``);
+        its workspace holds plain lists (JSON)."""
+        return self.evaluate(optuna.trial.FixedTrial(dict(params)), lists=True)  # type: ignore[arg-type]
 
     def constraints_func(self, trial: optuna.trial.FrozenTrial) -> Sequence[float]:
         """Optuna ``constraints_func``: the values stored by :meth:`__call__`."""
         return list(trial.user_attrs.get("constraints", [0.0]))
+
+
+def _region(sample: EventSample, column: str) -> NDArray[Any]:
+    if column not in sample.columns:
+        raise BinningError(
+            f"sample {sample.name!r} has no column {column!r} (the region_column); columns: "
+            f"{sorted(sample.columns)}."
+        )
+    return np.asarray(sample.columns[column])

@@ -5,14 +5,13 @@
     best_workspace.json   the best candidate's workspace (pyhf JSON, usable in pyhf / cabinetry)
     summary.json          best parameters, edges, cuts, values, constraints, study counts
     summary.txt           the same as a readable table (also returned as ``BinningResult.summary``)
-    trials.csv            one row per trial
+    trials.csv            one row per trial (the columns and formats of ``sigtune export``)
     best_binning.png      stacked distributions in the chosen binning (matplotlib, if installed)
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,21 +20,21 @@ from typing import Any
 import numpy as np
 import optuna
 
-from sigtune.pipelines.binning._errors import BinningError
+from sigtune import _best
+from sigtune._export import export_trials
+from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms
 from sigtune.pipelines.binning._objective import FIGURES, BinningObjective, Candidate
 
 __all__ = ["BinningResult", "best_trial", "plot_histograms", "write_outputs"]
 
-log = logging.getLogger(__name__)
-
 
 def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    return all(c <= 0 for c in trial.user_attrs.get("constraints", []))
+    return _best.is_feasible(trial)
 
 
 def best_trial(study: Any, directions: list[str]) -> optuna.trial.FrozenTrial:
-    """The best COMPLETE trial, feasible first (by the first objective for multi-objective).
+    """The best COMPLETE trial, feasible first (:func:`sigtune._best.best_trial`).
 
     Args:
         study: A :class:`sigtune.Study` or an :class:`optuna.Study`.
@@ -45,27 +44,17 @@ def best_trial(study: Any, directions: list[str]) -> optuna.trial.FrozenTrial:
         BinningError: if the study has no complete trial.
     """
     ostudy = getattr(study, "optuna", study)
-    done = [t for t in ostudy.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not done:
+    best = _best.best_trial(ostudy.get_trials(deepcopy=False), directions)
+    if best is None:
         raise BinningError("the study has no COMPLETE trial; check the failed trials' reasons.")
-    pool = [t for t in done if _feasible(t)] or done
-    sign = 1.0 if directions[0] == "maximize" else -1.0
-    best: optuna.trial.FrozenTrial = max(pool, key=lambda t: sign * float(t.values[0]))
     return best
 
 
 def _pareto(
     trials: list[optuna.trial.FrozenTrial], directions: list[str]
 ) -> list[optuna.trial.FrozenTrial]:
-    """Non-dominated trials (all objectives turned into minimisation)."""
-    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    vals = [signs * np.asarray(t.values, dtype=np.float64) for t in trials]
-    front = []
-    for i, v in enumerate(vals):
-        dominated = any(np.all(w <= v) and np.any(w < v) for j, w in enumerate(vals) if j != i)
-        if not dominated:
-            front.append(trials[i])
-    return sorted(front, key=lambda t: t.number)
+    """Non-dominated trials, by trial number (:func:`sigtune._best.best_trials`)."""
+    return _best.best_trials(trials, directions)
 
 
 @dataclass(frozen=True, eq=False)
@@ -247,12 +236,8 @@ def write_outputs(
     )
     files["summary_txt"] = out / "summary.txt"
     files["summary_txt"].write_text(summary + "\n")
-    try:
-        files["trials"] = out / "trials.csv"
-        ostudy.trials_dataframe().to_csv(files["trials"], index=False)
-    except Exception as exc:  # pandas missing or an exotic attribute: not fatal
-        log.warning("could not write trials.csv: %s", exc)
-        files.pop("trials", None)
+    files["trials"] = out / "trials.csv"  # the columns and formats of ``sigtune export``
+    export_trials(ostudy, "csv", files["trials"])
     if plot:
         files["plot"] = plot_histograms(
             cand.hist,

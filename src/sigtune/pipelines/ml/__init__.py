@@ -54,12 +54,12 @@ _LAZY: dict[str, str] = {
     "EpochAction": "sigtune.pipelines.ml._history",
     "OvertrainingCondition": "sigtune.pipelines.ml._history",
     "train_val_gap": "sigtune.pipelines.ml._history",
-    "TRAINABLES": "sigtune.pipelines.ml._trainables",
+    "TRAINABLES": "sigtune.pipelines.ml._registry",
     "Trainable": "sigtune.pipelines.ml._trainables",
-    "make_trainable": "sigtune.pipelines.ml._trainables",
-    "load_trainable": "sigtune.pipelines.ml._trainables",
+    "make_trainable": "sigtune.pipelines.ml._registry",
+    "load_trainable": "sigtune.pipelines.ml._registry",
     "optuna_reporter": "sigtune.pipelines.ml._trainables",
-    "register_trainable": "sigtune.pipelines.ml._trainables",
+    "register_trainable": "sigtune.pipelines.ml._registry",
     "build_mlp": "sigtune.pipelines.ml._mlp",
 }
 
@@ -110,6 +110,12 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from sigtune.pipelines.ml._mlp import build_mlp
     from sigtune.pipelines.ml._pbt import PBTStage, run_pbt
+    from sigtune.pipelines.ml._registry import (
+        TRAINABLES,
+        load_trainable,
+        make_trainable,
+        register_trainable,
+    )
     from sigtune.pipelines.ml._scaling import InputScaler
     from sigtune.pipelines.ml._splits import (
         Splits,
@@ -118,14 +124,7 @@ if TYPE_CHECKING:  # pragma: no cover
         split_event_number,
         split_random,
     )
-    from sigtune.pipelines.ml._trainables import (
-        TRAINABLES,
-        Trainable,
-        load_trainable,
-        make_trainable,
-        optuna_reporter,
-        register_trainable,
-    )
+    from sigtune.pipelines.ml._trainables import Trainable, optuna_reporter
     from sigtune.pipelines.ml._weights import (
         cap_event_weights,
         normalize_class_weights,

@@ -124,6 +124,9 @@ def ml_objective(section: MLObjectiveConfig, config: RunConfig) -> ObjectiveSpec
         pcfg.monitor,
         seed=pcfg.seed,
         checkpoint_root=runner.run_dir / "search" / "checkpoints" if section.checkpoints else None,
+        trial_value=pcfg.trial_value,
+        direction=runner.direction,
+        overtraining=pcfg.selection.overtraining,
     )
     direction = config.direction or runner.direction
 

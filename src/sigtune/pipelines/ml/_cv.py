@@ -6,11 +6,18 @@ the validation and test events of the fold, aggregates every metric over the fol
 ``mean +- std`` (sample standard deviation, ``ddof=1``) or ``median +- MAD``
 (``MAD = median(|x - median(x)|)``, not rescaled), and saves each fold's model (the trainable's
 own format, which stores the hyperparameters and the fitted input scaling) together with a
-``fold.json`` holding the params, the features, the split indices, the metrics and the history.
+``fold.json`` holding the params, the features, the split *recipe* (method, ``k``, seed,
+fractions, and a hash of the event numbers: the folds are re-derived from it, not stored), the
+training mode, the metrics and the history.
 
-Metrics are computed from the model's predictions with :func:`~sigtune.pipelines.ml.compute_metric`;
-the event weights are normalised per class first (as for training), so ``weighted_loss`` on the
-validation events equals the ``val_loss`` a trainable records.
+By default each fold trains with the trainable's own early stopping. With ``epochs=N`` (what the
+pipeline passes: the epoch trial selection chose) every fold trains exactly ``N`` epochs
+(boosting rounds) and keeps the last epoch's model; ``fold.json`` records which.
+
+Metrics are computed from the model's predictions with :func:`~sigtune.pipelines.ml.compute_metric`
+with the physics event weights: ``weighted_loss`` means the same everywhere (cv, evaluation,
+variable selection). ``balanced_loss`` normalises the weights per class first, as training does,
+so ``val_balanced_loss`` equals the ``val_loss`` a trainable records.
 
 A fold whose ``fold.json`` already exists is loaded instead of retrained, so an interrupted
 cross-validation resumes.
@@ -60,7 +67,7 @@ class TrainableSpec:
 
     def __call__(self, seed: int | None = None) -> Any:
         """A fresh, untrained trainable (with ``seed`` if given)."""
-        from sigtune.pipelines.ml._trainables import make_trainable
+        from sigtune.pipelines.ml._registry import make_trainable
 
         opts = dict(self.options)
         if seed is not None:
@@ -129,6 +136,7 @@ class CVResult:
     """Result of :func:`cross_validate`.
 
     Attributes:
+        training: ``"early_stopping"`` or ``"fixed_epochs:<N>"``.
         params: The hyperparameters cross-validated.
         features: The input variables used.
         folds: Every fold, in order.
@@ -138,6 +146,7 @@ class CVResult:
         path: Output folder (``None`` if nothing was saved).
     """
 
+    training: str
     params: dict[str, Any]
     features: tuple[str, ...]
     folds: tuple[FoldResult, ...]
@@ -160,6 +169,7 @@ class CVResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (no models)."""
         return {
+            "training": self.training,
             "params": _jsonable(self.params),
             "features": list(self.features),
             "aggregate": self.aggregate,
@@ -196,14 +206,6 @@ def aggregate(values: Sequence[float], how: Aggregate = "mean") -> tuple[float, 
     raise ConfigError(f"aggregate must be 'mean' or 'median', got {how!r}")
 
 
-def _eval_weights(data: Any) -> np.ndarray:
-    from sigtune.pipelines.ml._weights import normalize_class_weights
-
-    if len(data) == 0 or np.any(data.class_weight_sums()[data.class_counts() > 0] <= 0):
-        return np.asarray(data.w, dtype=float)
-    return np.asarray(normalize_class_weights(data).w, dtype=float)
-
-
 def fold_metrics(
     model: Any, split: Any, metrics: Sequence[Any], *, prefixes: Sequence[str] = ("val", "test")
 ) -> dict[str, float]:
@@ -226,7 +228,7 @@ def fold_metrics(
         if len(data) == 0:
             continue
         p = model.predict(data.X)
-        w = _eval_weights(data)
+        w = np.asarray(data.w, dtype=float)
         for m in metrics:
             name = m if isinstance(m, str) else get_metric(m).name
             out[f"{prefix}_{name}"] = float(compute_metric(m, data.y, p, w, X=data.X))
@@ -247,17 +249,87 @@ def _jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
-def _load_fold(path: Path, split: Any, params: Mapping[str, Any]) -> FoldResult | None:
-    from sigtune.pipelines.ml._trainables import load_trainable
+def _hash_events(*arrays: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
+def split_recipe(
+    data: Any, *, k: int, test: str, test_fraction: float, by: str, seed: int
+) -> dict[str, Any]:
+    """How :func:`~sigtune.pipelines.ml.kfold_splits` cut ``data`` (stored in ``fold.json``)."""
+    return {
+        "method": "kfold",
+        "k": int(k),
+        "test": test,
+        "test_fraction": float(test_fraction),
+        "by": by,
+        "seed": int(seed),
+        "n_events": len(data),
+        "event_numbers": _hash_events(data.event_number),
+    }
+
+
+def _given_recipe(split: Any) -> dict[str, Any]:
+    """Recipe of a split passed in by the caller: a hash of its events per part."""
+    return {
+        "method": "given",
+        "events": _hash_events(
+            split.train.event_number, split.val.event_number, split.test.event_number
+        ),
+    }
+
+
+def fixed_epoch_params(model: Any, params: Mapping[str, Any], epochs: int) -> dict[str, Any]:
+    """Params (and trainable settings) so that ``model.fit`` trains exactly ``epochs`` epochs.
+
+    Early stopping and overtraining stops are switched off and the last epoch's weights are kept.
+    Boosters train ``epochs`` rounds; a scikit-learn estimator has no epochs (unchanged).
+    """
+    kind = getattr(model, "kind", None)
+    p = dict(params)
+    if kind == "sklearn":
+        return p
+    if kind in ("lightgbm", "xgboost"):
+        p.pop("n_estimators", None)
+        p["num_boost_round"] = int(epochs)
+    else:
+        p["max_epochs"] = int(epochs)
+    if kind in ("mlp", "torch"):  # loop settings are hyperparameters of the torch loop
+        p["patience"] = None
+        p["overtraining_patience"] = None
+    for attr in ("patience", "overtraining_patience"):
+        if hasattr(model, attr):
+            setattr(model, attr, None)
+    if hasattr(model, "restore_best_weights"):
+        model.restore_best_weights = False
+    return p
+
+
+def _load_fold(
+    path: Path, split: Any, params: Mapping[str, Any], recipe: Mapping[str, Any], mode: str
+) -> FoldResult | None:
+    from sigtune.pipelines.ml._registry import load_trainable
 
     meta_path = path / "fold.json"
     if not meta_path.is_file():
         return None
     meta = json.loads(meta_path.read_text())
-    if meta.get("params") != _jsonable(params) or meta.get("features") != list(
-        split.train.features
+    if (
+        meta.get("params") != _jsonable(params)
+        or meta.get("features") != list(split.train.features)
+        or meta.get("split") != _jsonable(recipe)
+        or meta.get("training") != mode
     ):
-        log.warning("%s was trained with other params or variables: retraining the fold", path)
+        log.warning(
+            "%s was trained with other params, variables, split or epochs: retraining the fold",
+            path,
+        )
         return None
     try:
         model = load_trainable(path / "model")
@@ -288,6 +360,7 @@ def cross_validate(
     how: Aggregate = "mean",
     seed: int = 0,
     out_dir: str | Path | None = None,
+    epochs: int | None = None,
 ) -> CVResult:
     """Retrain one hyperparameter set on k folds and aggregate the metrics.
 
@@ -307,6 +380,8 @@ def cross_validate(
         seed: Seed of the split and of each fold's training (``seed + fold``).
         out_dir: Save each fold to ``out_dir/fold_<i>/`` (model + ``fold.json``) and the summary
             to ``out_dir/cv.json``; an existing fold is loaded instead of retrained.
+        epochs: Train every fold exactly this many epochs (no early stopping, last epoch kept);
+            ``None``: the trainable's early stopping.
 
     Returns:
         Per-fold models and metrics and their aggregate.
@@ -318,34 +393,49 @@ def cross_validate(
 
     if how not in ("mean", "median"):
         raise ConfigError(f"cv.aggregate must be 'mean' or 'median', got {how!r}")
+    if epochs is not None and int(epochs) < 1:
+        raise ConfigError(f"cross_validate: epochs must be >= 1, got {epochs}")
     factory = as_factory(trainable)
+    given = folds is not None
     if folds is None:
         folds = kfold_splits(data, k=k, test=test, seed=seed, test_fraction=test_fraction, by=by)
+        base_recipe = split_recipe(
+            data, k=k, test=test, test_fraction=test_fraction, by=by, seed=seed
+        )
     if not folds:
         raise ConfigError("cross_validate needs at least one fold")
+    mode = "early_stopping" if epochs is None else f"fixed_epochs:{int(epochs)}"
     out = None if out_dir is None else Path(out_dir)
     results: list[FoldResult] = []
     for i, split in enumerate(folds):
+        recipe = _given_recipe(split) if given else {**base_recipe, "fold": i}
         path = None if out is None else out / f"fold_{i}"
-        loaded = None if path is None else _load_fold(path, split, params)
+        loaded = None if path is None else _load_fold(path, split, params, recipe, mode)
         if loaded is not None:
             log.info("cross-validation fold %d loaded from %s", i, path)
             results.append(loaded)
             continue
         model = factory(seed=seed + i)
-        history = model.fit(split.train, split.val, dict(params))
+        fit_params = dict(params)
+        if epochs is not None:
+            fit_params = fixed_epoch_params(model, fit_params, int(epochs))
+        history = model.fit(split.train, split.val, fit_params)
+        if epochs is not None and hasattr(model, "best_iteration_"):
+            model.best_iteration_ = None  # boosters: predict with every round trained
         hist = {k_: list(map(float, v)) for k_, v in getattr(history, "metrics", {}).items()}
         values = fold_metrics(model, split, metrics)
         values["best_epoch"] = float(getattr(history, "best_epoch", 0))
+        values["epochs"] = float(getattr(history, "n_epochs", 0))
         if path is not None:
             model.save(path / "model")
             meta = {
                 "fold": i,
                 "params": _jsonable(params),
                 "features": list(split.train.features),
+                "training": mode,
                 "metrics": values,
                 "history": hist,
-                "split": split.to_dict() if hasattr(split, "to_dict") else None,
+                "split": _jsonable(recipe),
             }
             (path / "fold.json").write_text(json.dumps(meta))
         log.info("cross-validation fold %d: %s", i, values)
@@ -357,6 +447,7 @@ def cross_validate(
     for name in names:
         center[name], spread[name] = aggregate([r.metrics.get(name, np.nan) for r in results], how)
     result = CVResult(
+        training=mode,
         params=dict(params),
         features=tuple(folds[0].train.features),
         folds=tuple(results),

@@ -28,7 +28,9 @@ from sigtune._exceptions import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["EventData", "load_data"]
+__all__ = ["EventData", "check_events", "load_data"]
+
+Groups = dict[str, list[tuple[str, str]]]  # first column level -> [(joined key, last level)]
 
 log = logging.getLogger(__name__)
 
@@ -267,16 +269,32 @@ def load_data(
     Raises:
         ConfigError: Unknown format, missing columns, bad target values, or pickle not allowed.
     """
-    columns = _read_columns(source, allow_pickle=allow_pickle, tree=tree)
-    available = list(columns)
+    columns, groups = _read_columns(source, allow_pickle=allow_pickle, tree=tree)
+    available = [c for c in columns if not groups or "/" in c]  # no last-level aliases
+    roles = _layout_roles(groups)
+    if isinstance(target, str) and target not in columns:
+        # a column group (OPTIMA: "targets") names the class column or the one-hot columns
+        group = groups.get(target) or (roles.get("target") if target == "target" else None)
+        if group:
+            target = [key for key, _ in group] if len(group) > 1 else group[0][0]
     target_cols = [target] if isinstance(target, str) else list(target)
     if not target_cols:
         raise ConfigError("target must name a column or a list of one-hot columns")
+    if weight is None and roles.get("weight"):
+        weight = _pick_weight(roles["weight"])
+    if event_number is None and roles.get("event_number"):
+        event_number = roles["event_number"][0][0]
     special = set(target_cols) | {c for c in (weight, event_number) if c is not None}
     if features is None:
-        feats = [c for c in available if c not in special]
+        feats = _default_features(available, special, groups, roles, _describe(source))
     else:
         feats = [features] if isinstance(features, str) else list(features)
+        leaked = [f for f in feats if f in special]
+        if leaked:
+            raise ConfigError(
+                f"feature(s) {leaked} of {_describe(source)} are the target, weight or event "
+                "number: remove them from `features`"
+            )
     needed = feats + target_cols + [c for c in (weight, event_number) if c is not None]
     missing = [c for c in needed if c not in columns]
     if missing:
@@ -379,13 +397,22 @@ def _describe(source: object) -> str:
 
 def _read_columns(
     source: str | Path | pd.DataFrame | Mapping[str, Any], *, allow_pickle: bool, tree: str | None
-) -> Mapping[str, Any]:
+) -> tuple[dict[str, Any], Groups]:
+    """The columns (name -> array) and, for two-level column frames, the column groups."""
     import pandas as pd
 
     if isinstance(source, pd.DataFrame):
         return _frame_columns(source)
     if isinstance(source, Mapping):
-        return dict(source)
+        return dict(source), {}
+    return _read_file(source, allow_pickle=allow_pickle, tree=tree)
+
+
+def _read_file(
+    source: Any, *, allow_pickle: bool, tree: str | None
+) -> tuple[dict[str, Any], Groups]:
+    import pandas as pd
+
     if not isinstance(source, (str, Path)):
         raise ConfigError(
             f"load_data() source must be a path, DataFrame or mapping, got {type(source).__name__}"
@@ -407,9 +434,9 @@ def _read_columns(
         return _frame_columns(pd.read_csv(path, sep="\t" if suffix == ".tsv" else ","))
     if suffix == ".npz":
         with np.load(path, allow_pickle=allow_pickle) as npz:
-            return {k: npz[k] for k in npz.files}
+            return {k: npz[k] for k in npz.files}, {}
     if suffix == ".root":
-        return _read_root(path, tree)
+        return _read_root(path, tree), {}
     if suffix in _PICKLE:
         return _read_pickle(path, allow_pickle)
     raise ConfigError(
@@ -418,18 +445,133 @@ def _read_columns(
     )
 
 
-def _frame_columns(df: pd.DataFrame) -> dict[str, Any]:
+def _frame_columns(df: pd.DataFrame) -> tuple[dict[str, Any], Groups]:
     import pandas as pd
 
     if isinstance(df.columns, pd.MultiIndex):
-        # OPTIMA-style frames: join the levels with "/" and also allow the last level alone.
+        # OPTIMA-style frames: join the levels with "/" and also allow the last level alone;
+        # the first level groups the columns ("features", "targets", "weights", ...).
         out: dict[str, Any] = {}
+        groups: Groups = {}
         for col in df.columns:
             arr = df[col].to_numpy()
-            out["/".join(str(c) for c in col)] = arr
+            key = "/".join(str(c) for c in col)
+            out[key] = arr
             out.setdefault(str(col[-1]), arr)
-        return out
-    return {str(c): df[c].to_numpy() for c in df.columns}
+            groups.setdefault(str(col[0]), []).append((key, str(col[-1])))
+        return out, groups
+    return {str(c): df[c].to_numpy() for c in df.columns}, {}
+
+
+# Column-group names of OPTIMA's pickled input frames (first column level), by role.
+_ROLE_GROUPS = {
+    "features": ("features", "inputs_features"),
+    "target": ("targets", "target", "labels", "label"),
+    "weight": ("weights", "weight"),
+    "event_number": ("event_number", "event_numbers", "eventnumber", "eventnumbers", "event"),
+    "split": ("split", "splits", "fold", "folds"),
+}
+# Flat column names never used as inputs when `features` is not given.
+_RESERVED = frozenset(
+    {name for role, names in _ROLE_GROUPS.items() if role != "features" for name in names}
+    | {"normalized_weights", "normalised_weights", "y", "class", "is_signal"}
+)
+
+
+def _layout_roles(groups: Groups) -> dict[str, list[tuple[str, str]]]:
+    """Role -> columns of the group that plays it (case-insensitive group names)."""
+    lower = {name.lower(): cols for name, cols in groups.items()}
+    out: dict[str, list[tuple[str, str]]] = {}
+    for role, names in _ROLE_GROUPS.items():
+        for name in names:
+            if name in lower:
+                out[role] = lower[name]
+                break
+    return out
+
+
+def _pick_weight(cols: list[tuple[str, str]]) -> str:
+    """The physics-weight column of a weights group (not OPTIMA's normalised copy)."""
+    for key, last in cols:
+        if last.lower() in ("weights", "weight", "event_weight", "w"):
+            return key
+    plain = [key for key, last in cols if "normali" not in last.lower()]
+    return (plain or [cols[0][0]])[0]
+
+
+def _default_features(
+    available: list[str],
+    special: set[str],
+    groups: Groups,
+    roles: dict[str, list[tuple[str, str]]],
+    where: str,
+) -> list[str]:
+    """Input columns when ``features`` is not given: never target, weight, event number, split."""
+    if roles.get("features"):
+        cols = roles["features"]
+        lasts = [last for _, last in cols]
+        feats = lasts if len(set(lasts)) == len(lasts) else [key for key, _ in cols]
+        excluded = [c for c in available if c not in {key for key, _ in cols}]
+    else:
+        not_inputs = {
+            key
+            for role in ("target", "weight", "event_number", "split")
+            for key, _ in roles.get(role, [])
+        }
+        feats, excluded = [], []
+        for c in available:
+            last = c.rsplit("/", 1)[-1].lower()
+            if c in special or c in not_inputs or c.lower() in _RESERVED or last in _RESERVED:
+                excluded.append(c)
+            else:
+                feats.append(c)
+    log.warning(
+        "%s: `features` not given: %d input column(s) %s; not inputs: %s",
+        where,
+        len(feats),
+        feats,
+        excluded,
+    )
+    return feats
+
+
+def check_events(
+    data: EventData,
+    *,
+    where: str,
+    target: str | Sequence[str] = "target",
+    weight: str | None = None,
+) -> None:
+    """Refuse data no classifier can be trained on (one line naming the file and column).
+
+    Raises:
+        ConfigError: No events, a class without events (labels such as {0, 2}), a single class,
+            or a class whose weights sum to zero or less.
+    """
+    if len(data) == 0:
+        raise ConfigError(f"{where}: no events")
+    counts = data.class_counts()
+    present = [int(c) for c in np.flatnonzero(counts)]
+    tname = target if isinstance(target, str) else f"one-hot {list(target)}"
+    if len(present) < 2:
+        raise ConfigError(
+            f"{where}: target column {tname!r} holds a single class ({present[0]}): a classifier "
+            "needs events of at least two classes"
+        )
+    empty = [int(c) for c in np.flatnonzero(counts == 0)]
+    if empty:
+        raise ConfigError(
+            f"{where}: target column {tname!r} has labels {present} but no events of class(es) "
+            f"{empty}: labels must be 0..{len(present) - 1} (or map them with `classes: [...]`)"
+        )
+    sums = data.class_weight_sums()
+    bad = [int(c) for c in np.flatnonzero(sums <= 0)]
+    if bad:
+        wname = repr(weight) if weight is not None else "(ones)"
+        raise ConfigError(
+            f"{where}: weight column {wname} sums to {float(sums[bad[0]]):g} <= 0 for class "
+            f"{bad[0]}: every class needs a positive total weight"
+        )
 
 
 def _read_root(path: Path, tree: str | None) -> dict[str, Any]:
@@ -454,7 +596,7 @@ def _read_root(path: Path, tree: str | None) -> dict[str, Any]:
     return {str(k): v for k, v in arrays.items()}
 
 
-def _read_pickle(path: Path, allow_pickle: bool) -> dict[str, Any]:
+def _read_pickle(path: Path, allow_pickle: bool) -> tuple[dict[str, Any], Groups]:
     if not allow_pickle:
         raise ConfigError(
             f"{str(path)!r} is a pickle, which can execute arbitrary code when read. If you trust "
@@ -473,7 +615,7 @@ def _read_pickle(path: Path, allow_pickle: bool) -> dict[str, Any]:
     if isinstance(obj, pd.DataFrame):
         return _frame_columns(obj)
     if isinstance(obj, Mapping):
-        return {str(k): np.asarray(v) for k, v in obj.items()}
+        return {str(k): np.asarray(v) for k, v in obj.items()}, {}
     raise ConfigError(
         f"pickle {str(path)!r} holds a {type(obj).__name__}; expected a DataFrame or a mapping "
         "of column arrays"

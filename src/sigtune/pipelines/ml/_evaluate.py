@@ -308,3 +308,101 @@ def _plot(
     fig.savefig(files[-1], dpi=100)
     plt.close(fig)
     return files
+
+
+# ---------------------------------------------------------------------- run diagnostics
+def plot_inputs(
+    data: Any, path: Path, *, class_names: Sequence[str] | None = None, bins: int = 40
+) -> Path:
+    """Input-variable distributions per class (weighted, normalised), one panel per variable."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = data.n_features
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    names = list(class_names) if class_names else [f"class {c}" for c in range(data.n_classes)]
+    for j, feat in enumerate(data.features):
+        ax = axes[j // cols][j % cols]
+        x = data.X[:, j]
+        lo, hi = np.quantile(x, [0.001, 0.999])
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+        for c in range(data.n_classes):
+            m = data.y == c
+            if np.any(m):
+                w = np.clip(data.w[m], 0.0, None)
+                ax.hist(x[m], bins=edges, weights=w, density=True, histtype="step", label=names[c])
+        ax.set_title(feat, fontsize=9)
+    for k in range(n, rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def plot_history(
+    history: Mapping[str, Sequence[float]],
+    path: Path,
+    *,
+    target: str,
+    title: str,
+    selected_epoch: int | None = None,
+) -> Path:
+    """Training history of a trial: every ``x`` / ``val_x`` pair per panel, and the learning-curve
+    fit of ``target`` (the best-fit selection's ``f(x) = a/x^2 + b/x + c x^2 + d x + e``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sigtune.pipelines.ml._selection import fit_learning_curve
+
+    bases = sorted({k[4:] if k.startswith("val_") else k for k in history})
+    fig, axes = plt.subplots(1, len(bases), figsize=(4 * len(bases), 3.2), squeeze=False)
+    for ax, base in zip(axes[0], bases, strict=True):
+        for key in (base, f"val_{base}"):
+            if key in history:
+                y = np.asarray(history[key], dtype=float)
+                ax.plot(np.arange(1, y.size + 1), y, marker=".", label=key)
+                if key == target and y.size >= 5 and np.all(np.isfinite(y)):
+                    _, fitted, r2 = fit_learning_curve(y)
+                    ax.plot(np.arange(1, y.size + 1), fitted, "k--", label=f"fit (R²={r2:.3f})")
+        if selected_epoch:
+            ax.axvline(selected_epoch, color="grey", linestyle=":", label="selected epoch")
+        ax.set(xlabel="epoch", title=base)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def write_overview(out_dir: Path, sections: Mapping[str, Sequence[Path]], metrics: Any) -> Path:
+    """``index.html`` linking every diagnostic image (relative links) and the metrics."""
+    import html
+    import json
+
+    parts = ["<html><head><meta charset='utf-8'><title>sigtune ML evaluation</title></head><body>"]
+    parts.append("<h1>ML pipeline evaluation</h1>")
+    for title, files in sections.items():
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        for f in files:
+            rel = html.escape(str(Path(f).relative_to(out_dir)))
+            if str(f).endswith(".png"):
+                parts.append(
+                    f"<p><a href='{rel}'><img src='{rel}' style='max-width:900px'></a></p>"
+                )
+            else:
+                parts.append(f"<p><a href='{rel}'>{rel}</a></p>")
+    parts.append("<h2>metrics</h2><pre>")
+    parts.append(html.escape(json.dumps(metrics, indent=2, default=str)))
+    parts.append("</pre></body></html>")
+    path = out_dir / "index.html"
+    path.write_text("\n".join(parts))
+    return path

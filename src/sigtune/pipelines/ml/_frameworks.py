@@ -30,8 +30,10 @@ import numpy as np
 
 from sigtune._exceptions import ConfigError
 from sigtune.pipelines.ml._data import EventData
+from sigtune.pipelines.ml._device import check_device, load_torch, resolve_device
 from sigtune.pipelines.ml._history import History, Reporter, import_object, report_stops
 from sigtune.pipelines.ml._mlp import _qualname
+from sigtune.pipelines.ml._registry import register_trainable
 from sigtune.pipelines.ml._trainables import _Base, _binary_or_probs, _weighted_train_eval
 
 __all__ = ["KerasTrainable", "LightningTrainable"]
@@ -58,6 +60,7 @@ class LightningTrainable(_Base):
         module: ``factory(n_inputs, n_outputs, params) -> LightningModule`` or its import path.
         defaults: Default params (``max_epochs`` default 10, ``batch_size`` default 64, plus
             anything the factory reads).
+        device: ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` (see :mod:`sigtune.pipelines.ml._device`).
         **options: Common trainable options (``monitor``, ``metrics``, ``patience``, ...).
     """
 
@@ -68,9 +71,11 @@ class LightningTrainable(_Base):
         module: Callable[..., Any] | str | None = None,
         *,
         defaults: Mapping[str, Any] | None = None,
+        device: str = "auto",
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        self.device = check_device(device)
         self.factory, self.module_ref = _resolve_factory(module, "lightning")
         self.defaults = dict(defaults or {})
         self.model_: Any = None
@@ -173,7 +178,7 @@ class LightningTrainable(_Base):
             done = None if ckdir is None else ckdir / "finished.json"
             last = None if ckdir is None else ckdir / "last.ckpt"
             if done is not None and done.exists() and last is not None and last.exists():
-                state = torch.load(last, weights_only=False)
+                state = load_torch(last, "cpu")
                 module.load_state_dict(state["state_dict"])
                 hist = History.from_dict(json.loads(done.read_text()))
                 cb_state = next(
@@ -196,11 +201,12 @@ class LightningTrainable(_Base):
             pl_log = logging.getLogger("lightning.pytorch")
             old_level = pl_log.level
             pl_log.setLevel(logging.WARNING)
+            dev = resolve_device(self.device)
             try:
                 trainer = L.Trainer(
                     max_epochs=max_epochs,
-                    accelerator="cpu",
-                    devices=1,
+                    accelerator="cpu" if dev == "cpu" else "gpu",
+                    devices=1 if dev == "cpu" else [int(dev.split(":")[1])],
                     logger=False,
                     enable_progress_bar=False,
                     enable_model_summary=False,
@@ -231,12 +237,13 @@ class LightningTrainable(_Base):
 
         was = module.training
         module.eval()
+        dev = next((q.device for q in module.parameters()), None)
         with torch.no_grad():
-            logits = module(torch.as_tensor(X, dtype=torch.float32))
+            logits = module(torch.as_tensor(X, dtype=torch.float32, device=dev))
             if self.n_outputs_ == 1:
-                out = torch.sigmoid(logits.reshape(-1)).numpy().astype(np.float64)
+                out = torch.sigmoid(logits.reshape(-1)).cpu().numpy().astype(np.float64)
             else:
-                out = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+                out = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
         if was:
             module.train()
         assert self.n_classes_ is not None
@@ -261,7 +268,6 @@ class LightningTrainable(_Base):
     @classmethod
     def load(cls, path: Path, meta: Mapping[str, Any], module: Any = None) -> LightningTrainable:
         """Rebuild from :meth:`save` output; ``module`` overrides the stored factory path."""
-        import torch
 
         ref = module if module is not None else meta.get("module")
         if ref is None:
@@ -273,7 +279,7 @@ class LightningTrainable(_Base):
         obj.n_outputs_ = int(meta["n_outputs"])
         assert obj.features_ is not None
         model = obj.factory(len(obj.features_), obj.n_outputs_, dict(obj.params_))
-        model.load_state_dict(torch.load(Path(path) / "model.pt", weights_only=True))
+        model.load_state_dict(load_torch(Path(path) / "model.pt", "cpu", weights_only=True))
         model.eval()
         obj.model_ = model
         return obj
@@ -458,3 +464,7 @@ def _is_json(v: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+register_trainable("lightning", LightningTrainable, builtin=True)
+register_trainable("keras", KerasTrainable, builtin=True)

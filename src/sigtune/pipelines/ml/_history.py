@@ -148,12 +148,6 @@ class History:
             return float("nan")
         return float(self.metrics[key][self.best_epoch - 1])
 
-    def best_metrics(self) -> dict[str, float]:
-        """All metrics at the best epoch."""
-        if self.best_epoch < 1:
-            return {}
-        return {k: float(v[self.best_epoch - 1]) for k, v in self.metrics.items()}
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
         return {

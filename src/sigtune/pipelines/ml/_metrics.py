@@ -11,7 +11,6 @@ Registry (:data:`METRICS`): ``loss``, ``accuracy``, ``auc`` (unweighted), ``weig
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +23,8 @@ from sigtune._exceptions import ConfigError
 
 __all__ = [
     "METRICS",
+    "BinnedLLR",
+    "CutFoM",
     "Metric",
     "Monitor",
     "Z0Metric",
@@ -131,8 +132,26 @@ def _auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
     return float(np.mean(vals)) if vals else float("nan")  # one-vs-rest, macro average
 
 
+def _labels(y: np.ndarray, p: np.ndarray) -> list[int]:
+    return list(range(2 if p.ndim == 1 else p.shape[1]))
+
+
 def _loss(y: np.ndarray, p: np.ndarray, w: np.ndarray, X: np.ndarray | None) -> float:
-    return float(np.mean(_xent(y, p)))
+    from sklearn.metrics import log_loss
+
+    pp = np.clip(p, _EPS, 1.0 - _EPS) if p.ndim == 1 else np.clip(p, _EPS, 1.0)
+    return float(log_loss(y, pp, labels=_labels(y, p)))
+
+
+def _bloss(y: np.ndarray, p: np.ndarray, w: np.ndarray, X: np.ndarray | None) -> float:
+    """Weighted loss with the class totals equalised (the weighting training uses)."""
+    k = 2 if p.ndim == 1 else p.shape[1]
+    sums = np.bincount(y, weights=w, minlength=k)
+    present = np.bincount(y, minlength=k) > 0
+    if np.any(sums[present] <= 0):
+        return float("nan")
+    factor = np.where(present, 1.0 / np.where(sums == 0, 1.0, sums), 0.0)
+    return _wmean(_xent(y, p), w * factor[y])
 
 
 def _wloss(y: np.ndarray, p: np.ndarray, w: np.ndarray, X: np.ndarray | None) -> float:
@@ -140,7 +159,9 @@ def _wloss(y: np.ndarray, p: np.ndarray, w: np.ndarray, X: np.ndarray | None) ->
 
 
 def _acc(y: np.ndarray, p: np.ndarray, w: np.ndarray, X: np.ndarray | None) -> float:
-    return float(np.mean(_predicted(p) == y))
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(y, _predicted(p)))
 
 
 def _wacc(y: np.ndarray, p: np.ndarray, w: np.ndarray, X: np.ndarray | None) -> float:
@@ -148,7 +169,13 @@ def _wacc(y: np.ndarray, p: np.ndarray, w: np.ndarray, X: np.ndarray | None) -> 
 
 
 def _auc_unw(y: np.ndarray, p: np.ndarray, w: np.ndarray, X: np.ndarray | None) -> float:
-    return _auc(y, p, np.ones(len(y)))
+    from sklearn.metrics import roc_auc_score
+
+    if p.ndim == 1:
+        if np.unique(y).size < 2:
+            return float("nan")
+        return float(roc_auc_score(y == 1, p))
+    return _auc(y, p, np.ones(len(y)))  # one-vs-rest over the classes present
 
 
 def _auc_w(y: np.ndarray, p: np.ndarray, w: np.ndarray, X: np.ndarray | None) -> float:
@@ -156,14 +183,6 @@ def _auc_w(y: np.ndarray, p: np.ndarray, w: np.ndarray, X: np.ndarray | None) ->
 
 
 # ---------------------------------------------------------------------- significance
-def _hep() -> Any:
-    """``sigtune.hep`` if importable (it is written in parallel), else None."""
-    try:
-        return importlib.import_module("sigtune.hep")
-    except ImportError:  # pragma: no cover - hep is part of the package
-        return None
-
-
 def z_asimov(
     s: float | np.ndarray, b: float | np.ndarray, sigma_b: float | np.ndarray | None = None
 ) -> float:
@@ -171,36 +190,12 @@ def z_asimov(
 
     Per bin, without background uncertainty (Cowan et al., arXiv:1007.1727, eq. 97):
     ``Z = sqrt(2 ((s + b) ln(1 + s/b) - s))``; with an absolute uncertainty ``sigma_b`` on ``b``
-    (Cowan, "Discovery sensitivity for a counting experiment with background uncertainty"):
-    ``Z = sqrt(2 ((s+b) ln((s+b)(b+σ²) / (b² + (s+b)σ²)) - (b²/σ²) ln(1 + σ² s / (b (b+σ²)))))``.
-    Uses :func:`sigtune.hep.z_asimov` when available, else the same closed form here.
+    (Cowan, "Discovery sensitivity for a counting experiment with background uncertainty").
+    The closed forms live in :func:`sigtune.hep.z_asimov`.
     """
-    hep = _hep()
-    fn = getattr(hep, "z_asimov", None) if hep is not None else None
-    if fn is not None:
-        return float(fn(s, b, sigma_b))
-    z = np.asarray(_z_asimov_local(s, b, sigma_b), dtype=np.float64)
-    return float(np.sqrt(np.sum(z**2)))
+    from sigtune.hep import z_asimov as hep_z_asimov
 
-
-def _z_asimov_local(
-    s: float | np.ndarray, b: float | np.ndarray, sigma_b: float | np.ndarray | None = None
-) -> float | np.ndarray:
-    s_arr = np.asarray(s, dtype=np.float64)
-    b_arr = np.asarray(b, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if sigma_b is None or np.all(np.asarray(sigma_b) == 0):
-            q = 2.0 * ((s_arr + b_arr) * np.log1p(s_arr / b_arr) - s_arr)
-        else:
-            sb = np.asarray(sigma_b, dtype=np.float64)
-            s2 = sb * sb
-            n = s_arr + b_arr
-            t1 = n * np.log(n * (b_arr + s2) / (b_arr * b_arr + n * s2))
-            t2 = (b_arr * b_arr / s2) * np.log1p(s2 * s_arr / (b_arr * (b_arr + s2)))
-            q = 2.0 * (t1 - t2)
-            q = np.where(s2 > 0, q, 2.0 * (n * np.log1p(s_arr / b_arr) - s_arr))
-    z = np.sqrt(np.clip(q, 0.0, None))
-    return float(z) if z.ndim == 0 else z
+    return float(hep_z_asimov(s, b, sigma_b))
 
 
 def z0_workspace(
@@ -396,11 +391,8 @@ class Z0Metric:
         return z_asimov(s, b, sigma)
 
     def _profile(self, s: np.ndarray, b: np.ndarray, b2: np.ndarray) -> float:
-        hep = _hep()
-        if hep is None or not hasattr(hep, "discovery"):
-            raise ConfigError(
-                "z0 metric with method='profile' needs sigtune.hep.discovery (HistFactory engine)"
-            )
+        import sigtune.hep as hep
+
         spec = z0_workspace(s, b, b_sumw2=np.maximum(b2, 1e-12), sigma_b_rel=self.sigma_b_rel)
         ws = hep.Workspace(spec)
         model = ws.model()
@@ -430,18 +422,87 @@ def merge_low_background(
     return np.array(s_l), np.array(b_l), np.array(w_l)
 
 
+# ---------------------------------------------------------------------- figures of merit
+class BinnedLLR(Z0Metric):
+    """Binned log-likelihood-ratio significance ``sqrt(sum_i Z_A(s_i, b_i)^2)`` (no systematics).
+
+    The ``z0`` metric with the Asimov method, under the name physicists know it by.
+    """
+
+    name = "binned_llr"
+
+
+@dataclass(frozen=True)
+class CutFoM:
+    """A figure of merit of a cut on the signal score, at the best of ``n_cuts`` cuts.
+
+    ``S`` and ``B`` are the summed weights of signal (class ``signal_class``) and background
+    events above the cut, times ``weight_scale`` (so weights scaled to the luminosity give
+    yields). Cuts are background quantiles; cuts leaving ``B < min_background`` are skipped.
+
+    Kinds: ``s_sqrt_b`` (``S/sqrt(B)``), ``s_sqrt_b_db`` (``S/sqrt(B + (r B)^2)``),
+    ``z_asimov`` (Asimov ``Z_A(S, B)``), ``z_asimov_db`` (``Z_A(S, B, sigma_b = r B)``), with
+    ``r = sigma_b_rel``.
+    """
+
+    kind: Literal["s_sqrt_b", "s_sqrt_b_db", "z_asimov", "z_asimov_db"]
+    sigma_b_rel: float = 0.1
+    n_cuts: int = 50
+    weight_scale: float = 1.0
+    min_background: float = 1e-3
+    signal_class: int = 1
+    direction: Direction = "maximize"
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    def values(self, S: np.ndarray, B: np.ndarray) -> np.ndarray:
+        """The figure of merit for yields above each cut."""
+        r = float(self.sigma_b_rel)
+        if self.kind == "s_sqrt_b":
+            return np.asarray(S / np.sqrt(B))
+        if self.kind == "s_sqrt_b_db":
+            return np.asarray(S / np.sqrt(B + (r * B) ** 2))
+        from sigtune.hep import z_asimov_bins
+
+        sigma = None if self.kind == "z_asimov" else r * B
+        return np.asarray(z_asimov_bins(S, B, sigma), dtype=np.float64)
+
+    def __call__(self, y: Any, p: Any, w: Any = None, *, X: np.ndarray | None = None) -> float:
+        yy, pp, ww = _prepare(y, p, w)
+        score = pp if pp.ndim == 1 else pp[:, self.signal_class]
+        ww = ww * float(self.weight_scale)
+        sig = yy == self.signal_class
+        if not np.any(sig) or np.all(sig):
+            return float("nan")
+        cuts = np.unique(np.quantile(score[~sig], np.linspace(0.0, 1.0, int(self.n_cuts) + 1)))
+        S = np.array([ww[sig & (score >= c)].sum() for c in cuts])
+        B = np.array([ww[~sig & (score >= c)].sum() for c in cuts])
+        ok = (B >= self.min_background) & (S > 0)
+        if not np.any(ok):
+            return 0.0
+        return float(np.max(self.values(S[ok], B[ok])))
+
+
 # ---------------------------------------------------------------------- registry
-METRICS: dict[str, Metric | Z0Metric] = {
+METRICS: dict[str, Metric | Z0Metric | CutFoM] = {
     "loss": Metric("loss", _loss, "minimize"),
     "weighted_loss": Metric("weighted_loss", _wloss, "minimize"),
+    "balanced_loss": Metric("balanced_loss", _bloss, "minimize"),
     "accuracy": Metric("accuracy", _acc, "maximize"),
     "weighted_accuracy": Metric("weighted_accuracy", _wacc, "maximize"),
     "auc": Metric("auc", _auc_unw, "maximize"),
     "weighted_auc": Metric("weighted_auc", _auc_w, "maximize"),
     "z0": Z0Metric(),
+    "binned_llr": BinnedLLR(method="asimov", sigma_b_rel=None),
+    "s_sqrt_b": CutFoM("s_sqrt_b"),
+    "s_sqrt_b_db": CutFoM("s_sqrt_b_db"),
+    "z_asimov": CutFoM("z_asimov"),
+    "z_asimov_db": CutFoM("z_asimov_db"),
 }
 
-MetricLike = str | Metric | Z0Metric | Callable[..., float]
+MetricLike = str | Metric | Z0Metric | CutFoM | Callable[..., float]
 
 
 def register_metric(
@@ -480,14 +541,20 @@ def custom_metric(
 
 def composite_metric(
     name: str,
-    components: Mapping[str, float] | Sequence[tuple[MetricLike, float]],
+    components: str | Mapping[str, float] | Sequence[tuple[MetricLike, float]],
     *,
     direction: Direction = "maximize",
 ) -> Metric:
-    """A weighted sum ``sum_i c_i * metric_i`` of other metrics.
+    """A weighted sum ``sum_i c_i * metric_i`` of other metrics, or any expression of them.
 
-    Example: ``composite_metric("auc_minus_loss", {"auc": 1.0, "loss": -0.1})``.
+    ``components`` is a mapping / pairs (weighted sum) or an expression string over registered
+    metric names, evaluated safely (no Python execution: :mod:`sigtune._expr`).
+
+    Examples: ``composite_metric("auc_minus_loss", {"auc": 1.0, "loss": -0.1})``,
+    ``composite_metric("q", "auc * z_asimov / (1 + weighted_loss)")``.
     """
+    if isinstance(components, str):
+        return _expression_metric(name, components, direction)
     items = list(components.items()) if isinstance(components, Mapping) else list(components)
     if not items:
         raise ConfigError(f"composite metric {name!r} needs at least one component")
@@ -501,13 +568,29 @@ def composite_metric(
     return Metric(name, call, direction)
 
 
-def get_metric(metric: MetricLike) -> Metric | Z0Metric:
+def _expression_metric(name: str, text: str, direction: Direction) -> Metric:
+    from sigtune._expr import Expression
+
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(f"metric direction must be 'maximize' or 'minimize', got {direction!r}")
+    expr = Expression.parse(text, where=f"composite metric {name!r}")
+    parts = {n: get_metric(n) for n in sorted(expr.names)}
+    if not parts:
+        raise ConfigError(f"composite metric {name!r}: the expression names no metric")
+
+    def call(y: np.ndarray, p: np.ndarray, w: np.ndarray, X: np.ndarray | None) -> float:
+        return float(expr.evaluate({n: m(y, p, w, X=X) for n, m in parts.items()}))
+
+    return Metric(name, call, direction)
+
+
+def get_metric(metric: MetricLike) -> Metric | Z0Metric | CutFoM:
     """Resolve a name (``"auc"``, also ``"val_auc"``), a Metric, or a callable (custom metric).
 
     Raises:
         ConfigError: For an unknown name.
     """
-    if isinstance(metric, (Metric, Z0Metric)):
+    if isinstance(metric, (Metric, Z0Metric, CutFoM)):
         return metric
     if isinstance(metric, str):
         key = metric[4:] if metric.startswith("val_") and metric not in METRICS else metric

@@ -6,7 +6,9 @@ Hyperparameters (OPTIMA names; defaults in :data:`MLP_DEFAULTS` and :data:`LOOP_
 
 * architecture: ``num_layers``, ``units``, ``units_i`` (``{layer: units}`` or a list, layers
   counted from 1; flat keys ``units_1``, ``units_2`` ... work too), ``activation``,
-  ``kernel_initializer``, ``bias_initializer``, ``dropout``, ``batch_norm`` (not with SELU);
+  ``kernel_initializer``, ``bias_initializer``, ``dropout``, ``batch_norm`` (not with SELU),
+  ``input_normalization`` (``standard``, or ``quantile``: a non-linear normalisation of every
+  input to a normal distribution, see :class:`InputScaler`);
 * regularisation: ``l1_lambda``, ``l2_lambda`` (on the kernels, added to the loss);
 * optimiser (Adam): ``learning_rate``, ``Adam_beta_1``, ``one_minus_Adam_beta_2``,
   ``Adam_epsilon``;
@@ -36,6 +38,7 @@ import numpy as np
 
 from sigtune._exceptions import ConfigError
 from sigtune.pipelines.ml._data import EventData
+from sigtune.pipelines.ml._device import check_device, load_torch, resolve_device
 from sigtune.pipelines.ml._history import (
     EarlyStopping,
     EpochAction,
@@ -63,6 +66,7 @@ MLP_DEFAULTS: dict[str, Any] = {
     "l2_lambda": 0.0,
     "dropout": 0.0,
     "batch_norm": False,
+    "input_normalization": "standard",
 }
 
 LOOP_DEFAULTS: dict[str, Any] = {
@@ -342,6 +346,8 @@ class TorchTrainable:
         n_threads: ``torch.set_num_threads`` during fit/predict (default 1).
         seed: Seed for initialisation, shuffling and dropout.
         restore_best_weights: Keep the weights of the best epoch at the end.
+        device: ``auto`` (the GPU assigned to this worker if any, else the CPU), ``cpu``,
+            ``cuda`` or ``cuda:N`` (see :mod:`sigtune.pipelines.ml._device`).
         **defaults: Default hyperparameters (overridden by ``params`` in :meth:`fit`).
     """
 
@@ -359,8 +365,11 @@ class TorchTrainable:
         n_threads: int = 1,
         seed: int | None = 0,
         restore_best_weights: bool = True,
+        device: str = "auto",
         **defaults: Any,
     ) -> None:
+        self.device = check_device(device)
+        self.device_ = "cpu"  # the device of the trained model
         if kind not in ("mlp", "torch"):
             raise ConfigError(f"TorchTrainable kind must be 'mlp' or 'torch', got {kind!r}")
         if kind == "torch" and module is None:
@@ -416,10 +425,10 @@ class TorchTrainable:
             )
         return model
 
-    def _scaler(self) -> InputScaler:
+    def _scaler(self, normalization: str = "standard") -> InputScaler:
         if isinstance(self.scaling, InputScaler):
             return InputScaler.from_dict({**self.scaling.to_dict(), "mean": None, "std": None})
-        return InputScaler(self.scaling)
+        return InputScaler(self.scaling, normalization=normalization)
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -473,7 +482,7 @@ class TorchTrainable:
         self.features_ = train.features
         self.params_ = _jsonable(p)
 
-        scaler = self._scaler().fit(train)
+        scaler = self._scaler(str(p.get("input_normalization") or "standard")).fit(train)
         tw = training_weights(
             train,
             normalize=self.normalize_weights,
@@ -486,6 +495,7 @@ class TorchTrainable:
             else val
         )
         ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / _CHECKPOINT
+        self.device_ = resolve_device(self.device)
         old_threads = torch.get_num_threads()
         torch.set_num_threads(self.n_threads)
         try:
@@ -526,7 +536,8 @@ class TorchTrainable:
         import torch
 
         assert self.n_outputs_ is not None and self.loss_name_ is not None
-        model = self._make_model(train.n_features, self.n_outputs_, p)
+        dev = torch.device(self.device_)
+        model = self._make_model(train.n_features, self.n_outputs_, p).to(dev)
         opt = torch.optim.Adam(
             model.parameters(),
             lr=float(p["learning_rate"]),
@@ -534,9 +545,9 @@ class TorchTrainable:
             eps=float(p["Adam_epsilon"]),
         )
         gen = torch.Generator().manual_seed(0 if self.seed is None else int(self.seed))
-        Xt = torch.as_tensor(scaler.transform(tw), dtype=torch.float32)
-        yt = torch.as_tensor(np.array(tw.y), dtype=torch.int64)
-        wt = torch.as_tensor(tw.w * cls_w[tw.y], dtype=torch.float32)
+        Xt = torch.as_tensor(scaler.transform(tw), dtype=torch.float32, device=dev)
+        yt = torch.as_tensor(np.array(tw.y), dtype=torch.int64, device=dev)
+        wt = torch.as_tensor(tw.w * cls_w[tw.y], dtype=torch.float32, device=dev)
         Xv = scaler.transform(vw)
         Xtr_eval = scaler.transform(train)
         # the live training state: what save_checkpoint() writes and a "load" action replaces
@@ -558,7 +569,7 @@ class TorchTrainable:
         pruned = False
 
         if ckpt is not None and ckpt.exists():
-            state = torch.load(ckpt, weights_only=False)
+            state = load_torch(ckpt, self.device_)  # a GPU checkpoint loads on a CPU machine
             fit_params = state.get("fit_params", state.get("params"))
             if fit_params != self.params_ or state.get("n_train") != len(tw):
                 log.warning("checkpoint %s belongs to other params/data: starting afresh", ckpt)
@@ -583,7 +594,7 @@ class TorchTrainable:
             l1, l2 = float(p["l1_lambda"] or 0.0), float(p["l2_lambda"] or 0.0)
             metrics: dict[str, list[float]] = live["metrics"]
             model.train()
-            perm = torch.randperm(n, generator=gen)
+            perm = torch.randperm(n, generator=gen).to(dev)
             total, wsum = 0.0, 0.0
             for i in range(0, n, batch):
                 idx = perm[i : i + batch]
@@ -753,11 +764,11 @@ class TorchTrainable:
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            logits = model(torch.as_tensor(X, dtype=torch.float32))
+            logits = model(torch.as_tensor(X, dtype=torch.float32, device=self.device_))
             if self.n_outputs_ == 1:
-                out = torch.sigmoid(logits.reshape(-1)).numpy().astype(np.float64)
+                out = torch.sigmoid(logits.reshape(-1)).cpu().numpy().astype(np.float64)
             else:
-                out = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+                out = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
                 if self.n_classes_ == 2:
                     out = out[:, 1]
         if was_training:
@@ -809,8 +820,6 @@ class TorchTrainable:
     @classmethod
     def load(cls, path: Path | str, meta: Mapping[str, Any], module: Any = None) -> TorchTrainable:
         """Rebuild from :meth:`save` output (used by :func:`load_trainable`)."""
-        import torch
-
         kind = meta["kind"]
         ref = module if module is not None else meta.get("module")
         if kind == "torch" and ref is None:
@@ -828,7 +837,7 @@ class TorchTrainable:
         if meta.get("history"):
             obj.history_ = History.from_dict(meta["history"])
         model = obj._make_model(int(meta["n_inputs"]), obj.n_outputs_, obj.params_)
-        model.load_state_dict(torch.load(Path(path) / "model.pt", weights_only=True))
+        model.load_state_dict(load_torch(Path(path) / "model.pt", "cpu", weights_only=True))
         model.eval()
         obj.model_ = model
         return obj
@@ -926,7 +935,7 @@ def _read_checkpoint(path: Path | str) -> dict[str, Any]:
         file = file / _CHECKPOINT
     if not file.is_file():
         raise ConfigError(f"no checkpoint at {file} (written by TorchTrainable.save_checkpoint)")
-    state = torch.load(file, weights_only=False)
+    state = torch.load(file, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or "model" not in state or "optimizer" not in state:
         raise ConfigError(f"{file} is not a TorchTrainable checkpoint")
     return state
@@ -963,3 +972,17 @@ def _qualname(obj: Any) -> str | None:
     if not mod or not name or "<" in name or mod == "__main__":
         return None
     return f"{mod}:{name}"
+
+
+def _register() -> None:
+    from functools import partial
+
+    from sigtune.pipelines.ml._registry import register_trainable
+
+    for kind in ("mlp", "torch"):
+        register_trainable(
+            kind, partial(TorchTrainable, kind), load=TorchTrainable.load, builtin=True
+        )
+
+
+_register()

@@ -20,7 +20,10 @@ Every stage writes into its own folder ``<run_dir>/<stage>/`` and finishes by wr
 ``done.json`` (its outputs: best params, selected variables, selected trials...). A later run
 with the same ``run_dir`` skips the stages that have ``done.json`` and continues with the first
 one that has not; a search stage resumes its own study (``study.journal`` in its folder) up to
-its ``n_trials``. Delete a stage folder to redo it (and the stages after it, whose inputs change).
+its ``n_trials``. Each ``done.json`` also records what the stage consumed (digests of its
+settings, of the shared data/trainable settings and of the upstream stages' outputs; for
+``selection`` the study name, its number of finished trials and its best trial): a stage whose
+inputs changed runs again, and with it the stages after it. Delete a stage folder to redo it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -96,6 +99,11 @@ class DataSection(_Model):
     classes: list[Any] | None = None
     tree: str | None = None
     allow_pickle: bool = False
+    reader: str | None = Field(
+        None,
+        description="Input hook 'module:function': reader(path) -> DataFrame, mapping of "
+        "columns, or EventData (custom reading and non-linear input transforms).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSection:
@@ -171,7 +179,13 @@ class VarSelStage(_Model):
 
     enabled: bool = True
     mode: Literal["shuffle", "retrain", "hybrid", "custom"] = "shuffle"
-    metric: str = "weighted_loss"
+    metric: str = "balanced_loss"
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="Sets of variables removed together: {name: [vars]}."
+    )
+    final_retrain: bool = Field(
+        False, description="Re-evaluate the chosen set by retraining on every fold."
+    )
     k: int = Field(3, ge=2)
     num_repeats: int = Field(2, ge=1)
     acceptance: Literal["improvement", "threshold", "degradation"] = "threshold"
@@ -198,6 +212,9 @@ class SelectionStage(_Model):
     min_epochs: int = Field(10, ge=5)
     min_r2: float = Field(0.9, ge=0, le=1)
     use: Literal["both", "best_value", "best_fit"] = "both"
+    include_pruned: bool = Field(
+        False, description="Pruned trials (their partial histories) are eligible too."
+    )
 
 
 class CVStage(_Model):
@@ -205,21 +222,44 @@ class CVStage(_Model):
 
     enabled: bool = True
     k: int = Field(5, ge=2)
-    test: Literal["fixed", "rotating"] = "fixed"
+    test: Literal["fixed", "rotating", "none"] = Field(
+        "fixed",
+        description="fixed: one held-out test set; rotating: each fold tests on its own part; "
+        "none: no test events (the folds train on more events; test with an independent sample).",
+    )
     test_fraction: float = Field(0.2, gt=0, lt=1)
     by: Literal["random", "event_number"] = "random"
     aggregate: Literal["mean", "median"] = "mean"
-    metrics: list[str] = Field(default_factory=lambda: ["weighted_loss", "auc", "accuracy"])
+    metrics: list[str] = Field(
+        default_factory=lambda: ["balanced_loss", "weighted_loss", "auc", "accuracy"]
+    )
+    finalize: str | None = Field(
+        None,
+        description="Final-model hook 'module:function': finalize(models, out_dir) after the "
+        "folds of a trial are trained (e.g. export the ensemble).",
+    )
+    early_stopping: bool = Field(
+        False,
+        description="Stop each fold early on its validation events; default: train every fold "
+        "for the number of epochs trial selection chose.",
+    )
 
 
 class EvaluationStage(_Model):
     """``evaluation:`` plots and metrics table of the cross-validated models."""
 
     enabled: bool = True
-    metrics: list[str] = Field(default_factory=lambda: ["weighted_loss", "auc", "accuracy"])
+    metrics: list[str] = Field(
+        default_factory=lambda: ["balanced_loss", "weighted_loss", "auc", "accuracy"]
+    )
     class_names: list[str] | None = None
     bins: int = Field(40, ge=2)
     folds: Literal["first", "all"] = "first"
+    hook: str | None = Field(
+        None,
+        description="Custom evaluation 'module:function': hook(models, splits, out_dir) -> "
+        "mapping of results (stored in done.json).",
+    )
 
 
 class PipelineBody(_Model):
@@ -231,6 +271,11 @@ class PipelineBody(_Model):
     monitor: str = Field("val_loss", description="History metric the searches optimise.")
     direction: Literal["minimize", "maximize"] | None = Field(
         None, description="Default: the monitored metric's direction."
+    )
+    trial_value: Literal["best_epoch", "last_valid_epoch", "best_fit"] = Field(
+        "best_epoch",
+        description="What a trial reports to the search: its best epoch, its last epoch that "
+        "passes selection.overtraining (OPTIMA's default), or the best learning-curve fit value.",
     )
     presearch: SearchStage = Field(
         default_factory=lambda: SearchStage.model_validate({"n_trials": 10})
@@ -357,13 +402,25 @@ def _read_done(stage_dir: Path) -> dict[str, Any] | None:
 
 def load_events(section: DataSection, base_dir: Path | None) -> Any:
     """Load the events of a ``data:`` section."""
+    from sigtune.pipelines.ml._data import check_events
+
+    data, where = _load_events(section, base_dir)
+    check_events(data, where=where, target=section.target, weight=section.weight)
+    return data
+
+
+def _load_events(section: DataSection, base_dir: Path | None) -> tuple[Any, str]:
     from sigtune.pipelines.ml._data import EventData, load_data
 
     if section.generate is not None:
         from sigtune.pipelines.ml._generate import make_hep_dataset
 
-        data = make_hep_dataset(**section.generate)
-        return data if section.features is None else data.select_features(section.features)
+        try:
+            data = make_hep_dataset(**section.generate)
+        except TypeError as exc:
+            raise ConfigError(f"data.generate: {exc}") from None
+        data = data if section.features is None else data.select_features(section.features)
+        return data, "data.generate"
     if section.sklearn is not None:
         import sklearn.datasets
 
@@ -375,13 +432,24 @@ def load_events(section: DataSection, base_dir: Path | None) -> Any:
         y = np.asarray(bunch.target, dtype=np.int64)
         n = len(y)
         data = EventData(X, y, np.ones(n), np.arange(n), tuple(names), int(y.max()) + 1)
-        return data if section.features is None else data.select_features(section.features)
+        data = data if section.features is None else data.select_features(section.features)
+        return data, f"data.sklearn {section.sklearn}"
     assert section.source is not None
     path = Path(section.source)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    return load_data(
-        path,
+    source: Any = path
+    if section.reader is not None:
+        from sigtune._config import resolve_callable
+
+        source = resolve_callable(section.reader, base_dir)(path)
+        if isinstance(source, EventData):
+            data = source
+            if section.features is not None:
+                data = data.select_features(section.features)
+            return data, str(path)
+    data = load_data(
+        source,
         features=section.features,
         target=section.target,
         weight=section.weight,
@@ -390,6 +458,7 @@ def load_events(section: DataSection, base_dir: Path | None) -> Any:
         tree=section.tree,
         classes=section.classes,
     )
+    return data, str(path)
 
 
 def make_split(data: Any, section: SplitSection, seed: int) -> Any:
@@ -428,13 +497,21 @@ class TrialObjective:
         *,
         seed: int,
         checkpoint_root: Path | None = None,
+        trial_value: str = "best_epoch",
+        direction: str | None = None,
+        overtraining: Sequence[str] = (),
     ) -> None:
+        from sigtune.pipelines.ml._metrics import metric_direction
+
         self.factory = factory
         self.train = train
         self.val = val
         self.monitor = monitor
         self.seed = seed
         self.checkpoint_root = checkpoint_root
+        self.trial_value = trial_value
+        self.direction = direction or metric_direction(monitor)
+        self.overtraining = list(overtraining)
 
     def __call__(self, params: Mapping[str, Any], trial: Any) -> float:
         import optuna
@@ -464,7 +541,19 @@ class TrialObjective:
         trial.set_user_attr("best_epoch", int(history.best_epoch))
         if history.pruned:
             raise optuna.TrialPruned(f"pruned after epoch {history.n_epochs}")
-        value = history.best(self.monitor)
+        if self.trial_value == "best_epoch" and not self.overtraining:
+            value = history.best(self.monitor)
+        else:
+            from sigtune.pipelines.ml._selection import trial_value
+
+            value, epoch = trial_value(
+                history.metrics,
+                self.monitor,
+                self.direction,  # type: ignore[arg-type]
+                self.trial_value,  # type: ignore[arg-type]
+                self.overtraining,
+            )
+            trial.set_user_attr("value_epoch", int(epoch))
         if not np.isfinite(value):
             raise ConfigError(f"trial {trial.number}: monitored {self.monitor} is not finite")
         return float(value)
@@ -505,6 +594,7 @@ def _search_summary(study: Any) -> dict[str, Any]:
         "best_value": float(study.best_value),
         "best_trial": int(study.best_trial.number),
         "best_params": _best_params(study),
+        "best_epoch": study.best_trial.user_attrs.get("best_epoch"),
         "total_epochs": epochs,
         "counts": states,
     }
@@ -524,26 +614,100 @@ class _Runner:
         options = dict(cfg.trainable.options)
         options.setdefault("monitor", {"metric": cfg.monitor, "direction": self.direction})
         self.factory = TrainableSpec(cfg.trainable.kind, options)
+        _check_trainable(self.factory)  # an unknown kind or option: exit 2 before any trial
         self.data = load_events(cfg.data, cfg.base_dir)
         self.result = PipelineResult(self.run_dir)
 
     # -- bookkeeping
+    def consumed(self, name: str) -> dict[str, Any]:
+        """What stage ``name`` reads: its settings, the shared ones, the upstream outputs.
+
+        Recorded in ``done.json``; a stage whose record differs runs again (and so, through
+        their ``upstream`` entries, do the stages after it).
+        """
+        cfg = self.cfg
+        shared = cfg.model_dump(
+            mode="json", include={"data", "split", "trainable", "monitor", "direction", "seed"}
+        )
+        own = getattr(cfg, name).model_dump(mode="json")
+        out: dict[str, Any] = {"shared": _digest(shared), "settings": _digest(own)}
+        upstream = {
+            "presearch": (),
+            "varsel": ("presearch",),
+            "search": ("varsel",),
+            "selection": ("search",),
+            "cv": ("varsel", "selection"),
+            "evaluation": ("cv",),
+        }[name]
+        out["upstream"] = {
+            up: _digest({k: v for k, v in self.result.outputs[up].items() if k != "finished"})
+            for up in upstream
+            if up in self.result.outputs
+        }
+        if name in ("presearch", "search"):
+            out["search_space"] = _digest(cfg.search_space)
+        if name == "selection":
+            out["study"] = self.study_record()
+        return out
+
     def stage(self, name: str, enabled: bool, fn: Callable[[Path], dict[str, Any]]) -> None:
         stage_dir = self.run_dir / name
         if not enabled:
             log.info("stage %s: off", name)
             return
+        consumed = self.consumed(name)
         done = _read_done(stage_dir)
-        if done is not None:
+        if done is not None and done.get("consumed") == consumed:
             log.info("stage %s: done before, loaded %s", name, stage_dir / DONE)
             self.result.skipped.append(name)
             self.result.outputs[name] = done
             return
+        if done is not None:
+            changed = sorted(
+                k for k in consumed if (done.get("consumed") or {}).get(k) != consumed[k]
+            )
+            log.warning("stage %s: its inputs changed (%s): running it again", name, changed)
         log.info("stage %s: running in %s", name, stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
         payload = fn(stage_dir)
-        self.result.outputs[name] = _write_done(stage_dir, payload)
+        self.result.outputs[name] = _write_done(stage_dir, {**payload, "consumed": consumed})
         self.result.ran.append(name)
+
+    def search_study(self) -> Any:
+        """The main search's study (run here, or loaded from its storage)."""
+        import sigtune
+
+        study = self.result.studies.get("search")
+        if study is None:
+            search = self.cfg.search
+            study = sigtune.load_study(
+                search.study_name or "search",
+                search.storage or str(self.run_dir / "search" / "study.journal"),
+            )
+            self.result.studies["search"] = study
+        return study
+
+    def study_record(self) -> dict[str, Any]:
+        """Which study selection reads: name, finished trials and best trial."""
+        import optuna
+
+        try:
+            study = self.search_study()
+        except Exception:  # no study yet: selection cannot run, nothing to compare
+            return {"study": None}
+        finished = study.optuna.get_trials(
+            deepcopy=False,
+            states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED),
+        )
+        try:
+            best: int | None = int(study.optuna.best_trial.number)
+        except ValueError:
+            best = None
+        return {
+            "study": study.optuna.study_name,
+            "n_finished": len(finished),
+            "best_trial": best,
+        }
 
     def features(self) -> list[str]:
         out = self.result.outputs.get("varsel")
@@ -572,7 +736,9 @@ class _Runner:
     def search(
         self, name: str, stage: SearchStage, space: Mapping[str, Any], stage_dir: Path
     ) -> dict[str, Any]:
-        import sigtune
+        from sigtune._settings import RunSettings
+        from sigtune._space import SearchSpace
+        from sigtune._study import bind_objective, run_study
 
         data = self.data.select_features(self.features())
         splits = make_split(data, self.cfg.split, self.cfg.seed)
@@ -583,11 +749,12 @@ class _Runner:
             self.cfg.monitor,
             seed=self.cfg.seed,
             checkpoint_root=stage_dir / "checkpoints" if stage.checkpoints else None,
+            trial_value=self.cfg.trial_value,
+            direction=self.direction,
+            overtraining=self.cfg.selection.overtraining,
         )
-        study = sigtune.optimize(
-            objective,
-            stage.n_trials,
-            space=split_mutable(space)[0],
+        settings = RunSettings(
+            n_trials=stage.n_trials,
             direction=self.direction,
             sampler=stage.sampler.name,
             sampler_options=stage.sampler.options,
@@ -601,6 +768,8 @@ class _Runner:
             timeout=stage.timeout,
             on_stale_running=stage.on_stale_running,
         )
+        search_space = SearchSpace.from_dict(dict(split_mutable(space)[0]))
+        study = run_study(bind_objective(objective, search_space), settings, space=search_space)
         self.result.studies[name] = study
         return {"features": list(data.features), **_search_summary(study)}
 
@@ -653,22 +822,17 @@ class _Runner:
             choose=st.choose,
             min_variables=min(st.min_variables, len(pool.features)),
             seed=self.cfg.seed,
+            groups=st.groups,
+            final_retrain=st.final_retrain,
         )
         _plot_varsel(res, stage_dir)
         return {"params": params, **res.to_dict()}
 
     def selection(self, stage_dir: Path) -> dict[str, Any]:
-        import sigtune
         from sigtune.pipelines.ml._selection import select_trials
 
         st = self.cfg.selection
-        study = self.result.studies.get("search")
-        if study is None:
-            search = self.cfg.search
-            study = sigtune.load_study(
-                search.study_name or "search",
-                search.storage or str(self.run_dir / "search" / "study.journal"),
-            )
+        study = self.search_study()
         res = select_trials(
             study,
             target=st.target or self.cfg.monitor,
@@ -677,6 +841,7 @@ class _Runner:
             n_select=st.n_select,
             min_epochs=st.min_epochs,
             min_r2=st.min_r2,
+            include_pruned=st.include_pruned,
         )
         picks = {
             "both": res.selected(),
@@ -743,21 +908,36 @@ class _Runner:
         done.sort(key=lambda t: sign * float(t.value or 0.0))
         return [dict(t.user_attrs.get("params") or t.params) for t in done]
 
-    def selected_params(self) -> list[tuple[str, dict[str, Any]]]:
+    def selected_params(self) -> list[tuple[str, dict[str, Any], int | None]]:
+        """``(label, params, selected epoch or None)`` of the trials to cross-validate."""
         pbt = self.result.outputs.get("pbt")
         if pbt is not None:  # the PBT winner's schedule replaces the selected trials
-            return [("pbt_winner", dict(pbt["params"]))]
+            return [("pbt_winner", dict(pbt["params"]), None)]
         sel = self.result.outputs.get("selection")
         if sel is not None:
-            return [(f"trial_{s['number']}", dict(s["params"])) for s in sel["selected"]]
+            return [
+                (f"trial_{s['number']}", dict(s["params"]), int(s["epoch"]))
+                for s in sel["selected"]
+            ]
         for name in ("search", "presearch"):
             out = self.result.outputs.get(name)
             if out is not None:
-                return [(f"trial_{out['best_trial']}", dict(out["best_params"]))]
-        return [("default", dict(self.cfg.varsel.params))]
+                epoch = out.get("best_epoch")
+                return [
+                    (
+                        f"trial_{out['best_trial']}",
+                        dict(out["best_params"]),
+                        None if epoch is None else int(epoch),
+                    )
+                ]
+        return [("default", dict(self.cfg.varsel.params), None)]
 
-    def cross_validate(self, label: str, params: Mapping[str, Any]) -> Any:
-        """Cross-validate one parameter set into ``cv/<label>/`` (saved folds are loaded)."""
+    def cross_validate(self, label: str, params: Mapping[str, Any], epoch: int | None) -> Any:
+        """Cross-validate one parameter set into ``cv/<label>/`` (saved folds are loaded).
+
+        Each fold trains for the selected ``epoch`` epochs unless ``cv.early_stopping`` is on
+        (or no epoch was selected).
+        """
         from sigtune.pipelines.ml._cv import cross_validate
 
         st = self.cfg.cv
@@ -773,33 +953,56 @@ class _Runner:
             how=st.aggregate,
             seed=self.cfg.seed,
             out_dir=self.run_dir / "cv" / label,
+            epochs=None if st.early_stopping else epoch,
         )
 
     def cv(self, stage_dir: Path) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for label, params in self.selected_params():
-            res = self.cross_validate(label, params)
+        finalize = self.hook(self.cfg.cv.finalize)
+        for label, params, epoch in self.selected_params():
+            res = self.cross_validate(label, params, epoch)
             out[label] = {**res.to_dict(), "summary": res.summary()}
+            if finalize is not None:
+                finalize([f.model for f in res.folds], stage_dir / label)
         return {"trials": out}
+
+    def hook(self, ref: str | None) -> Callable[..., Any] | None:
+        """A user hook ``'module:function'`` (relative files start at the config's folder)."""
+        if ref is None:
+            return None
+        from sigtune._config import resolve_callable
+
+        return resolve_callable(ref, self.cfg.base_dir)
 
     def evaluation(self, stage_dir: Path) -> dict[str, Any]:
         from sigtune.pipelines.ml._cv import FoldResult
-        from sigtune.pipelines.ml._evaluate import evaluate
+        from sigtune.pipelines.ml._evaluate import (
+            evaluate,
+            plot_history,
+            plot_inputs,
+            write_overview,
+        )
 
         st = self.cfg.evaluation
         data = self.data.select_features(self.features())
         cv_out = self.result.outputs.get("cv")
         out: dict[str, Any] = {}
-        for label, params in self.selected_params():
+        sections: dict[str, list[Path]] = {
+            "input variables per class": [
+                plot_inputs(data, stage_dir / "inputs.png", class_names=st.class_names)
+            ]
+        }
+        for label, params, epoch in self.selected_params():
             folds: list[FoldResult]
             if cv_out is not None and label in cv_out["trials"]:
                 # loads the saved fold models, no retraining
-                folds = list(self.cross_validate(label, params).folds)
+                folds = list(self.cross_validate(label, params, epoch).folds)
             else:  # no cross-validation: train once on the search split
                 splits = make_split(data, self.cfg.split, self.cfg.seed)
                 model = self.factory(seed=self.cfg.seed)
                 model.fit(splits.train, splits.val, params)
                 folds = [FoldResult(0, model, splits, {}, {}, None)]
+            all_folds = list(folds)
             if st.folds == "first":
                 folds = folds[:1]
             out[label] = {}
@@ -817,7 +1020,56 @@ class _Runner:
                     "auc": {k: r.auc for k, r in res.roc.items()},
                     "files": [str(p) for p in res.files],
                 }
-        return {"trials": out}
+                sections.setdefault(f"{label}: outputs and ROC", []).extend(
+                    p for p in res.files if str(p).endswith(".png")
+                )
+            hook = self.hook(st.hook)
+            if hook is not None:
+                models, splits = [f.model for f in all_folds], [f.split for f in all_folds]
+                custom = hook(models, splits, stage_dir / label)
+                out[label]["custom"] = _jsonable(dict(custom or {}))
+            history = self.trial_history(label) or (folds[0].history if folds else {})
+            if history:
+                sections[f"{label}: training history"] = [
+                    plot_history(
+                        history,
+                        stage_dir / label / "history.png",
+                        target=self.cfg.selection.target or self.cfg.monitor,
+                        title=f"{label} (search)",
+                        selected_epoch=epoch,
+                    )
+                ]
+        overview = write_overview(stage_dir, sections, out)
+        return {"trials": out, "overview": str(overview)}
+
+    def trial_history(self, label: str) -> dict[str, list[float]] | None:
+        """Per-epoch metrics a search trial stored (``trial_<n>`` of the main search)."""
+        from sigtune.pipelines.ml._selection import HISTORY_ATTR
+
+        if not label.startswith("trial_") or not self.cfg.search.enabled:
+            return None
+        try:
+            trial = self.search_study().optuna.trials[int(label[6:])]
+        except Exception:  # no study, or not this trial: no history plot
+            return None
+        history = trial.user_attrs.get(HISTORY_ATTR)
+        return dict(history) if isinstance(history, Mapping) else None
+
+
+def _digest(obj: Any) -> str:
+    """A short stable hash of a JSON-able object (what a stage consumed)."""
+    import hashlib
+
+    text = json.dumps(_jsonable(obj), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_trainable(spec: Any) -> None:
+    """Build the trainable once: an unknown kind or option fails at config load."""
+    try:
+        spec(seed=0)
+    except ConfigError as exc:
+        raise ConfigError(f"trainable: {exc}") from None
 
 
 def _plot_varsel(res: Any, stage_dir: Path) -> None:
@@ -830,7 +1082,7 @@ def _plot_varsel(res: Any, stage_dir: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     x = [it.iteration for it in its]
     y = [it.metric for it in its]
-    ax.plot(x, y, color="grey", linewidth=1)
+    ax.errorbar(x, y, yerr=[it.metric_err for it in its], color="grey", linewidth=1, capsize=2)
     ax.scatter(x, y, c=["tab:green" if it.accepted else "tab:red" for it in its], zorder=3)
     for it in its:
         if it.dropped:
@@ -839,6 +1091,26 @@ def _plot_varsel(res: Any, stage_dir: Path) -> None:
     fig.tight_layout()
     fig.savefig(stage_dir / "varsel.png", dpi=100)
     plt.close(fig)
+    for it in its:  # one plot per iteration: the metric without each candidate, per-fold sigma
+        if not it.candidates:
+            continue
+        names = list(it.candidates)
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(names) + 2), 3.5))
+        ax.bar(
+            names,
+            [it.candidates[n] for n in names],
+            yerr=[it.candidates_err.get(n, 0.0) for n in names],
+            color=["tab:orange" if n == it.dropped else "tab:blue" for n in names],
+            capsize=2,
+        )
+        ax.set(ylabel=f"{res.metric_name} without", title=f"iteration {it.iteration} ({it.mode})")
+        ax.tick_params(axis="x", rotation=45)
+        lo = min(it.candidates[n] - it.candidates_err.get(n, 0.0) for n in names)
+        hi = max(it.candidates[n] + it.candidates_err.get(n, 0.0) for n in names)
+        ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+        fig.tight_layout()
+        fig.savefig(stage_dir / f"iteration_{it.iteration}.png", dpi=80)
+        plt.close(fig)
 
 
 def run_pipeline(config: PipelineConfig | Mapping[str, Any] | str | Path) -> PipelineResult:
@@ -861,8 +1133,8 @@ def run_pipeline(config: PipelineConfig | Mapping[str, Any] | str | Path) -> Pip
     cfg_file = run_dir / "pipeline_config.json"
     if cfg_file.is_file() and json.loads(cfg_file.read_text()) != dumped:
         log.warning(
-            "%s differs from the current config: finished stages are reused as they are; "
-            "delete a stage folder to redo it",
+            "%s differs from the current config: the stages whose inputs changed run again "
+            "(a search stage continues its study up to n_trials)",
             cfg_file,
         )
     cfg_file.write_text(json.dumps(dumped, indent=2))

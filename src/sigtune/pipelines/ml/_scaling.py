@@ -7,7 +7,11 @@ For each variable ``x`` with transform ``{"kind", "scale": s, "offset": o}``:
 * ``sqrt``:   ``t = sqrt(s * x + o)``   (needs ``s * x + o >= 0``)
 
 then ``z = (t - mean_t) / std_t`` with mean and standard deviation of the TRAINING events only
-(unweighted; a constant variable gets ``std = 1``). The fitted state round-trips through
+(unweighted; a constant variable gets ``std = 1``). With ``normalization="quantile"`` (a
+non-linear normalisation), each transformed variable is first mapped through its empirical
+cumulative distribution on the training events (``n_quantiles`` quantiles, linear
+interpolation) and the inverse standard-normal CDF, so every input is close to ``N(0, 1)``
+whatever its shape (tails, peaks); the standardisation then follows as above. The fitted state round-trips through
 :meth:`InputScaler.to_dict` / :meth:`InputScaler.from_dict` (JSON) and is saved with every model.
 """
 
@@ -24,6 +28,8 @@ from sigtune.pipelines.ml._data import EventData
 __all__ = ["InputScaler"]
 
 _KINDS = ("linear", "log10", "sqrt")
+_NORMALIZATIONS = ("standard", "quantile")
+_Q_EPS = 1e-7
 
 
 class InputScaler:
@@ -35,6 +41,9 @@ class InputScaler:
         features: Names of the columns of the arrays passed to :meth:`fit` / :meth:`transform`.
             Optional when fitting an :class:`EventData` (its ``features`` are used).
         standardize: Subtract the training mean and divide by the training standard deviation.
+        normalization: ``"standard"`` or ``"quantile"`` (non-linear, see the module docstring).
+        n_quantiles: Quantiles stored per variable in quantile mode (at most the number of
+            training events).
 
     Raises:
         ConfigError: For an unknown kind, a non-numeric scale/offset, or unknown keys.
@@ -50,7 +59,18 @@ class InputScaler:
         *,
         features: Sequence[str] | None = None,
         standardize: bool = True,
+        normalization: str = "standard",
+        n_quantiles: int = 1000,
     ) -> None:
+        if normalization not in _NORMALIZATIONS:
+            raise ConfigError(
+                f"input normalization must be one of {list(_NORMALIZATIONS)}, got {normalization!r}"
+            )
+        if int(n_quantiles) < 2:
+            raise ConfigError(f"n_quantiles must be >= 2, got {n_quantiles}")
+        self.normalization = normalization
+        self.n_quantiles = int(n_quantiles)
+        self.quantiles_: np.ndarray | None = None
         self.transforms = {
             str(k): _check_transform(str(k), v) for k, v in (transforms or {}).items()
         }
@@ -71,12 +91,21 @@ class InputScaler:
         """Fit the standardisation on training inputs; returns ``self``."""
         arr = self._array(X, fitting=True)
         t = self._apply_transforms(arr)
+        self.quantiles_ = None
+        if self.normalization == "quantile":
+            if t.shape[0] == 0:
+                raise ConfigError("cannot fit the scaler on zero events")
+            refs = np.linspace(0.0, 1.0, min(self.n_quantiles, t.shape[0]))
+            self.quantiles_ = np.quantile(t, refs, axis=0)
+            t = self._quantile(t)
         if self.standardize:
             if t.shape[0] == 0:
                 raise ConfigError("cannot fit the scaler on zero events")
-            mean = t.mean(axis=0)
-            std = t.std(axis=0)
-            std = np.where(std > 0, std, 1.0)
+            from sklearn.preprocessing import StandardScaler
+
+            fitted = StandardScaler().fit(t)  # a constant variable gets scale 1
+            mean = np.asarray(fitted.mean_, dtype=np.float64)
+            std = np.asarray(fitted.scale_, dtype=np.float64)
         else:
             mean = np.zeros(t.shape[1])
             std = np.ones(t.shape[1])
@@ -88,7 +117,24 @@ class InputScaler:
         if self.mean_ is None or self.std_ is None:
             raise ConfigError("InputScaler is not fitted: call fit() on the training split first")
         arr = self._array(X, fitting=False)
-        out: np.ndarray = (self._apply_transforms(arr) - self.mean_) / self.std_
+        out: np.ndarray = (self._quantile(self._apply_transforms(arr)) - self.mean_) / self.std_
+        return out
+
+    def _quantile(self, t: np.ndarray) -> np.ndarray:
+        """Empirical CDF of the training events, then the inverse normal CDF (quantile mode)."""
+        if self.quantiles_ is None:
+            return t
+        from scipy.special import ndtri
+
+        q = self.quantiles_
+        refs = np.linspace(0.0, 1.0, q.shape[0])
+        out = np.empty_like(t)
+        for j in range(t.shape[1]):
+            # average of the interpolation from both ends: ties (repeated quantiles) map to
+            # their middle rank, as scikit-learn's QuantileTransformer does
+            up = np.interp(t[:, j], q[:, j], refs)
+            down = -np.interp(-t[:, j], -q[::-1, j], -refs[::-1])
+            out[:, j] = ndtri(np.clip(0.5 * (up + down), _Q_EPS, 1.0 - _Q_EPS))
         return out
 
     def fit_transform(self, X: np.ndarray | EventData) -> np.ndarray:
@@ -105,6 +151,9 @@ class InputScaler:
             "transforms": {k: dict(v) for k, v in self.transforms.items()},
             "features": None if self.features is None else list(self.features),
             "standardize": self.standardize,
+            "normalization": self.normalization,
+            "n_quantiles": self.n_quantiles,
+            "quantiles": None if self.quantiles_ is None else self.quantiles_.tolist(),
             "mean": None if self.mean_ is None else self.mean_.tolist(),
             "std": None if self.std_ is None else self.std_.tolist(),
         }
@@ -112,14 +161,27 @@ class InputScaler:
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> InputScaler:
         """Rebuild a scaler from :meth:`to_dict` output."""
-        unknown = set(state) - {"transforms", "features", "standardize", "mean", "std"}
+        unknown = set(state) - {
+            "transforms",
+            "features",
+            "standardize",
+            "normalization",
+            "n_quantiles",
+            "quantiles",
+            "mean",
+            "std",
+        }
         if unknown:
             raise ConfigError(f"unknown InputScaler state key(s) {sorted(unknown)}")
         obj = cls(
             state.get("transforms"),
             features=state.get("features"),
             standardize=bool(state.get("standardize", True)),
+            normalization=str(state.get("normalization", "standard")),
+            n_quantiles=int(state.get("n_quantiles", 1000)),
         )
+        if state.get("quantiles") is not None:
+            obj.quantiles_ = np.asarray(state["quantiles"], dtype=np.float64)
         if state.get("mean") is not None:
             obj.mean_ = np.asarray(state["mean"], dtype=np.float64)
             obj.std_ = np.asarray(state["std"], dtype=np.float64)

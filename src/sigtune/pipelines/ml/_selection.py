@@ -42,6 +42,7 @@ __all__ = [
     "TrialCurves",
     "fit_learning_curve",
     "select_trials",
+    "trial_value",
 ]
 
 log = logging.getLogger(__name__)
@@ -249,13 +250,16 @@ def _best_epoch(
     return best
 
 
-def _from_study(study: Any) -> list[TrialCurves]:
-    """Read COMPLETE trials and their stored histories from a sigtune or optuna study."""
+def _from_study(study: Any, include_pruned: bool = False) -> list[TrialCurves]:
+    """Read COMPLETE (and PRUNED) trials and their stored histories from a sigtune/optuna study."""
     import optuna
 
     ostudy = getattr(study, "optuna", study)
+    states = [optuna.trial.TrialState.COMPLETE]
+    if include_pruned:
+        states.append(optuna.trial.TrialState.PRUNED)
     out: list[TrialCurves] = []
-    for t in ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    for t in ostudy.get_trials(deepcopy=False, states=tuple(states)):
         history = t.user_attrs.get(HISTORY_ATTR)
         if not isinstance(history, Mapping):
             log.debug("trial %d has no stored history; not considered", t.number)
@@ -275,6 +279,7 @@ def select_trials(
     n_select: int = 1,
     min_epochs: int = 10,
     min_r2: float = 0.9,
+    include_pruned: bool = False,
 ) -> SelectionResult:
     """Select the best trials by best-value and by best-fit.
 
@@ -289,6 +294,7 @@ def select_trials(
         min_r2: Best-fit skips trials whose fit of a metric the selection reads (``target``, the
             metrics named in string conditions, every metric if a callable condition is given)
             has a smaller :math:`R^2`.
+        include_pruned: Also consider PRUNED trials (their histories up to the pruned epoch).
 
     Returns:
         Both selections and why best-fit skipped trials.
@@ -308,7 +314,7 @@ def select_trials(
     records = (
         list(trials)
         if not (hasattr(trials, "get_trials") or hasattr(trials, "optuna"))
-        else _from_study(trials)
+        else _from_study(trials, include_pruned)
     )
     conditions, read_names = _compile_conditions(overtraining)
 
@@ -376,3 +382,52 @@ def select_trials(
         best_fit=tuple(fit_picks[:n_select]),
         skipped_fit=skipped,
     )
+
+
+TrialValue = Literal["best_epoch", "last_valid_epoch", "best_fit"]
+
+
+def trial_value(
+    metrics: Mapping[str, Sequence[float]],
+    target: str,
+    direction: Direction,
+    how: TrialValue = "best_epoch",
+    overtraining: Sequence[OvertrainingCondition] = (),
+) -> tuple[float, int]:
+    """The value a trial reports to the search, and the epoch (from 1) it comes from.
+
+    * ``best_epoch``: the best epoch of ``target`` that passes the overtraining conditions;
+    * ``last_valid_epoch``: the last epoch that passes them (OPTIMA's default);
+    * ``best_fit``: the best value of the learning-curve fit (see :func:`fit_learning_curve`)
+      among the epochs that pass them (fitted values; fewer than 5 epochs: as ``best_epoch``).
+
+    If every epoch is overtrained, the best epoch of ``target`` ignoring the conditions is used.
+    """
+    if how not in ("best_epoch", "last_valid_epoch", "best_fit"):
+        raise ConfigError(
+            f"trial_value must be best_epoch, last_valid_epoch or best_fit, got {how!r}"
+        )
+    conditions, _ = _compile_conditions(overtraining)
+    arrays = {k: np.asarray(v, dtype=float) for k, v in metrics.items()}
+    if target not in arrays or arrays[target].size == 0:
+        raise ConfigError(f"trial value: {target!r} is not recorded; have {sorted(arrays)}")
+    series = arrays[target]
+    if how == "last_valid_epoch":
+        for epoch in range(series.size - 1, -1, -1):
+            if math.isfinite(series[epoch]) and _passes(conditions, _epoch_metrics(arrays, epoch)):
+                return float(series[epoch]), epoch + 1
+    elif how == "best_fit" and series.size >= 5 and np.all(np.isfinite(series)):
+        fitted = {
+            k: fit_learning_curve(v)[1]
+            for k, v in arrays.items()
+            if v.size == series.size and np.all(np.isfinite(v))
+        }
+        best = _best_epoch(fitted, target, direction, conditions)
+        if best is not None:
+            return best[1], best[0] + 1
+    best = _best_epoch(arrays, target, direction, conditions) or _best_epoch(
+        arrays, target, direction, []
+    )
+    if best is None:
+        return float("nan"), 0
+    return best[1], best[0] + 1

@@ -241,13 +241,12 @@ def _assign_folds(
 ) -> np.ndarray:
     if by == "event_number":
         return np.asarray(np.mod(data.event_number[pool] + int(offset), k), dtype=np.int64)
-    rng = np.random.default_rng(None if seed is None else seed + 1)
-    fold_of = np.empty(len(pool), dtype=np.int64)
+    from sklearn.model_selection import StratifiedKFold
+
+    # stratified by class: balanced folds, each with the class mix of the pool
     y = data.y[pool]
-    start = 0
-    for c in range(data.n_classes):
-        members = rng.permutation(np.flatnonzero(y == c))
-        # round-robin after shuffling: balanced folds, classes spread evenly
-        fold_of[members] = (np.arange(len(members)) + start) % k
-        start += len(members)
+    fold_of = np.empty(len(pool), dtype=np.int64)
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=None if seed is None else seed + 1)
+    for i, (_, val) in enumerate(skf.split(np.zeros((len(pool), 1)), y)):
+        fold_of[val] = i
     return fold_of

@@ -3,7 +3,8 @@ scikit-learn estimators, LightGBM and XGBoost.
 
 Every trainable has ``fit(train, val, params, *, report=None, checkpoint_dir=None) -> History``,
 ``predict(X) -> probabilities`` and ``save(path)`` (a directory with ``trainable.json``);
-:func:`load_trainable` reads it back. ``report(epoch, metrics)`` is called after every epoch
+:func:`load_trainable` reads it back (the registry, :mod:`._registry`, dispatches on the saved
+``kind`` to the class's ``load`` classmethod). ``report(epoch, metrics)`` is called after every epoch
 (boosting iteration for LightGBM / XGBoost) and returns an :class:`EpochAction`: continue, stop
 (the history is marked pruned; a bare True still means stop), and -- for the torch trainables
 (``mlp``, ``torch``), which Population Based Training uses -- checkpoint now, or load a checkpoint
@@ -15,13 +16,14 @@ Heavy libraries are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import logging
 import pickle
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,6 +39,12 @@ from sigtune.pipelines.ml._history import (
     report_stops,
 )
 from sigtune.pipelines.ml._metrics import MetricLike, Monitor, compute_metric, get_metric
+from sigtune.pipelines.ml._registry import (
+    TRAINABLES,
+    load_trainable,
+    make_trainable,
+    register_trainable,
+)
 from sigtune.pipelines.ml._scaling import InputScaler
 from sigtune.pipelines.ml._weights import normalize_class_weights, training_weights
 
@@ -318,17 +326,28 @@ class SklearnTrainable(_Base):
             json.dumps({**self._meta(), "estimator": self.estimator_ref}, indent=2)
         )
 
+    @classmethod
+    def load(cls, path: Path, meta: Mapping[str, Any]) -> SklearnTrainable:
+        """Rebuild from :meth:`save` output (unpickles the estimator: trusted folders only)."""
+        obj = cls(meta["estimator"], n_threads=int(meta.get("n_threads", 1)))
+        obj._restore_meta(meta)
+        with open(Path(path) / "model.pkl", "rb") as f:
+            obj.model_ = pickle.load(f)
+        return obj
 
-# ---------------------------------------------------------------------- LightGBM
-class LightGBMTrainable(_Base):
-    """LightGBM booster (``lightgbm.train``); one "epoch" per boosting iteration.
 
-    ``params`` are LightGBM parameters; ``num_boost_round`` (or ``n_estimators``) sets the number
-    of iterations (default 100). Objective and metrics are set from the number of classes;
-    the recorded ``loss`` / ``val_loss`` are LightGBM's weighted log-loss.
+# ---------------------------------------------------------------------- boosters
+class _Booster(_Base):
+    """The fit shared by the gradient-boosting libraries: one "epoch" per boosting round.
+
+    ``params`` are the library's parameters; ``num_boost_round`` (or ``n_estimators``) sets the
+    number of rounds (default 100). The objective and evaluation metrics follow the number of
+    classes; the recorded ``loss`` / ``val_loss`` are the library's weighted log-loss (class-
+    normalised weights, as for every trainable). A subclass supplies :meth:`_train`.
     """
 
-    kind = "lightgbm"
+    #: evaluation-metric name of the library -> history name
+    metric_names: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, *, defaults: Mapping[str, Any] | None = None, **options: Any) -> None:
         options.setdefault("metrics", ())
@@ -346,16 +365,92 @@ class LightGBMTrainable(_Base):
         report: Reporter | None = None,
         checkpoint_dir: Path | None = None,
     ) -> History:
-        """Train with per-iteration reporting through a LightGBM callback."""
-        try:
-            import lightgbm as lgb
-        except ImportError as exc:  # pragma: no cover
-            raise ConfigError(
-                "make_trainable('lightgbm') needs lightgbm: pip install 'sigtune[ml]'"
-            ) from exc
+        """Train with a per-round callback: metrics, early stopping, ``report``."""
         scaler, tw, vw = self._prepare(train, val)
         p = {**self.defaults, **dict(params or {})}
         rounds = int(p.pop("num_boost_round", p.pop("n_estimators", 100)))
+        es = self._early_stopping()
+        metrics: dict[str, list[float]] = {}
+        state = {"pruned": False, "reason": "max_epochs"}
+
+        def on_round(epoch: int, results: list[tuple[str, str, float]]) -> bool:
+            """Record one round's ``(data, metric, value)`` results; True stops the training."""
+            m: dict[str, float] = {}
+            for data_name, eval_name, value in results:
+                base = self.metric_names.get(eval_name, eval_name)
+                m[base if data_name == "train" else f"val_{base}"] = float(value)
+            for k, v in m.items():
+                metrics.setdefault(k, []).append(v)
+            _, reason = es.update(epoch, m)
+            if report_stops(report, epoch, dict(m), self.kind):
+                reason, state["pruned"] = "pruned", True
+            if reason is not None:
+                state["reason"] = reason
+                return True
+            return False
+
+        self.model_ = self._train(
+            p, rounds, scaler.transform(tw), tw, scaler.transform(vw), vw, on_round
+        )
+        self.params_ = {k: _plain(v) for k, v in {**p, "num_boost_round": rounds}.items()}
+        self.history_ = es.history(
+            metrics, pruned=bool(state["pruned"]), stop_reason=str(state["reason"])
+        )
+        self.best_iteration_ = self.history_.best_epoch
+        return self.history_
+
+    def _train(
+        self,
+        params: dict[str, Any],
+        rounds: int,
+        X_train: np.ndarray,
+        train: EventData,
+        X_val: np.ndarray,
+        val: EventData,
+        on_round: Callable[[int, list[tuple[str, str, float]]], bool],
+    ) -> Any:
+        """Train the library's booster, calling ``on_round`` after every round."""
+        raise NotImplementedError
+
+    def _save_booster(self, path: Path, name: str) -> None:
+        self._check_trained()
+        path.mkdir(parents=True, exist_ok=True)
+        self.model_.save_model(str(path / name))
+        (path / "trainable.json").write_text(
+            json.dumps({**self._meta(), "best_iteration": self.best_iteration_}, indent=2)
+        )
+
+
+def _import_booster(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ConfigError(
+            f"make_trainable({name!r}) needs {name}: pip install 'sigtune[ml]'"
+        ) from exc
+
+
+class LightGBMTrainable(_Booster):
+    """LightGBM booster (``lightgbm.train``); one "epoch" per boosting iteration."""
+
+    kind = "lightgbm"
+    metric_names: ClassVar[Mapping[str, str]] = {
+        "binary_logloss": "loss",
+        "multi_logloss": "loss",
+        "auc": "auc",
+    }
+
+    def _train(
+        self,
+        params: dict[str, Any],
+        rounds: int,
+        X_train: np.ndarray,
+        train: EventData,
+        X_val: np.ndarray,
+        val: EventData,
+        on_round: Callable[[int, list[tuple[str, str, float]]], bool],
+    ) -> Any:
+        lgb = _import_booster("lightgbm")
         binary = train.n_classes == 2
         lgb_params: dict[str, Any] = {
             "objective": "binary" if binary else "multiclass",
@@ -367,32 +462,17 @@ class LightGBMTrainable(_Base):
         }
         if not binary:
             lgb_params["num_class"] = train.n_classes
-        lgb_params.update(p)
-        dtrain = lgb.Dataset(scaler.transform(tw), label=tw.y, weight=tw.w, free_raw_data=False)
-        dval = lgb.Dataset(scaler.transform(vw), label=vw.y, weight=vw.w, reference=dtrain)
-        es = self._early_stopping()
-        metrics: dict[str, list[float]] = {}
-        state = {"pruned": False, "reason": "max_epochs"}
-        names = {"binary_logloss": "loss", "multi_logloss": "loss", "auc": "auc"}
+        lgb_params.update(params)
+        dtrain = lgb.Dataset(X_train, label=train.y, weight=train.w, free_raw_data=False)
+        dval = lgb.Dataset(X_val, label=val.y, weight=val.w, reference=dtrain)
 
         def callback(env: Any) -> None:
-            epoch = env.iteration + 1
-            m: dict[str, float] = {}
-            for data_name, eval_name, value, *_ in env.evaluation_result_list:
-                base = names.get(eval_name, eval_name)
-                key = base if data_name == "train" else f"val_{base}"
-                m[key] = float(value)
-            for k, v in m.items():
-                metrics.setdefault(k, []).append(v)
-            _, reason = es.update(epoch, m)
-            if report_stops(report, epoch, dict(m), LightGBMTrainable.kind):
-                reason, state["pruned"] = "pruned", True
-            if reason is not None:
-                state["reason"] = reason
+            results = [(d, e, float(v)) for d, e, v, *_ in env.evaluation_result_list]
+            if on_round(env.iteration + 1, results):
                 raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
 
         try:
-            booster = lgb.train(
+            return lgb.train(
                 lgb_params,
                 dtrain,
                 num_boost_round=rounds,
@@ -402,13 +482,6 @@ class LightGBMTrainable(_Base):
             )
         except lgb.basic.LightGBMError as exc:
             raise ConfigError(f"LightGBM rejected the parameters: {exc}") from exc
-        self.model_ = booster
-        self.params_ = {k: _plain(v) for k, v in {**p, "num_boost_round": rounds}.items()}
-        self.history_ = es.history(
-            metrics, pruned=bool(state["pruned"]), stop_reason=str(state["reason"])
-        )
-        self.best_iteration_ = self.history_.best_epoch
-        return self.history_
 
     def predict(self, X: np.ndarray | EventData) -> np.ndarray:
         """Probabilities using the trees up to the best iteration."""
@@ -419,51 +492,40 @@ class LightGBMTrainable(_Base):
 
     def save(self, path: Path | str) -> None:
         """``trainable.json`` + ``model.txt`` (LightGBM text format)."""
-        self._check_trained()
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        self.model_.save_model(str(out / "model.txt"))
-        (out / "trainable.json").write_text(
-            json.dumps({**self._meta(), "best_iteration": self.best_iteration_}, indent=2)
-        )
+        self._save_booster(Path(path), "model.txt")
+
+    @classmethod
+    def load(cls, path: Path, meta: Mapping[str, Any]) -> LightGBMTrainable:
+        """Rebuild from :meth:`save` output."""
+        lgb = _import_booster("lightgbm")
+        obj = cls(n_threads=int(meta.get("n_threads", 1)))
+        obj._restore_meta(meta)
+        obj.model_ = lgb.Booster(model_file=str(Path(path) / "model.txt"))
+        obj.best_iteration_ = meta.get("best_iteration")
+        return obj
 
 
-# ---------------------------------------------------------------------- XGBoost
-class XGBoostTrainable(_Base):
-    """XGBoost booster (``xgboost.train``); one "epoch" per boosting iteration.
-
-    ``params`` are XGBoost parameters; ``num_boost_round`` (or ``n_estimators``) sets the number
-    of iterations (default 100).
-    """
+class XGBoostTrainable(_Booster):
+    """XGBoost booster (``xgboost.train``); one "epoch" per boosting iteration."""
 
     kind = "xgboost"
+    metric_names: ClassVar[Mapping[str, str]] = {
+        "logloss": "loss",
+        "mlogloss": "loss",
+        "auc": "auc",
+    }
 
-    def __init__(self, *, defaults: Mapping[str, Any] | None = None, **options: Any) -> None:
-        options.setdefault("metrics", ())
-        super().__init__(**options)
-        self.defaults = dict(defaults or {})
-        self.model_: Any = None
-        self.best_iteration_: int | None = None
-
-    def fit(
+    def _train(
         self,
+        params: dict[str, Any],
+        rounds: int,
+        X_train: np.ndarray,
         train: EventData,
+        X_val: np.ndarray,
         val: EventData,
-        params: Mapping[str, Any] | None = None,
-        *,
-        report: Reporter | None = None,
-        checkpoint_dir: Path | None = None,
-    ) -> History:
-        """Train with per-iteration reporting through an XGBoost ``TrainingCallback``."""
-        try:
-            import xgboost as xgb
-        except ImportError as exc:  # pragma: no cover
-            raise ConfigError(
-                "make_trainable('xgboost') needs xgboost: pip install 'sigtune[ml]'"
-            ) from exc
-        scaler, tw, vw = self._prepare(train, val)
-        p = {**self.defaults, **dict(params or {})}
-        rounds = int(p.pop("num_boost_round", p.pop("n_estimators", 100)))
+        on_round: Callable[[int, list[tuple[str, str, float]]], bool],
+    ) -> Any:
+        xgb = _import_booster("xgboost")
         binary = train.n_classes == 2
         xgb_params: dict[str, Any] = {
             "objective": "binary:logistic" if binary else "multi:softprob",
@@ -474,34 +536,21 @@ class XGBoostTrainable(_Base):
         }
         if not binary:
             xgb_params["num_class"] = train.n_classes
-        xgb_params.update(p)
-        dtrain = xgb.DMatrix(scaler.transform(tw), label=tw.y, weight=tw.w)
-        dval = xgb.DMatrix(scaler.transform(vw), label=vw.y, weight=vw.w)
-        es = self._early_stopping()
-        metrics: dict[str, list[float]] = {}
-        state = {"pruned": False, "reason": "max_epochs"}
-        names = {"logloss": "loss", "mlogloss": "loss", "auc": "auc"}
+        xgb_params.update(params)
+        dtrain = xgb.DMatrix(X_train, label=train.y, weight=train.w)
+        dval = xgb.DMatrix(X_val, label=val.y, weight=val.w)
 
-        class _Report(xgb.callback.TrainingCallback):  # type: ignore[misc]
+        class _Report(xgb.callback.TrainingCallback):  # type: ignore[misc,name-defined]
             def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-                m: dict[str, float] = {}
-                for data_name, logs in evals_log.items():
-                    for eval_name, values in logs.items():
-                        base = names.get(eval_name, eval_name)
-                        key = base if data_name == "train" else f"val_{base}"
-                        m[key] = float(values[-1])
-                for k, v in m.items():
-                    metrics.setdefault(k, []).append(v)
-                _, reason = es.update(epoch + 1, m)
-                if report_stops(report, epoch + 1, dict(m), XGBoostTrainable.kind):
-                    reason, state["pruned"] = "pruned", True
-                if reason is not None:
-                    state["reason"] = reason
-                    return True
-                return False
+                results = [
+                    (d, e, float(values[-1]))
+                    for d, logs in evals_log.items()
+                    for e, values in logs.items()
+                ]
+                return on_round(epoch + 1, results)
 
         try:
-            booster = xgb.train(
+            return xgb.train(
                 xgb_params,
                 dtrain,
                 num_boost_round=rounds,
@@ -511,13 +560,6 @@ class XGBoostTrainable(_Base):
             )
         except xgb.core.XGBoostError as exc:
             raise ConfigError(f"XGBoost rejected the parameters: {exc}") from exc
-        self.model_ = booster
-        self.params_ = {k: _plain(v) for k, v in {**p, "num_boost_round": rounds}.items()}
-        self.history_ = es.history(
-            metrics, pruned=bool(state["pruned"]), stop_reason=str(state["reason"])
-        )
-        self.best_iteration_ = self.history_.best_epoch
-        return self.history_
 
     def predict(self, X: np.ndarray | EventData) -> np.ndarray:
         """Probabilities using the trees up to the best iteration."""
@@ -531,13 +573,19 @@ class XGBoostTrainable(_Base):
 
     def save(self, path: Path | str) -> None:
         """``trainable.json`` + ``model.ubj`` (XGBoost's binary format)."""
-        self._check_trained()
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        self.model_.save_model(str(out / "model.ubj"))
-        (out / "trainable.json").write_text(
-            json.dumps({**self._meta(), "best_iteration": self.best_iteration_}, indent=2)
-        )
+        self._save_booster(Path(path), "model.ubj")
+
+    @classmethod
+    def load(cls, path: Path, meta: Mapping[str, Any]) -> XGBoostTrainable:
+        """Rebuild from :meth:`save` output."""
+        xgb = _import_booster("xgboost")
+        obj = cls(n_threads=int(meta.get("n_threads", 1)))
+        obj._restore_meta(meta)
+        booster = xgb.Booster()
+        booster.load_model(str(Path(path) / "model.ubj"))
+        obj.model_ = booster
+        obj.best_iteration_ = meta.get("best_iteration")
+        return obj
 
 
 def _plain(v: Any) -> Any:
@@ -550,117 +598,7 @@ def _plain(v: Any) -> Any:
     return v
 
 
-# ---------------------------------------------------------------------- registry
-def _make_torch(kind: str) -> Callable[..., Trainable]:
-    def factory(**options: Any) -> Trainable:
-        from sigtune.pipelines.ml._mlp import TorchTrainable
-
-        return TorchTrainable(kind, **options)
-
-    return factory
-
-
-def _make_lightning(**options: Any) -> Trainable:
-    from sigtune.pipelines.ml._frameworks import LightningTrainable
-
-    return LightningTrainable(**options)
-
-
-def _make_keras(**options: Any) -> Trainable:
-    from sigtune.pipelines.ml._frameworks import KerasTrainable
-
-    return KerasTrainable(**options)
-
-
-TRAINABLES: dict[str, Callable[..., Trainable]] = {
-    "mlp": _make_torch("mlp"),
-    "torch": _make_torch("torch"),
-    "lightning": _make_lightning,
-    "keras": _make_keras,
-    "sklearn": SklearnTrainable,
-    "lightgbm": LightGBMTrainable,
-    "xgboost": XGBoostTrainable,
-}
-
-
-def register_trainable(
-    kind: str, factory: Callable[..., Trainable], *, overwrite: bool = False
-) -> None:
-    """Register ``factory(**options) -> Trainable`` under ``kind``."""
-    if kind in TRAINABLES and not overwrite:
-        raise ConfigError(f"trainable kind {kind!r} is already registered (pass overwrite=True)")
-    TRAINABLES[kind] = factory
-
-
-def make_trainable(kind: str, **options: Any) -> Trainable:
-    """Create a trainable.
-
-    Args:
-        kind: ``"mlp"`` (built-in PyTorch MLP), ``"torch"`` (``module=`` factory),
-            ``"lightning"`` (``module=`` LightningModule factory), ``"keras"`` (``builder=``),
-            ``"sklearn"`` (``estimator=`` class or import path), ``"lightgbm"``, ``"xgboost"``.
-        **options: Kind-specific options; common ones are ``monitor``, ``metrics``,
-            ``overtraining_conditions``, ``scaling``, ``normalize_weights``, ``class_weights``,
-            ``n_threads`` (default 1) and ``seed``.
-
-    Raises:
-        ConfigError: Unknown kind or invalid options.
-
-    Example:
-        >>> t = make_trainable("mlp", max_epochs=20, metrics=["auc"])  # doctest: +SKIP
-        >>> history = t.fit(splits.train, splits.val, {"num_layers": 2, "units": 16})  # doctest: +SKIP
-    """
-    if kind not in TRAINABLES:
-        raise ConfigError(f"unknown trainable kind {kind!r}; known: {sorted(TRAINABLES)}")
-    try:
-        return TRAINABLES[kind](**options)
-    except TypeError as exc:
-        raise ConfigError(f"make_trainable({kind!r}): invalid option(s): {exc}") from exc
-
-
-def load_trainable(path: Path | str, **kwargs: Any) -> Trainable:
-    """Load a trainable saved with ``save(path)``; ``kwargs`` (e.g. ``module=``) help rebuild
-    user models whose factory was not importable when saving."""
-    root = Path(path)
-    meta_file = root / "trainable.json"
-    if not meta_file.exists():
-        raise ConfigError(f"{root} is not a saved trainable (no trainable.json)")
-    meta = json.loads(meta_file.read_text())
-    kind = meta.get("kind")
-    if kind in ("mlp", "torch"):
-        from sigtune.pipelines.ml._mlp import TorchTrainable
-
-        return TorchTrainable.load(root, meta, **kwargs)
-    if kind == "lightning":
-        from sigtune.pipelines.ml._frameworks import LightningTrainable
-
-        return LightningTrainable.load(root, meta, **kwargs)
-    if kind == "keras":
-        from sigtune.pipelines.ml._frameworks import KerasTrainable
-
-        return KerasTrainable.load(root, meta, **kwargs)
-    if kind == "sklearn":
-        obj = SklearnTrainable(meta["estimator"], n_threads=int(meta.get("n_threads", 1)))
-        obj._restore_meta(meta)
-        with open(root / "model.pkl", "rb") as f:
-            obj.model_ = pickle.load(f)
-        return obj
-    if kind == "lightgbm":
-        import lightgbm as lgb
-
-        lg = LightGBMTrainable(n_threads=int(meta.get("n_threads", 1)))
-        lg._restore_meta(meta)
-        lg.model_ = lgb.Booster(model_file=str(root / "model.txt"))
-        lg.best_iteration_ = meta.get("best_iteration")
-        return lg
-    if kind == "xgboost":
-        import xgboost as xgb
-
-        xg = XGBoostTrainable(n_threads=int(meta.get("n_threads", 1)))
-        xg._restore_meta(meta)
-        booster = xgb.Booster()
-        booster.load_model(str(root / "model.ubj"))
-        xg.model_ = booster
-        xg.best_iteration_ = meta.get("best_iteration")
-        return xg
-    raise ConfigError(f"{meta_file}: unknown trainable kind {kind!r}")
+# ---------------------------------------------------------------------- registration
+register_trainable("sklearn", SklearnTrainable, builtin=True)
+register_trainable("lightgbm", LightGBMTrainable, builtin=True)
+register_trainable("xgboost", XGBoostTrainable, builtin=True)

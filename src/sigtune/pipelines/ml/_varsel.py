@@ -20,8 +20,15 @@ estimate is not. The drop is then *accepted* or not:
 * ``improvement`` — the metric is not worse than the best accepted metric so far;
 * ``threshold`` — the relative change against the all-variables baseline is at most
   ``max_rel_change`` in the bad direction;
-* ``degradation`` — the relative change against the last accepted set is at most
-  ``max_rel_change`` in the bad direction.
+* ``degradation`` — OPTIMA's rule: the metric is not worse than the best accepted metric by more
+  than one sigma, sigma being the per-fold standard deviation of the best accepted set (with an
+  evaluator that gives one number, sigma is 0 and this is ``improvement``).
+
+Every estimate keeps its per-fold values: the history records the mean and the per-fold standard
+deviation (``metric_err``, ``candidates_err``). ``groups`` name sets of variables that are
+removed together (a candidate is a whole group, or a variable in no group). With
+``final_retrain`` the chosen set is evaluated once more by retraining on every fold (an unbiased
+estimate for shuffle mode, whose models saw every variable).
 
 A rejected drop still happens (elimination goes on); after ``patience`` consecutive rejections the
 selection stops. The result is the ``best`` accepted set (best metric; ties: fewer variables) or
@@ -32,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -75,6 +82,9 @@ class VarSelIteration:
     metric: float
     accepted: bool
     candidates: dict[str, float] = field(default_factory=dict)
+    metric_err: float = 0.0
+    candidates_err: dict[str, float] = field(default_factory=dict)
+    dropped_variables: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable representation."""
@@ -82,10 +92,13 @@ class VarSelIteration:
             "iteration": self.iteration,
             "mode": self.mode,
             "dropped": self.dropped,
+            "dropped_variables": list(self.dropped_variables),
             "variables": list(self.variables),
             "metric": self.metric,
+            "metric_err": self.metric_err,
             "accepted": self.accepted,
             "candidates": dict(self.candidates),
+            "candidates_err": dict(self.candidates_err),
         }
 
 
@@ -101,6 +114,8 @@ class VariableSelectionResult:
         metric_name: Name of the metric.
         direction: ``"minimize"`` or ``"maximize"``.
         history: Every iteration, starting with the baseline.
+        final: ``{"metric", "metric_err"}`` of the chosen set re-evaluated by retraining
+            (``final_retrain``), else ``None``.
     """
 
     selected: tuple[str, ...]
@@ -110,6 +125,7 @@ class VariableSelectionResult:
     metric_name: str
     direction: Direction
     history: tuple[VarSelIteration, ...]
+    final: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable representation."""
@@ -121,6 +137,7 @@ class VariableSelectionResult:
             "metric_name": self.metric_name,
             "direction": self.direction,
             "history": [it.to_dict() for it in self.history],
+            "final": self.final,
         }
 
 
@@ -129,7 +146,16 @@ class SetEvaluator(Protocol):
 
     name: str
 
-    def __call__(self, variables: tuple[str, ...], repeat_seed: int) -> float: ...
+    def __call__(self, variables: tuple[str, ...], repeat_seed: int) -> Any:
+        """The metric of the set: one number, or one value per fold."""
+        ...
+
+
+def _measure(ev: SetEvaluator, variables: tuple[str, ...], seed: int) -> tuple[float, float]:
+    """Mean and per-fold standard deviation (``ddof=1``; 0 for one value) of an estimate."""
+    arr = np.atleast_1d(np.asarray(ev(variables, seed), dtype=float))
+    err = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return float(arr.mean()), err
 
 
 def _worse_by(value: float, reference: float, direction: Direction) -> float:
@@ -147,6 +173,7 @@ class _State:
     best_set: tuple[str, ...]
     last_metric: float
     last_set: tuple[str, ...]
+    best_err: float = 0.0
 
 
 def _eliminate(
@@ -161,30 +188,48 @@ def _eliminate(
     reevaluate: bool,
     min_variables: int,
     seed: int,
+    groups: Mapping[str, tuple[str, ...]],
 ) -> None:
     """Run backward elimination with one evaluator, updating ``state`` and ``history``."""
     sign = 1.0 if direction == "minimize" else -1.0
     rejections = 0
-    while len(state.variables) > min_variables:
+    while True:
+        units = _units(state.variables, groups)
+        units = {k: v for k, v in units.items() if len(state.variables) - len(v) >= min_variables}
+        if not units:
+            break
         it = len(history)
         candidates: dict[str, float] = {}
-        for v in state.variables:
-            remaining = tuple(x for x in state.variables if x != v)
-            candidates[v] = float(evaluator(remaining, seed + 1000 * it))
-        drop = min(state.variables, key=lambda v: (sign * candidates[v], state.variables.index(v)))
-        remaining = tuple(x for x in state.variables if x != drop)
-        metric = candidates[drop]
+        errors: dict[str, float] = {}
+        for name, members in units.items():
+            remaining = tuple(x for x in state.variables if x not in members)
+            candidates[name], errors[name] = _measure(evaluator, remaining, seed + 1000 * it)
+        order = list(units)
+        drop = min(order, key=lambda u: (sign * candidates[u], order.index(u)))
+        remaining = tuple(x for x in state.variables if x not in units[drop])
+        metric, err = candidates[drop], errors[drop]
         if reevaluate:
-            metric = float(evaluator(remaining, seed + 1000 * it + 500))
+            metric, err = _measure(evaluator, remaining, seed + 1000 * it + 500)
         if acceptance == "improvement":
             accepted = _worse_by(metric, state.best_metric, direction) <= 0.0
         elif acceptance == "threshold":
             accepted = _worse_by(metric, state.baseline, direction) <= max_rel_change
-        else:
-            accepted = _worse_by(metric, state.last_metric, direction) <= max_rel_change
+        else:  # degradation: at most one sigma (per-fold spread of the best set) worse
+            accepted = sign * (metric - state.best_metric) <= state.best_err
         state.variables = remaining
         history.append(
-            VarSelIteration(it, evaluator.name, drop, remaining, metric, accepted, candidates)
+            VarSelIteration(
+                it,
+                evaluator.name,
+                drop,
+                remaining,
+                metric,
+                accepted,
+                candidates,
+                metric_err=err,
+                candidates_err=errors,
+                dropped_variables=units[drop],
+            )
         )
         log.info(
             "variable selection %d (%s): drop %s -> %.6g (%s)",
@@ -200,11 +245,26 @@ def _eliminate(
             if sign * metric < sign * state.best_metric or (
                 sign * metric == sign * state.best_metric and len(remaining) < len(state.best_set)
             ):
-                state.best_metric, state.best_set = metric, remaining
+                state.best_metric, state.best_set, state.best_err = metric, remaining, err
         else:
             rejections += 1
             if rejections >= patience:
                 break
+
+
+def _units(
+    variables: tuple[str, ...], groups: Mapping[str, tuple[str, ...]]
+) -> dict[str, tuple[str, ...]]:
+    """Drop candidates: each group whose variables are all present, and every ungrouped one."""
+    present = set(variables)
+    grouped = {v for members in groups.values() for v in members}
+    out = {
+        name: tuple(m for m in variables if m in members)
+        for name, members in groups.items()
+        if set(members) <= present
+    }
+    out.update({v: (v,) for v in variables if v not in grouped})
+    return out
 
 
 def backward_elimination(
@@ -223,6 +283,7 @@ def backward_elimination(
     choose: Literal["best", "last"] = "last",
     min_variables: int = 1,
     seed: int = 0,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> VariableSelectionResult:
     """Backward elimination of input variables.
 
@@ -234,7 +295,7 @@ def backward_elimination(
         mode: ``shuffle``, ``retrain``, ``hybrid`` or ``custom``.
         shuffle: Evaluator for ``shuffle`` / ``hybrid`` (``fn(variables, seed) -> metric``).
         retrain: Evaluator for ``retrain`` / ``hybrid``.
-        custom: For ``custom``: ``fn(variables) -> metric``.
+        custom: For ``custom``: ``fn(variables) -> metric`` (a number, or one value per fold).
         metric_name: Name of the metric (reported).
         direction: Whether the metric is minimised or maximised.
         acceptance: ``improvement``, ``threshold`` or ``degradation`` (see the module docs).
@@ -244,6 +305,7 @@ def backward_elimination(
         choose: Return the ``best`` accepted set or the ``last`` accepted one.
         min_variables: Never go below this many variables (>= 1).
         seed: Base seed passed on to the evaluators (permutations, training seeds).
+        groups: ``{name: [variables]}`` removed together (a variable in at most one group).
 
     Returns:
         The selected variables and the metric at every iteration.
@@ -252,6 +314,7 @@ def backward_elimination(
         ConfigError: For an unknown mode/acceptance/choice, a missing evaluator, or bad numbers.
     """
     feats = tuple(str(f) for f in features)
+    group_map = _check_groups(groups, feats)
     if not feats:
         raise ConfigError("variable selection needs at least one input variable")
     if len(set(feats)) != len(feats):
@@ -282,8 +345,8 @@ def backward_elimination(
         class _Custom:
             name = "custom"
 
-            def __call__(self, variables: tuple[str, ...], repeat_seed: int) -> float:
-                return float(user(variables))
+            def __call__(self, variables: tuple[str, ...], repeat_seed: int) -> Any:
+                return user(variables)  # a number, or one value per fold
 
         phases = [_Custom()]
     else:
@@ -295,9 +358,9 @@ def backward_elimination(
                 raise ConfigError(f"varsel.mode={mode!r} needs a {key} evaluator")
             phases.append(ev)
 
-    baseline = float(phases[0](feats, seed))
-    history = [VarSelIteration(0, phases[0].name, None, feats, baseline, True)]
-    state = _State(feats, baseline, baseline, feats, baseline, feats)
+    baseline, base_err = _measure(phases[0], feats, seed)
+    history = [VarSelIteration(0, phases[0].name, None, feats, baseline, True, metric_err=base_err)]
+    state = _State(feats, baseline, baseline, feats, baseline, feats, base_err)
     kwargs: dict[str, Any] = {
         "direction": direction,
         "acceptance": acceptance,
@@ -306,15 +369,18 @@ def backward_elimination(
         "reevaluate": reevaluate,
         "min_variables": min_variables,
         "seed": seed,
+        "groups": group_map,
     }
     _eliminate(phases[0], state, history, **kwargs)
     if len(phases) == 2:
         # hybrid: revert to the best set of the shuffle phase, continue by retraining
         start = state.best_set
-        value = float(phases[1](start, seed))
-        history.append(VarSelIteration(len(history), phases[1].name, None, start, value, True))
+        value, err = _measure(phases[1], start, seed)
+        history.append(
+            VarSelIteration(len(history), phases[1].name, None, start, value, True, metric_err=err)
+        )
         state.variables = start
-        state.best_metric, state.best_set = value, start
+        state.best_metric, state.best_set, state.best_err = value, start, err
         state.last_metric, state.last_set = value, start
         _eliminate(phases[1], state, history, **kwargs)
 
@@ -325,9 +391,9 @@ def backward_elimination(
     )
     order = {f: i for i, f in enumerate(feats)}
     selected = tuple(sorted(chosen, key=order.__getitem__))
-    removed = [it.dropped for it in history if it.dropped is not None and it.dropped not in chosen]
+    removed = [v for it in history for v in it.dropped_variables if v not in chosen]
     # a variable can only be dropped once per phase; keep the first removal order
-    dropped = tuple(dict.fromkeys(v for v in removed if v is not None))
+    dropped = tuple(dict.fromkeys(removed))
     return VariableSelectionResult(
         selected=selected,
         dropped=dropped,
@@ -337,6 +403,25 @@ def backward_elimination(
         direction=direction,
         history=tuple(history),
     )
+
+
+def _check_groups(
+    groups: Mapping[str, Sequence[str]] | None, feats: tuple[str, ...]
+) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    seen: set[str] = set()
+    for name, members in (groups or {}).items():
+        ms = tuple(str(m) for m in ([members] if isinstance(members, str) else members))
+        unknown = [m for m in ms if m not in feats]
+        if unknown or not ms:
+            raise ConfigError(f"varsel group {name!r}: unknown or no variables {unknown or ms}")
+        if seen & set(ms):
+            raise ConfigError(f"varsel group {name!r}: {sorted(seen & set(ms))} in two groups")
+        if str(name) in feats and (str(name),) != ms:
+            raise ConfigError(f"varsel group name {name!r} is also a variable name")
+        seen |= set(ms)
+        out[str(name)] = ms
+    return out
 
 
 def permutation_metric(
@@ -384,17 +469,16 @@ class _ShuffleEvaluator:
         metric: Any,
         num_repeats: int,
     ) -> None:
-        from sigtune.pipelines.ml._cv import _eval_weights
         from sigtune.pipelines.ml._metrics import compute_metric
 
-        self._folds = [(f.model, f.split.val, _eval_weights(f.split.val)) for f in folds]
+        self._folds = [(f.model, f.split.val, np.asarray(f.split.val.w, float)) for f in folds]
         self._features = features
         self._candidates = set(candidates)
         self._metric = metric
         self._compute = compute_metric
         self._repeats = max(1, int(num_repeats))
 
-    def __call__(self, variables: tuple[str, ...], repeat_seed: int) -> float:
+    def __call__(self, variables: tuple[str, ...], repeat_seed: int) -> np.ndarray:
         rng = np.random.default_rng(repeat_seed)
         kept = set(variables)
         columns = [
@@ -408,7 +492,7 @@ class _ShuffleEvaluator:
                 return float(self._compute(self._metric, _val.y, p, _w, X=_val.X))
 
             values.append(permutation_metric(model.predict, X, columns, score, rng, self._repeats))
-        return float(np.mean(values))
+        return np.asarray(values)  # one value per fold
 
 
 class _RetrainEvaluator:
@@ -424,7 +508,6 @@ class _RetrainEvaluator:
         metric: Any,
         num_repeats: int,
     ) -> None:
-        from sigtune.pipelines.ml._cv import _eval_weights
         from sigtune.pipelines.ml._metrics import compute_metric
 
         self._factory = factory
@@ -432,21 +515,23 @@ class _RetrainEvaluator:
         self._splits = list(splits)
         self._metric = metric
         self._compute = compute_metric
-        self._weights = _eval_weights
+        self._weights = _physics_weights
         self._repeats = max(1, int(num_repeats))
 
-    def __call__(self, variables: tuple[str, ...], repeat_seed: int) -> float:
-        values = []
+    def __call__(self, variables: tuple[str, ...], repeat_seed: int) -> np.ndarray:
+        per_fold = []
         for i, split in enumerate(self._splits):
             train = split.train.select_features(list(variables))
             val = split.val.select_features(list(variables))
             w = self._weights(val)
+            values = []
             for r in range(self._repeats):
                 model = self._factory(seed=(repeat_seed + 7919 * r + 104729 * i) % (2**31))
                 model.fit(train, val, self._params)
                 p = model.predict(val.X)
                 values.append(float(self._compute(self._metric, val.y, p, w, X=val.X)))
-        return float(np.mean(values))
+            per_fold.append(float(np.mean(values)))
+        return np.asarray(per_fold)  # one value per fold
 
 
 def select_variables(
@@ -455,7 +540,7 @@ def select_variables(
     trainable: Any = None,
     params: Mapping[str, Any] | None = None,
     mode: Mode = "shuffle",
-    metric: Any = "weighted_loss",
+    metric: Any = "balanced_loss",
     direction: Direction | None = None,
     features: Sequence[str] | None = None,
     k: int = 3,
@@ -471,6 +556,8 @@ def select_variables(
     choose: Literal["best", "last"] = "last",
     min_variables: int = 1,
     seed: int = 0,
+    groups: Mapping[str, Sequence[str]] | None = None,
+    final_retrain: bool = False,
 ) -> VariableSelectionResult:
     """Select input variables by backward elimination (see the module docs for the modes).
 
@@ -482,7 +569,8 @@ def select_variables(
         params: Hyperparameters of the model (e.g. the pre-search's best trial).
         mode: ``shuffle``, ``retrain``, ``hybrid`` or ``custom``.
         metric: Metric name or callable, computed on the validation events of every fold with
-            class-normalised weights (``weighted_loss`` equals the trainables' ``val_loss``).
+            the event weights (``balanced_loss``, the default, equals the trainables'
+            ``val_loss``).
         direction: Defaults to the metric's own direction.
         features: Candidate variables (default: all of ``data``'s / ``cv``'s features).
         k: Number of folds (validation folds, no test set) when neither ``folds`` nor ``cv``
@@ -500,6 +588,9 @@ def select_variables(
         choose: Return the ``best`` or the ``last`` accepted set.
         min_variables: Lower bound on the number of variables kept.
         seed: Seed of splits, permutations and trainings.
+        groups: ``{name: [variables]}`` removed together.
+        final_retrain: Evaluate the chosen set once more by retraining on every fold
+            (``result.final``); needs a trainable.
 
     Returns:
         The selected variables and the metric at every iteration.
@@ -561,14 +652,16 @@ def select_variables(
                     f"variables {missing} are not inputs of the cross-validated models"
                 )
             shuffle_ev = _ShuffleEvaluator(cv.folds, tuple(cv.features), feats, metric, num_repeats)
-        if mode in ("retrain", "hybrid"):
+        if mode in ("retrain", "hybrid") or (final_retrain and factory is not None):
             assert factory is not None
             retrain_ev = _RetrainEvaluator(factory, params or {}, folds, metric, num_repeats)
-    return backward_elimination(
+    if final_retrain and retrain_ev is None:
+        raise ConfigError("varsel final_retrain needs a trainable and data (not mode 'custom')")
+    result = backward_elimination(
         feats,
         mode=mode,
         shuffle=shuffle_ev,
-        retrain=retrain_ev,
+        retrain=retrain_ev if mode in ("retrain", "hybrid") else None,
         custom=custom,
         metric_name=str(name),
         direction=direction,
@@ -579,4 +672,15 @@ def select_variables(
         choose=choose,
         min_variables=min_variables,
         seed=seed,
+        groups=groups,
     )
+    if final_retrain and retrain_ev is not None:
+        value, err = _measure(retrain_ev, result.selected, seed + 999_983)
+        log.info("variable selection: final set retrained: %.6g +- %.2g", value, err)
+        result = replace(result, final={"metric": value, "metric_err": err})
+    return result
+
+
+def _physics_weights(data: Any) -> np.ndarray:
+    """Event weights metrics are computed with (``balanced_loss`` balances the classes itself)."""
+    return np.asarray(data.w, dtype=float)

@@ -1,0 +1,247 @@
+"""Profile likelihood of one data set: the free fit and cached conditional fits.
+
+Shared by the asymptotic calculator (:mod:`sigtune.hep._infer`), toys (:mod:`sigtune.hep._toys`)
+and scans (:mod:`sigtune.hep._scan`), so that none of them imports another.
+
+Which starts each fit uses (see :func:`sigtune.hep._fit.fit_from_starts`): the free fit starts
+from the initial values; a conditional fit from the warm start (nearest previous fit, on the
+profile's tangent for large models), then, unless that fit converged away from the bounds, the
+suggested initial values and the free fit's point. Fits whose result feeds Asimov data or an
+expected result (the Asimov-generating fit, every fit to the Asimov data) and every conditional
+fit with ``multistart=True`` run all starts and keep the lowest minimum.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sigtune.hep._fit import fit_from_starts, profile_start
+from sigtune.hep._validate import FitSetup
+
+log = logging.getLogger("sigtune.hep._infer")
+
+
+@dataclass(frozen=True, eq=False)
+class _Point:
+    """Result of one (conditional or free) fit: parameters and -2 ln L."""
+
+    pars: NDArray[np.float64]
+    twice_nll: float
+    # derivatives at ``pars`` (``Model._derivatives`` layout), for profile-predicted starts
+    deriv: tuple[NDArray[np.float64], ...] | None = None
+    start: str = "init"  # which starting point reached this minimum (see fit_from_starts)
+    converged: bool = True
+
+
+def _free_mask(model: Any, setup: FitSetup) -> NDArray[np.bool_]:
+    """Parameters a fit moves: neither fixed by the model nor by the setup (a new array)."""
+    out: NDArray[np.bool_] = ~(model._arr.fixed | setup.fixed)
+    return out
+
+
+def _fit_point(
+    model: Any,
+    data: NDArray[np.float64],
+    setup: FitSetup,
+    *,
+    starts: list[tuple[str, NDArray[np.float64]]] | None = None,
+    poi_value: float | None = None,
+    consts: tuple[NDArray[np.float64], ...] | None = None,
+    all_starts: bool = False,
+) -> tuple[_Point, int]:
+    """One fit for the test statistics: :func:`sigtune.hep._fit.fit_from_starts` without the
+    argument handling of :func:`sigtune.hep.fit` (``data`` is already checked; ``consts`` caches
+    ``model._constants``). Returns the point and the number of minimisations run."""
+    lo = setup.bounds[None, :, 0]
+    hi = setup.bounds[None, :, 1]
+    free = _free_mask(model, setup)
+    if starts is None:
+        starts = [("init", setup.init)]
+    if poi_value is not None:
+        free[setup.poi_index] = False
+        starts = [(label, setup.with_value(x, setup.poi_index, poi_value)) for label, x in starts]
+    if consts is None:
+        consts = model._constants(data[None])
+    what = "free fit" if poi_value is None else f"conditional fit at mu = {poi_value:g}"
+    best = fit_from_starts(
+        model, consts, starts, free, lo, hi, all_starts=all_starts, final_derivs=False, what=what
+    )
+    if not best.converged:
+        log.debug("%s did not converge", what)
+    point = _Point(best.x, best.twice_nll, best.deriv, best.start, best.converged)
+    return point, best.n_fits
+
+
+class _Profile:
+    """Free fit and cached conditional fits of one data set.
+
+    Conditional fits start warm, from the nearest previous fit. Profile likelihoods of real
+    analyses can have several local minima (for example some sbottom Region B/C points); with
+    ``multistart=True`` every conditional fit also starts cold, from the suggested initial values,
+    and keeps the lower minimum (about twice the cost). If a conditional minimum lies below the
+    free one, the free fit had stopped in a local minimum and is replaced by that point.
+    """
+
+    def __init__(
+        self, model: Any, data: NDArray[np.float64], setup: FitSetup, *, multistart: bool = False
+    ) -> None:
+        self.model = model
+        self.data = data
+        self.setup = setup
+        self.multistart = multistart
+        self._free: _Point | None = None
+        self._free_is_exact = False
+        self._cond: dict[float, _Point] = {}
+        self.n_fits = 0
+        self._consts: tuple[NDArray[np.float64], ...] | None = None
+
+    @property
+    def consts(self) -> tuple[NDArray[np.float64], ...]:
+        """``model._constants`` of the data (shared by every fit of this profile)."""
+        if self._consts is None:
+            self._consts = self.model._constants(self.data[None])
+        return self._consts
+
+    def set_free(self, point: _Point, *, exact: bool = False) -> None:
+        self._free = point
+        self._free_is_exact = exact
+
+    @property
+    def free(self) -> _Point:
+        if self._free is None:
+            self._free, n = _fit_point(self.model, self.data, self.setup, consts=self.consts)
+            self.n_fits += n
+        return self._free
+
+    @property
+    def mu_hat(self) -> float:
+        return float(self.free.pars[self.setup.poi_index])
+
+    def has(self, mu: float) -> bool:
+        return float(mu) in self._cond
+
+    def _shortcut(self, mu: float) -> _Point | None:
+        """The free fit itself when it already sits at ``mu`` (typically mu_hat at its bound 0)."""
+        poi = self.setup.poi_index
+        free = self.free
+        if abs(float(free.pars[poi]) - mu) <= 1e-10 * (1.0 + abs(mu)):
+            pars = self.setup.with_value(free.pars, poi, mu)
+            return _Point(pars, free.twice_nll, start=free.start, converged=free.converged)
+        return None
+
+    def starts(self, mu: float) -> list[tuple[str, NDArray[np.float64]]]:
+        """Starting points for the conditional fit at ``mu``: warm (from the nearest previous
+        fit, on the profile's tangent where available), the suggested initial values and the
+        free fit's point; duplicates dropped."""
+        poi = self.setup.poi_index
+        base = self._nearest(mu)
+        warm = self._predicted(base, mu)
+        if warm is None:
+            warm = self.setup.with_value(base.pars, poi, mu)
+        out: list[tuple[str, NDArray[np.float64]]] = [("warm", warm)]
+        for label, x in (("default", self.setup.init), ("free", self.free.pars)):
+            x = self.setup.with_value(x, poi, mu)
+            if not any(np.allclose(x, y, rtol=0.0, atol=1e-12) for _, y in out):
+                out.append((label, x))
+        return out
+
+    def store(self, mu: float, point: _Point) -> _Point:
+        """Keep ``point`` as the conditional fit at ``mu``."""
+        self._cond[float(mu)] = point
+        if (
+            not self._free_is_exact
+            and self._free is not None
+            and point.twice_nll < self._free.twice_nll
+        ):
+            log.debug(
+                "conditional fit at mu=%s lies below the free fit; replacing the free fit", mu
+            )
+            self._free = point
+        return point
+
+    def conditional(self, mu: float, *, all_starts: bool = False) -> _Point:
+        """The conditional fit at ``mu`` (cached); ``all_starts`` runs every start of
+        :meth:`starts` (as ``multistart`` does for every conditional fit)."""
+        mu = float(mu)
+        if mu not in self._cond:
+            _fit_conditionals([(self, mu)], all_starts=all_starts)
+        return self._cond[mu]
+
+    def _nearest(self, mu: float) -> _Point:
+        if not self._cond:
+            return self.free
+        key = min(self._cond, key=lambda m: abs(m - mu))
+        if abs(key - mu) < abs(self.mu_hat - mu):
+            return self._cond[key]
+        return self.free
+
+    def _predicted(self, base: _Point, mu: float) -> NDArray[np.float64] | None:
+        """Start for the conditional fit at ``mu`` on the profile's tangent from ``base``:
+        ``theta + d theta`` with ``H_tt d theta = -H_tmu (mu - mu_base)`` (Hessian at ``base``,
+        a minimum in the nuisance parameters). Halves the Newton iterations of a q0 fit on the
+        benchmark models; ``None`` (plain warm start) without derivatives or if not finite.
+
+        Only for the arrowhead (large-model) engine: the compiled small-model Newton iteration
+        costs less than the prediction."""
+        if base.deriv is None or self.model._dense_engine:
+            return None
+        poi = self.setup.poi_index
+        free = _free_mask(self.model, self.setup)
+        free[poi] = False
+        start = profile_start(self.model, base.pars, base.deriv, free, poi, mu)
+        if start is None:
+            return None
+        start = np.clip(start, self.setup.bounds[:, 0], self.setup.bounds[:, 1])
+        start[poi] = mu
+        f = float(self.model._f(start[None], None, self.consts)[0])  # type: ignore[arg-type]
+        return start if math.isfinite(f) else None
+
+    def tmu(self, mu: float) -> float:
+        """:math:`t_\\mu = -2\\ln\\lambda(\\mu)` clipped at 0 (Eq. 8)."""
+        return max(self.conditional(mu).twice_nll - self.free.twice_nll, 0.0)
+
+
+def _fit_conditionals(
+    requests: Sequence[tuple[_Profile, float]], *, all_starts: bool = False
+) -> None:
+    """Run the conditional fits of several (profile, mu) pairs (see :meth:`_Profile.starts`).
+
+    The warm start alone when its fit converges away from the bounds; every start with
+    ``multistart`` or ``all_starts``. (A single :func:`sigtune.hep.fit_batch` call over all
+    rows would also work; on the models we measured it was not faster than consecutive fits
+    for batches of 2-4 rows.)
+    """
+    for profile, mu in requests:
+        mu = float(mu)
+        if profile.has(mu):
+            continue
+        short = profile._shortcut(mu)
+        if short is not None:
+            profile.store(mu, short)
+            continue
+        point, n = _fit_point(
+            profile.model,
+            profile.data,
+            profile.setup,
+            starts=profile.starts(mu),
+            poi_value=mu,
+            consts=profile.consts,
+            all_starts=all_starts or profile.multistart,
+        )
+        profile.n_fits += n
+        profile.store(mu, point)
+
+
+def _q_from_profile(profile: _Profile, mu: float, test_stat: str) -> float:
+    t = profile.tmu(mu)
+    mu_hat = profile.mu_hat
+    if test_stat == "q0":
+        return t if mu_hat >= mu else 0.0
+    return t if mu_hat <= mu else 0.0

@@ -1,0 +1,59 @@
+"""The search-space vocabulary is defined once (pydantic models) and the JSON Schema of the
+run-config and the parser of SearchSpace agree on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import pytest
+
+from sigtune import SearchSpace, SearchSpaceError
+from sigtune._config import config_json_schema
+from sigtune._space_schema import PARAM_KEYS, PARAM_TYPES, SAMPLINGS, VALUE_TYPES
+
+
+def _schema_accepts(definition: Any) -> bool:
+    validator = jsonschema.Draft202012Validator(config_json_schema())
+    doc = {"n_trials": 1, "objective": "m:f", "search_space": {"p": definition}}
+    return not list(validator.iter_errors(doc))
+
+
+def _parser_accepts(definition: Any) -> bool:
+    try:
+        SearchSpace.from_dict({"p": definition})
+    except SearchSpaceError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "definition",
+    [
+        {"bounds": [0, 1]},
+        {"type": "range", "value_type": "int", "bounds": [1, 8], "step": 1},
+        {"bounds": [1e-4, 1.0], "sampling": "log"},
+        {"sampling": "normal", "mean": 0.0, "std": 1.0, "bounds": [-2, 2]},
+        {"values": ["a", "b"]},
+        {"type": "choice", "values": [1, 2], "value_type": "int"},
+        {"type": "fixed", "value": {"name": "adam"}},
+        {"bounds": [0, 1], "only": "1 > 0"},
+        3,
+        "text",
+        {"bounds": [0, 1], "bogus": 1},
+        {"type": "fixed", "value": 1, "bounds": [0, 1]},
+        {"values": ["a"], "sampling": "log"},
+        {"type": "cube", "bounds": [0, 1]},
+        {"bounds": [0, 1], "sampling": "cubic"},
+        {"bounds": [0, 1], "value_type": "complex"},
+    ],
+)
+def test_schema_and_parser_agree_on_the_shape(definition: Any) -> None:
+    assert _schema_accepts(definition) == _parser_accepts(definition)
+
+
+def test_vocabulary_comes_from_the_models() -> None:
+    assert PARAM_TYPES == ("range", "choice", "fixed")
+    assert SAMPLINGS == ("uniform", "log", "normal")
+    assert VALUE_TYPES == ("float", "int")
+    assert "step" in PARAM_KEYS["range"] and "step" not in PARAM_KEYS["choice"]
