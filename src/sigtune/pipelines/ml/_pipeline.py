@@ -636,7 +636,8 @@ class _Runner:
             "varsel": ("presearch",),
             "search": ("varsel",),
             "selection": ("search",),
-            "cv": ("varsel", "selection"),
+            "pbt": ("varsel", "search", "selection"),
+            "cv": ("varsel", "selection", "pbt"),
             "evaluation": ("cv",),
         }[name]
         out["upstream"] = {
@@ -644,7 +645,7 @@ class _Runner:
             for up in upstream
             if up in self.result.outputs
         }
-        if name in ("presearch", "search"):
+        if name in ("presearch", "search", "pbt"):
             out["search_space"] = _digest(cfg.search_space)
         if name == "selection":
             out["study"] = self.study_record()
