@@ -244,3 +244,30 @@ def test_run_config_ml_objective_carries_the_pbt_section(tmp_path: Path) -> None
     pcfg = pipeline_config_from_run(section, config)
     assert pcfg.pbt is not None and pcfg.pbt.population == 4 and pcfg.pbt.scheduler == "pb2"
     assert pcfg.pbt.mutations["learning_rate"] == MutationRange(low=1e-4, high=1e-2, log=True)
+
+
+def test_explore_clip_keeps_tune_perturbations_in_range() -> None:
+    from sigtune.pipelines.ml._pbt import _explore_clip
+
+    muts = {
+        "learning_rate": MutationRange(low=1e-4, high=1e-2, log=True),
+        "batch_size": MutationRange(low=16, high=256, type="int"),
+        "optimizer_choice": ["a", "b"],
+    }
+    explore = _explore_clip(muts)
+    # Ray Tune multiplies by 1.2 / 0.8 without bounds
+    out = explore({"learning_rate": 1e-2 * 1.2, "batch_size": 16 * 0.8, "optimizer_choice": "b"})
+    assert out == {"learning_rate": 1e-2, "batch_size": 16, "optimizer_choice": "b"}
+    assert isinstance(out["batch_size"], int)
+    assert explore({"batch_size": 100.6})["batch_size"] == 101
+
+
+@pytest.mark.slow
+def test_a_failing_member_ends_the_stage_with_an_error(tmp_path: Path) -> None:
+    cfg = _pbt_config(tmp_path / "run")
+    cfg["trainable"] = LOGREG  # cannot checkpoint during training
+    cfg["search_space"] = {"C": {"type": "range", "bounds": [0.1, 10], "mutable": True}}
+    cfg["search"]["n_trials"] = 2
+    with pytest.raises(ConfigError, match=r"PBT member\(s\) failed.*checkpoints during training"):
+        run_pipeline(cfg)
+    assert not (tmp_path / "run" / "pbt" / "done.json").exists()

@@ -51,6 +51,7 @@ _LAZY: dict[str, str] = {
     "z0_workspace": "sigtune.pipelines.ml._metrics",
     # trainables
     "History": "sigtune.pipelines.ml._history",
+    "EpochAction": "sigtune.pipelines.ml._history",
     "OvertrainingCondition": "sigtune.pipelines.ml._history",
     "train_val_gap": "sigtune.pipelines.ml._history",
     "TRAINABLES": "sigtune.pipelines.ml._registry",
@@ -80,13 +81,20 @@ _LAZY.update(
         "PipelineConfig": "sigtune.pipelines.ml._pipeline",
         "PipelineResult": "sigtune.pipelines.ml._pipeline",
         "load_pipeline_config": "sigtune.pipelines.ml._pipeline",
+        "PBTStage": "sigtune.pipelines.ml._pbt",
+        "run_pbt": "sigtune.pipelines.ml._pbt",
     }
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from sigtune.pipelines.ml._data import EventData, load_data
     from sigtune.pipelines.ml._generate import make_hep_dataset
-    from sigtune.pipelines.ml._history import History, OvertrainingCondition, train_val_gap
+    from sigtune.pipelines.ml._history import (
+        EpochAction,
+        History,
+        OvertrainingCondition,
+        train_val_gap,
+    )
     from sigtune.pipelines.ml._metrics import (
         METRICS,
         Metric,
@@ -101,6 +109,7 @@ if TYPE_CHECKING:  # pragma: no cover
         z0_workspace,
     )
     from sigtune.pipelines.ml._mlp import build_mlp
+    from sigtune.pipelines.ml._pbt import PBTStage, run_pbt
     from sigtune.pipelines.ml._registry import (
         TRAINABLES,
         load_trainable,
@@ -141,6 +150,7 @@ __all__ = [
     "METRICS",
     "TRAINABLES",
     "CVResult",
+    "EpochAction",
     "EvaluationResult",
     "EventData",
     "FoldResult",
@@ -149,6 +159,7 @@ __all__ = [
     "Metric",
     "Monitor",
     "OvertrainingCondition",
+    "PBTStage",
     "PipelineConfig",
     "PipelineResult",
     "SelectionResult",
@@ -178,6 +189,7 @@ __all__ = [
     "register_metric",
     "register_trainable",
     "roc_curve",
+    "run_pbt",
     "run_pipeline",
     "scale_to_yields",
     "select_trials",

@@ -483,7 +483,9 @@ def run_pbt(
                     # keep all: with num_to_keep, a donor may delete the checkpoint that PBT
                     # chose for an exploit before the child restores it (then the child fails)
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-                    failure_config=tune.FailureConfig(max_failures=0),
+                    # a failed member ends the experiment: synchronous PBT would otherwise wait
+                    # for it at the next interval forever
+                    failure_config=tune.FailureConfig(max_failures=0, fail_fast=True),
                 ),
             )
         grid = tuner.fit()

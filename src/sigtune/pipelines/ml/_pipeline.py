@@ -646,7 +646,7 @@ class _Runner:
             for up in upstream
             if up in self.result.outputs
         }
-        if name in ("presearch", "search"):
+        if name in ("presearch", "search", "pbt"):
             out["search_space"] = _digest(cfg.search_space)
         if name == "selection":
             out["study"] = self.study_record()
