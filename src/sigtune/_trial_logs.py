@@ -1,21 +1,79 @@
 """What one trial left behind: its fail reason, traceback and captured output (``sigtune status
 --trial N``).
 
-Engines keep the traceback of a failed trial in ``system_attrs["sigtune:traceback"]`` and, where
-they capture it (the Ray engine), the last characters of the trial's stdout/stderr in
-``system_attrs["sigtune:log"]``.
+Engines keep the traceback of a failed trial in ``system_attrs["sigtune:traceback"]`` and the last
+:data:`LOG_CHARS` characters of what the objective wrote to ``sys.stdout`` / ``sys.stderr`` (still
+printed as well: :func:`captured_output`) in ``system_attrs["sigtune:log"]``, when it wrote anything.
+Output written by C code straight to the file descriptors is not captured.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 from sigtune._exceptions import ConfigError
 
-__all__ = ["LOG_KEY", "TRACEBACK_KEY", "format_trial_log", "has_logs", "trial_log"]
+__all__ = [
+    "LOG_CHARS",
+    "LOG_KEY",
+    "TRACEBACK_KEY",
+    "captured_output",
+    "format_trial_log",
+    "has_logs",
+    "trial_log",
+]
 
 LOG_KEY = "sigtune:log"
 TRACEBACK_KEY = "sigtune:traceback"
+LOG_CHARS = 4000  # the end of a trial's output is kept: where the error usually is
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the original stream and keeps a copy."""
+
+    def __init__(self, stream: Any, copy: io.StringIO) -> None:
+        self._stream, self._copy = stream, copy
+
+    def write(self, text: str) -> int:
+        self._copy.write(text)
+        with contextlib.suppress(Exception):
+            self._stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stream.flush()
+
+    def fileno(self) -> int:  # libraries that write to the descriptor still find it
+        return int(self._stream.fileno())
+
+    def isatty(self) -> bool:
+        with contextlib.suppress(Exception):
+            return bool(self._stream.isatty())
+        return False
+
+
+@contextlib.contextmanager
+def captured_output(buf: io.StringIO) -> Iterator[None]:
+    """Copy what is written to ``sys.stdout`` / ``sys.stderr`` in the block into ``buf``.
+
+    Example:
+        >>> buf = io.StringIO()
+        >>> with captured_output(buf):
+        ...     print("epoch 1: loss 0.5")
+        epoch 1: loss 0.5
+        >>> buf.getvalue()
+        'epoch 1: loss 0.5\\n'
+    """
+    with (
+        contextlib.redirect_stdout(_Tee(sys.stdout, buf)),
+        contextlib.redirect_stderr(_Tee(sys.stderr, buf)),
+    ):
+        yield
 
 
 def trial_log(study: Any, number: int) -> dict[str, Any]:

@@ -57,7 +57,7 @@ from sigtune._exceptions import ConfigError
 from sigtune._optuna_compat import stop_requested, study_storage, trial_id
 from sigtune._run import ProgressSink, RunOutcome, RunPlan, StudyRef, TrialFunction
 from sigtune._storage import FAIL_REASON_KEY
-from sigtune._trial_logs import LOG_KEY
+from sigtune._trial_logs import LOG_CHARS, LOG_KEY, captured_output
 from sigtune.engines._local import _Shared
 from sigtune.engines._trial import (
     INTERRUPTED_REASON,
@@ -72,7 +72,6 @@ from sigtune.engines._trial import (
 
 __all__ = ["LOG_KEY", "TRACEBACK_KEY", "RayEngine", "RemoteTrial"]
 
-_LOG_CHARS = 4000
 _POLL_S = 0.2
 
 
@@ -188,23 +187,6 @@ class RemoteTrial:
         }
 
 
-class _Tee(io.TextIOBase):
-    """Writes to the original stream and keeps a copy."""
-
-    def __init__(self, stream: Any, copy: io.StringIO) -> None:
-        self._stream, self._copy = stream, copy
-
-    def write(self, text: str) -> int:
-        self._copy.write(text)
-        with contextlib.suppress(Exception):
-            self._stream.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        with contextlib.suppress(Exception):
-            self._stream.flush()
-
-
 def _execute(
     objective: TrialFunction,
     broker: Any,
@@ -221,10 +203,7 @@ def _execute(
     trial = RemoteTrial(broker, trial_id, number, params, distributions, pruning)
     buf = io.StringIO()
     out: dict[str, Any] = {"state": "complete", "result": None}
-    with (
-        contextlib.redirect_stdout(_Tee(sys.stdout, buf)),
-        contextlib.redirect_stderr(_Tee(sys.stderr, buf)),
-    ):
+    with captured_output(buf):
         try:
             out["result"] = objective(trial)  # type: ignore[arg-type]
         except optuna.TrialPruned:
@@ -232,9 +211,9 @@ def _execute(
         except Exception as exc:  # the objective's failure becomes a FAILED trial
             out["state"] = "fail"
             out["reason"] = fail_reason(exc)
-            out["traceback"] = traceback.format_exc()[-_LOG_CHARS:]
+            out["traceback"] = traceback.format_exc()[-LOG_CHARS:]
     out.update(trial.pending())
-    out["log"] = buf.getvalue()[-_LOG_CHARS:]
+    out["log"] = buf.getvalue()[-LOG_CHARS:]
     return out
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import math
 import numbers
 import os
@@ -54,6 +55,7 @@ from sigtune._optuna_compat import (
 from sigtune._run import RunPlan, StopReason, StudyRef, TrialFunction
 from sigtune._storage import FAIL_REASON_KEY, FAIL_TRACEBACK_KEY
 from sigtune._target import mark_uncounted
+from sigtune._trial_logs import LOG_CHARS, LOG_KEY, captured_output
 
 __all__ = [
     "CONSTRAINTS_KEY",
@@ -282,6 +284,7 @@ def run_trial(
     failure: BaseException | None = None
     timeout = plan.trial_timeout
     guard.timed_out = False
+    output = io.StringIO()
     try:
         try:
             guard.in_objective = True
@@ -290,7 +293,7 @@ def run_trial(
             if timeout is not None:
                 guard.mark(time.monotonic())
                 signal.setitimer(signal.ITIMER_REAL, timeout)
-            with heartbeat(study, trial):  # server databases: Optuna's heartbeat thread
+            with heartbeat(study, trial), captured_output(output):  # heartbeat: server databases
                 result = objective(trial)
         finally:
             guard.in_objective = False
@@ -329,6 +332,9 @@ def run_trial(
                 if reason is not None:
                     state, values = TrialState.FAIL, None
 
+    log = output.getvalue()
+    if log:  # only when the objective printed: no extra storage write per trial otherwise
+        study_storage(study).set_trial_system_attr(trial_id(trial), LOG_KEY, log[-LOG_CHARS:])
     if state == TrialState.FAIL:
         storage = study_storage(study)
         storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_KEY, reason)
