@@ -405,7 +405,9 @@ def run_pbt(
         try:
             from ray.tune.schedulers.pb2 import PB2
         except ImportError as exc:  # pragma: no cover
-            raise ConfigError("scheduler pb2 needs GPy and scikit-learn: pip install 'sigtune[pbt]'") from exc
+            raise ConfigError(
+                "scheduler pb2 needs GPy and scikit-learn: pip install 'sigtune[pbt]'"
+            ) from exc
         scheduler: Any = PB2(
             time_attr="epoch",
             perturbation_interval=stage.perturbation_interval,
