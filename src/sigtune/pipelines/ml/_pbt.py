@@ -397,7 +397,7 @@ def run_pbt(
         import ray
         from ray import tune
     except ImportError as exc:  # pragma: no cover
-        raise ConfigError("the pbt stage needs Ray Tune: pip install 'sigtune[ray]'") from exc
+        raise ConfigError("the pbt stage needs Ray Tune: pip install 'sigtune[pbt]'") from exc
     stage_dir = Path(stage_dir).resolve()
     mode = "min" if direction == "minimize" else "max"
     mutable = sorted(mutations)
@@ -405,7 +405,9 @@ def run_pbt(
         try:
             from ray.tune.schedulers.pb2 import PB2
         except ImportError as exc:  # pragma: no cover
-            raise ConfigError("scheduler pb2 needs GPy and scikit-learn: pip install GPy") from exc
+            raise ConfigError(
+                "scheduler pb2 needs GPy and scikit-learn: pip install 'sigtune[pbt]'"
+            ) from exc
         scheduler: Any = PB2(
             time_attr="epoch",
             perturbation_interval=stage.perturbation_interval,
