@@ -228,14 +228,24 @@ def run_hyperopt(space_def: Space, f: Objective, budget: int, seed: int) -> dict
     def obj(p: dict[str, Any]) -> dict[str, Any]:
         t = time.perf_counter()
         times.append(t - last[0])
-        p = {k: (round(x) if _flat(space_def)[k].get("value_type") == "int" else x) for k, x in p.items()}
+        p = {
+            k: (round(x) if _flat(space_def)[k].get("value_type") == "int" else x)
+            for k, x in p.items()
+        }
         val = f(p)
         best[0] = min(best[0], val)
         last[0] = time.perf_counter()
         return {"loss": val, "status": STATUS_OK}
 
-    fmin(obj, space, algo=tpe.suggest, max_evals=budget, trials=Trials(),
-         rstate=np.random.default_rng(seed), show_progressbar=False)
+    fmin(
+        obj,
+        space,
+        algo=tpe.suggest,
+        max_evals=budget,
+        trials=Trials(),
+        rstate=np.random.default_rng(seed),
+        show_progressbar=False,
+    )
     return {"best": best[0], "overhead": statistics.median(times)}
 
 
@@ -248,7 +258,11 @@ def run_ngopt(space_def: Space, f: Objective, budget: int, seed: int) -> dict[st
             params[k] = ng.p.Choice(v["values"])
         else:
             lo, hi = v["bounds"]
-            p = ng.p.Log(lower=lo, upper=hi) if v.get("sampling") == "log" else ng.p.Scalar(lower=lo, upper=hi)
+            p = (
+                ng.p.Log(lower=lo, upper=hi)
+                if v.get("sampling") == "log"
+                else ng.p.Scalar(lower=lo, upper=hi)
+            )
             if v.get("value_type") == "int":
                 p = p.set_integer_casting()
             params[k] = p
@@ -355,12 +369,19 @@ def run_suite(suite: str, quick: bool, seeds: int, optimizers: list[str]) -> Non
                     continue
                 t0 = time.perf_counter()
                 r = run_one(opt, space, f, budget, seed)
-                r.update(optimizer=opt, problem=pid, seed=seed, budget=budget,
-                         wall=time.perf_counter() - t0)
+                r.update(
+                    optimizer=opt,
+                    problem=pid,
+                    seed=seed,
+                    budget=budget,
+                    wall=time.perf_counter() - t0,
+                )
                 results.append(r)
                 path.write_text(json.dumps(results, indent=1))  # resumable
-                print(f"{pid:<28} seed {seed} {opt:<9} best {r['best']:.6g} "
-                      f"({r['wall']:.1f} s)", flush=True)
+                print(
+                    f"{pid:<28} seed {seed} {opt:<9} best {r['best']:.6g} ({r['wall']:.1f} s)",
+                    flush=True,
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     parts = {s: position(out[s]) if s in out and "auto" in out[s] else None for s in ("bbob", "ml")}
     if all(parts.values()):
         (r1, n1, s1), (r2, n2, s2) = parts["bbob"], parts["ml"]  # type: ignore[misc]
-        print(f"auto rank: bbob {r1} of {n1}, ml {r2} of {n2}; mean normalized bbob {s1:.3f}, ml {s2:.3f}")
+        print(
+            f"auto rank: bbob {r1} of {n1}, ml {r2} of {n2}; mean normalized bbob {s1:.3f}, ml {s2:.3f}"
+        )
     return 0
 
 
