@@ -337,7 +337,7 @@ def table(suite: str, summary: Mapping[str, Mapping[str, float]]) -> str:
         f"suite {suite}",
         f"{'optimizer':<10} {'mean normalized':>16} {'avg rank':>9} {'overhead/ask [s]':>17} {'runs':>5}",
     ]
-    for o, s in sorted(summary.items(), key=lambda kv: kv[1]["score"]):
+    for o, s in sorted(summary.items(), key=lambda kv: (kv[1]["score"], kv[1]["rank"])):
         lines.append(
             f"{o:<10} {s['score']:>16.3f} {s['rank']:>9.2f} {s['overhead']:>17.4f} {s['n']:>5d}"
         )
@@ -345,7 +345,7 @@ def table(suite: str, summary: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def position(summary: Mapping[str, Mapping[str, float]]) -> tuple[int, int, float]:
-    order = sorted(summary, key=lambda o: summary[o]["score"])
+    order = sorted(summary, key=lambda o: (summary[o]["score"], summary[o]["rank"]))
     return order.index("auto") + 1, len(order), summary["auto"]["score"]
 
 
