@@ -28,7 +28,8 @@ known about the problem, and delegates every call to it. The rules, first match 
 objective the space is learnt from the first completed trial (sampled at random); the choice
 is made then. Thresholds are options of ``auto``; ``policy: "module:function"`` replaces the
 rules by a function ``f(AutoContext) -> AutoChoice | tuple[name, options]``. The decision is
-stored in ``AutoSampler.choice`` (with the reason) and logged.
+stored in ``AutoSampler.choice`` (with the reason) and logged, and every trial records the
+sampler used for it and why in its user attributes ``auto:sampler`` and ``auto:reason``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ if TYPE_CHECKING:
     from optuna.study import Study
 
 __all__ = [
+    "AUTO_REASON_ATTR",
+    "AUTO_SAMPLER_ATTR",
     "SAMPLER_NAMES",
     "AutoChoice",
     "AutoContext",
@@ -92,6 +95,10 @@ _CROSSOVERS: Mapping[str, str] = {
     "undx": "UNDXCrossover",
     "spx": "SPXCrossover",
 }
+
+#: Trial user attributes where ``auto`` records the sampler it used for the trial and why.
+AUTO_SAMPLER_ATTR = "auto:sampler"
+AUTO_REASON_ATTR = "auto:reason"
 
 _AUTO_OPTIONS: Mapping[str, Any] = {
     "gp_max_dim": 10,
@@ -641,6 +648,13 @@ class AutoSampler(BaseSampler):
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._maybe_decide(study)
+        if self._choice is not None:
+            name, reason = self._choice.name, self._choice.reason
+        else:
+            name, reason = "random", "search space not known yet: learnt from the first trial"
+        # explainability: which sampler auto used for this trial, and why
+        study._storage.set_trial_user_attr(trial._trial_id, AUTO_SAMPLER_ATTR, name)
+        study._storage.set_trial_user_attr(trial._trial_id, AUTO_REASON_ATTR, reason)
         self._delegate.before_trial(study, trial)
 
     def infer_relative_search_space(
