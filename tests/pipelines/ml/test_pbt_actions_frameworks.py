@@ -1,0 +1,136 @@
+"""Epoch actions (checkpoint / load with new hyperparameters) of the Lightning and Keras
+trainables, which PBT needs (issue 13: every per-epoch trainable works)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sigtune._exceptions import ConfigError  # noqa: E402
+from sigtune.pipelines.ml import make_hep_dataset, make_trainable, split_random  # noqa: E402
+from sigtune.pipelines.ml._history import EpochAction  # noqa: E402
+
+DATA = make_hep_dataset(400, n_informative=3, n_correlated=0, n_noise=1, seed=3)
+SPLITS = split_random(DATA, val_fraction=0.3, seed=1)
+FAST = {"batch_size": 64, "learning_rate": 0.01, "max_epochs": 5, "patience": None}
+
+
+def _weights(model: Any) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def lightning_factory(n_in: int, n_out: int, params: Mapping[str, Any]) -> Any:
+    import lightning as L
+    import torch.nn.functional as F
+
+    class Net(L.LightningModule):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(n_in, 8), torch.nn.ReLU(), torch.nn.Linear(8, n_out)
+            )
+            self.lr = float(params.get("learning_rate", 0.01))
+
+        def forward(self, x: Any) -> Any:
+            return self.net(x)
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            x, y, w = batch
+            logits = self(x).reshape(-1)
+            loss = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="none")
+            return (loss * w).mean()
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+    return Net()
+
+
+def _lightning(**kw: Any) -> Any:
+    pytest.importorskip("lightning")
+    return make_trainable("lightning", module=lightning_factory, **kw)
+
+
+def test_lightning_checkpoint_action_writes_the_full_state(tmp_path: Path) -> None:
+    t = _lightning(seed=0)
+    seen: dict[str, Any] = {}
+
+    def report(epoch: int, m: Mapping[str, float]) -> EpochAction:
+        if epoch == 3:
+            seen["w"] = _weights(t._live["model"])
+            return EpochAction.checkpoint(tmp_path / "c3")
+        return EpochAction.proceed()
+
+    t.fit(SPLITS.train, SPLITS.val, FAST, report=report)
+    state = torch.load(tmp_path / "c3" / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 3
+    assert len(state["metrics"]["val_loss"]) == 3
+    assert state["optimizer"]["state"]  # Adam moments are there
+    assert state["scaler"]["mean"] is not None
+    for k, v in seen["w"].items():
+        np.testing.assert_array_equal(state["model"][k].numpy(), v)
+
+
+def test_lightning_load_action_copies_weights_and_changes_the_learning_rate(
+    tmp_path: Path,
+) -> None:
+    donor = _lightning(seed=1)
+    donor.fit(SPLITS.train, SPLITS.val, {**FAST, "max_epochs": 3})
+    donor.save_checkpoint(tmp_path / "donor")
+    parent = torch.load(tmp_path / "donor" / "checkpoint.pt", weights_only=False)
+    assert parent["epoch"] == 3 and parent["optimizer"]["param_groups"][0]["lr"] == 0.01
+
+    child = _lightning(seed=0, restore_best_weights=False)
+    after: dict[str, Any] = {}
+
+    def report(epoch: int, m: Mapping[str, float]) -> EpochAction | None:
+        live = child._live
+        if epoch == 2 and "loaded" not in after:
+            after["loaded"] = True
+            # a vanishing rate: Adam's steps are ~1e-12, so the weights stay the donor's
+            return EpochAction.load(tmp_path / "donor", {"learning_rate": 1e-12})
+        after.setdefault("epochs", []).append(epoch)
+        after["lr"] = [g["lr"] for g in live["opt"].param_groups]
+        after["w"] = _weights(live["model"])
+        return None
+
+    h = child.fit(SPLITS.train, SPLITS.val, FAST, report=report)
+    assert after["epochs"] == [1, 4, 5]  # the epoch counter came from the checkpoint (3)
+    assert after["lr"] == [1e-12]
+    assert len(h.metrics["val_loss"]) == 5  # donor's 3 epochs + 2 of its own
+    np.testing.assert_allclose(h.metrics["val_loss"][:3], donor.history_.metrics["val_loss"])
+    for k, v in after["w"].items():
+        np.testing.assert_allclose(v, parent["model"][k].numpy(), rtol=0, atol=1e-9)
+    assert child.params_["learning_rate"] == 1e-12
+    assert child.loaded_digest_ is not None
+
+
+def test_lightning_start_from_continues_with_a_new_rate(tmp_path: Path) -> None:
+    donor = _lightning(seed=1, restore_best_weights=False)
+    donor.fit(SPLITS.train, SPLITS.val, {**FAST, "max_epochs": 2})
+    donor.save_checkpoint(tmp_path / "d")
+    w0 = _weights(donor.model_)
+    lrs: list[float] = []
+    child = _lightning(seed=1, restore_best_weights=False)
+
+    def report(epoch: int, m: Mapping[str, float]) -> None:
+        lrs.append(child._live["opt"].param_groups[0]["lr"])
+
+    h = child.fit(
+        SPLITS.train,
+        SPLITS.val,
+        {**FAST, "max_epochs": 4, "learning_rate": 0.05},
+        report=report,
+        start_from=tmp_path / "d",
+    )
+    assert lrs == [0.05, 0.05] and h.n_epochs == 4
+    w1 = _weights(child.model_)
+    assert any(not np.array_equal(w0[k], w1[k]) for k in w0)
+    with pytest.raises(ConfigError, match="no checkpoint at"):
+        _lightning().fit(SPLITS.train, SPLITS.val, FAST, start_from=tmp_path / "missing")
