@@ -256,7 +256,7 @@ class LightningTrainable(_Base):
                 return hist
             resume = str(last) if last is not None and last.exists() else None
             load: tuple[Path, dict[str, Any]] | None = None
-            if resume is not None:  # the segment (after a load) the resumed fit belongs to
+            if resume is not None and last is not None:  # the segment the resumed fit is in
                 cb_state = next(
                     (
                         v
@@ -495,6 +495,7 @@ class KerasTrainable(_Base):
     Args:
         builder: The model builder or its import path.
         defaults: Default params (``max_epochs`` 10, ``batch_size`` 64, optimiser settings).
+        restore_best_weights: Keep the best epoch's weights at the end (default) or the last.
         **options: Common trainable options.
     """
 
@@ -505,9 +506,11 @@ class KerasTrainable(_Base):
         builder: Callable[..., Any] | str | None = None,
         *,
         defaults: Mapping[str, Any] | None = None,
+        restore_best_weights: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        self.restore_best_weights = bool(restore_best_weights)
         self.builder, self.builder_ref = _resolve_factory(builder, "keras")
         self.defaults = dict(defaults or {})
         self.model_: Any = None
@@ -521,13 +524,22 @@ class KerasTrainable(_Base):
         *,
         report: Reporter | None = None,
         checkpoint_dir: Path | str | None = None,
+        start_from: Path | str | None = None,
     ) -> History:
-        """Train one epoch per ``model.fit`` call; metrics, early stopping and reports per epoch."""
+        """Train one epoch per ``model.fit`` call; metrics, early stopping and reports per epoch.
+
+        ``report`` may return any :class:`EpochAction`: ``checkpoint`` writes the full training
+        state (:meth:`save_checkpoint`); ``load`` restores a checkpoint (weights, optimiser
+        variables, epoch, metrics, scaler), sets the optimiser's ``learning_rate`` variable to
+        the new params' ``learning_rate`` and continues after the checkpoint's epoch.
+        ``start_from`` does the same before the first epoch. Checkpoints need the torch backend.
+        """
+        from sigtune.pipelines.ml._history import EpochAction
+
         keras = _import_keras()
         scaler, tw, vw = self._prepare(train, val)
         p = {**self.defaults, **dict(params or {})}
         max_epochs = int(p.get("max_epochs", 10))
-        batch = int(p.get("batch_size", 64))
         n_out = 1 if train.n_classes == 2 else train.n_classes
         self.n_outputs_ = n_out
         self.params_ = {k: v for k, v in p.items() if _is_json(v)}
@@ -543,47 +555,81 @@ class KerasTrainable(_Base):
                 ),
                 loss="binary_crossentropy" if n_out == 1 else "categorical_crossentropy",
             )
-        Xt = scaler.transform(tw)
         yt = tw.y.astype(np.float32) if n_out == 1 else tw.one_hot().astype(np.float32)
-        Xtr_eval, Xv = scaler.transform(train), scaler.transform(val)
+        data: dict[str, Any] = {}
+
+        def set_data(sc: Any) -> None:
+            data["Xt"] = sc.transform(tw)
+            data["Xtr_eval"], data["Xv"] = sc.transform(train), sc.transform(val)
+
+        set_data(scaler)
         train_eval = _weighted_train_eval(train, self.normalize_weights, self.class_weights)
         es = self._early_stopping()
-        metrics: dict[str, list[float]] = {}
-        best: Any = None
-        start, pruned, stop_reason = 0, False, "max_epochs"
+        live: dict[str, Any] = {
+            "model": model,
+            "epoch": 0,
+            "metrics": {},
+            "es": es,
+            "best": None,
+            "p": dict(p),
+            "scaler": scaler,
+            "n_train": len(train),
+        }
+        self._live = live
+        pruned, stop_reason = False, "max_epochs"
         ckdir = None if checkpoint_dir is None else Path(checkpoint_dir)
         if ckdir is not None and (ckdir / "keras_state.json").exists():
             state = json.loads((ckdir / "keras_state.json").read_text())
             model.load_weights(str(ckdir / "last.weights.h5"))
-            metrics = {k: list(v) for k, v in state["metrics"].items()}
+            live["metrics"] = {k: list(v) for k, v in state["metrics"].items()}
             es.load_state_dict(state["early_stopping"])
-            start = int(state["epoch"])
+            live["epoch"] = int(state["epoch"])
             if (ckdir / "best.weights.h5").exists():
                 model.load_weights(str(ckdir / "best.weights.h5"))
-                best = model.get_weights()
+                live["best"] = model.get_weights()
                 model.load_weights(str(ckdir / "last.weights.h5"))
             if state.get("finished"):
-                start, pruned, stop_reason = max_epochs, bool(state["pruned"]), state["stop_reason"]
-        for epoch in range(start + 1, max_epochs + 1):
+                live["epoch"] = max_epochs
+                pruned, stop_reason = bool(state["pruned"]), state["stop_reason"]
+        elif start_from is not None:
+            self._keras_restore(_read_keras_checkpoint(start_from), p)
+            if live["scaler"] is not scaler:
+                set_data(live["scaler"])
+        while live["epoch"] < max_epochs:
+            epoch = live["epoch"] + 1
             model.fit(
-                Xt,
+                data["Xt"],
                 yt,
                 sample_weight=tw.w,
-                batch_size=batch,
+                batch_size=int(live["p"].get("batch_size", 64)),
                 epochs=epoch,
                 initial_epoch=epoch - 1,
                 verbose=0,
                 shuffle=True,
             )
-            p_tr = self._probs(model, Xtr_eval)
-            p_val = self._probs(model, Xv)
+            live["epoch"] = epoch
+            p_tr = self._probs(model, data["Xtr_eval"])
+            p_val = self._probs(model, data["Xv"])
             m = self._epoch_metrics(train, p_tr, val, vw, p_val, train_eval)
             for k, v in m.items():
-                metrics.setdefault(k, []).append(v)
+                live["metrics"].setdefault(k, []).append(v)
             improved, reason = es.update(epoch, m)
-            if improved or best is None:
-                best = model.get_weights()
-            if report_stops(report, epoch, dict(m), self.kind):
+            if improved or live["best"] is None:
+                live["best"] = model.get_weights()
+            action = EpochAction.of(report(epoch, dict(m))) if report is not None else None
+            if action is not None and action.kind == "checkpoint":
+                assert action.path is not None
+                self.save_checkpoint(action.path)
+            elif action is not None and action.kind == "load":
+                assert action.path is not None
+                old_scaler = live["scaler"]
+                self._keras_restore(_read_keras_checkpoint(action.path), action.params)
+                if live["scaler"] is not old_scaler:
+                    set_data(live["scaler"])
+                continue
+            elif action is not None and action.params:
+                self._keras_set_params(action.params)
+            if action is not None and action.stops:
                 pruned, reason = True, "pruned"
             if reason is not None:
                 stop_reason = reason
@@ -596,7 +642,7 @@ class KerasTrainable(_Base):
                     json.dumps(
                         {
                             "epoch": epoch,
-                            "metrics": metrics,
+                            "metrics": live["metrics"],
                             "early_stopping": es.state_dict(),
                             "finished": reason is not None or epoch == max_epochs,
                             "pruned": pruned,
@@ -606,11 +652,97 @@ class KerasTrainable(_Base):
                 )
             if reason is not None:
                 break
-        if best is not None:
-            model.set_weights(best)
+        self.params_ = {k: v for k, v in live["p"].items() if _is_json(v)}
+        if live["best"] is not None and self.restore_best_weights:
+            model.set_weights(live["best"])
         self.model_ = model
-        self.history_ = es.history(metrics, pruned=pruned, stop_reason=stop_reason)
+        self.history_ = es.history(live["metrics"], pruned=pruned, stop_reason=stop_reason)
         return self.history_
+
+    _live: dict[str, Any] | None = None
+    loaded_digest_: str | None = None
+
+    def _keras_set_params(self, params: Mapping[str, Any]) -> None:
+        from sigtune.pipelines.ml._mlp import is_architecture
+
+        live = self._live
+        assert live is not None
+        changed = sorted(k for k in params if is_architecture(k) and params[k] != live["p"].get(k))
+        if changed:
+            raise ConfigError(
+                f"architecture parameters {changed} cannot change during a training: only "
+                "training hyperparameters (learning rate, batch size, ...) may"
+            )
+        live["p"] = {**live["p"], **dict(params)}
+        if "learning_rate" in params:
+            live["model"].optimizer.learning_rate = float(params["learning_rate"])
+
+    def _keras_restore(self, state: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        from sigtune.pipelines.ml._mlp import weights_digest
+        from sigtune.pipelines.ml._scaling import InputScaler
+
+        live = self._live
+        assert live is not None
+        model = live["model"]
+        old = dict(state.get("params") or {})
+        live["p"] = {**live["p"], **old}
+        model.set_weights(state["weights"])
+        opt = model.optimizer
+        if not getattr(opt, "built", True):
+            opt.build(model.trainable_variables)
+        names = [v.path for v in opt.variables]
+        if names != list(state["optimizer_paths"]):
+            raise ConfigError(
+                f"the checkpoint's optimiser variables {state['optimizer_paths']} do not match "
+                f"the model's {names}: same builder and optimiser needed"
+            )
+        for var, value in zip(opt.variables, state["optimizer"], strict=True):
+            var.assign(value)
+        live["es"].load_state_dict(state["early_stopping"])
+        live["metrics"] = {k: list(v) for k, v in state["metrics"].items()}
+        live["best"] = state["best_weights"]
+        live["epoch"] = int(state["epoch"])
+        if state.get("scaler") is not None:
+            loaded = InputScaler.from_dict(state["scaler"])
+            if loaded.to_dict() != live["scaler"].to_dict():
+                live["scaler"] = self.scaler_ = loaded
+        self._keras_set_params(dict(params))
+        self.loaded_digest_ = weights_digest(model.state_dict())
+
+    def save_checkpoint(self, path: Path | str) -> Path:
+        """Save the full training state into directory ``path`` (``checkpoint.pt``): weights,
+        optimiser variables (Adam moments, iteration, learning rate), epoch, metrics,
+        early-stopping counters, best weights, hyperparameters and input scaler. Works during
+        :meth:`fit` (from a ``report`` callback) and after it; needs the torch backend."""
+        from sigtune.pipelines.ml._mlp import _CHECKPOINT, _save_checkpoint
+
+        live = self._live
+        if live is None:
+            raise ConfigError("no training state to checkpoint: call fit() first")
+        model = live["model"]
+        if not hasattr(model, "state_dict"):
+            raise ConfigError(
+                "Keras checkpoints during training need the torch backend (KERAS_BACKEND=torch)"
+            )
+        opt = model.optimizer
+        out = Path(path) / _CHECKPOINT
+        _save_checkpoint(
+            out,
+            {
+                "epoch": int(live["epoch"]),
+                "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                "weights": [np.array(w) for w in model.get_weights()],
+                "optimizer": [np.array(v.numpy()) for v in opt.variables],
+                "optimizer_paths": [v.path for v in opt.variables],
+                "early_stopping": live["es"].state_dict(),
+                "metrics": {k: list(v) for k, v in live["metrics"].items()},
+                "best_weights": live["best"],
+                "params": _jsonable_dict(live["p"]),
+                "n_train": int(live["n_train"]),
+                "scaler": live["scaler"].to_dict(),
+            },
+        )
+        return out
 
     def _probs(self, model: Any, X: np.ndarray) -> np.ndarray:
         out = np.asarray(model.predict(X.astype(np.float32), verbose=0), dtype=np.float64)
@@ -645,6 +777,20 @@ class KerasTrainable(_Base):
         obj.n_outputs_ = int(meta["n_outputs"])
         obj.model_ = keras.models.load_model(str(Path(path) / "model.keras"))
         return obj
+
+
+def _read_keras_checkpoint(path: Path | str) -> dict[str, Any]:
+    from sigtune.pipelines.ml._mlp import _CHECKPOINT
+
+    file = Path(path)
+    if file.is_dir():
+        file = file / _CHECKPOINT
+    if not file.is_file():
+        raise ConfigError(f"no checkpoint at {file} (written by KerasTrainable.save_checkpoint)")
+    state = load_torch(file, "cpu")
+    if not isinstance(state, dict) or "weights" not in state or "optimizer_paths" not in state:
+        raise ConfigError(f"{file} is not a KerasTrainable checkpoint")
+    return state
 
 
 def _jsonable_dict(p: Mapping[str, Any]) -> dict[str, Any]:
