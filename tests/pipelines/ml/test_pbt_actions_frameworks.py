@@ -134,3 +134,107 @@ def test_lightning_start_from_continues_with_a_new_rate(tmp_path: Path) -> None:
     assert any(not np.array_equal(w0[k], w1[k]) for k in w0)
     with pytest.raises(ConfigError, match="no checkpoint at"):
         _lightning().fit(SPLITS.train, SPLITS.val, FAST, start_from=tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------- Keras (torch backend)
+KERAS_SCRIPT = r"""
+import json, sys, tempfile
+from pathlib import Path
+import numpy as np
+import torch
+from sigtune.pipelines.ml import make_hep_dataset, make_trainable, split_random
+from sigtune.pipelines.ml._history import EpochAction
+
+def builder(n_in, n_out, params):
+    import keras
+    return keras.Sequential([
+        keras.Input((n_in,)),
+        keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(n_out, activation="sigmoid"),
+    ])
+
+d = make_hep_dataset(400, n_informative=3, n_correlated=0, n_noise=1, seed=3)
+s = split_random(d, val_fraction=0.3, seed=1)
+fast = {"batch_size": 64, "learning_rate": 0.01, "max_epochs": 5, "patience": None}
+tmp = Path(tempfile.mkdtemp())
+out = {}
+
+# checkpoint action: the file holds this epoch's weights and the optimiser state
+t = make_trainable("keras", builder=builder, seed=0)
+seen = {}
+def rep(e, m):
+    if e == 3:
+        seen["w"] = [np.array(w) for w in t._live["model"].get_weights()]
+        return EpochAction.checkpoint(tmp / "c3")
+t.fit(s.train, s.val, fast, report=rep)
+st = torch.load(tmp / "c3" / "checkpoint.pt", weights_only=False)
+out["ck_epoch"] = st["epoch"]
+out["ck_metrics"] = len(st["metrics"]["val_loss"])
+out["ck_weights_equal"] = all(np.array_equal(a, b) for a, b in zip(st["weights"], seen["w"]))
+out["ck_opt_paths"] = st["optimizer_paths"]
+out["ck_scaler"] = st["scaler"]["mean"] is not None
+
+# load action: donor's weights (within 1e-9 at lr 1e-12), epoch counter, new learning rate
+donor = make_trainable("keras", builder=builder, seed=1)
+donor.fit(s.train, s.val, {**fast, "max_epochs": 3})
+donor.save_checkpoint(tmp / "donor")
+parent = torch.load(tmp / "donor" / "checkpoint.pt", weights_only=False)
+child = make_trainable("keras", builder=builder, seed=0, restore_best_weights=False)
+after = {"epochs": []}
+def rep2(e, m):
+    if e == 2 and "loaded" not in after:
+        after["loaded"] = True
+        return EpochAction.load(tmp / "donor", {"learning_rate": 1e-12})
+    after["epochs"].append(e)
+    opt = child._live["model"].optimizer
+    after["lr"] = float(opt.learning_rate)
+    after["w"] = [np.array(w) for w in child._live["model"].get_weights()]
+h = child.fit(s.train, s.val, fast, report=rep2)
+out["epochs"] = after["epochs"]
+out["lr"] = after["lr"]
+out["n_metrics"] = len(h.metrics["val_loss"])
+out["head_diff"] = float(np.max(np.abs(
+    np.array(h.metrics["val_loss"][:3]) - np.array(donor.history_.metrics["val_loss"]))))
+out["w_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(after["w"], parent["weights"]))
+out["params_lr"] = child.params_["learning_rate"]
+out["digest"] = child.loaded_digest_ is not None
+
+# start_from: continues from the checkpoint's epoch with the new rate, and trains
+lrs = []
+c2 = make_trainable("keras", builder=builder, seed=1, restore_best_weights=False)
+h2 = c2.fit(s.train, s.val, {**fast, "max_epochs": 5, "learning_rate": 0.05},
+            report=lambda e, m: lrs.append(float(c2._live["model"].optimizer.learning_rate)),
+            start_from=tmp / "donor")
+out["start_lrs"] = lrs
+out["start_epochs"] = h2.n_epochs
+out["start_moved"] = any(
+    not np.array_equal(a, b) for a, b in zip(c2.model_.get_weights(), parent["weights"]))
+print(json.dumps(out))
+"""
+
+
+def test_keras_torch_backend_checkpoint_load_and_learning_rate() -> None:
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed")
+    env = {**os.environ, "KERAS_BACKEND": "torch", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", KERAS_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["ck_epoch"] == 3 and res["ck_metrics"] == 3 and res["ck_scaler"]
+    assert res["ck_weights_equal"]
+    assert any("momentum" in p for p in res["ck_opt_paths"])  # Adam moments are there
+    assert res["epochs"] == [1, 4, 5]  # the epoch counter came from the checkpoint (3)
+    assert res["lr"] == pytest.approx(1e-12, rel=1e-6)
+    assert res["n_metrics"] == 5 and res["head_diff"] < 1e-12
+    assert res["w_diff"] < 1e-6  # float32 weights; steps at lr 1e-12 are ~1e-12
+    assert res["params_lr"] == 1e-12 and res["digest"]
+    assert res["start_lrs"] == [pytest.approx(0.05), pytest.approx(0.05)]
+    assert res["start_epochs"] == 5 and res["start_moved"]

@@ -31,7 +31,7 @@ import numpy as np
 from sigtune._exceptions import ConfigError
 from sigtune.pipelines.ml._data import EventData
 from sigtune.pipelines.ml._device import check_device, load_torch, resolve_device
-from sigtune.pipelines.ml._history import History, Reporter, import_object, report_stops
+from sigtune.pipelines.ml._history import EpochAction, History, Reporter, import_object
 from sigtune.pipelines.ml._mlp import _qualname
 from sigtune.pipelines.ml._registry import register_trainable
 from sigtune.pipelines.ml._trainables import _Base, _binary_or_probs, _weighted_train_eval
@@ -110,7 +110,6 @@ class LightningTrainable(_Base):
             raise ConfigError(
                 "make_trainable('lightning') needs lightning: pip install 'sigtune[ml]'"
             ) from exc
-        from sigtune.pipelines.ml._history import EpochAction
         from sigtune.pipelines.ml._mlp import _read_checkpoint, weights_digest
 
         scaler, tw, vw = self._prepare(train, val)
@@ -534,7 +533,6 @@ class KerasTrainable(_Base):
         the new params' ``learning_rate`` and continues after the checkpoint's epoch.
         ``start_from`` does the same before the first epoch. Checkpoints need the torch backend.
         """
-        from sigtune.pipelines.ml._history import EpochAction
 
         keras = _import_keras()
         scaler, tw, vw = self._prepare(train, val)
@@ -690,11 +688,12 @@ class KerasTrainable(_Base):
         opt = model.optimizer
         if not getattr(opt, "built", True):
             opt.build(model.trainable_variables)
-        names = [v.path for v in opt.variables]
-        if names != list(state["optimizer_paths"]):
+        shapes = [tuple(v.shape) for v in opt.variables]
+        saved = [tuple(np.shape(a)) for a in state["optimizer"]]
+        if shapes != saved:  # variable names carry per-process suffixes: compare shapes
             raise ConfigError(
-                f"the checkpoint's optimiser variables {state['optimizer_paths']} do not match "
-                f"the model's {names}: same builder and optimiser needed"
+                f"the checkpoint's optimiser variables {state['optimizer_paths']} {saved} do not "
+                f"match the model's {shapes}: the same builder and optimiser are needed"
             )
         for var, value in zip(opt.variables, state["optimizer"], strict=True):
             var.assign(value)
