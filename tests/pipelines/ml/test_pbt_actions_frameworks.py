@@ -238,3 +238,46 @@ def test_keras_torch_backend_checkpoint_load_and_learning_rate() -> None:
     assert res["params_lr"] == 1e-12 and res["digest"]
     assert res["start_lrs"] == [pytest.approx(0.05), pytest.approx(0.05)]
     assert res["start_epochs"] == 5 and res["start_moved"]
+
+
+@pytest.mark.slow
+def test_pbt_stage_runs_a_lightning_population(tmp_path: Path) -> None:
+    """Two Lightning members on Ray Tune's PBT: exploits load the donor's weights."""
+    pytest.importorskip("lightning")
+    pytest.importorskip("ray.tune")
+    import sys
+
+    from ray import cloudpickle
+
+    from sigtune.pipelines.ml._cv import TrainableSpec
+    from sigtune.pipelines.ml._pbt import PBTStage, run_pbt
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers lack tests/ on path
+    stage = PBTStage.model_validate(
+        {
+            "population": 2,
+            "perturbation_interval": 2,
+            "max_epochs": 4,
+            "quantile_fraction": 0.5,
+            "resample_probability": 1.0,
+            "mutations": {"learning_rate": [0.1, 0.001]},
+            "max_concurrent": 1,
+            "num_cpus": 2,
+        }
+    )
+    out = run_pbt(
+        stage,
+        factory=TrainableSpec("lightning", {"module": lightning_factory, "metrics": []}),
+        train=SPLITS.train,
+        val=SPLITS.val,
+        monitor="val_loss",
+        direction="minimize",
+        members=[{**FAST, "learning_rate": lr} for lr in (0.1, 0.001)],
+        mutations={k: stage.mutations[k] for k in stage.mutations},
+        seed=0,
+        stage_dir=tmp_path / "pbt",
+    )
+    assert out["epochs_trained"] == 2 * 4
+    assert out["n_exploits"] >= 1
+    assert len(out["schedule"]) == 4
+    assert (tmp_path / "pbt" / "best_model" / "model.pt").is_file()
