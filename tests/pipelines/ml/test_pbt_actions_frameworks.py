@@ -252,7 +252,7 @@ def test_pbt_stage_runs_a_lightning_population(tmp_path: Path) -> None:
     from sigtune.pipelines.ml._cv import TrainableSpec
     from sigtune.pipelines.ml._pbt import PBTStage, run_pbt
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers lack tests/ on path
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
     stage = PBTStage.model_validate(
         {
             "population": 2,

@@ -7,12 +7,18 @@
   ``configure_optimizers()`` as usual. It is trained by a ``lightning.Trainer`` on CPU; a
   callback computes the metrics after every epoch, calls ``report`` and stops the trainer when
   pruned, early-stopped or overtrained. With ``checkpoint_dir`` the callback writes ``last.ckpt``
-  (``trainer.save_checkpoint``) every epoch and a new ``fit`` resumes from it.
+  (``trainer.save_checkpoint``) every epoch and a new ``fit`` resumes from it. The epoch actions
+  ``checkpoint`` / ``load`` (PBT) are supported: a load ends the current ``Trainer.fit`` at the
+  epoch boundary and a new ``fit`` continues from the restored state (weights, optimiser state,
+  epoch, metrics, scaler) with the optimiser's ``lr`` set to the new ``learning_rate``.
 * ``"keras"``: ``builder`` is ``builder(n_inputs, n_outputs, params) -> keras.Model`` whose
   outputs are probabilities (sigmoid for 1 output, softmax otherwise). Uncompiled models are
   compiled with Adam (``learning_rate``, ``Adam_beta_1``, ``one_minus_Adam_beta_2``,
   ``Adam_epsilon``) and binary / categorical cross-entropy. Keras 3 runs on any installed
-  backend (set ``KERAS_BACKEND``); keras is optional and imported only here.
+  backend (set ``KERAS_BACKEND``); keras is optional and imported only here. On the torch
+  backend the epoch actions ``checkpoint`` / ``load`` (PBT) are supported: weights, optimiser
+  variables, epoch, metrics and scaler are saved / restored and the optimiser's
+  ``learning_rate`` variable is set to the new value.
 """
 
 from __future__ import annotations
