@@ -7,12 +7,18 @@
   ``configure_optimizers()`` as usual. It is trained by a ``lightning.Trainer`` on CPU; a
   callback computes the metrics after every epoch, calls ``report`` and stops the trainer when
   pruned, early-stopped or overtrained. With ``checkpoint_dir`` the callback writes ``last.ckpt``
-  (``trainer.save_checkpoint``) every epoch and a new ``fit`` resumes from it.
+  (``trainer.save_checkpoint``) every epoch and a new ``fit`` resumes from it. The epoch actions
+  ``checkpoint`` / ``load`` (PBT) are supported: a load ends the current ``Trainer.fit`` at the
+  epoch boundary and a new ``fit`` continues from the restored state (weights, optimiser state,
+  epoch, metrics, scaler) with the optimiser's ``lr`` set to the new ``learning_rate``.
 * ``"keras"``: ``builder`` is ``builder(n_inputs, n_outputs, params) -> keras.Model`` whose
   outputs are probabilities (sigmoid for 1 output, softmax otherwise). Uncompiled models are
   compiled with Adam (``learning_rate``, ``Adam_beta_1``, ``one_minus_Adam_beta_2``,
   ``Adam_epsilon``) and binary / categorical cross-entropy. Keras 3 runs on any installed
-  backend (set ``KERAS_BACKEND``); keras is optional and imported only here.
+  backend (set ``KERAS_BACKEND``); keras is optional and imported only here. On the torch
+  backend the epoch actions ``checkpoint`` / ``load`` (PBT) are supported: weights, optimiser
+  variables, epoch, metrics and scaler are saved / restored and the optimiser's
+  ``learning_rate`` variable is set to the new value.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy as np
 from sigtune._exceptions import ConfigError
 from sigtune.pipelines.ml._data import EventData
 from sigtune.pipelines.ml._device import check_device, load_torch, resolve_device
-from sigtune.pipelines.ml._history import History, Reporter, import_object, report_stops
+from sigtune.pipelines.ml._history import EpochAction, History, Reporter, import_object
 from sigtune.pipelines.ml._mlp import _qualname
 from sigtune.pipelines.ml._registry import register_trainable
 from sigtune.pipelines.ml._trainables import _Base, _binary_or_probs, _weighted_train_eval
@@ -61,6 +67,7 @@ class LightningTrainable(_Base):
         defaults: Default params (``max_epochs`` default 10, ``batch_size`` default 64, plus
             anything the factory reads).
         device: ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` (see :mod:`sigtune.pipelines.ml._device`).
+        restore_best_weights: Keep the best epoch's weights at the end (default) or the last.
         **options: Common trainable options (``monitor``, ``metrics``, ``patience``, ...).
     """
 
@@ -72,9 +79,11 @@ class LightningTrainable(_Base):
         *,
         defaults: Mapping[str, Any] | None = None,
         device: str = "auto",
+        restore_best_weights: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        self.restore_best_weights = bool(restore_best_weights)
         self.device = check_device(device)
         self.factory, self.module_ref = _resolve_factory(module, "lightning")
         self.defaults = dict(defaults or {})
@@ -89,8 +98,17 @@ class LightningTrainable(_Base):
         *,
         report: Reporter | None = None,
         checkpoint_dir: Path | str | None = None,
+        start_from: Path | str | None = None,
     ) -> History:
-        """Train with ``lightning.Trainer``; see the module docstring for the module's contract."""
+        """Train with ``lightning.Trainer``; see the module docstring for the module's contract.
+
+        ``report`` may return any :class:`EpochAction`: ``checkpoint`` writes the full training
+        state (:meth:`save_checkpoint`); ``load`` ends the current ``Trainer.fit`` at the epoch
+        boundary, restores a checkpoint (weights, optimiser state, epoch, metrics, scaler) and
+        continues in a new ``fit`` from the checkpoint's epoch, with the optimiser's learning rate
+        set to ``learning_rate`` of the new params. ``start_from`` does the same before the first
+        epoch.
+        """
         try:
             import lightning as L
             import torch
@@ -98,6 +116,8 @@ class LightningTrainable(_Base):
             raise ConfigError(
                 "make_trainable('lightning') needs lightning: pip install 'sigtune[ml]'"
             ) from exc
+        from sigtune.pipelines.ml._mlp import _read_checkpoint, weights_digest
+
         scaler, tw, vw = self._prepare(train, val)
         p = {**self.defaults, **dict(params or {})}
         max_epochs = int(p.get("max_epochs", 10))
@@ -109,12 +129,23 @@ class LightningTrainable(_Base):
         self.params_ = {k: v for k, v in p.items() if _is_json(v)}
         ckdir = None if checkpoint_dir is None else Path(checkpoint_dir)
         train_eval = _weighted_train_eval(train, self.normalize_weights, self.class_weights)
-        Xtr_eval = scaler.transform(train)
-        Xv = scaler.transform(val)
+        data: dict[str, Any] = {}
         es = self._early_stopping()
         owner = self
         seed = 0 if self.seed is None else int(self.seed)
         gen = torch.Generator().manual_seed(seed)
+        offset = [0]  # epochs done before the current Trainer.fit (after a load)
+
+        def set_data(sc: Any) -> None:
+            data["Xtr_eval"], data["Xv"] = sc.transform(train), sc.transform(val)
+            ds = torch.utils.data.TensorDataset(
+                torch.as_tensor(sc.transform(tw), dtype=torch.float32),
+                torch.as_tensor(np.array(tw.y), dtype=torch.int64),
+                torch.as_tensor(np.array(tw.w), dtype=torch.float32),
+            )
+            data["loader"] = torch.utils.data.DataLoader(
+                ds, batch_size=batch, shuffle=True, generator=gen
+            )
 
         class _Report(L.Callback):  # type: ignore[misc]
             def __init__(self) -> None:
@@ -122,18 +153,43 @@ class LightningTrainable(_Base):
                 self.best: dict[str, Any] | None = None
                 self.pruned = False
                 self.reason = "max_epochs"
+                self.pending: tuple[Path, dict[str, Any]] | None = None
+                self.opt_state: dict[str, Any] | None = None
+
+            def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+                live = owner._live
+                assert live is not None
+                live["opt"] = trainer.optimizers[0] if trainer.optimizers else None
+                if self.opt_state is not None and live["opt"] is not None:
+                    live["opt"].load_state_dict(self.opt_state)
+                    self.opt_state = None
+                    owner._apply_lr(live["p"])
 
             def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-                epoch = int(trainer.current_epoch) + 1
-                p_tr = owner._forward(pl_module, Xtr_eval)
-                p_val = owner._forward(pl_module, Xv)
+                live = owner._live
+                assert live is not None
+                epoch = offset[0] + int(trainer.current_epoch) + 1
+                live["epoch"] = epoch
+                p_tr = owner._forward(pl_module, data["Xtr_eval"])
+                p_val = owner._forward(pl_module, data["Xv"])
                 m = owner._epoch_metrics(train, p_tr, val, vw, p_val, train_eval)
                 for k, v in m.items():
                     self.metrics.setdefault(k, []).append(v)
                 improved, reason = es.update(epoch, m)
                 if improved or self.best is None:
                     self.best = copy.deepcopy(pl_module.state_dict())
-                if report_stops(report, epoch, dict(m), owner.kind):
+                action = EpochAction.of(report(epoch, dict(m))) if report is not None else None
+                if action is not None and action.kind == "checkpoint":
+                    assert action.path is not None
+                    owner.save_checkpoint(action.path)
+                elif action is not None and action.kind == "load":
+                    assert action.path is not None
+                    self.pending = (Path(action.path), dict(action.params))
+                    trainer.should_stop = True  # a new fit continues from the checkpoint
+                    return
+                elif action is not None and action.params:
+                    owner._set_params(action.params)
+                if action is not None and action.stops:
                     self.pruned, reason = True, "pruned"
                 if reason is not None:
                     self.reason = reason
@@ -153,6 +209,8 @@ class LightningTrainable(_Base):
                     "early_stopping": es.state_dict(),
                     "generator": gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
+                    "offset": offset[0],
+                    "params": _jsonable_dict(owner._live["p"] if owner._live else p),
                 }
 
             def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -163,6 +221,7 @@ class LightningTrainable(_Base):
                 es.load_state_dict(state_dict["early_stopping"])
                 gen.set_state(state_dict["generator"])  # same shuffles and dropout masks
                 torch.set_rng_state(state_dict["torch_rng"])
+                offset[0] = int(state_dict.get("offset", 0))
 
         cb = _Report()
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
@@ -175,6 +234,17 @@ class LightningTrainable(_Base):
                     f"lightning factory {self.module_ref!r} must return a LightningModule, got "
                     f"{type(module).__name__}"
                 )
+            self._live = {
+                "model": module,
+                "opt": None,
+                "epoch": 0,
+                "cb": cb,
+                "es": es,
+                "gen": gen,
+                "p": dict(p),
+                "scaler": scaler,
+                "n_train": len(train),
+            }
             done = None if ckdir is None else ckdir / "finished.json"
             last = None if ckdir is None else ckdir / "last.ckpt"
             if done is not None and done.exists() and last is not None and last.exists():
@@ -189,13 +259,23 @@ class LightningTrainable(_Base):
                 module.eval()
                 self.model_, self.history_ = module, hist
                 return hist
-            ds = torch.utils.data.TensorDataset(
-                torch.as_tensor(scaler.transform(tw), dtype=torch.float32),
-                torch.as_tensor(np.array(tw.y), dtype=torch.int64),
-                torch.as_tensor(np.array(tw.w), dtype=torch.float32),
-            )
-            loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, generator=gen)
-            callbacks: list[Any] = [cb]
+            resume = str(last) if last is not None and last.exists() else None
+            load: tuple[Path, dict[str, Any]] | None = None
+            if resume is not None and last is not None:  # the segment the resumed fit is in
+                cb_state = next(
+                    (
+                        v
+                        for k, v in load_torch(last, "cpu").get("callbacks", {}).items()
+                        if "_Report" in k
+                    ),
+                    None,
+                )
+                if cb_state is not None:
+                    offset[0] = int(cb_state.get("offset", 0))
+                    self._live["p"] = {**dict(cb_state.get("params") or {}), **p}
+            elif start_from is not None:
+                load = (Path(start_from), dict(p))
+            set_data(scaler)
             old_threads = torch.get_num_threads()
             torch.set_num_threads(self.n_threads)
             pl_log = logging.getLogger("lightning.pytorch")
@@ -203,24 +283,42 @@ class LightningTrainable(_Base):
             pl_log.setLevel(logging.WARNING)
             dev = resolve_device(self.device)
             try:
-                trainer = L.Trainer(
-                    max_epochs=max_epochs,
-                    accelerator="cpu" if dev == "cpu" else "gpu",
-                    devices=1 if dev == "cpu" else [int(dev.split(":")[1])],
-                    logger=False,
-                    enable_progress_bar=False,
-                    enable_model_summary=False,
-                    enable_checkpointing=False,
-                    callbacks=callbacks,
-                    num_sanity_val_steps=0,
-                    limit_val_batches=0,
-                    default_root_dir=str(ckdir) if ckdir is not None else None,
-                )
-                ckpt_path = str(last) if last is not None and last.exists() else None
-                trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+                while True:
+                    if load is not None:
+                        state = _read_checkpoint(load[0])
+                        self._restore_lightning(state, load[1], module, cb, es, gen)
+                        offset[0] = int(state["epoch"])
+                        if self._live["scaler"] is not scaler:
+                            scaler = self._live["scaler"]
+                            self.scaler_ = scaler
+                            set_data(scaler)
+                        self.loaded_digest_ = weights_digest(module.state_dict())
+                        load = None
+                    remaining = max_epochs - offset[0]
+                    if remaining < 1:
+                        break
+                    trainer = L.Trainer(
+                        max_epochs=remaining,
+                        accelerator="cpu" if dev == "cpu" else "gpu",
+                        devices=1 if dev == "cpu" else [int(dev.split(":")[1])],
+                        logger=False,
+                        enable_progress_bar=False,
+                        enable_model_summary=False,
+                        enable_checkpointing=False,
+                        callbacks=[cb],
+                        num_sanity_val_steps=0,
+                        limit_val_batches=0,
+                        default_root_dir=str(ckdir) if ckdir is not None else None,
+                    )
+                    trainer.fit(module, train_dataloaders=data["loader"], ckpt_path=resume)
+                    resume = None
+                    if cb.pending is None:
+                        break
+                    load, cb.pending = cb.pending, None
             finally:
                 torch.set_num_threads(old_threads)
                 pl_log.setLevel(old_level)
+        self.params_ = {k: v for k, v in self._live["p"].items() if _is_json(v)}
         if cb.best is not None and self.restore_best_weights:
             module.load_state_dict(cb.best)
         module.eval()
@@ -230,7 +328,103 @@ class LightningTrainable(_Base):
             done.write_text(json.dumps(self.history_.to_dict()))
         return self.history_
 
-    restore_best_weights = True
+    _live: dict[str, Any] | None = None
+    loaded_digest_: str | None = None
+
+    def _apply_lr(self, params: Mapping[str, Any]) -> None:
+        """Set the live optimiser's learning rate to ``params['learning_rate']`` (if given)."""
+        live = self._live
+        if live is None or live.get("opt") is None or "learning_rate" not in params:
+            return
+        for g in live["opt"].param_groups:
+            g["lr"] = float(params["learning_rate"])
+
+    def _set_params(self, params: Mapping[str, Any]) -> None:
+        from sigtune.pipelines.ml._mlp import is_architecture
+
+        live = self._live
+        assert live is not None
+        changed = sorted(k for k in params if is_architecture(k) and params[k] != live["p"].get(k))
+        if changed:
+            raise ConfigError(
+                f"architecture parameters {changed} cannot change during a training: only "
+                "training hyperparameters (learning rate, ...) may"
+            )
+        live["p"] = {**live["p"], **dict(params)}
+        self._apply_lr(params)
+
+    def _restore_lightning(
+        self,
+        state: Mapping[str, Any],
+        params: Mapping[str, Any],
+        module: Any,
+        cb: Any,
+        es: Any,
+        gen: Any,
+    ) -> None:
+        import torch
+
+        from sigtune.pipelines.ml._mlp import is_architecture
+        from sigtune.pipelines.ml._scaling import InputScaler
+
+        live = self._live
+        assert live is not None
+        old = dict(state.get("params") or {})
+        changed = sorted(
+            k for k in params if is_architecture(k) and k in old and params[k] != old[k]
+        )
+        if changed:
+            raise ConfigError(
+                f"cannot load a checkpoint with other architecture parameters {changed}: only "
+                "training hyperparameters (learning rate, ...) may change in training"
+            )
+        module.load_state_dict(state["model"])
+        cb.opt_state = state["optimizer"]  # loaded into the next fit's optimiser at its start
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        es.load_state_dict(state["early_stopping"])
+        cb.metrics = {k: list(v) for k, v in state["metrics"].items()}
+        cb.best = state["best_model"]
+        cb.pruned, cb.reason = False, "max_epochs"
+        live["epoch"] = int(state["epoch"])
+        if state.get("scaler") is not None:
+            loaded = InputScaler.from_dict(state["scaler"])
+            if loaded.to_dict() != live["scaler"].to_dict():
+                live["scaler"] = loaded
+        live["p"] = {**live["p"], **old, **dict(params)}
+
+    def save_checkpoint(self, path: Path | str) -> Path:
+        """Save the full training state into directory ``path`` (``checkpoint.pt``, the format
+        of :meth:`TorchTrainable.save_checkpoint`): weights, optimiser state, epoch, metrics,
+        early-stopping counters, best weights, RNG states, hyperparameters and input scaler.
+        Works during :meth:`fit` (from a ``report`` callback) and after it."""
+        import torch
+
+        from sigtune.pipelines.ml._mlp import _CHECKPOINT, _save_checkpoint
+
+        live = self._live
+        if live is None:
+            raise ConfigError("no training state to checkpoint: call fit() first")
+        cb = live["cb"]
+        opt = live["opt"]
+        out = Path(path) / _CHECKPOINT
+        _save_checkpoint(
+            out,
+            {
+                "epoch": int(live["epoch"]),
+                "model": copy.deepcopy(live["model"].state_dict()),
+                "optimizer": opt.state_dict() if opt is not None else {},
+                "generator": live["gen"].get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "early_stopping": live["es"].state_dict(),
+                "metrics": {k: list(v) for k, v in cb.metrics.items()},
+                "best_model": cb.best,
+                "params": _jsonable_dict(live["p"]),
+                "n_train": int(live["n_train"]),
+                "scaler": live["scaler"].to_dict(),
+            },
+        )
+        return out
 
     def _forward(self, module: Any, X: np.ndarray) -> np.ndarray:
         import torch
@@ -306,6 +500,7 @@ class KerasTrainable(_Base):
     Args:
         builder: The model builder or its import path.
         defaults: Default params (``max_epochs`` 10, ``batch_size`` 64, optimiser settings).
+        restore_best_weights: Keep the best epoch's weights at the end (default) or the last.
         **options: Common trainable options.
     """
 
@@ -316,9 +511,11 @@ class KerasTrainable(_Base):
         builder: Callable[..., Any] | str | None = None,
         *,
         defaults: Mapping[str, Any] | None = None,
+        restore_best_weights: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        self.restore_best_weights = bool(restore_best_weights)
         self.builder, self.builder_ref = _resolve_factory(builder, "keras")
         self.defaults = dict(defaults or {})
         self.model_: Any = None
@@ -332,13 +529,21 @@ class KerasTrainable(_Base):
         *,
         report: Reporter | None = None,
         checkpoint_dir: Path | str | None = None,
+        start_from: Path | str | None = None,
     ) -> History:
-        """Train one epoch per ``model.fit`` call; metrics, early stopping and reports per epoch."""
+        """Train one epoch per ``model.fit`` call; metrics, early stopping and reports per epoch.
+
+        ``report`` may return any :class:`EpochAction`: ``checkpoint`` writes the full training
+        state (:meth:`save_checkpoint`); ``load`` restores a checkpoint (weights, optimiser
+        variables, epoch, metrics, scaler), sets the optimiser's ``learning_rate`` variable to
+        the new params' ``learning_rate`` and continues after the checkpoint's epoch.
+        ``start_from`` does the same before the first epoch. Checkpoints need the torch backend.
+        """
+
         keras = _import_keras()
         scaler, tw, vw = self._prepare(train, val)
         p = {**self.defaults, **dict(params or {})}
         max_epochs = int(p.get("max_epochs", 10))
-        batch = int(p.get("batch_size", 64))
         n_out = 1 if train.n_classes == 2 else train.n_classes
         self.n_outputs_ = n_out
         self.params_ = {k: v for k, v in p.items() if _is_json(v)}
@@ -354,47 +559,81 @@ class KerasTrainable(_Base):
                 ),
                 loss="binary_crossentropy" if n_out == 1 else "categorical_crossentropy",
             )
-        Xt = scaler.transform(tw)
         yt = tw.y.astype(np.float32) if n_out == 1 else tw.one_hot().astype(np.float32)
-        Xtr_eval, Xv = scaler.transform(train), scaler.transform(val)
+        data: dict[str, Any] = {}
+
+        def set_data(sc: Any) -> None:
+            data["Xt"] = sc.transform(tw)
+            data["Xtr_eval"], data["Xv"] = sc.transform(train), sc.transform(val)
+
+        set_data(scaler)
         train_eval = _weighted_train_eval(train, self.normalize_weights, self.class_weights)
         es = self._early_stopping()
-        metrics: dict[str, list[float]] = {}
-        best: Any = None
-        start, pruned, stop_reason = 0, False, "max_epochs"
+        live: dict[str, Any] = {
+            "model": model,
+            "epoch": 0,
+            "metrics": {},
+            "es": es,
+            "best": None,
+            "p": dict(p),
+            "scaler": scaler,
+            "n_train": len(train),
+        }
+        self._live = live
+        pruned, stop_reason = False, "max_epochs"
         ckdir = None if checkpoint_dir is None else Path(checkpoint_dir)
         if ckdir is not None and (ckdir / "keras_state.json").exists():
             state = json.loads((ckdir / "keras_state.json").read_text())
             model.load_weights(str(ckdir / "last.weights.h5"))
-            metrics = {k: list(v) for k, v in state["metrics"].items()}
+            live["metrics"] = {k: list(v) for k, v in state["metrics"].items()}
             es.load_state_dict(state["early_stopping"])
-            start = int(state["epoch"])
+            live["epoch"] = int(state["epoch"])
             if (ckdir / "best.weights.h5").exists():
                 model.load_weights(str(ckdir / "best.weights.h5"))
-                best = model.get_weights()
+                live["best"] = model.get_weights()
                 model.load_weights(str(ckdir / "last.weights.h5"))
             if state.get("finished"):
-                start, pruned, stop_reason = max_epochs, bool(state["pruned"]), state["stop_reason"]
-        for epoch in range(start + 1, max_epochs + 1):
+                live["epoch"] = max_epochs
+                pruned, stop_reason = bool(state["pruned"]), state["stop_reason"]
+        elif start_from is not None:
+            self._keras_restore(_read_keras_checkpoint(start_from), p)
+            if live["scaler"] is not scaler:
+                set_data(live["scaler"])
+        while live["epoch"] < max_epochs:
+            epoch = live["epoch"] + 1
             model.fit(
-                Xt,
+                data["Xt"],
                 yt,
                 sample_weight=tw.w,
-                batch_size=batch,
+                batch_size=int(live["p"].get("batch_size", 64)),
                 epochs=epoch,
                 initial_epoch=epoch - 1,
                 verbose=0,
                 shuffle=True,
             )
-            p_tr = self._probs(model, Xtr_eval)
-            p_val = self._probs(model, Xv)
+            live["epoch"] = epoch
+            p_tr = self._probs(model, data["Xtr_eval"])
+            p_val = self._probs(model, data["Xv"])
             m = self._epoch_metrics(train, p_tr, val, vw, p_val, train_eval)
             for k, v in m.items():
-                metrics.setdefault(k, []).append(v)
+                live["metrics"].setdefault(k, []).append(v)
             improved, reason = es.update(epoch, m)
-            if improved or best is None:
-                best = model.get_weights()
-            if report_stops(report, epoch, dict(m), self.kind):
+            if improved or live["best"] is None:
+                live["best"] = model.get_weights()
+            action = EpochAction.of(report(epoch, dict(m))) if report is not None else None
+            if action is not None and action.kind == "checkpoint":
+                assert action.path is not None
+                self.save_checkpoint(action.path)
+            elif action is not None and action.kind == "load":
+                assert action.path is not None
+                old_scaler = live["scaler"]
+                self._keras_restore(_read_keras_checkpoint(action.path), action.params)
+                if live["scaler"] is not old_scaler:
+                    set_data(live["scaler"])
+                continue
+            elif action is not None and action.params:
+                self._keras_set_params(action.params)
+            if action is not None and action.stops:
                 pruned, reason = True, "pruned"
             if reason is not None:
                 stop_reason = reason
@@ -407,7 +646,7 @@ class KerasTrainable(_Base):
                     json.dumps(
                         {
                             "epoch": epoch,
-                            "metrics": metrics,
+                            "metrics": live["metrics"],
                             "early_stopping": es.state_dict(),
                             "finished": reason is not None or epoch == max_epochs,
                             "pruned": pruned,
@@ -417,11 +656,98 @@ class KerasTrainable(_Base):
                 )
             if reason is not None:
                 break
-        if best is not None:
-            model.set_weights(best)
+        self.params_ = {k: v for k, v in live["p"].items() if _is_json(v)}
+        if live["best"] is not None and self.restore_best_weights:
+            model.set_weights(live["best"])
         self.model_ = model
-        self.history_ = es.history(metrics, pruned=pruned, stop_reason=stop_reason)
+        self.history_ = es.history(live["metrics"], pruned=pruned, stop_reason=stop_reason)
         return self.history_
+
+    _live: dict[str, Any] | None = None
+    loaded_digest_: str | None = None
+
+    def _keras_set_params(self, params: Mapping[str, Any]) -> None:
+        from sigtune.pipelines.ml._mlp import is_architecture
+
+        live = self._live
+        assert live is not None
+        changed = sorted(k for k in params if is_architecture(k) and params[k] != live["p"].get(k))
+        if changed:
+            raise ConfigError(
+                f"architecture parameters {changed} cannot change during a training: only "
+                "training hyperparameters (learning rate, batch size, ...) may"
+            )
+        live["p"] = {**live["p"], **dict(params)}
+        if "learning_rate" in params:
+            live["model"].optimizer.learning_rate = float(params["learning_rate"])
+
+    def _keras_restore(self, state: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        from sigtune.pipelines.ml._mlp import weights_digest
+        from sigtune.pipelines.ml._scaling import InputScaler
+
+        live = self._live
+        assert live is not None
+        model = live["model"]
+        old = dict(state.get("params") or {})
+        live["p"] = {**live["p"], **old}
+        model.set_weights(state["weights"])
+        opt = model.optimizer
+        if not getattr(opt, "built", True):
+            opt.build(model.trainable_variables)
+        shapes = [tuple(v.shape) for v in opt.variables]
+        saved = [tuple(np.shape(a)) for a in state["optimizer"]]
+        if shapes != saved:  # variable names carry per-process suffixes: compare shapes
+            raise ConfigError(
+                f"the checkpoint's optimiser variables {state['optimizer_paths']} {saved} do not "
+                f"match the model's {shapes}: the same builder and optimiser are needed"
+            )
+        for var, value in zip(opt.variables, state["optimizer"], strict=True):
+            var.assign(value)
+        live["es"].load_state_dict(state["early_stopping"])
+        live["metrics"] = {k: list(v) for k, v in state["metrics"].items()}
+        live["best"] = state["best_weights"]
+        live["epoch"] = int(state["epoch"])
+        if state.get("scaler") is not None:
+            loaded = InputScaler.from_dict(state["scaler"])
+            if loaded.to_dict() != live["scaler"].to_dict():
+                live["scaler"] = self.scaler_ = loaded
+        self._keras_set_params(dict(params))
+        self.loaded_digest_ = weights_digest(model.state_dict())
+
+    def save_checkpoint(self, path: Path | str) -> Path:
+        """Save the full training state into directory ``path`` (``checkpoint.pt``): weights,
+        optimiser variables (Adam moments, iteration, learning rate), epoch, metrics,
+        early-stopping counters, best weights, hyperparameters and input scaler. Works during
+        :meth:`fit` (from a ``report`` callback) and after it; needs the torch backend."""
+        from sigtune.pipelines.ml._mlp import _CHECKPOINT, _save_checkpoint
+
+        live = self._live
+        if live is None:
+            raise ConfigError("no training state to checkpoint: call fit() first")
+        model = live["model"]
+        if not hasattr(model, "state_dict"):
+            raise ConfigError(
+                "Keras checkpoints during training need the torch backend (KERAS_BACKEND=torch)"
+            )
+        opt = model.optimizer
+        out = Path(path) / _CHECKPOINT
+        _save_checkpoint(
+            out,
+            {
+                "epoch": int(live["epoch"]),
+                "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                "weights": [np.array(w) for w in model.get_weights()],
+                "optimizer": [np.array(v.numpy()) for v in opt.variables],
+                "optimizer_paths": [v.path for v in opt.variables],
+                "early_stopping": live["es"].state_dict(),
+                "metrics": {k: list(v) for k, v in live["metrics"].items()},
+                "best_weights": live["best"],
+                "params": _jsonable_dict(live["p"]),
+                "n_train": int(live["n_train"]),
+                "scaler": live["scaler"].to_dict(),
+            },
+        )
+        return out
 
     def _probs(self, model: Any, X: np.ndarray) -> np.ndarray:
         out = np.asarray(model.predict(X.astype(np.float32), verbose=0), dtype=np.float64)
@@ -456,6 +782,24 @@ class KerasTrainable(_Base):
         obj.n_outputs_ = int(meta["n_outputs"])
         obj.model_ = keras.models.load_model(str(Path(path) / "model.keras"))
         return obj
+
+
+def _read_keras_checkpoint(path: Path | str) -> dict[str, Any]:
+    from sigtune.pipelines.ml._mlp import _CHECKPOINT
+
+    file = Path(path)
+    if file.is_dir():
+        file = file / _CHECKPOINT
+    if not file.is_file():
+        raise ConfigError(f"no checkpoint at {file} (written by KerasTrainable.save_checkpoint)")
+    state = load_torch(file, "cpu")
+    if not isinstance(state, dict) or "weights" not in state or "optimizer_paths" not in state:
+        raise ConfigError(f"{file} is not a KerasTrainable checkpoint")
+    return state
+
+
+def _jsonable_dict(p: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in p.items() if _is_json(v)}
 
 
 def _is_json(v: Any) -> bool:

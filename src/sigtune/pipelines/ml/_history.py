@@ -96,8 +96,8 @@ def report_stops(
     action = EpochAction.of(report(epoch, metrics))
     if action.kind in ("checkpoint", "load"):
         raise ConfigError(
-            f"trainable kind {kind!r} cannot {action.kind} during training (only 'mlp' and "
-            "'torch' can): Population Based Training needs one of those"
+            f"trainable kind {kind!r} cannot {action.kind} during training (only 'mlp', "
+            "'torch', 'lightning' and 'keras' can): Population Based Training needs one of those"
         )
     return action.stops
 

@@ -7,8 +7,8 @@ scaler) and the hyperparameters of a member of the best quantile (exploit), and 
 hyperparameters are perturbed inside their declared mutations (explore). This module only
 adapts sigtune's trainables to Ray Tune: the scheduling, exploit and explore are Ray Tune's.
 
-Each member is a Ray Tune function trainable that trains a torch trainable (``mlp``/``torch``)
-with a reporter that checkpoints every epoch (:meth:`TorchTrainable.save_checkpoint`) and
+Each member is a Ray Tune function trainable that trains a torch trainable (``mlp``/``torch``,
+``lightning``, ``keras`` on the torch backend) with a reporter that checkpoints every epoch (:meth:`TorchTrainable.save_checkpoint`) and
 reports the epoch's metrics to Tune. When Tune restarts a member from another member's
 checkpoint with a new config (exploit), the trainable continues from the checkpoint's epoch
 with the new hyperparameters (``fit(..., start_from=checkpoint)``). The hyperparameters of each
@@ -274,7 +274,7 @@ def _member(
     if not hasattr(model, "save_checkpoint"):
         raise ConfigError(
             f"Population Based Training needs a trainable that checkpoints during training "
-            f"(kind 'mlp' or 'torch'), got {type(model).__name__}"
+            f"(kind 'mlp', 'torch', 'lightning' or 'keras'), got {type(model).__name__}"
         )
     first = [True]
 
