@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema
+import optuna
 import pytest
 
 from sigtune import SearchSpace, SearchSpaceError
@@ -46,6 +47,10 @@ def _parser_accepts(definition: Any) -> bool:
         {"type": "cube", "bounds": [0, 1]},
         {"bounds": [0, 1], "sampling": "cubic"},
         {"bounds": [0, 1], "value_type": "complex"},
+        {"bounds": [0, 1], "mutable": True},
+        {"values": [16, 32], "mutable": False},
+        {"bounds": [0, 1], "mutable": "yes"},
+        {"type": "fixed", "value": 1, "mutable": True},
     ],
 )
 def test_schema_and_parser_agree_on_the_shape(definition: Any) -> None:
@@ -57,3 +62,21 @@ def test_vocabulary_comes_from_the_models() -> None:
     assert SAMPLINGS == ("uniform", "log", "normal")
     assert VALUE_TYPES == ("float", "int")
     assert "step" in PARAM_KEYS["range"] and "step" not in PARAM_KEYS["choice"]
+
+
+def test_mutable_is_accepted_and_changes_nothing_in_an_ordinary_search() -> None:
+    plain = SearchSpace.from_dict({"lr": {"bounds": [1e-4, 1e-1], "sampling": "log"}})
+    marked = SearchSpace.from_dict(
+        {"lr": {"bounds": [1e-4, 1e-1], "sampling": "log", "mutable": True}}
+    )
+    assert marked.params["lr"].mutable and not plain.params["lr"].mutable
+    assert marked.grid_size == plain.grid_size and marked.tuned == plain.tuned
+    sampled = []
+    for space in (plain, marked):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+        sampled.append([space.suggest(study.ask()) for _ in range(3)])
+    assert sampled[0] == sampled[1]
+    assert "mutable" in PARAM_KEYS["range"] and "mutable" in PARAM_KEYS["choice"]
+    assert "mutable" not in PARAM_KEYS["fixed"]
+    with pytest.raises(SearchSpaceError, match=r"search_space\.lr\.mutable: must be true or"):
+        SearchSpace.from_dict({"lr": {"bounds": [0, 1], "mutable": 1}})
