@@ -7,12 +7,19 @@
   ``configure_optimizers()`` as usual. It is trained by a ``lightning.Trainer`` on CPU; a
   callback computes the metrics after every epoch, calls ``report`` and stops the trainer when
   pruned, early-stopped or overtrained. With ``checkpoint_dir`` the callback writes ``last.ckpt``
-  (``trainer.save_checkpoint``) every epoch and a new ``fit`` resumes from it.
+  (``trainer.save_checkpoint``) every epoch and a new ``fit`` resumes from it. With
+  ``datamodule``, ``datamodule(train, val, params) -> LightningDataModule`` replaces the
+  built-in loader: ``train``/``val`` are the scaled :class:`EventData` (inputs through the input
+  scaler, training weights normalised); its ``train_dataloader()`` must yield ``(x, y, w)``
+  batches. ``callbacks`` (``callbacks(params) -> Callback | [Callback]``, one reference or a
+  list) adds ``lightning.Callback`` objects to the ``Trainer``.
 * ``"keras"``: ``builder`` is ``builder(n_inputs, n_outputs, params) -> keras.Model`` whose
   outputs are probabilities (sigmoid for 1 output, softmax otherwise). Uncompiled models are
   compiled with Adam (``learning_rate``, ``Adam_beta_1``, ``one_minus_Adam_beta_2``,
   ``Adam_epsilon``) and binary / categorical cross-entropy. Keras 3 runs on any installed
-  backend (set ``KERAS_BACKEND``); keras is optional and imported only here.
+  backend (set ``KERAS_BACKEND``); keras is optional and imported only here. ``callbacks``
+  (``callbacks(params) -> keras.callbacks.Callback | [...]``) are passed to every
+  ``model.fit`` call (one call per epoch, so ``on_train_begin/end`` run every epoch too).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from sigtune._exceptions import ConfigError
 from sigtune.pipelines.ml._data import EventData
 from sigtune.pipelines.ml._device import check_device, load_torch, resolve_device
 from sigtune.pipelines.ml._history import History, Reporter, import_object, report_stops
-from sigtune.pipelines.ml._mlp import _qualname
+from sigtune.pipelines.ml._mlp import _qualname, make_callbacks, resolve_callbacks
 from sigtune.pipelines.ml._registry import register_trainable
 from sigtune.pipelines.ml._trainables import _Base, _binary_or_probs, _weighted_train_eval
 
@@ -61,6 +68,9 @@ class LightningTrainable(_Base):
         defaults: Default params (``max_epochs`` default 10, ``batch_size`` default 64, plus
             anything the factory reads).
         device: ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` (see :mod:`sigtune.pipelines.ml._device`).
+        datamodule: ``datamodule(train, val, params) -> LightningDataModule`` (or its import
+            path) used instead of the built-in training loader.
+        callbacks: ``callbacks(params) -> Callback | [Callback]`` (or import paths, or a list).
         **options: Common trainable options (``monitor``, ``metrics``, ``patience``, ...).
     """
 
@@ -72,11 +82,17 @@ class LightningTrainable(_Base):
         *,
         defaults: Mapping[str, Any] | None = None,
         device: str = "auto",
+        datamodule: Callable[..., Any] | str | None = None,
+        callbacks: Any = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
         self.device = check_device(device)
         self.factory, self.module_ref = _resolve_factory(module, "lightning")
+        self.datamodule = None
+        if datamodule is not None:
+            self.datamodule, _ = _resolve_factory(datamodule, "lightning datamodule")
+        self.callback_factories = resolve_callbacks(callbacks)
         self.defaults = dict(defaults or {})
         self.model_: Any = None
         self.n_outputs_: int | None = None
@@ -195,7 +211,18 @@ class LightningTrainable(_Base):
                 torch.as_tensor(np.array(tw.w), dtype=torch.float32),
             )
             loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, generator=gen)
-            callbacks: list[Any] = [cb]
+            fit_data: dict[str, Any] = {"train_dataloaders": loader}
+            if self.datamodule is not None:
+                dm = self.datamodule(
+                    tw.with_inputs(scaler.transform(tw)), val.with_inputs(Xv), dict(p)
+                )
+                if not isinstance(dm, L.LightningDataModule):
+                    raise ConfigError(
+                        f"lightning datamodule {self.datamodule!r} must return a "
+                        f"LightningDataModule, got {type(dm).__name__}"
+                    )
+                fit_data = {"datamodule": dm}
+            callbacks: list[Any] = [cb, *make_callbacks(self.callback_factories, p)]
             old_threads = torch.get_num_threads()
             torch.set_num_threads(self.n_threads)
             pl_log = logging.getLogger("lightning.pytorch")
@@ -217,7 +244,7 @@ class LightningTrainable(_Base):
                     default_root_dir=str(ckdir) if ckdir is not None else None,
                 )
                 ckpt_path = str(last) if last is not None and last.exists() else None
-                trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+                trainer.fit(module, **fit_data, ckpt_path=ckpt_path)
             finally:
                 torch.set_num_threads(old_threads)
                 pl_log.setLevel(old_level)
@@ -306,6 +333,7 @@ class KerasTrainable(_Base):
     Args:
         builder: The model builder or its import path.
         defaults: Default params (``max_epochs`` 10, ``batch_size`` 64, optimiser settings).
+        callbacks: ``callbacks(params) -> keras Callback | [...]`` (or import paths, or a list).
         **options: Common trainable options.
     """
 
@@ -316,10 +344,12 @@ class KerasTrainable(_Base):
         builder: Callable[..., Any] | str | None = None,
         *,
         defaults: Mapping[str, Any] | None = None,
+        callbacks: Any = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
         self.builder, self.builder_ref = _resolve_factory(builder, "keras")
+        self.callback_factories = resolve_callbacks(callbacks)
         self.defaults = dict(defaults or {})
         self.model_: Any = None
         self.n_outputs_: int | None = None
@@ -375,6 +405,7 @@ class KerasTrainable(_Base):
                 model.load_weights(str(ckdir / "last.weights.h5"))
             if state.get("finished"):
                 start, pruned, stop_reason = max_epochs, bool(state["pruned"]), state["stop_reason"]
+        user_callbacks = make_callbacks(self.callback_factories, p)
         for epoch in range(start + 1, max_epochs + 1):
             model.fit(
                 Xt,
@@ -385,6 +416,7 @@ class KerasTrainable(_Base):
                 initial_epoch=epoch - 1,
                 verbose=0,
                 shuffle=True,
+                callbacks=user_callbacks,
             )
             p_tr = self._probs(model, Xtr_eval)
             p_val = self._probs(model, Xv)
