@@ -78,5 +78,7 @@ def test_mutable_is_accepted_and_changes_nothing_in_an_ordinary_search() -> None
     assert sampled[0] == sampled[1]
     assert "mutable" in PARAM_KEYS["range"] and "mutable" in PARAM_KEYS["choice"]
     assert "mutable" not in PARAM_KEYS["fixed"]
+    assert _schema_accepts({"bounds": [0, 1], "mutable": True})  # `sigtune schema` knows it
+    assert not _schema_accepts({"bounds": [0, 1], "mutable": "yes"})
     with pytest.raises(SearchSpaceError, match=r"search_space\.lr\.mutable: must be true or"):
         SearchSpace.from_dict({"lr": {"bounds": [0, 1], "mutable": 1}})
