@@ -3,6 +3,8 @@ run-config and the parser of SearchSpace agree on it."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -82,3 +84,21 @@ def test_mutable_is_accepted_and_changes_nothing_in_an_ordinary_search() -> None
     assert not _schema_accepts({"bounds": [0, 1], "mutable": "yes"})
     with pytest.raises(SearchSpaceError, match=r"search_space\.lr\.mutable: must be true or"):
         SearchSpace.from_dict({"lr": {"bounds": [0, 1], "mutable": 1}})
+
+
+def test_sigtune_run_accepts_mutable_parameters(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sigtune._study import load_study
+    from sigtune.cli import app
+
+    (tmp_path / "obj.py").write_text("def f(params, trial):\n    return params['lr']\n")
+    (tmp_path / "cfg.yaml").write_text(
+        f"study_name: m\nrun_dir: {json.dumps(str(tmp_path / 'run'))}\nn_trials: 3\n"
+        "sampler: random\nreport: false\nobjective: obj.py:f\nsearch_space:\n"
+        "  lr: {type: range, bounds: [0.001, 0.1], sampling: log, mutable: true}\n"
+    )
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "cfg.yaml"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    study = load_study("m", tmp_path / "run" / "study.journal")
+    assert len(study.trials) == 3 and all(0.001 <= t.params["lr"] <= 0.1 for t in study.trials)
