@@ -15,6 +15,9 @@ key                meaning
 ``values``         the choices of a ``choice`` parameter (a list, or an expression string)
 ``only``           condition: ``"expr"``, ``[dep, ..., "expr"]`` or ``[dep, ..., callable]``
 ``value``          the value of ``type: fixed`` (to fix a parameter to a mapping)
+``mutable``        ``true``: Population Based Training may change it during a training
+                   (``range``/``choice`` only; read by the ML pipeline's PBT stage,
+                   :mod:`sigtune.pipelines.ml._pbt`; no effect on other searches)
 =================  ==========================================================================
 
 Dependencies: an expression string (see :mod:`sigtune._expr`) reads other parameters by name;
@@ -157,6 +160,7 @@ class ParamSpec:
     value: Any = None
     only: _Dynamic | None = None
     deps: frozenset[str] = field(default_factory=frozenset)
+    mutable: bool = False
 
     @property
     def where(self) -> str:
@@ -418,6 +422,9 @@ def _parse_param(name: str, raw: Any, earlier: Sequence[str]) -> ParamSpec:
             f"allowed: {', '.join(sorted(_KEYS[kind]))}"
         )
     only = _parse_only(raw["only"], f"{where}.only", earlier) if "only" in raw else None
+    mutable = raw.get("mutable", False)
+    if not isinstance(mutable, bool):
+        raise SearchSpaceError(f"{where}.mutable: must be true or false, but got {mutable!r}")
 
     if kind == "fixed":
         if "value" not in raw:
@@ -465,7 +472,12 @@ def _parse_param(name: str, raw: Any, earlier: Sequence[str]) -> ParamSpec:
         if only:
             choice_deps |= set(only.deps)
         return ParamSpec(
-            name=name, kind="choice", values=values, only=only, deps=frozenset(choice_deps)
+            name=name,
+            kind="choice",
+            values=values,
+            only=only,
+            deps=frozenset(choice_deps),
+            mutable=mutable,
         )
 
     # range
@@ -555,6 +567,7 @@ def _parse_param(name: str, raw: Any, earlier: Sequence[str]) -> ParamSpec:
         step=step,
         only=only,
         deps=frozenset(deps),
+        mutable=mutable,
     )
 
 

@@ -35,6 +35,10 @@ __all__ = [
 ValueType = Literal["float", "int"]
 Sampling = Literal["uniform", "log", "normal"]
 Only = str | list[Any]
+_MUTABLE_DOC = (
+    "Population Based Training may change this hyperparameter during a training (read by "
+    "the ML pipeline's PBT stage; no effect on other searches)."
+)
 
 
 class _Param(BaseModel):
@@ -54,6 +58,7 @@ class RangeParam(_Param):
     std: float | None = Field(None, gt=0, description="Width of sampling: normal.")
     step: float | None = Field(None, gt=0, description="Quantisation step (not with log).")
     only: Only | None = Field(None, description='Condition: "expr" or [dep, ..., "expr"].')
+    mutable: bool = Field(False, description=_MUTABLE_DOC)
 
 
 class ChoiceParam(_Param):
@@ -65,6 +70,7 @@ class ChoiceParam(_Param):
     )
     value_type: ValueType | None = Field(None, description="Checks the choices' type.")
     only: Only | None = Field(None, description='Condition: "expr" or [dep, ..., "expr"].')
+    mutable: bool = Field(False, description=_MUTABLE_DOC)
 
 
 class FixedParam(_Param):

@@ -92,7 +92,12 @@ def test_import_optima_translates_without_executing(tmp_path: Path) -> None:
     assert obj["selection"]["overtraining"] == ["val_loss - loss > 0.05"]
     assert obj["evaluation"]["class_names"] == ["Background", "Signal"]
     space = cfg["search_space"]
-    assert space["dropout"] == {"type": "range", "bounds": [0.0, 0.2], "only": "num_layers >= 3"}
+    assert space["dropout"] == {
+        "type": "range",
+        "bounds": [0.0, 0.2],
+        "mutable": True,
+        "only": "num_layers >= 3",
+    }
     assert space["max_epochs"] == 40 and space["patience"] == 4
     assert "# NOT translated:" in out.read_text()
     # the written file is a valid sigtune run-config

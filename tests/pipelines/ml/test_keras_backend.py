@@ -27,7 +27,13 @@ def builder(n_in, n_out, params):
 d = make_hep_dataset(3000, seed=1)
 s = split_random(d, val_fraction=0.25, test_fraction=0.25, seed=1)
 seen = []
-t = make_trainable("keras", builder=builder, metrics=["auc"])
+cb_epochs = []
+
+def callbacks(params):  # user callbacks: keras.callbacks.Callback objects per training
+    import keras
+    return [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: cb_epochs.append(e + 1))]
+
+t = make_trainable("keras", builder=builder, metrics=["auc"], callbacks=callbacks)
 h = t.fit(s.train, s.val, {"max_epochs": 4, "learning_rate": 0.01, "batch_size": 256},
           report=lambda e, m: seen.append(e) or False)
 p = t.predict(s.val.X)
@@ -39,7 +45,7 @@ back = load_trainable(out)
 print(json.dumps({
     "seen": seen, "n_epochs": h.n_epochs, "auc": compute_metric("auc", s.val.y, p),
     "history_auc": h.metrics["val_auc"][-1], "reload_diff": float(np.max(np.abs(back.predict(s.val.X) - p))),
-    "pruned": pruned.pruned, "pruned_epochs": pruned.n_epochs,
+    "pruned": pruned.pruned, "pruned_epochs": pruned.n_epochs, "cb_epochs": cb_epochs,
 }))
 """
 
@@ -52,6 +58,7 @@ def test_keras3_on_torch_backend_trains_reports_prunes_and_reloads() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["seen"] == [1, 2, 3, 4] and res["n_epochs"] == 4
+    assert res["cb_epochs"] == [1, 2, 3, 4]  # the user's Keras callback ran in every fit
     assert res["auc"] > 0.75
     assert abs(res["auc"] - res["history_auc"]) < 1e-6
     assert res["reload_diff"] < 1e-6

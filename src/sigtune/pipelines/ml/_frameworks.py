@@ -11,6 +11,11 @@
   ``checkpoint`` / ``load`` (PBT) are supported: a load ends the current ``Trainer.fit`` at the
   epoch boundary and a new ``fit`` continues from the restored state (weights, optimiser state,
   epoch, metrics, scaler) with the optimiser's ``lr`` set to the new ``learning_rate``.
+  With ``datamodule``, ``datamodule(train, val, params) -> LightningDataModule`` replaces the
+  built-in loader: ``train``/``val`` are the scaled :class:`EventData` (inputs through the input
+  scaler, training weights normalised); its ``train_dataloader()`` must yield ``(x, y, w)``
+  batches. ``callbacks`` (``callbacks(params) -> Callback | [Callback]``, one reference or a
+  list) adds ``lightning.Callback`` objects to the ``Trainer``.
 * ``"keras"``: ``builder`` is ``builder(n_inputs, n_outputs, params) -> keras.Model`` whose
   outputs are probabilities (sigmoid for 1 output, softmax otherwise). Uncompiled models are
   compiled with Adam (``learning_rate``, ``Adam_beta_1``, ``one_minus_Adam_beta_2``,
@@ -18,7 +23,9 @@
   backend (set ``KERAS_BACKEND``); keras is optional and imported only here. On the torch
   backend the epoch actions ``checkpoint`` / ``load`` (PBT) are supported: weights, optimiser
   variables, epoch, metrics and scaler are saved / restored and the optimiser's
-  ``learning_rate`` variable is set to the new value.
+  ``learning_rate`` variable is set to the new value. ``callbacks``
+  (``callbacks(params) -> keras.callbacks.Callback | [...]``) are passed to every
+  ``model.fit`` call (one call per epoch, so ``on_train_begin/end`` run every epoch too).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from sigtune._exceptions import ConfigError
 from sigtune.pipelines.ml._data import EventData
 from sigtune.pipelines.ml._device import check_device, load_torch, resolve_device
 from sigtune.pipelines.ml._history import EpochAction, History, Reporter, import_object
-from sigtune.pipelines.ml._mlp import _qualname
+from sigtune.pipelines.ml._mlp import _qualname, make_callbacks, resolve_callbacks
 from sigtune.pipelines.ml._registry import register_trainable
 from sigtune.pipelines.ml._trainables import _Base, _binary_or_probs, _weighted_train_eval
 
@@ -68,6 +75,9 @@ class LightningTrainable(_Base):
             anything the factory reads).
         device: ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` (see :mod:`sigtune.pipelines.ml._device`).
         restore_best_weights: Keep the best epoch's weights at the end (default) or the last.
+        datamodule: ``datamodule(train, val, params) -> LightningDataModule`` (or its import
+            path) used instead of the built-in training loader.
+        callbacks: ``callbacks(params) -> Callback | [Callback]`` (or import paths, or a list).
         **options: Common trainable options (``monitor``, ``metrics``, ``patience``, ...).
     """
 
@@ -80,12 +90,18 @@ class LightningTrainable(_Base):
         defaults: Mapping[str, Any] | None = None,
         device: str = "auto",
         restore_best_weights: bool = True,
+        datamodule: Callable[..., Any] | str | None = None,
+        callbacks: Any = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
         self.restore_best_weights = bool(restore_best_weights)
         self.device = check_device(device)
         self.factory, self.module_ref = _resolve_factory(module, "lightning")
+        self.datamodule = None
+        if datamodule is not None:
+            self.datamodule, _ = _resolve_factory(datamodule, "lightning datamodule")
+        self.callback_factories = resolve_callbacks(callbacks)
         self.defaults = dict(defaults or {})
         self.model_: Any = None
         self.n_outputs_: int | None = None
@@ -276,6 +292,22 @@ class LightningTrainable(_Base):
             elif start_from is not None:
                 load = (Path(start_from), dict(p))
             set_data(scaler)
+            user_callbacks = make_callbacks(self.callback_factories, p)
+
+            def fit_data() -> dict[str, Any]:
+                if self.datamodule is None:
+                    return {"train_dataloaders": data["loader"]}
+                scaler_now = self._live["scaler"] if self._live is not None else scaler
+                dm = self.datamodule(
+                    tw.with_inputs(scaler_now.transform(tw)), val.with_inputs(data["Xv"]), dict(p)
+                )
+                if not isinstance(dm, L.LightningDataModule):
+                    raise ConfigError(
+                        f"lightning datamodule {self.datamodule!r} must return a "
+                        f"LightningDataModule, got {type(dm).__name__}"
+                    )
+                return {"datamodule": dm}
+
             old_threads = torch.get_num_threads()
             torch.set_num_threads(self.n_threads)
             pl_log = logging.getLogger("lightning.pytorch")
@@ -305,12 +337,12 @@ class LightningTrainable(_Base):
                         enable_progress_bar=False,
                         enable_model_summary=False,
                         enable_checkpointing=False,
-                        callbacks=[cb],
+                        callbacks=[cb, *user_callbacks],
                         num_sanity_val_steps=0,
                         limit_val_batches=0,
                         default_root_dir=str(ckdir) if ckdir is not None else None,
                     )
-                    trainer.fit(module, train_dataloaders=data["loader"], ckpt_path=resume)
+                    trainer.fit(module, **fit_data(), ckpt_path=resume)
                     resume = None
                     if cb.pending is None:
                         break
@@ -501,6 +533,7 @@ class KerasTrainable(_Base):
         builder: The model builder or its import path.
         defaults: Default params (``max_epochs`` 10, ``batch_size`` 64, optimiser settings).
         restore_best_weights: Keep the best epoch's weights at the end (default) or the last.
+        callbacks: ``callbacks(params) -> keras Callback | [...]`` (or import paths, or a list).
         **options: Common trainable options.
     """
 
@@ -512,11 +545,13 @@ class KerasTrainable(_Base):
         *,
         defaults: Mapping[str, Any] | None = None,
         restore_best_weights: bool = True,
+        callbacks: Any = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
         self.restore_best_weights = bool(restore_best_weights)
         self.builder, self.builder_ref = _resolve_factory(builder, "keras")
+        self.callback_factories = resolve_callbacks(callbacks)
         self.defaults = dict(defaults or {})
         self.model_: Any = None
         self.n_outputs_: int | None = None
@@ -599,6 +634,7 @@ class KerasTrainable(_Base):
             self._keras_restore(_read_keras_checkpoint(start_from), p)
             if live["scaler"] is not scaler:
                 set_data(live["scaler"])
+        user_callbacks = make_callbacks(self.callback_factories, p)
         while live["epoch"] < max_epochs:
             epoch = live["epoch"] + 1
             model.fit(
@@ -610,6 +646,7 @@ class KerasTrainable(_Base):
                 initial_epoch=epoch - 1,
                 verbose=0,
                 shuffle=True,
+                callbacks=user_callbacks,
             )
             live["epoch"] = epoch
             p_tr = self._probs(model, data["Xtr_eval"])

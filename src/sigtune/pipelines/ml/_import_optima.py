@@ -202,7 +202,7 @@ OPTION_MAP: dict[str, str] = {
     "num_repeats": "objective.varsel.num_repeats",
     "reevaluate_candidate_to_drop": "objective.varsel.reevaluate",
     "use_median_for_averages": "objective.cv.aggregate: median | mean",
-    "search_space": "search_space (supports_mutation dropped, conditions as expressions)",
+    "search_space": "search_space (supports_mutation as mutable, conditions as expressions)",
     "overtraining_conditions": "objective.selection.overtraining (expressions)",
 }
 
@@ -398,7 +398,9 @@ def _space(raw: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         ok = True
         for key, val in spec.items():
             if key == "supports_mutation":
-                continue  # used by PBT only
+                if val is True:  # read by the PBT stage (objective.pbt)
+                    entry["mutable"] = True
+                continue
             if key in ("only", "bounds", "values") and isinstance(val, tuple) and _condition(val):
                 if key == "only":
                     entry["only"] = _condition(val)

@@ -366,9 +366,11 @@ class TorchTrainable:
         seed: int | None = 0,
         restore_best_weights: bool = True,
         device: str = "auto",
+        callbacks: Any = None,
         **defaults: Any,
     ) -> None:
         self.device = check_device(device)
+        self.callback_factories = resolve_callbacks(callbacks)
         self.device_ = "cpu"  # the device of the trained model
         if kind not in ("mlp", "torch"):
             raise ConfigError(f"TorchTrainable kind must be 'mlp' or 'torch', got {kind!r}")
@@ -584,6 +586,7 @@ class TorchTrainable:
 
         n = len(tw)
         has_bn = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+        user_callbacks = make_callbacks(self.callback_factories, p)
         while live["epoch"] < int(live["p"]["max_epochs"]):
             epoch = live["epoch"] = live["epoch"] + 1
             change = _scheduled(live["p"], epoch)
@@ -622,6 +625,8 @@ class TorchTrainable:
                     epoch_metrics[f"val_{m.name}"] = float(m(val.y, p_val, val.w, X=val.X))
             for k, v in epoch_metrics.items():
                 metrics.setdefault(k, []).append(float(v))
+            for cb in user_callbacks:  # user hooks: cb(epoch, model, metrics)
+                cb(epoch, model, dict(epoch_metrics))
             improved, reason = es.update(epoch, epoch_metrics)
             if improved or live["best_state"] is None:
                 live["best_state"] = copy.deepcopy(model.state_dict())
@@ -962,6 +967,34 @@ def _jsonable(p: Mapping[str, Any]) -> dict[str, Any]:
         except TypeError:
             v = repr(v)
         out[k] = v
+    return out
+
+
+def resolve_callbacks(spec: Any) -> list[Callable[..., Any]]:
+    """The callback factories of a trainable's ``callbacks`` option.
+
+    ``spec`` is ``None``, one ``"module:function"`` reference or callable, or a list of them;
+    each factory is later called as ``factory(params)`` and returns one framework callback or a
+    list of them.
+    """
+    if spec is None:
+        return []
+    items = list(spec) if isinstance(spec, list | tuple) else [spec]
+    out: list[Callable[..., Any]] = []
+    for item in items:
+        fn = import_object(item) if isinstance(item, str) else item
+        if not callable(fn):
+            raise ConfigError(f"callbacks: {item!r} is not callable (give 'module:function')")
+        out.append(fn)
+    return out
+
+
+def make_callbacks(factories: Sequence[Callable[..., Any]], params: Mapping[str, Any]) -> list[Any]:
+    """Call each factory with the training's params; flatten the returned callbacks."""
+    out: list[Any] = []
+    for fn in factories:
+        made = fn(dict(params))
+        out.extend(made if isinstance(made, list | tuple) else [made])
     return out
 
 
