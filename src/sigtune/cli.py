@@ -459,13 +459,25 @@ app.command("physics")(_commands.physics)
     add_help_option=False,
 )
 def hep(ctx: typer.Context) -> None:
-    """HistFactory tools (fit, significance, limits, ranking): sigtune hep --help."""
+    """HistFactory tools (fit, significance, limits, ranking): sigtune hep --help.
+
+    ``--plot PATH`` after a fit/discovery/cls/limit/ranking/scan command also writes the
+    physics page of the same workspace (as ``sigtune physics``)."""
     try:
         from sigtune.hep.cli import app as hep_app
     except ImportError as exc:
         _fail(EXIT_FAILED, f"`sigtune hep` is unavailable in this installation ({exc})")
     command = typer.main.get_command(hep_app)
-    command.main(args=list(ctx.args), prog_name="sigtune hep", standalone_mode=True)
+    args, plot = _commands.split_plot_option(list(ctx.args))  # --plot PATH: the physics page
+    if plot is None:
+        command.main(args=args, prog_name="sigtune hep", standalone_mode=True)
+        return
+    try:
+        command.main(args=args, prog_name="sigtune hep", standalone_mode=True)
+    except SystemExit as exc:  # standalone click always exits; a failed command stops here
+        if exc.code not in (0, None):
+            raise
+    _commands.hep_plot(command, args, plot)
 
 
 from sigtune._slurm import slurm_command  # noqa: E402 - `sigtune slurm` lives in its own module

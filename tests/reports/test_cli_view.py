@@ -291,3 +291,23 @@ def test_failed_trial_warning_line(capsys: pytest.CaptureFixture[str]) -> None:
         f"warning: Trial 0 failed with parameters: {{'x': {frozen.params['x']}}} because of the "
         "following error: ValueError: bad x (sigtune status --failed shows the traceback)"
     ]
+
+
+def test_hep_plot_writes_the_physics_page_of_the_same_workspace(tmp_path: Path) -> None:
+    """`sigtune hep fit WS --json --plot PAGE`: the hep output is untouched (valid JSON), and the
+    page's best-fit table shows the same fit as the hep command printed."""
+    proc = _sigtune("hep", "fit", str(WS), "--json", "--plot", "fit.html", cwd=tmp_path)
+    fit = json.loads(proc.stdout)
+    assert "Physics page: fit.html" in proc.stderr
+    page = (tmp_path / "fit.html").read_text(encoding="utf-8")
+    kinds = re.findall(r"data-kind='([\w-]+)'", page)
+    assert {"prefit", "postfit", "pulls", "brazil", "nll-scan"} <= set(kinds)
+    rows = dict(re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", page))
+    assert set(rows) == set(fit["parameters"])
+    for name, par in fit["parameters"].items():
+        assert float(rows[name]) == pytest.approx(par["value"], rel=1e-3, abs=1e-4), name
+    bad = _sigtune("hep", "inspect", str(WS), "--plot", "x.html", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "--plot works with sigtune hep fit/" in bad.stderr
+    assert not (tmp_path / "x.html").exists()
+    failed = _sigtune("hep", "fit", "missing.json", "--plot", "y.html", cwd=tmp_path, check=False)
+    assert failed.returncode != 0 and not (tmp_path / "y.html").exists()

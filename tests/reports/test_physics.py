@@ -173,3 +173,61 @@ def test_binning_study_gets_a_physics_page(tmp_path: Path) -> None:
     kinds = re.findall(r"data-kind='([\w-]+)'", phys)
     assert {"postfit", "brazil", "z0-vs-bins", "binning"} <= set(kinds)
     assert "Not drawn" not in phys
+
+
+def test_binning_run_draws_the_chosen_binning_over_its_fine_histograms(tmp_path: Path) -> None:
+    """A real binning run saves its fine histograms; the physics page reads them back and the
+    fine yields merged into the chosen edges equal the best workspace's sample data."""
+    from sigtune.pipelines.binning import (
+        BinningObjective,
+        EventSample,
+        UniformBinning,
+        fill_histograms,
+        write_outputs,
+    )
+    from sigtune.reports._physics import merge_fine, read_fine_histograms
+
+    rng = np.random.default_rng(3)
+    xs = np.clip(rng.normal(0.6, 0.1, 2000), 0.0, 1.0)
+    xb = rng.uniform(0.0, 1.0, 2000)
+    fine = fill_histograms(
+        [
+            EventSample.from_arrays("signal", xs, np.full(2000, 0.005)),
+            EventSample.from_arrays(
+                "background",
+                xb,
+                np.full(2000, 0.05),
+                weight_variations={"bkg_w": (np.full(2000, 0.052), np.full(2000, 0.048))},
+            ),
+        ],
+        np.linspace(0.0, 1.0, 41),
+        signal=["signal"],
+    )
+    obj = BinningObjective(fine, binning=UniformBinning(n_bins=(2, 8)), figure="z_asimov")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(obj, n_trials=6)
+    run_dir = tmp_path / "run"
+    res = write_outputs(obj, study, run_dir, plot=False)
+
+    saved = read_fine_histograms(run_dir / "fine_histograms.npz")
+    assert saved["samples"] == ["signal", "background"] and saved["signal"] == ["signal"]
+    np.testing.assert_array_equal(saved["edges"], np.linspace(0.0, 1.0, 41))
+    np.testing.assert_allclose(saved["counts"][0], fine.templates[0].counts)
+    np.testing.assert_allclose(saved["counts"].sum(), 2000 * 0.005 + 2000 * 0.05)
+    assert saved["variations"] == ["background/bkg_w"]
+    np.testing.assert_allclose(saved["up"].sum(), 2000 * 0.052)
+
+    edges = json.loads((run_dir / "summary.json").read_text())["edges"]
+    merged = merge_fine(saved, edges)
+    ws = json.loads((run_dir / "best_workspace.json").read_text())
+    data = {s["name"]: s["data"] for s in ws["channels"][0]["samples"]}
+    np.testing.assert_allclose(merged[0], data["signal"], rtol=1e-12)
+    np.testing.assert_allclose(merged[1], data["background"], rtol=1e-12)
+    assert res.files["fine_histograms"] == run_dir / "fine_histograms.npz"
+
+    write_report(study, run_dir / "report.html", run_dir=run_dir)
+    phys = (run_dir / "physics.html").read_text(encoding="utf-8")
+    kinds = re.findall(r"data-kind='([\w-]+)'", phys)
+    assert {"fine-binning", "z0-vs-bins", "binning", "postfit"} <= set(kinds)
+    assert f"chosen binning ({len(edges) - 1} bins)" not in phys  # title is in the PNG only
+    assert "Chosen binning over the fine histograms" in phys

@@ -219,3 +219,61 @@ def test_summary_shows_the_auto_choice(tmp_path: Path) -> None:
         "<td>sampler</td><td>AutoSampler -&gt; gp (numeric space of dimension 1, budget 20)</td>"
         in text
     )
+
+
+def test_ml_page_shows_the_variable_selection_history(tmp_path: Path) -> None:
+    """A real varsel result, stored as the ML pipeline stores it (<run_dir>/varsel/done.json),
+    appears on ml.html: one row per iteration with its dropped variable, size, metric and
+    acceptance, and the plotted metrics are the history's."""
+    from sigtune.pipelines.ml._pipeline import _write_done
+    from sigtune.pipelines.ml._varsel import select_variables
+
+    informative, noise = ("a", "b"), ("n1", "n2")
+
+    def metric(variables: tuple[str, ...]) -> float:
+        return (
+            1.0
+            - 0.1 * sum(v in informative for v in variables)
+            + 0.01 * sum(v in noise for v in variables)
+        )
+
+    res = select_variables(
+        features=informative + noise,
+        mode="custom",
+        custom=metric,
+        direction="minimize",
+        acceptance="improvement",
+        patience=1,
+    )
+    run_dir = tmp_path / "run"
+    _write_done(run_dir / "varsel", {"params": {}, **res.to_dict()})
+    study = optuna.create_study()
+    for i in range(3):
+        t = study.ask()
+        t.suggest_float("x", 0, 1)
+        for step in range(3):
+            t.report(1.0 / (step + 1 + i), step)
+        study.tell(t, 1.0 / (3 + i))
+    write_report(study, run_dir / "report.html", run_dir=run_dir)
+    page = (run_dir / "ml.html").read_text(encoding="utf-8")
+    assert "data-kind='varsel'" in page and "Variable-selection history (varsel/done.json)" in page
+    rows = re.findall(
+        r"<tr><td>(\d+)</td><td>([^<]*)</td><td>(\d+)</td><td>([^<]+)</td><td>[^<]+</td>"
+        r"<td>(yes|no)</td></tr>",
+        page,
+    )
+    assert len(rows) == len(res.history) == 4  # baseline, n1, n2 accepted, one rejected drop
+    for (it, step, n_vars, value, ok), want in zip(rows, res.history, strict=True):
+        assert int(it) == want.iteration and int(n_vars) == len(want.variables)
+        assert float(value) == pytest.approx(want.metric, rel=1e-6)
+        assert (ok == "yes") == want.accepted
+        assert step == ("all variables" if want.dropped is None else f"- {want.dropped}")
+    assert {r[1] for r in rows[1:3]} == {"- n1", "- n2"} and rows[3][4] == "no"
+    from sigtune.reports._pages import _varsel_figure, varsel_histories
+
+    (found, doc), *more = varsel_histories(run_dir)
+    assert found == run_dir / "varsel" / "done.json" and not more
+    trace = _varsel_figure(doc).data[0]
+    assert list(trace.y) == pytest.approx([it.metric for it in res.history])
+    assert "Selected: a, b" in page
+    assert f"{metric(informative):.6g}" == rows[2][3]

@@ -6,6 +6,7 @@ Heavy libraries (optuna-dashboard, plotly, matplotlib) are imported only inside 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,9 +16,11 @@ import typer
 __all__ = [
     "dashboard",
     "failed_trials",
+    "hep_plot",
     "physics",
     "print_failed",
     "report",
+    "split_plot_option",
     "studies",
     "version_callback",
 ]
@@ -255,6 +258,73 @@ def physics(
 
         path = write_physics_page(workspace, output, measurement=measurement, with_ranking=ranking)
         print(f"Physics page: {path}")
+
+
+# ---------------------------------------------------------------------- sigtune hep ... --plot
+
+HEP_PLOT_COMMANDS = ("fit", "discovery", "cls", "limit", "ranking", "scan")
+
+
+def split_plot_option(args: list[str]) -> tuple[list[str], Path | None]:
+    """Remove ``--plot PATH`` / ``--plot=PATH`` from ``sigtune hep`` arguments.
+
+    Raises:
+        typer.Exit: (code 2, one line) when ``--plot`` has no value.
+    """
+    from sigtune._cli_common import EXIT_BAD_INPUT, _fail
+
+    rest: list[str] = []
+    plot: Path | None = None
+    it = iter(args)
+    for a in it:
+        if a == "--plot":
+            value = next(it, None)
+            if value is None or value.startswith("-"):
+                _fail(
+                    EXIT_BAD_INPUT, "--plot needs a path: sigtune hep fit WS.json --plot page.html"
+                )
+            plot = Path(value)
+        elif a.startswith("--plot="):
+            plot = Path(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+    return rest, plot
+
+
+def hep_plot(group: Any, args: list[str], output: Path) -> Path:
+    """After ``sigtune hep <command> ARGS`` ran, write the physics page of the same workspace
+    (with its ``--patch``/``--patch-name`` and ``--measurement``) to ``output``.
+
+    ``group`` is the click group of :mod:`sigtune.hep.cli`; its own parser reads ``args``.
+    """
+    import click
+
+    from sigtune._cli_common import EXIT_BAD_INPUT, _errors_to_exit_codes, _fail
+
+    name = args[0] if args else ""
+    if name not in HEP_PLOT_COMMANDS:
+        _fail(
+            EXIT_BAD_INPUT,
+            f"--plot works with sigtune hep {'/'.join(HEP_PLOT_COMMANDS)}, not {name or 'no command'!r}",
+        )
+    command = group.get_command(click.Context(group), name)
+    params = command.make_context(name, list(args[1:]), resilient_parsing=True).params
+    workspace = params.get("workspace")
+    if workspace is None or str(workspace) == "-":
+        _fail(EXIT_BAD_INPUT, "--plot needs a workspace file (not standard input)")
+    with _errors_to_exit_codes():
+        from sigtune.hep import Workspace
+        from sigtune.reports._physics import write_physics_page
+
+        spec: Any = Path(workspace)
+        if params.get("patch") is not None:
+            ws = Workspace(json.loads(Path(workspace).read_text()))
+            patch, patch_name = params["patch"], params.get("patch_name")
+            ws = ws.patched(patch, name=patch_name) if patch_name else ws.patched(patch)
+            spec = ws.spec
+        path = write_physics_page(spec, output, measurement=params.get("measurement"))
+    print(f"Physics page: {path}", file=sys.stderr)
+    return path
 
 
 # ---------------------------------------------------------------------- tracking (sigtune run)

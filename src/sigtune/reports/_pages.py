@@ -1,4 +1,5 @@
-"""The extra pages of a report: ML (learning curves, ROC, cross-validation spread) and physics
+"""The extra pages of a report: ML (learning curves, ROC, cross-validation spread, the
+variable-selection history of ``varsel/done.json``) and physics
 (for binning and cut studies whose run directory holds ``best_workspace.json``)."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["learning_curves", "ml_sections", "physics_sections_for_run"]
+__all__ = ["learning_curves", "ml_sections", "physics_sections_for_run", "varsel_histories"]
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,77 @@ def _cv_figure(files: list[Path], run_dir: Path) -> Any | None:
     return fig
 
 
+#: Where the ML pipeline's ``varsel`` stage writes its result (``<run_dir>/varsel/done.json``).
+VARSEL_DIR = "varsel"
+
+
+def varsel_histories(run_dir: Path | None) -> list[tuple[Path, dict[str, Any]]]:
+    """The variable-selection results (``varsel/done.json``) under ``run_dir``: each with a
+    ``history`` list of iterations (``iteration``, ``dropped``, ``variables``, ``metric``,
+    ``metric_err``, ``accepted``), ``selected``, ``metric_name`` and ``direction``."""
+    out = []
+    for f in _find(run_dir, "done.json"):
+        if f.parent.name != VARSEL_DIR:
+            continue
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc.get("history"), list) and doc["history"]:
+            out.append((f, doc))
+    return out
+
+
+def _varsel_step(it: dict[str, Any]) -> str:
+    dropped = it.get("dropped_variables") or ([it["dropped"]] if it.get("dropped") else [])
+    return "all variables" if not dropped else "- " + ", ".join(map(str, dropped))
+
+
+def _varsel_figure(doc: dict[str, Any]) -> Any:
+    import plotly.graph_objects as go
+
+    hist = doc["history"]
+    x = [int(it["iteration"]) for it in hist]
+    y = [float(it["metric"]) for it in hist]
+    err = [float(it.get("metric_err") or 0.0) for it in hist]
+    ok = [bool(it.get("accepted")) for it in hist]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=y,
+            error_y={"type": "data", "array": err, "visible": True},
+            mode="lines+markers",
+            name=str(doc.get("metric_name", "metric")),
+            text=[f"{_varsel_step(it)} ({len(it['variables'])} variables)" for it in hist],
+            marker={"symbol": ["circle" if a else "x" for a in ok], "size": 10},
+        )
+    )
+    fig.update_layout(
+        title=f"Variable selection: {doc.get('metric_name', 'metric')} ({doc.get('direction', '')})"
+        f" per elimination step; selected {len(doc.get('selected', []))} variables",
+        xaxis_title="iteration (x: step not accepted)",
+        yaxis_title=str(doc.get("metric_name", "metric")),
+    )
+    return fig
+
+
+def _varsel_table(doc: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td>{int(it['iteration'])}</td><td>{html.escape(_varsel_step(it))}</td>"
+        f"<td>{len(it['variables'])}</td><td>{float(it['metric']):.6g}</td>"
+        f"<td>{float(it.get('metric_err') or 0.0):.3g}</td>"
+        f"<td>{'yes' if it.get('accepted') else 'no'}</td></tr>"
+        for it in doc["history"]
+    )
+    selected = html.escape(", ".join(map(str, doc.get("selected", []))))
+    return (
+        f"<p>Selected: {selected}</p><table class='varsel'><thead><tr><th>iteration</th>"
+        "<th>step</th><th>variables</th><th>metric</th><th>error</th><th>accepted</th></tr>"
+        f"</thead><tbody>{rows}</tbody></table>"
+    )
+
+
 def ml_sections(
     ostudy: optuna.Study, trials: Sequence[FrozenTrial], backend: str, run_dir: Path | None
 ) -> list[str]:
@@ -193,6 +265,15 @@ def ml_sections(
     for kind, caption, fig in figures:
         if fig is not None:
             parts.append(figure_html(kind, caption, plotly_fragment(fig)))
+    for f, doc in varsel_histories(run_dir):
+        rel = html.escape(str(f.relative_to(run_dir))) if run_dir is not None else ""
+        parts.append(
+            figure_html(
+                "varsel",
+                f"Variable-selection history ({rel})",
+                plotly_fragment(_varsel_figure(doc)) + _varsel_table(doc),
+            )
+        )
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     rows = "".join(
         f"<tr><td>{t.number}</td><td>{t.user_attrs.get('epochs', '')}</td>"

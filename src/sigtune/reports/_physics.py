@@ -5,7 +5,8 @@ From a pyhf JSON workspace (a binning study's ``best_workspace.json``, or any wo
 the yield uncertainty band and the data (mplhep style); pulls and constraints of the nuisance
 parameters; the impact ranking (pre- and post-fit impacts); the CLs scan with the expected band
 (Brazil band) and the observed and expected upper limits; the profile-likelihood scan. For binning
-studies it adds the chosen binning and Z0 against the number of bins.
+studies it adds the chosen binning (over the fine histograms the run saved in
+``fine_histograms.npz``) and Z0 against the number of bins.
 
 The numbers come from :mod:`sigtune.hep` (the fit, its covariance, ``hypotest``, ``ranking``,
 ``profile_scan``) and are returned by :func:`physics_results` so that tests can check them: the
@@ -29,8 +30,10 @@ __all__ = [
     "ChannelYields",
     "ClsScan",
     "PhysicsResults",
+    "merge_fine",
     "physics_results",
     "physics_sections",
+    "read_fine_histograms",
     "write_physics_page",
     "yield_band",
 ]
@@ -347,11 +350,79 @@ def _scan_figure(scan: Any) -> Any:
     return fig
 
 
-def _binning_figures(study: Any, edges: Sequence[float] | None) -> list[tuple[str, str, Any]]:
+FINE_HISTOGRAMS = "fine_histograms.npz"  # written by the binning pipeline's write_outputs
+
+
+def read_fine_histograms(path: str | Path) -> dict[str, Any]:
+    """The fine histograms a binning run saved: ``edges``, ``samples``, ``signal``, ``counts``
+    (one row per sample), ``sumw2``, ``variations`` and their ``up``/``down`` rows."""
+    with np.load(path, allow_pickle=False) as z:
+        return {
+            "edges": z["edges"],
+            "samples": [str(x) for x in z["samples"]],
+            "signal": [str(x) for x in z["signal"]],
+            "counts": z["counts"],
+            "sumw2": z["sumw2"],
+            "variations": [str(x) for x in z["variations"]],
+            "up": z["up"],
+            "down": z["down"],
+        }
+
+
+def merge_fine(fine: Mapping[str, Any], edges: Sequence[float]) -> np.ndarray:
+    """Per-sample yields of the fine histograms merged into ``edges`` (which must lie on fine
+    boundaries, as the snapped edges of a binning study do): shape ``(n_samples, n_bins)``."""
+    fe = np.asarray(fine["edges"], dtype=float)
+    e = np.asarray(edges, dtype=float)
+    idx = np.searchsorted(fe, e)
+    idx = np.clip(idx, 0, fe.size - 1)
+    if not np.allclose(fe[idx], e, rtol=0, atol=1e-9 * max(1.0, float(np.ptp(fe)))):
+        raise ValueError("the chosen edges do not lie on the fine-bin boundaries")
+    counts = np.asarray(fine["counts"], dtype=float)
+    return np.add.reduceat(counts, idx[:-1], axis=1)[:, : e.size - 1] if counts.size else counts
+
+
+def _fine_figure(fine: Mapping[str, Any], edges: Sequence[float]) -> Any:
+    import mplhep
+
+    plt = _style()
+    fe = np.asarray(fine["edges"], dtype=float)
+    counts = np.asarray(fine["counts"], dtype=float)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    order = np.argsort(counts.sum(axis=1))
+    mplhep.histplot(
+        [counts[i] for i in order],
+        fe,
+        stack=True,
+        histtype="fill",
+        label=[fine["samples"][i] for i in order],
+        ax=ax,
+    )
+    for x in edges:
+        ax.axvline(float(x), color="k", lw=1.2, ls="--")
+    ax.set_xlim(float(fe[0]), float(fe[-1]))
+    ax.set_xlabel("observable")
+    ax.set_ylabel("yield per fine bin")
+    ax.set_title(f"chosen binning ({len(edges) - 1} bins) over the fine histograms", fontsize=12)
+    ax.legend(fontsize=9)
+    return fig
+
+
+def _binning_figures(
+    study: Any, edges: Sequence[float] | None, fine: Mapping[str, Any] | None = None
+) -> list[tuple[str, str, Any]]:
     from optuna.trial import TrialState
 
     plt = _style()
     out = []
+    if fine is not None and edges is not None and len(edges) > 1:
+        out.append(
+            (
+                "fine-binning",
+                "Chosen binning over the fine histograms",
+                _fine_figure(fine, edges),
+            )
+        )
     rows = [
         (int(t.user_attrs["n_bins"]), float(t.values[0]))
         for t in study.get_trials(deepcopy=False)
@@ -453,7 +524,8 @@ def write_physics_page(
 
 
 def physics_sections_for_study(study: Any, workspace_path: Path) -> list[str]:
-    """Physics sections of a binning study: its best workspace plus Z0 against bins."""
+    """Physics sections of a binning study: its best workspace plus Z0 against bins, and the
+    chosen binning over the fine histograms when ``fine_histograms.npz`` sits next to it."""
     best_edges = None
     try:
         best = study.best_trial if len(study.directions) == 1 else None
@@ -466,7 +538,9 @@ def physics_sections_for_study(study: Any, workspace_path: Path) -> list[str]:
     if best_edges is not None and len(spec.get("channels", [])) == 1:
         edges = {spec["channels"][0]["name"]: best_edges}
     res = physics_results(spec, edges=edges, with_ranking=True)
-    return physics_sections(res, binning=_binning_figures(study, best_edges))
+    fine_path = workspace_path.parent / FINE_HISTOGRAMS
+    fine = read_fine_histograms(fine_path) if fine_path.is_file() else None
+    return physics_sections(res, binning=_binning_figures(study, best_edges, fine))
 
 
 def _finite(x: float) -> bool:

@@ -5,6 +5,7 @@
     best_workspace.json   the best candidate's workspace (pyhf JSON, usable in pyhf / cabinetry)
     summary.json          best parameters, edges, cuts, values, constraints, study counts
     summary.txt           the same as a readable table (also returned as ``BinningResult.summary``)
+    fine_histograms.npz   the fine histograms the candidates merge (with cuts: at the loosest cuts)
     trials.csv            one row per trial (the columns and formats of ``sigtune export``)
     best_binning.png      stacked distributions in the chosen binning (matplotlib, if installed)
 """
@@ -171,6 +172,39 @@ def plot_histograms(hist: Histograms, path: Path, title: str = "") -> Path:
     return path
 
 
+FINE_HISTOGRAMS = "fine_histograms.npz"
+
+
+def write_fine_histograms(hist: Histograms, path: Path) -> Path:
+    """Save the fine histograms a binning study merged (read by the report's physics page).
+
+    A NumPy ``.npz`` without pickles: ``edges`` (fine edges), ``samples`` and ``signal``
+    (names), ``counts`` and ``sumw2`` (one row per sample), and per variation
+    ``variations`` (``"sample/systematic"`` names) with ``up`` and ``down`` rows.
+    """
+    names: list[str] = []
+    up: list[Any] = []
+    down: list[Any] = []
+    for t in hist.templates:
+        for sys, (u, d) in t.variations.items():
+            names.append(f"{t.name}/{sys}")
+            up.append(u)
+            down.append(d)
+    n = len(hist.edges) - 1
+    np.savez(
+        path,
+        edges=np.asarray(hist.edges, dtype=np.float64),
+        samples=np.array([t.name for t in hist.templates], dtype=str),
+        signal=np.array(list(hist.signal), dtype=str),
+        counts=np.array([t.counts for t in hist.templates], dtype=np.float64),
+        sumw2=np.array([t.sumw2 for t in hist.templates], dtype=np.float64),
+        variations=np.array(names, dtype=str),
+        up=np.array(up, dtype=np.float64).reshape(len(up), n),
+        down=np.array(down, dtype=np.float64).reshape(len(down), n),
+    )
+    return path
+
+
 def write_outputs(
     objective: BinningObjective, study: Any, run_dir: str | Path, *, plot: bool = True
 ) -> BinningResult:
@@ -236,6 +270,7 @@ def write_outputs(
     )
     files["summary_txt"] = out / "summary.txt"
     files["summary_txt"].write_text(summary + "\n")
+    files["fine_histograms"] = write_fine_histograms(objective.fine, out / FINE_HISTOGRAMS)
     files["trials"] = out / "trials.csv"  # the columns and formats of ``sigtune export``
     export_trials(ostudy, "csv", files["trials"])
     if plot:
