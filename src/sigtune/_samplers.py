@@ -54,6 +54,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from sigtune._exceptions import ConfigError, SearchSpaceError
+from sigtune._optuna_compat import study_storage, trial_id
 from sigtune._space import SearchSpace
 
 if TYPE_CHECKING:
@@ -653,8 +654,9 @@ class AutoSampler(BaseSampler):
         else:
             name, reason = "random", "search space not known yet: learnt from the first trial"
         # explainability: which sampler auto used for this trial, and why
-        study._storage.set_trial_user_attr(trial._trial_id, AUTO_SAMPLER_ATTR, name)
-        study._storage.set_trial_user_attr(trial._trial_id, AUTO_REASON_ATTR, reason)
+        storage = study_storage(study)
+        storage.set_trial_user_attr(trial_id(trial), AUTO_SAMPLER_ATTR, name)
+        storage.set_trial_user_attr(trial_id(trial), AUTO_REASON_ATTR, reason)
         self._delegate.before_trial(study, trial)
 
     def infer_relative_search_space(
