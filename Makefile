@@ -35,7 +35,9 @@ test-fast: $(STAMP)
 # A venv that sees .venv's packages (a .pth file) but has its own optuna==$(OPTUNA_OLDEST) first.
 test-optuna-oldest: $(STAMP)
 	$(PYTHON) -m venv $(OLDEST_VENV)
-	$(BIN)/python -c 'import site; print(site.getsitepackages()[0])' > \
+	# An "import" line in a .pth runs site.addsitedir, which (unlike a plain path line) also processes
+	# the .pth files in .venv's site-packages: the editable install of sigtune is one of them.
+	$(BIN)/python -c 'import site; print("import site; site.addsitedir(%r)" % site.getsitepackages()[0])' > \
 	  "$$($(OLDEST_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/_sigtune_base.pth"
 	$(OLDEST_VENV)/bin/pip install --quiet --no-deps "optuna==$(OPTUNA_OLDEST)"
 	$(OLDEST_VENV)/bin/python -c 'import optuna; from packaging.version import Version as V; \
