@@ -62,6 +62,7 @@ from sigtune.pipelines.binning._cuts import (
 )
 from sigtune.pipelines.binning._events import EventSample, fill_histograms
 from sigtune.pipelines.binning._exceptions import BinningError
+from sigtune.pipelines.binning._fast import DictPlan, q0_of_specs
 from sigtune.pipelines.binning._histograms import Histograms
 from sigtune.pipelines.binning._workspace import (
     WorkspaceOptions,
@@ -90,6 +91,7 @@ FIGURES: dict[str, str] = {
     "z_asimov": "maximize",
 }
 _EXTRA_OBJECTIVES = {"n_bins": "minimize", "impact": "minimize", "cls_limit_exp": "minimize"}
+_MISSING: Any = object()
 
 
 def _asimov_shortcut(model: Any, data: FloatArray) -> float | None:
@@ -182,6 +184,7 @@ class ModelCache:
         self.max_size = max_size
         self.fixed = frozenset(fixed_channels)
         self._models: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._plans: dict[tuple[Any, ...], DictPlan | None] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -195,12 +198,60 @@ class ModelCache:
         self.max_size = state["max_size"]
         self.fixed = state["fixed"]
         self._models = OrderedDict()
+        self._plans = {}
         self._lock = threading.Lock()
 
     def model_and_data(self, spec: Mapping[str, Any]) -> tuple[Any, FloatArray]:
         """Model and data vector of a (schema-valid) workspace dictionary."""
         model, data, _ = self.lookup(spec)
         return model, data
+
+    def plan(self, spec: Mapping[str, Any]) -> tuple[DictPlan | None, tuple[Any, ...]]:
+        """The lean plan of the structure of ``spec`` (None if unusable) and the structure key.
+
+        The first workspace of a structure builds its template model (:meth:`lookup`) and the
+        plan; later ones only read their yields into the plan's arrays.
+        """
+        key = _structure_key(spec, self.fixed)
+        with self._lock:
+            plan = self._plans.get(key, _MISSING)
+        if plan is _MISSING:
+            template = self._models.get(key)
+            if template is None:
+                self.lookup(spec)
+                template = self._models.get(key)
+            plan = None
+            if template is not None:
+                from sigtune.hep._lean import AsimovQ0
+
+                try:
+                    plan = DictPlan(AsimovQ0(template), spec, self.fixed)
+                except (KeyError, ValueError, IndexError):  # not a structure the plan can read
+                    plan = None
+                if plan is not None and not plan.usable:
+                    plan = None
+            with self._lock:
+                self._plans[key] = plan
+                while len(self._plans) > self.max_size:
+                    self._plans.pop(next(iter(self._plans)))
+        return plan, key  # type: ignore[return-value]
+
+    def z0_exp(self, spec: Mapping[str, Any]) -> float:
+        """Median expected :math:`Z_0` of a (schema-valid) workspace dictionary: the lean
+        compiled path where it decides (:class:`sigtune.hep._lean.AsimovQ0`), else the
+        public path (Asimov shortcut, then :func:`sigtune.hep.discovery`)."""
+        from sigtune import hep
+
+        plan, _ = self.plan(spec)
+        if plan is not None:
+            arrays = plan.arrays(spec)
+            if arrays is not None:
+                q0 = plan.lean.q0(*arrays)
+                if q0 is not None:
+                    return math.sqrt(q0)
+        model, data = self.model_and_data(spec)
+        q = _asimov_shortcut(model, data)
+        return float(hep.discovery(model, data).z0_exp) if q is None else math.sqrt(q)
 
     def lookup(self, spec: Mapping[str, Any]) -> tuple[Any, FloatArray, tuple[Any, ...]]:
         """Model, data vector and structure key of a (schema-valid) workspace dictionary."""
@@ -249,10 +300,9 @@ def expected_z0(workspace: Mapping[str, Any] | Any, *, validate: bool = True) ->
     """
     from sigtune import hep
 
-    if validate or not isinstance(workspace, Mapping):
-        model, data = model_and_data(workspace, validate=validate)
-    else:
-        model, data = _MODELS.model_and_data(workspace)
+    if not validate and isinstance(workspace, Mapping):
+        return _MODELS.z0_exp(workspace)
+    model, data = model_and_data(workspace, validate=validate)
     q0 = _asimov_shortcut(model, data)
     if q0 is None:
         return float(hep.discovery(model, data).z0_exp)
@@ -296,10 +346,9 @@ def figure_of_merit(
         return float(
             hep.z_asimov(hist.total("signal"), hist.total("background"), _sigma_b(hist, options))
         )
-    model, data = cache.model_and_data(spec)
     if figure == "z0_exp":
-        q0 = _asimov_shortcut(model, data)
-        return float(hep.discovery(model, data).z0_exp) if q0 is None else math.sqrt(q0)
+        return cache.z0_exp(spec)
+    model, data = cache.model_and_data(spec)
     if figure == "z0_obs":
         return float(hep.discovery(model, data).z0_obs)
     if figure == "cls_limit_exp":
@@ -334,11 +383,21 @@ def _z0_batch(
     """
     from sigtune import hep
 
+    cache = cache or _MODELS
     out: list[float | None] = [None] * len(specs)
+    planned: dict[tuple[Any, ...], list[tuple[int, DictPlan, Mapping[str, Any]]]] = {}
     groups: dict[tuple[Any, ...], list[tuple[int, Any, FloatArray]]] = {}
     for i, spec in enumerate(specs):
-        model, data, key = (cache or _MODELS).lookup(spec)
+        plan, key = cache.plan(spec)
+        if plan is not None:  # the lean path: yields straight into the kernel tables
+            planned.setdefault(key, []).append((i, plan, spec))
+            continue
+        model, data, key = cache.lookup(spec)
         groups.setdefault(key, []).append((i, model, data))
+    for entries in planned.values():
+        values = q0_of_specs([(p, spec) for _, p, spec in entries])
+        for (i, _, _), q in zip(entries, values, strict=True):
+            out[i] = None if q is None else math.sqrt(q)
     for members in groups.values():
         usable = []
         for i, model, data in members:
