@@ -141,3 +141,143 @@ def q0_of_specs(
         if oki:
             out[i] = float(qi)
     return out
+
+
+class HistPlan:
+    """A candidate's signal-region histograms straight into the model arrays (one structure).
+
+    Reproduces what :func:`sigtune.pipelines.binning._workspace.region_channel` writes for the
+    signal region with ``keep_pruned=True`` (pruned variations kept without effect), in a few
+    array operations on the re-binned stack instead of a dictionary per candidate.
+
+    Args:
+        plan: The :class:`DictPlan` of the structure (made from one candidate's dictionary).
+        spec: That dictionary.
+        hist: That candidate's signal-region histograms.
+        options: The workspace options (:class:`WorkspaceOptions`).
+
+    Raises:
+        KeyError: when the structure holds an entry this plan does not know (the caller then
+            keeps the dictionary path).
+    """
+
+    def __init__(
+        self, plan: DictPlan, spec: Mapping[str, Any], hist: Any, options: Any
+    ) -> None:
+        lean = plan.lean
+        model = lean.model
+        self.lean = lean
+        self.options = options
+        channel = options.channel
+        self.sl = model.channel_slices[channel]
+        self.ci = list(model.channel_names).index(channel)
+        layout = hist._layout
+        self.count_rows = np.array([row for _, row, _ in layout], np.intp)
+        self.si = np.array([lean.sample_index[name] for name, _, _ in layout], np.intp)
+        self.signal = np.array([name in hist.signal for name, _, _ in layout], bool)
+        split = bool(options.split)
+        up_rows, owner, hs_j, ns_j = [], [], [], []
+        for t, (name, row, systs) in enumerate(layout):
+            si = int(self.si[t])
+            for k, sys in enumerate(systs):
+                up_rows.append(row + 2 + 2 * k)
+                owner.append(t)
+                hs_j.append(lean.histosys_index[(f"{sys}_shape" if split else sys, si)])
+                ns_j.append(lean.normsys_index.get((sys, si), -1) if split else -1)
+        self.up_rows = np.array(up_rows, np.intp)
+        self.owner = np.array(owner, np.intp)
+        self.hs_j = np.array(hs_j, np.intp)
+        self.ns_j = np.array(ns_j, np.intp)
+        self.staterror = f"staterror_{channel}" if options.staterror else None
+        if self.staterror is not None and self.staterror not in lean.staterror:
+            self.staterror = None  # no sample had MC statistics in this structure
+        self.given = np.zeros(lean.n_main, bool)
+        self.given[self.sl] = True
+        # the observations of the control regions (fixed) come from the template's dictionary
+        first = plan.arrays(spec)
+        if first is None:
+            raise KeyError("staterror widths of the template")
+        self.main0 = first[-1]
+
+    @staticmethod
+    def signature(hist: Any, options: Any) -> tuple[Any, ...]:
+        """What the signal region's model structure depends on besides the yields: the number
+        of bins, which samples carry MC statistics and (``split``) which variations have a
+        normalisation part."""
+        merged = hist._stack
+        rows = [row for _, row, _ in hist._layout]
+        stat = tuple(bool(np.any(merged[r + 1] > 0)) for r in rows) if options.staterror else ()
+        norm: tuple[Any, ...] = ()
+        if options.split:
+            parts = []
+            for _, row, systs in hist._layout:
+                total = float(merged[row].sum())
+                if total > 0 and systs:
+                    ud = merged[row + 2 : row + 2 + 2 * len(systs)].sum(axis=1)
+                    parts.append(tuple(bool(x > 0) for x in ud))
+                else:
+                    parts.append(None)
+            norm = tuple(parts)
+        return (hist.n_bins, stat, norm)
+
+    def arrays(self, hist: Any) -> tuple[np.ndarray, ...] | None:
+        """``(nom, hs_dp, hs_dm, ns_hi, ns_lo, gsig, main)`` of a candidate with this plan's
+        signature, or None where its staterror widths change the structure."""
+        lean, opt, sl = self.lean, self.options, self.sl
+        merged = hist._stack
+        counts = merged[self.count_rows]
+        nom = lean.nom.copy()
+        nom[self.si, sl] = counts
+        hs_dp = lean.hs_dp.copy()
+        hs_dm = lean.hs_dm.copy()
+        ns_hi = lean.ns_hi.copy()
+        ns_lo = lean.ns_lo.copy()
+        if self.up_rows.size:
+            up = merged[self.up_rows]
+            down = merged[self.up_rows + 1]
+            nomv = counts[self.owner]
+            if opt.split:
+                total = counts.sum(axis=1)[self.owner]
+                has = total > 0
+                safe = np.where(has, total, 1.0)
+                tu, td = up.sum(axis=1), down.sum(axis=1)
+                hi, lo = tu / safe, td / safe
+                valid = has & (hi > 0) & (lo > 0)
+                ok = valid
+                if opt.prune is not None:
+                    ok = valid & (np.maximum(np.abs(hi - 1), np.abs(1 - lo)) >= opt.prune)
+                j = self.ns_j[valid]
+                if np.any(j < 0):
+                    return None  # a normalisation part the structure does not have
+                ns_hi[j, self.ci] = np.where(ok, hi, 1.0)[valid]
+                ns_lo[j, self.ci] = np.where(ok, lo, 1.0)[valid]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    su = np.where(has & (tu > 0), total / np.where(tu > 0, tu, 1.0), 1.0)
+                    sd = np.where(has & (td > 0), total / np.where(td > 0, td, 1.0), 1.0)
+                up = up * su[:, None]
+                down = down * sd[:, None]
+            pos = nomv > 0
+            inv = np.where(pos, 1.0 / np.where(pos, nomv, 1.0), 0.0)
+            effect = np.maximum(
+                (np.abs(up - nomv) * inv).max(axis=1), (np.abs(down - nomv) * inv).max(axis=1)
+            )
+            keep = effect > 0.0
+            if opt.prune is not None:
+                keep &= effect >= opt.prune
+            hs_dp[self.hs_j, sl] = np.where(keep[:, None], up - nomv, 0.0)
+            hs_dm[self.hs_j, sl] = np.where(keep[:, None], nomv - down, 0.0)
+        gsig = lean.gsig
+        if self.staterror is not None:
+            sumw2 = merged[self.count_rows + 1]
+            stat = np.any(sumw2 > 0, axis=1)
+            n = lean.n_main
+            tot, unc2 = np.zeros(n), np.zeros(n)
+            tot[sl] = counts[stat].sum(axis=0)
+            unc2[sl] = np.square(np.sqrt(sumw2[stat])).sum(axis=0)
+            gsig = gsig.copy()
+            if not lean.staterror_sigma(gsig, self.staterror, tot, unc2, self.given):
+                return None
+        main = self.main0.copy()
+        obs = counts if opt.observations == "asimov" else counts[~self.signal]
+        main[sl] = obs.sum(axis=0)
+        return nom, hs_dp, hs_dm, ns_hi, ns_lo, gsig, main

@@ -62,7 +62,7 @@ from sigtune.pipelines.binning._cuts import (
 )
 from sigtune.pipelines.binning._events import EventSample, fill_histograms
 from sigtune.pipelines.binning._exceptions import BinningError
-from sigtune.pipelines.binning._fast import DictPlan, q0_of_specs
+from sigtune.pipelines.binning._fast import DictPlan, HistPlan, q0_of_specs
 from sigtune.pipelines.binning._histograms import Histograms
 from sigtune.pipelines.binning._workspace import (
     WorkspaceOptions,
@@ -430,6 +430,27 @@ def _z0_batch(
     return out
 
 
+class _LazyWorkspace:
+    """A candidate's workspace dictionary, built on first use (the lean path needs none)."""
+
+    __slots__ = ("_hist", "_objective", "_spec")
+
+    def __init__(
+        self,
+        objective: BinningObjective,
+        hist: Histograms,
+        spec: dict[str, Any] | None = None,
+    ) -> None:
+        self._objective = objective
+        self._hist = hist
+        self._spec = spec
+
+    def get(self) -> dict[str, Any]:
+        if self._spec is None:
+            self._spec = self._objective.workspace_of(self._hist, lists=False)
+        return self._spec
+
+
 @dataclass(frozen=True)
 class ControlRegion:
     """A control region with a fixed binning of the discriminant.
@@ -477,8 +498,8 @@ class Candidate:
         edges: Snapped bin edges.
         cuts: Cut descriptions -> thresholds (``{"|eta| < x": x}`` style keys from ``describe``).
         hist: The candidate's histograms (signal region).
-        workspace: Its pyhf workspace (NumPy arrays inside when built for evaluation; plain
-            lists from :meth:`BinningObjective.replay`).
+        workspace: Its pyhf workspace (NumPy arrays inside when built for evaluation, built
+            on first access; plain lists from :meth:`BinningObjective.replay`).
         values: Objective values (figure first).
         constraints: Constraint values (``<= 0`` feasible).
         error: Why the figure could not be computed (infeasible candidates only), else None.
@@ -488,10 +509,15 @@ class Candidate:
     edges: FloatArray
     cuts: dict[str, float]
     hist: Histograms
-    workspace: dict[str, Any]
+    _workspace: _LazyWorkspace
     values: tuple[float, ...]
     constraints: tuple[float, ...]
     error: str | None = None
+
+    @property
+    def workspace(self) -> dict[str, Any]:
+        """The candidate's pyhf workspace dictionary."""
+        return self._workspace.get()
 
     @property
     def feasible(self) -> bool:
@@ -601,6 +627,7 @@ class BinningObjective:
         self.control: tuple[tuple[str, Histograms], ...] = ()
         self._control_parts: dict[bool, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
         self._models = ModelCache()
+        self._hist_plans: dict[tuple[Any, ...], HistPlan | None] = {}
         event_cuts = [c for c in self.cuts if c.column != DISCRIMINANT]
         self._selector: CutSelector | None = None
         if isinstance(source, Histograms):
@@ -725,10 +752,15 @@ class BinningObjective:
         self,
         trial: optuna.Trial,
         parts: tuple[Histograms, dict[str, float], FloatArray],
-        spec: dict[str, Any],
+        workspace: dict[str, Any] | _LazyWorkspace,
         figure: float | None,
     ) -> Candidate:
         """Complete a candidate whose figure may already be known (batched evaluation)."""
+        lazy = (
+            workspace
+            if isinstance(workspace, _LazyWorkspace)
+            else _LazyWorkspace(self, parts[0], workspace)
+        )
         hist, cuts, edges = parts
         constraints = self.constraints(hist)
         error = None
@@ -736,7 +768,9 @@ class BinningObjective:
         try:
             value = figure
             if value is None:
-                value = figure_of_merit(self.figure, hist, spec, self.options, self._models)
+                value = figure_of_merit(
+                    self.figure, hist, lazy.get(), self.options, self._models
+                )
             if not math.isfinite(value):
                 raise BinningError(f"the figure of merit is not finite ({value}).")
         except SigtuneError as exc:  # likelihood / input errors (HepError is a SigtuneError)
@@ -752,17 +786,61 @@ class BinningObjective:
             elif error is not None:
                 values.append(1e6)
             elif o == "impact":
-                values.append(total_impact(spec, self._models))
+                values.append(total_impact(lazy.get(), self._models))
             else:
-                values.append(expected_limit(spec, self._models))
+                values.append(expected_limit(lazy.get(), self._models))
         return Candidate(
-            dict(trial.params), edges, cuts, hist, spec, tuple(values), constraints, error
+            dict(trial.params), edges, cuts, hist, lazy, tuple(values), constraints, error
         )
+
+    def _hist_plan(self, hist: Histograms) -> HistPlan | None:
+        """The :class:`HistPlan` of a candidate's structure (built from its dictionary the first
+        time), or None where only the dictionary path applies."""
+        sig = HistPlan.signature(hist, self.options)
+        hp = self._hist_plans.get(sig, _MISSING)
+        if hp is _MISSING:
+            hp = None
+            spec = self.workspace_of(hist, lists=False)
+            plan, _ = self._models.plan(spec)
+            if plan is not None:
+                try:
+                    hp = HistPlan(plan, spec, hist, self.options)
+                except (KeyError, ValueError, IndexError):
+                    hp = None
+            if len(self._hist_plans) > 256:
+                self._hist_plans.clear()
+            self._hist_plans[sig] = hp
+        return hp  # type: ignore[no-any-return]
+
+    def _lean_z0(self, hists: Sequence[Histograms]) -> list[float | None]:
+        """:math:`Z_0` of candidates straight from their histograms (:class:`HistPlan`, one
+        batched kernel call per structure); None where the dictionary path must decide."""
+        out: list[float | None] = [None] * len(hists)
+        if self.figure != "z0_exp" or self.options.observations != "asimov":
+            return out
+        groups: dict[int, tuple[HistPlan, list[tuple[int, tuple[FloatArray, ...]]]]] = {}
+        for i, hist in enumerate(hists):
+            hp = self._hist_plan(hist)
+            if hp is None:
+                continue
+            arrays = hp.arrays(hist)
+            if arrays is None:
+                continue
+            groups.setdefault(id(hp), (hp, []))[1].append((i, arrays))
+        for hp, members in groups.values():
+            q, ok = hp.lean.q0_many([a for _, a in members])
+            for (i, _), qi, oki in zip(members, q, ok, strict=True):
+                if oki:
+                    out[i] = math.sqrt(float(qi))
+        return out
 
     def evaluate(self, trial: optuna.Trial, *, lists: bool = False) -> Candidate:
         """Build and evaluate the trial's candidate (``lists``: JSON-ready workspace)."""
         parts = self.candidate_histograms(trial)
-        return self._finish(trial, parts, self.workspace_of(parts[0], lists=lists), None)
+        if lists:
+            return self._finish(trial, parts, self.workspace_of(parts[0], lists=True), None)
+        figure = self._lean_z0([parts[0]])[0]
+        return self._finish(trial, parts, _LazyWorkspace(self, parts[0]), figure)
 
     def evaluate_many(self, trials: Sequence[optuna.Trial]) -> list[Candidate | BaseException]:
         """Evaluate several trials, fitting the candidates of one structure together.
@@ -779,14 +857,19 @@ class BinningObjective:
         for trial in trials:
             try:
                 parts = self.candidate_histograms(trial)
-                built.append((parts, self.workspace_of(parts[0], lists=False)))
+                built.append((parts, _LazyWorkspace(self, parts[0])))
             except Exception as exc:  # recorded per trial (a failed trial), not fatal to the batch
                 built.append(exc)
         ok = [b for b in built if not isinstance(b, BaseException)]
         figures: list[float | None] = [None] * len(ok)
-        if self.figure == "z0_exp" and len(ok) > 1:
+        if self.figure == "z0_exp" and ok:
             try:
-                figures = _z0_batch([b[1] for b in ok], self._models)
+                figures = self._lean_z0([b[0][0] for b in ok])
+                rest = [k for k, f in enumerate(figures) if f is None]
+                if len(rest) > 1:
+                    more = _z0_batch([ok[k][1].get() for k in rest], self._models)
+                    for k, f in zip(rest, more, strict=True):
+                        figures[k] = f
             except SigtuneError:
                 figures = [None] * len(ok)  # evaluated one by one (their own error reporting)
         out: list[Candidate | BaseException] = []
