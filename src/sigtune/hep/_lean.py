@@ -157,11 +157,7 @@ class AsimovQ0:
         key = ns_hi.tobytes() + ns_lo.tobytes()
         got = self._ns_cache.get(key)
         if got is None:
-            coef = (
-                code4_coefficients(ns_hi, ns_lo)
-                if self._code4
-                else np.zeros((*ns_hi.shape, 6))
-            )
+            coef = code4_coefficients(ns_hi, ns_lo) if self._code4 else np.zeros((*ns_hi.shape, 6))
             got = (np.log(ns_hi), np.log(ns_lo), np.asarray(coef, np.float64))
             if len(self._ns_cache) > 256:
                 self._ns_cache.clear()

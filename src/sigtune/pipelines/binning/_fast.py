@@ -161,9 +161,7 @@ class HistPlan:
             keeps the dictionary path).
     """
 
-    def __init__(
-        self, plan: DictPlan, spec: Mapping[str, Any], hist: Any, options: Any
-    ) -> None:
+    def __init__(self, plan: DictPlan, spec: Mapping[str, Any], hist: Any, options: Any) -> None:
         lean = plan.lean
         model = lean.model
         self.lean = lean
@@ -177,7 +175,7 @@ class HistPlan:
         self.signal = np.array([name in hist.signal for name, _, _ in layout], bool)
         split = bool(options.split)
         up_rows, owner, hs_j, ns_j = [], [], [], []
-        for t, (name, row, systs) in enumerate(layout):
+        for t, (_name, row, systs) in enumerate(layout):
             si = int(self.si[t])
             for k, sys in enumerate(systs):
                 up_rows.append(row + 2 + 2 * k)
@@ -209,7 +207,7 @@ class HistPlan:
         stat = tuple(bool(np.any(merged[r + 1] > 0)) for r in rows) if options.staterror else ()
         norm: tuple[Any, ...] = ()
         if options.split:
-            parts = []
+            parts: list[tuple[bool, ...] | None] = []
             for _, row, systs in hist._layout:
                 total = float(merged[row].sum())
                 if total > 0 and systs:

@@ -768,9 +768,7 @@ class BinningObjective:
         try:
             value = figure
             if value is None:
-                value = figure_of_merit(
-                    self.figure, hist, lazy.get(), self.options, self._models
-                )
+                value = figure_of_merit(self.figure, hist, lazy.get(), self.options, self._models)
             if not math.isfinite(value):
                 raise BinningError(f"the figure of merit is not finite ({value}).")
         except SigtuneError as exc:  # likelihood / input errors (HepError is a SigtuneError)
