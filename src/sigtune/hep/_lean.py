@@ -18,6 +18,7 @@ left to the public path.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,24 +108,54 @@ class AsimovQ0:
         self._init = np.ascontiguousarray(init[None], np.float64)
         self._start = np.ascontiguousarray(start[None], np.float64)
         self._rep: dict[int, tuple[np.ndarray, ...]] = {}
+        self._entry: Any = None
+        self._bases: dict[tuple[int, int], Any] = {}
+        self._shapes = (
+            self.nom.shape,
+            self.hs_dp.shape,
+            self.hs_dm.shape,
+            self.gsig.shape,
+            (self.n_main,),
+        )
 
     # ------------------------------------------------------------------ helpers
+    def _base(self, B: int, ptau: np.ndarray) -> Any:
+        """The template's tables with ``B`` rows of ``ptau`` and scratch arrays of this thread
+        (a thread runs one kernel call at a time; the kernels need no zeroed scratch)."""
+        key = (B, threading.get_ident())
+        base = self._bases.get(key)
+        if base is None:
+            buf = np.zeros(self._scratch_size)
+            scratch = {}
+            pos = 0
+            for f, sh, size in self._scratch:
+                scratch[f] = buf[pos : pos + size].reshape(sh)
+                pos += size
+            base = self._t._replace(ptau=ptau, **scratch)
+            if len(self._bases) > 64:
+                self._bases.clear()
+            self._bases[key] = base
+        return base
+
     def _rows(self, B: int) -> tuple[np.ndarray, ...]:
         """Per-row copies (writeable, C-contiguous: the compiled dispatcher's fast path) of
         ``ptau, ga, pa``, the suggested values, the start and the bounds; the start is a new
         array (the minimiser works in place)."""
         rep = self._rep.get(B)
         if rep is None:
-            rep = tuple(
-                np.ascontiguousarray(np.repeat(a, B, axis=0))
-                for a in (self._ptau, self._ga, self._pa, self._init, self._lo, self._hi)
+            rep = (
+                *(
+                    np.ascontiguousarray(np.repeat(a, B, axis=0))
+                    for a in (self._ptau, self._ga, self._pa, self._init, self._lo, self._hi)
+                ),
+                np.arange(B, dtype=np.int64),
             )
             if len(self._rep) > 64:
                 self._rep.clear()
             self._rep[B] = rep
-        ptau, ga, pa, x0, lo, hi = rep
+        ptau, ga, pa, x0, lo, hi, rows = rep
         xs = np.repeat(self._start, B, axis=0) if B > 1 else self._start.copy()
-        return ptau, ga, pa, x0, xs, lo, hi
+        return ptau, ga, pa, x0, xs, lo, hi, rows
 
     def staterror_sigma(
         self,
@@ -153,16 +184,28 @@ class AsimovQ0:
         gsig[pos[part]] = np.where(fx, 1.0, rel)
         return True
 
-    def _normsys(self, ns_hi: np.ndarray, ns_lo: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _normsys(self, ns_hi: np.ndarray, ns_lo: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """``(log hi, log lo, code4 coefficients)`` with a leading axis of 1 (cached: most
+        studies repeat the same factors), or None where a factor is not > 0."""
+        if ns_hi.shape != self.ns_hi.shape or ns_lo.shape != self.ns_hi.shape:
+            raise ValueError(f"normsys factors must have shape {self.ns_hi.shape}")
         key = ns_hi.tobytes() + ns_lo.tobytes()
-        got = self._ns_cache.get(key)
-        if got is None:
-            coef = code4_coefficients(ns_hi, ns_lo) if self._code4 else np.zeros((*ns_hi.shape, 6))
-            got = (np.log(ns_hi), np.log(ns_lo), np.asarray(coef, np.float64))
+        got = self._ns_cache.get(key, _NONE)
+        if got is _NONE:
+            got = None
+            if not ns_hi.size or (ns_hi.min() > 0 and ns_lo.min() > 0):
+                hi = np.ascontiguousarray(ns_hi, np.float64)
+                lo = np.ascontiguousarray(ns_lo, np.float64)
+                coef = code4_coefficients(hi, lo) if self._code4 else np.zeros((*hi.shape, 6))
+                got = (
+                    np.log(hi)[None],
+                    np.log(lo)[None],
+                    np.ascontiguousarray(coef, np.float64)[None],
+                )
             if len(self._ns_cache) > 256:
                 self._ns_cache.clear()
             self._ns_cache[key] = got
-        return got
+        return got  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ evaluation
     def q0(
@@ -183,7 +226,7 @@ class AsimovQ0:
     def q0_many(
         self, candidates: Sequence[tuple[np.ndarray, ...]]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """:math:`q_0` of several candidates in two kernel calls.
+        """:math:`q_0` of several candidates in one kernel call.
 
         Args:
             candidates: ``(nom, hs_dp, hs_dm, ns_hi, ns_lo, gsig, main)`` per candidate.
@@ -196,35 +239,37 @@ class AsimovQ0:
         ok = np.zeros(B, bool)
         if not self.usable or B == 0:
             return q, ok
-        nom = np.empty((B, *self.nom.shape))
-        hs_dp = np.empty((B, *self.hs_dp.shape))
-        hs_dm = np.empty((B, *self.hs_dm.shape))
-        ns_loghi = np.empty((B, *self.ns_hi.shape))
-        ns_loglo = np.empty((B, *self.ns_hi.shape))
-        ns_coef = np.empty((B, *self.ns_hi.shape, 6))
-        gsig = np.empty((B, self.gsig.shape[0]))
-        n = np.empty((B, self.n_main))
         valid = np.ones(B, bool)
-        for b, (c_nom, c_dp, c_dm, c_hi, c_lo, c_gsig, c_main) in enumerate(candidates):
-            nom[b] = c_nom
-            hs_dp[b] = c_dp
-            hs_dm[b] = c_dm
-            gsig[b] = c_gsig
-            n[b] = c_main
-            if c_hi.size and not (c_hi.min() > 0 and c_lo.min() > 0):
-                valid[b] = False
-                ns_loghi[b] = ns_loglo[b] = 0.0
-                ns_coef[b] = 0.0
-                continue
-            ns_loghi[b], ns_loglo[b], ns_coef[b] = self._normsys(c_hi, c_lo)
-        buf = np.zeros(self._scratch_size)
-        scratch = {}
-        pos = 0
-        for f, sh, size in self._scratch:
-            scratch[f] = buf[pos : pos + size].reshape(sh)
-            pos += size
-        ptau, ga, pa, x0, xs, lo, hi = self._rows(B)
-        t = self._t._replace(
+        shapes = self._shapes
+        if B == 1:  # views, no copies
+            c_nom, c_dp, c_dm, c_hi, c_lo, c_gsig, c_main = candidates[0]
+            nom = _rows1(c_nom, shapes[0])
+            hs_dp = _rows1(c_dp, shapes[1])
+            hs_dm = _rows1(c_dm, shapes[2])
+            gsig = _rows1(c_gsig, shapes[3])
+            n = _rows1(c_main, shapes[4])
+            ns = self._normsys(c_hi, c_lo)
+            if ns is None:
+                return q, ok
+            ns_loghi, ns_loglo, ns_coef = ns
+        else:
+            nom = _stack([c[0] for c in candidates], shapes[0])
+            hs_dp = _stack([c[1] for c in candidates], shapes[1])
+            hs_dm = _stack([c[2] for c in candidates], shapes[2])
+            gsig = _stack([c[5] for c in candidates], shapes[3])
+            n = _stack([c[6] for c in candidates], shapes[4])
+            ns_loghi = np.empty((B, *self.ns_hi.shape))
+            ns_loglo = np.empty((B, *self.ns_hi.shape))
+            ns_coef = np.empty((B, *self.ns_hi.shape, 6))
+            for b, c in enumerate(candidates):
+                ns = self._normsys(c[3], c[4])
+                if ns is None:
+                    valid[b] = False
+                    ns_loghi[b] = ns_loglo[b] = ns_coef[b] = 0.0
+                else:
+                    ns_loghi[b], ns_loglo[b], ns_coef[b] = ns[0][0], ns[1][0], ns[2][0]
+        ptau, ga, pa, x0, xs, lo, hi, rows = self._rows(B)
+        t = self._base(B, ptau)._replace(
             nom=nom,
             hs_dp=hs_dp,
             hs_dm=hs_dm,
@@ -232,13 +277,52 @@ class AsimovQ0:
             ns_loglo=ns_loglo,
             ns_coef=ns_coef,
             gsig=gsig,
-            ptau=ptau,
-            **scratch,
         )
-        rows = np.arange(B, dtype=np.int64)
-        _q0_rows(x0, xs, rows, t, n, ga, pa, self._free, lo, hi, _MAX_ITER, _RTOL,
-                 _jit._EDM_CLEAN, valid, q, ok)  # fmt: skip
+        args = (x0, xs, rows, t, n, ga, pa, self._free, lo, hi, _MAX_ITER, _RTOL,
+                _jit._EDM_CLEAN, valid, q, ok)  # fmt: skip
+        entry = self._entry
+        if entry is None:
+            _q0_rows(*args)
+            self._entry = _entry_point(_q0_rows, args)
+        else:
+            entry(*args)
         return q, ok
+
+
+_NONE: Any = object()
+
+
+def _rows1(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` as a writeable C-contiguous float64 array of ``shape`` with a leading axis of 1
+    (the compiled entry point takes exactly these types)."""
+    out = np.ascontiguousarray(a, np.float64)
+    if out.shape != shape:
+        raise ValueError(f"expected an array of shape {shape}, got {out.shape}")
+    if not out.flags.writeable:
+        out = out.copy()
+    return out[None]
+
+
+def _stack(arrays: Sequence[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    out = np.ascontiguousarray(np.stack(arrays), np.float64)
+    if out.shape[1:] != shape:
+        raise ValueError(f"expected arrays of shape {shape}, got {out.shape[1:]}")
+    return out
+
+
+def _entry_point(dispatcher: Any, args: tuple[Any, ...]) -> Any:
+    """The compiled entry point of ``dispatcher`` for the types of ``args``.
+
+    Calling it skips the dispatcher's type resolution, which for the kernels' table of ~30
+    arrays costs more than the fit of a small model. The types of an evaluator's arguments
+    never change (same dtypes, dimensions and layouts), so the lookup is done once. Falls
+    back to the dispatcher itself where numba's layout differs from the one expected.
+    """
+    try:
+        key = tuple(dispatcher.typeof_pyval(a) for a in args)
+        return dispatcher.overloads[key].entry_point
+    except Exception:  # any numba layout change: keep the dispatcher
+        return dispatcher
 
 
 def _q0_rows(
