@@ -203,18 +203,17 @@ class HistPlan:
         of bins, which samples carry MC statistics and (``split``) which variations have a
         normalisation part."""
         merged = hist._stack
-        rows = [row for _, row, _ in hist._layout]
-        stat = tuple(bool(np.any(merged[r + 1] > 0)) for r in rows) if options.staterror else ()
-        norm: tuple[Any, ...] = ()
+        layout = hist._layout
+        stat: Any = ()
+        if options.staterror:
+            rows = np.array([row + 1 for _, row, _ in layout], np.intp)
+            stat = np.any(merged[rows] > 0, axis=1).tobytes()
+        norm: Any = ()
         if options.split:
-            parts: list[tuple[bool, ...] | None] = []
-            for _, row, systs in hist._layout:
-                total = float(merged[row].sum())
-                if total > 0 and systs:
-                    ud = merged[row + 2 : row + 2 + 2 * len(systs)].sum(axis=1)
-                    parts.append(tuple(bool(x > 0) for x in ud))
-                else:
-                    parts.append(None)
+            sums = merged.sum(axis=1) > 0  # totals and variation totals, row by row
+            parts = []
+            for _, row, systs in layout:
+                parts.append(sums[row : row + 2 + 2 * len(systs)].tobytes() if sums[row] else b"")
             norm = tuple(parts)
         return (hist.n_bins, stat, norm)
 
