@@ -10,13 +10,24 @@ Both studies run with the same sampler class, ``TimedTPE`` (Optuna's TPESampler,
 also adds up the time spent inside the sampler), so that the time outside the sampler, what
 sigtune controls, is measured directly: ``sampler-free time = wall - time inside the sampler``.
 
+Floors (what no study with this sampler can go below): ``Optuna TPE alone`` (a trivial objective
+over the same space) for the whole study; for the time outside the sampler, ``Optuna + builder``
+(the tutorial's objective without a Z0: Optuna's own per-trial bookkeeping plus the workspace
+builder that both studies run per trial). ``sampler-free time above that floor`` is then what
+each engine adds: its Z0 and its study machinery. The Z0 call column times the Z0 function alone
+on 200 tutorial workspaces (min of ``--repeat``); the bookkeeping line times Optuna's
+``study.optimize`` and ``sigtune.optimize`` per trial with a no-op objective and a sampler that
+costs nothing.
+
 Then the corrected study (``examples/binning/corrected.yaml`` settings: 100k weighted events per
 sample, fine-histogram re-binning, staterror, histosys, constraints) is timed for 200 trials, and
 the realistic study (``examples/binning/realistic.yaml``: signal region + two control regions,
 five samples of 100k weighted events, 12 systematics, lumi, staterror, free normalisations) for
 300 TPE trials against nextstat + Optuna (same objective code, sampler and seed; nextstat builds
 its model from the same workspace dictionary per trial, as its tutorial does). Last, a batched
-exhaustive scan of uniform binnings of the realistic study.
+exhaustive scan of uniform binnings of the realistic study, timed after a warm-up scan (one
+model per structure is built on first sight) against the same candidates one by one; the realistic
+study's ``large floor`` is the time its TPE sampler alone takes in the sigtune study.
 
     .venv/bin/python bench/binning.py [--trials 200] [--repeat 3] [--large-trials 300]
 
