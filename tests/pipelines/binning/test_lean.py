@@ -234,3 +234,15 @@ def test_hist_plan_signature_tracks_the_structure(fine: Histograms) -> None:
         fine.rebin([0, 0.3, 0.6, 0.8, 1]), opts
     )
     assert isinstance(DictPlan, type)
+
+
+def test_objective_with_lean_plans_pickles(fine: Histograms) -> None:
+    import pickle
+
+    obj = BinningObjective(fine, binning=UniformBinning(n_bins=(3, 12), lo=0.0, hi=1.0))
+    trial = optuna.trial.FixedTrial({"n_bins": 7})
+    first = obj.evaluate(trial)  # type: ignore[arg-type]
+    assert obj._hist_plans
+    clone = pickle.loads(pickle.dumps(obj))
+    assert not clone._hist_plans  # rebuilt in the process that unpickles
+    assert clone.evaluate(trial).values == pytest.approx(first.values, rel=1e-12)  # type: ignore[arg-type]

@@ -674,6 +674,15 @@ class BinningObjective:
             self.fine = fill_histograms(samples, edges, signal=signal)
         _check_yields(self.fine, "signal region" if self.control_regions else "fine range")
 
+    def __getstate__(self) -> dict[str, Any]:
+        # pickled into worker processes: the plans (compiled-kernel tables) are rebuilt there
+        state = dict(self.__dict__)
+        state["_hist_plans"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     @property
     def directions(self) -> list[str]:
         """Optimisation directions, one per objective."""
