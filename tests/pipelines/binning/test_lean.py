@@ -246,3 +246,40 @@ def test_objective_with_lean_plans_pickles(fine: Histograms) -> None:
     clone = pickle.loads(pickle.dumps(obj))
     assert not clone._hist_plans  # rebuilt in the process that unpickles
     assert clone.evaluate(trial).values == pytest.approx(first.values, rel=1e-12)  # type: ignore[arg-type]
+
+
+def test_without_the_compiled_engine_every_candidate_takes_the_public_path(
+    tutorial: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sigtune.hep import _jit
+
+    spec = tutorial.build_workspace(7, 0.1, 0.9)
+    model, _ = model_and_data(spec, validate=True)
+    monkeypatch.setattr(_jit, "ENABLED", False)
+    lean = AsimovQ0(model)
+    assert not lean.usable
+    row = (
+        lean.nom,
+        lean.hs_dp,
+        lean.hs_dm,
+        lean.ns_hi,
+        lean.ns_lo,
+        lean.gsig,
+        np.zeros(lean.n_main),
+    )
+    _, ok = lean.q0_many([row])
+    assert not ok.any()
+    cache = ModelCache()
+    assert cache.plan(spec)[0] is None
+    assert cache.z0_exp(spec) == pytest.approx(_public_z0(spec), rel=1e-9)
+
+
+def test_lean_arrays_of_the_wrong_shape_are_refused(tutorial: ModuleType) -> None:
+    cache = ModelCache()
+    spec = tutorial.build_workspace(7, 0.1, 0.9)
+    plan, _ = cache.plan(spec)
+    assert plan is not None
+    arrays = plan.arrays(spec)
+    assert arrays is not None
+    with pytest.raises(ValueError, match="shape"):
+        plan.lean.q0(arrays[0][:, :-1], *arrays[1:])
