@@ -283,3 +283,17 @@ def test_lean_arrays_of_the_wrong_shape_are_refused(tutorial: ModuleType) -> Non
     assert arrays is not None
     with pytest.raises(ValueError, match="shape"):
         plan.lean.q0(arrays[0][:, :-1], *arrays[1:])
+
+
+def test_malformed_dictionaries_get_the_public_paths_error(tutorial: ModuleType) -> None:
+    cache = ModelCache()
+    spec = tutorial.build_workspace(6, 0.1, 0.9)
+    cache.z0_exp(spec)
+    bad = copy.deepcopy(spec)
+    bad["channels"][0]["samples"][1]["data"] = bad["channels"][0]["samples"][1]["data"][:-1]
+    # the lean reader gives up and the unvalidated public path (hep.Model) raises, as it did
+    # before the lean path: an error, never a number
+    with pytest.raises((ValueError, SigtuneError)):
+        cache.z0_exp(bad)
+    with pytest.raises(SigtuneError):  # validated: the schema/model error
+        expected_z0(bad, validate=True)

@@ -129,7 +129,10 @@ def q0_of_specs(
     rows: list[tuple[np.ndarray, ...]] = []
     where: list[int] = []
     for i, (_, spec) in enumerate(plans):
-        a = plan.arrays(spec)
+        try:
+            a = plan.arrays(spec)
+        except (ValueError, TypeError, KeyError, IndexError):
+            a = None  # malformed entries: evaluated alone by the public path
         if a is not None:
             rows.append(a)
             where.append(i)

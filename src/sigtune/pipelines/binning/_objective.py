@@ -244,7 +244,10 @@ class ModelCache:
 
         plan, _ = self.plan(spec)
         if plan is not None:
-            arrays = plan.arrays(spec)
+            try:
+                arrays = plan.arrays(spec)
+            except (ValueError, TypeError, KeyError, IndexError):
+                arrays = None  # malformed entries: the public path says what is wrong
             if arrays is not None:
                 q0 = plan.lean.q0(*arrays)
                 if q0 is not None:
