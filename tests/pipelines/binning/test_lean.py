@@ -297,3 +297,24 @@ def test_malformed_dictionaries_get_the_public_paths_error(tutorial: ModuleType)
         cache.z0_exp(bad)
     with pytest.raises(SigtuneError):  # validated: the schema/model error
         expected_z0(bad, validate=True)
+
+
+def test_observations_are_read_by_channel_name(tutorial: ModuleType) -> None:
+    spec = tutorial.build_workspace(6, 0.1, 0.9)
+    two = copy.deepcopy(spec)
+    cr = copy.deepcopy(spec["channels"][0])
+    cr["name"] = "CR"
+    for smp in cr["samples"]:
+        smp["data"] = [2.0 * v for v in smp["data"]]
+    two["channels"].append(cr)
+    two["observations"].append(
+        {"name": "CR", "data": [2.0 * v for v in spec["observations"][0]["data"]]}
+    )
+    cache = ModelCache()
+    first = cache.z0_exp(two)
+    swapped = copy.deepcopy(two)
+    swapped["observations"].reverse()
+    plan, _ = cache.plan(swapped)
+    assert plan is not None and plan.lean.q0(*plan.arrays(swapped)) is not None  # type: ignore[misc]
+    assert cache.z0_exp(swapped) == pytest.approx(first, rel=1e-12)
+    assert first == pytest.approx(_public_z0(two), rel=1e-9)

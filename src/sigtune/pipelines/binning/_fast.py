@@ -69,7 +69,7 @@ class DictPlan:
         self.given = given
         self.staterrors = sorted(st_names)
         obs_pos = {o["name"]: i for i, o in enumerate(spec["observations"])}
-        self.observations = [(obs_pos[c], model.channel_slices[c]) for c in names]
+        self.observations = [(obs_pos[c], c, model.channel_slices[c]) for c in names]
 
     def arrays(self, spec: Mapping[str, Any]) -> tuple[np.ndarray, ...] | None:
         """``(nom, hs_dp, hs_dm, ns_hi, ns_lo, gsig, main)`` of ``spec`` (see
@@ -114,8 +114,11 @@ class DictPlan:
                     return None
         obs = spec["observations"]
         main = np.empty(lean.n_main)
-        for i, sl in self.observations:
-            main[sl] = obs[i]["data"]
+        for i, name, sl in self.observations:
+            entry = obs[i]
+            if entry["name"] != name:  # observations in another order than the first time
+                entry = next(o for o in obs if o["name"] == name)
+            main[sl] = entry["data"]
         return nom, hs_dp, hs_dm, ns_hi, ns_lo, gsig, main
 
 
