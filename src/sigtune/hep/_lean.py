@@ -32,8 +32,39 @@ __all__ = ["AsimovQ0"]
 
 _YIELD_FIELDS = ("nom", "hs_dp", "hs_dm", "ns_loghi", "ns_loglo", "ns_coef", "gsig", "ptau")
 _SCRATCH_FIELDS = ("dl", "dl1", "dl2", "lk", "lk1", "lk2", "Es", "Ls", "As", "J")
-_MAX_ITER = 200
 _RTOL = 1e-12  # the Asimov check of the public path (np.allclose(expected, data, 1e-12, 1e-12))
+
+
+class _Bundle:
+    """The template model's arrays and sizes, read from either layout of
+    :class:`sigtune.hep.Model`: the ``arrays`` bundle (``ModelArrays``) or the older ``_arr``
+    record with per-model sizes."""
+
+    def __init__(self, model: Any) -> None:
+        a = getattr(model, "arrays", None)
+        if a is not None and hasattr(a, "nom"):
+            src: Any = a
+            self.dense_layout = bool(a.dense_layout)
+            self.kink = np.asarray(a.kink)
+            self.H, self.N, self.M, self.C = a.n_histosys, a.n_bins, a.n_normsys, a.n_channels
+            self.g_pos, self.p_pos = a.gauss_aux, a.pois_aux
+            self.tables_of: Any = a
+        else:
+            src = model._arr
+            self.dense_layout = bool(model._dense_engine)
+            self.kink = np.asarray(model._kink_mask)
+            self.H, self.N, self.M, self.C = model._H, model._N, model._M, model._C
+            self.g_pos, self.p_pos = model._g_pos, model._p_pos
+            self.tables_of = model
+        self.nom, self.hs_dp, self.hs_dm = src.nom, src.hs_dp, src.hs_dm
+        self.ns_loghi, self.ns_loglo = src.ns_loghi, src.ns_loglo
+        self.gauss_sigma, self.pois_tau = src.gauss_sigma, src.pois_tau
+        self.fixed, self.bounds = src.fixed, src.bounds
+
+
+# tolerances of the compiled Newton row (named once in _jit, or per module in older versions)
+_EDM_CLEAN = float(getattr(_jit, "EDM_CLEAN", getattr(_jit, "_EDM_CLEAN", 1e-7)))
+_MAX_ITER = int(getattr(_jit, "MAX_ITER", 200))
 
 
 class AsimovQ0:
@@ -52,14 +83,14 @@ class AsimovQ0:
 
     def __init__(self, model: Model) -> None:
         self.model = model
-        arr = model._arr
+        arr = _Bundle(model)
         poi = model.poi_index
         init = model.suggested_init()
         self.usable = bool(
             _jit.ENABLED
             and model.batch_size == 1
-            and model._dense_engine
-            and not model._kink_mask.any()
+            and arr.dense_layout
+            and not arr.kink.any()
             and poi is not None
             and init[poi] == 1.0
         )
@@ -72,16 +103,16 @@ class AsimovQ0:
         self.histosys_index = {k: i for i, k in enumerate(model._hs_keys)}
         self.staterror = _staterror_slots(model)
         self.nom = np.array(arr.nom[0], np.float64)
-        self.hs_dp = np.array(arr.hs_dp[0], np.float64).reshape(model._H, model._N)
-        self.hs_dm = np.array(arr.hs_dm[0], np.float64).reshape(model._H, model._N)
-        self.ns_hi = np.exp(arr.ns_loghi[0]).reshape(model._M, model._C)
-        self.ns_lo = np.exp(arr.ns_loglo[0]).reshape(model._M, model._C)
+        self.hs_dp = np.array(arr.hs_dp[0], np.float64).reshape(arr.H, arr.N)
+        self.hs_dm = np.array(arr.hs_dm[0], np.float64).reshape(arr.H, arr.N)
+        self.ns_hi = np.exp(arr.ns_loghi[0]).reshape(arr.M, arr.C)
+        self.ns_lo = np.exp(arr.ns_loglo[0]).reshape(arr.M, arr.C)
         self.gsig = np.array(arr.gauss_sigma[0], np.float64).reshape(-1)
         self._code4 = model.normsys_interp == "code4"
         self._ns_cache: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         if not self.usable:
             return
-        jt = _jit.tables(model)
+        jt = _jit.tables(arr.tables_of)
         t = jt.tables
         if not set(_YIELD_FIELDS + _SCRATCH_FIELDS).issubset(getattr(t, "_fields", ())):
             self.usable = False  # a table layout this helper does not know
@@ -93,8 +124,8 @@ class AsimovQ0:
         self._scratch_size = sum(size for _, _, size in self._scratch)
         self._poi = int(poi)  # type: ignore[arg-type]
         auxd = model.auxdata
-        self._ga = np.ascontiguousarray(auxd[model._g_pos][None], np.float64)
-        self._pa = np.ascontiguousarray(auxd[model._p_pos][None], np.float64)
+        self._ga = np.ascontiguousarray(auxd[arr.g_pos][None], np.float64)
+        self._pa = np.ascontiguousarray(auxd[arr.p_pos][None], np.float64)
         self._ptau = np.ascontiguousarray(arr.pois_tau.reshape(1, -1), np.float64)
         free = ~arr.fixed.copy()
         free[poi] = False
@@ -279,7 +310,7 @@ class AsimovQ0:
             gsig=gsig,
         )
         args = (x0, xs, rows, t, n, ga, pa, self._free, lo, hi, _MAX_ITER, _RTOL,
-                _jit._EDM_CLEAN, valid, q, ok)  # fmt: skip
+                _EDM_CLEAN, valid, q, ok)  # fmt: skip
         entry = self._entry
         if entry is None:
             _q0_rows(*args)
