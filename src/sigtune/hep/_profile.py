@@ -9,6 +9,13 @@ profile's tangent for large models), then, unless that fit converged away from t
 suggested initial values and the free fit's point. Fits whose result feeds Asimov data or an
 expected result (the Asimov-generating fit, every fit to the Asimov data) and every conditional
 fit with ``multistart=True`` run all starts and keep the lowest minimum.
+
+Checked brackets (the fits to the Asimov data, see :attr:`_Profile.checked_starts`): a POI value
+where all starts ran, the warm start's minimum was the lowest and converged is *checked*. A later
+fit at a POI value strictly between two neighbouring checked values (no unchecked all-starts
+value between them) runs from the warm start alone, unless that fit is suspicious (not converged,
+or a parameter at a bound), in which case the other starts follow as usual. The exact free fit of
+the Asimov data counts as checked (it is the global minimum). ``multistart=True`` turns this off.
 """
 
 from __future__ import annotations
@@ -111,6 +118,10 @@ class _Profile:
         self._cond: dict[float, _Point] = {}
         self.n_fits = 0
         self._consts: tuple[NDArray[np.float64], ...] | None = None
+        # fits that must run all starts may skip them inside a checked bracket (see module doc)
+        self.checked_starts = False
+        # POI value -> True if all starts ran there and the warm start's minimum was the lowest
+        self._all_start_runs: dict[float, bool] = {}
 
     @property
     def consts(self) -> tuple[NDArray[np.float64], ...]:
@@ -122,6 +133,21 @@ class _Profile:
     def set_free(self, point: _Point, *, exact: bool = False) -> None:
         self._free = point
         self._free_is_exact = exact
+        if exact:  # the global minimum: the conditional fit at mu-hat is checked
+            self._all_start_runs[float(point.pars[self.setup.poi_index])] = True
+
+    def in_checked_bracket(self, mu: float) -> bool:
+        """Whether ``mu`` lies strictly between two neighbouring POI values at which all starts
+        ran and the warm start gave the lowest, converged minimum (see the module doc)."""
+        below = [m for m in self._all_start_runs if m < mu]
+        above = [m for m in self._all_start_runs if m > mu]
+        if not below or not above:
+            return False
+        return self._all_start_runs[max(below)] and self._all_start_runs[min(above)]
+
+    def record_all_starts(self, mu: float, point: _Point) -> None:
+        """Note that all starts ran at ``mu`` and which one won."""
+        self._all_start_runs[float(mu)] = point.converged and point.start == "warm"
 
     @property
     def free(self) -> _Point:
@@ -230,7 +256,8 @@ def _fit_conditionals(
     """Run the conditional fits of several (profile, mu) pairs (see :meth:`_Profile.starts`).
 
     The warm start alone when its fit converges away from the bounds; every start with
-    ``multistart`` or ``all_starts``. (A single :func:`sigtune.hep.fit_batch` call over all
+    ``multistart`` or ``all_starts``, except inside a checked bracket of a profile with
+    :attr:`_Profile.checked_starts` (see the module doc). (A single :func:`sigtune.hep.fit_batch` call over all
     rows would also work; on the models we measured it was not faster than consecutive fits
     for batches of 2-4 rows.)
     """
@@ -242,17 +269,23 @@ def _fit_conditionals(
         if short is not None:
             profile.store(mu, short)
             continue
+        every = all_starts or profile.multistart or profile.checked_starts
+        if every and profile.checked_starts and not profile.multistart:
+            every = not profile.in_checked_bracket(mu)
+        starts = profile.starts(mu)
         point, n = _fit_point(
             profile.model,
             profile.data,
             profile.setup,
-            starts=profile.starts(mu),
+            starts=starts,
             poi_value=mu,
             consts=profile.consts,
-            all_starts=all_starts or profile.multistart,
+            all_starts=every,
             bound_ok=profile.free_at_bound(),
         )
         profile.n_fits += n
+        if every:
+            profile.record_all_starts(mu, point)
         profile.store(mu, point)
 
 
