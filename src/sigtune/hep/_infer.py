@@ -551,12 +551,13 @@ def _solve_decreasing(
 
     Safeguarded secant: the next POI value is the secant (linear interpolation) through the two
     evaluated points nearest the root; while no sign change is known it may extrapolate at most
-    4 x the last distance (geometric steps of 1.5 x when the points give no usable slope); once
-    the root is bracketed, a step that leaves the bracket or does not shrink it by half in two
-    steps is replaced by bisection. It stops when the secant estimate is within ``xtol`` of an
-    evaluated point (returning the estimate: the secant's error is then far below ``xtol``) or
-    the bracket is narrower than ``2 xtol``. ``known`` are points already evaluated (free:
-    conditional fits are cached), which seed the interpolation. The functions of the limit
+    4 x the last distance (a first step of 10%, geometric steps of 1.5 x when the points give no
+    usable slope); once the root is bracketed, a step that leaves the bracket, or follows two
+    evaluations that did not halve the smallest ``|func|``, is replaced by bisection. It stops when the secant estimate through two nearby
+    points (at most 1% apart) is within ``xtol`` of the nearer one (returning the estimate: the
+    secant's error is then far below ``xtol``) or the bracket is narrower than ``2 xtol``.
+    ``known`` are points already evaluated (free: conditional fits are cached), which seed the
+    interpolation. The functions of the limit
     search are close to linear in the POI, so a root typically costs 2-4 evaluations.
     """
     pts: dict[float, float] = {float(x): float(f) for x, f in known}
@@ -566,6 +567,11 @@ def _solve_decreasing(
         if x not in pts:
             pts[x] = float(func(x))
         return pts[x]
+
+    def close(x1: float, x2: float) -> bool:
+        """Secant points near enough for its estimate to be trusted to ``xtol`` (a secant
+        through distant points would also accept a jump as a root)."""
+        return abs(x1 - x2) <= max(0.01 * abs(x1), 1e4 * xtol)
 
     x0 = min(max(estimate, lo_bound), hi_bound)
     if not pts or all(abs(x - x0) > xtol for x in pts):
@@ -583,12 +589,12 @@ def _solve_decreasing(
             fa, fb = pts[a], pts[b]
             if b - a <= 2 * xtol:
                 return a + (b - a) * fa / (fa - fb)
-            # secant through the two points nearest the root (by |f|) inside the bracket
-            near = sorted((x for x in pts if a <= x <= b), key=lambda x: abs(pts[x]))[:2]
+            # secant through the two points nearest the root (smallest |f|)
+            near = sorted(pts, key=lambda x: abs(pts[x]))[:2]
             x1, x2 = near
             f1, f2 = pts[x1], pts[x2]
             cand = x1 - f1 * (x2 - x1) / (f2 - f1) if f2 != f1 else math.nan
-            if a < cand < b and min(abs(x - cand) for x in pts) <= xtol:
+            if a < cand < b and abs(x1 - cand) <= xtol and close(x1, x2):
                 return float(cand)
             stalled = len(progress) >= 3 and progress[-1] > 0.5 * progress[-3]
             if not a < cand < b or stalled:
@@ -605,7 +611,7 @@ def _solve_decreasing(
                 f1, f2 = pts[edge], pts[x2]
                 if (f2 - f1) * (x2 - edge) < 0:  # decreasing between them
                     step = -f1 * (x2 - edge) / (f2 - f1)
-                    if abs(step) <= xtol:
+                    if abs(step) <= xtol and close(edge, x2):
                         return float(edge + step)
                     reach = 4.0 * max(abs(edge - x2), 0.1 * abs(edge))
                     cand = edge + max(min(step, reach), -reach)
