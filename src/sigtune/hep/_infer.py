@@ -39,7 +39,13 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
 from sigtune.hep._exceptions import HepError, HepFitWarning
-from sigtune.hep._profile import _fit_conditionals, _Point, _Profile, _q_from_profile
+from sigtune.hep._profile import (
+    _fit_conditionals,
+    _Point,
+    _Profile,
+    _q_from_profile,
+    _q_needs_fit,
+)
 from sigtune.hep._results import BAND_N_SIGMA, DiscoveryResult, HypotestResult, UpperLimitResult
 from sigtune.hep._validate import (
     HepInputError,
@@ -374,7 +380,10 @@ class AsymptoticCalculator:
         mu = float(mu)
         if self.test_stat == "q0" and mu != 0.0:
             raise HepInputError(f"test_stat='q0' tests mu = 0, got mu = {mu!r}.")
-        _fit_conditionals([(self.observed, mu), (self.asimov, mu)])
+        requests = [(self.asimov, mu)]
+        if _q_needs_fit(self.observed, mu, self.test_stat):
+            requests.insert(0, (self.observed, mu))
+        _fit_conditionals(requests)
         q = self.teststatistic(mu)
         qa = self.q_asimov(mu)
         clsb, clb, cls = asymptotic_pvalues(q, qa, self.test_stat)
@@ -400,9 +409,14 @@ class AsymptoticCalculator:
         """Which start gave each fit behind :meth:`hypotest` at ``mu`` (see
         :attr:`HypotestResult.fit_starts`)."""
         asimov = self.asimov
+        observed = (
+            self.observed.conditional(mu).start
+            if _q_needs_fit(self.observed, mu, self.test_stat)
+            else "unused"  # the statistic is 0 by definition (mu-hat beyond mu)
+        )
         return {
             "free": self.observed.free.start,
-            "observed": self.observed.conditional(mu).start,
+            "observed": observed,
             "asimov_data": self.observed.conditional(self.asimov_mu).start,
             "asimov": asimov.conditional(mu).start,
         }

@@ -10,6 +10,14 @@ suggested initial values and the free fit's point. Fits whose result feeds Asimo
 expected result (the Asimov-generating fit, every fit to the Asimov data) and every conditional
 fit with ``multistart=True`` run all starts and keep the lowest minimum.
 
+Axis starts (small models, at most :data:`AXIS_STARTS_MAX_NPS` constrained free nuisance
+parameters): the suggested initial values with one constrained parameter moved by -2, -1, +1 or
++2 times its pre-fit width (:meth:`Model.constraint_width`). With ``multistart=True`` every fit
+(the free fit too) runs them all; otherwise they follow the other starts of a conditional fit and
+run only when every earlier start was suspicious (not converged, or at a bound). They find
+interior minima that no other start reaches (e.g. a histosys at +2.3 sigma while the fit from
+the suggested start converges at +0.5 sigma, 3 units of -2 ln L higher).
+
 Checked brackets (the fits to the Asimov data, see :attr:`_Profile.checked_starts`): a POI value
 where all starts ran, the warm start's minimum was the lowest and converged is *checked*. A later
 fit at a POI value strictly between two neighbouring checked values (no unchecked all-starts
@@ -33,6 +41,10 @@ from sigtune.hep._fit import fit_from_starts, profile_start
 from sigtune.hep._validate import FitSetup
 
 log = logging.getLogger("sigtune.hep._infer")
+
+# Models with at most this many constrained free nuisance parameters get axis starts.
+AXIS_STARTS_MAX_NPS = 8
+_AXIS_SHIFTS = (-2.0, -1.0, 1.0, 2.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,6 +134,7 @@ class _Profile:
         self.checked_starts = False
         # POI value -> True if all starts ran there and the warm start's minimum was the lowest
         self._all_start_runs: dict[float, bool] = {}
+        self._axis: list[tuple[str, NDArray[np.float64]]] | None = None
 
     @property
     def consts(self) -> tuple[NDArray[np.float64], ...]:
@@ -152,9 +165,41 @@ class _Profile:
     @property
     def free(self) -> _Point:
         if self._free is None:
-            self._free, n = _fit_point(self.model, self.data, self.setup, consts=self.consts)
+            starts = [("init", self.setup.init)]
+            if self.multistart:
+                starts += self.axis_starts()
+            self._free, n = _fit_point(
+                self.model,
+                self.data,
+                self.setup,
+                starts=starts,
+                consts=self.consts,
+                all_starts=self.multistart,
+            )
             self.n_fits += n
         return self._free
+
+    def axis_starts(self) -> list[tuple[str, NDArray[np.float64]]]:
+        """The suggested initial values with one constrained free nuisance parameter moved by
+        -2, -1, +1, +2 pre-fit widths (clipped into the bounds); empty for models with more
+        than :data:`AXIS_STARTS_MAX_NPS` such parameters (see the module doc)."""
+        if self._axis is None:
+            free = _free_mask(self.model, self.setup)
+            free[self.setup.poi_index] = False
+            widths = [(i, self.model.constraint_width(int(i))) for i in np.flatnonzero(free)]
+            nps = [(int(i), w) for i, w in widths if w is not None and w > 0]
+            out: list[tuple[str, NDArray[np.float64]]] = []
+            if len(nps) <= AXIS_STARTS_MAX_NPS:
+                lo, hi = self.setup.bounds[:, 0], self.setup.bounds[:, 1]
+                names = self.model.par_names
+                for i, w in nps:
+                    for k in _AXIS_SHIFTS:
+                        x = np.array(self.setup.init, dtype=np.float64)
+                        x[i] = min(max(x[i] + k * w, lo[i]), hi[i])
+                        if x[i] != self.setup.init[i]:
+                            out.append((f"axis {names[i]} {k:+g}", x))
+            self._axis = out
+        return self._axis
 
     @property
     def mu_hat(self) -> float:
@@ -178,17 +223,20 @@ class _Profile:
         x = self.free.pars
         return np.asarray((x <= self.setup.bounds[:, 0]) | (x >= self.setup.bounds[:, 1]))
 
-    def starts(self, mu: float) -> list[tuple[str, NDArray[np.float64]]]:
+    def starts(self, mu: float, *, axis: bool = True) -> list[tuple[str, NDArray[np.float64]]]:
         """Starting points for the conditional fit at ``mu``: warm (from the nearest previous
-        fit, on the profile's tangent where available), the suggested initial values and the
-        free fit's point; duplicates dropped."""
+        fit, on the profile's tangent where available), the suggested initial values, the free
+        fit's point and (``axis``) the axis starts; duplicates dropped."""
         poi = self.setup.poi_index
         base = self._nearest(mu)
         warm = self._predicted(base, mu)
         if warm is None:
             warm = self.setup.with_value(base.pars, poi, mu)
         out: list[tuple[str, NDArray[np.float64]]] = [("warm", warm)]
-        for label, x in (("default", self.setup.init), ("free", self.free.pars)):
+        extra = [("default", self.setup.init), ("free", self.free.pars)]
+        if axis:
+            extra += self.axis_starts()
+        for label, x in extra:
             x = self.setup.with_value(x, poi, mu)
             if not any(np.allclose(x, y, rtol=0.0, atol=1e-12) for _, y in out):
                 out.append((label, x))
@@ -272,7 +320,9 @@ def _fit_conditionals(
         every = all_starts or profile.multistart or profile.checked_starts
         if every and profile.checked_starts and not profile.multistart:
             every = not profile.in_checked_bracket(mu)
-        starts = profile.starts(mu)
+        # axis starts: all with multistart; otherwise only as the last resort of a fit that
+        # stops at the first unsuspicious minimum (not where every start runs anyway)
+        starts = profile.starts(mu, axis=profile.multistart or not every)
         point, n = _fit_point(
             profile.model,
             profile.data,
@@ -289,9 +339,14 @@ def _fit_conditionals(
         profile.store(mu, point)
 
 
-def _q_from_profile(profile: _Profile, mu: float, test_stat: str) -> float:
-    t = profile.tmu(mu)
+def _q_needs_fit(profile: _Profile, mu: float, test_stat: str) -> bool:
+    """Whether the test statistic at ``mu`` needs the conditional fit (it is 0 by definition
+    when mu-hat lies on the other side of ``mu``: Eqs. 12, 14, 16)."""
     mu_hat = profile.mu_hat
-    if test_stat == "q0":
-        return t if mu_hat >= mu else 0.0
-    return t if mu_hat <= mu else 0.0
+    return mu_hat >= mu if test_stat == "q0" else mu_hat <= mu
+
+
+def _q_from_profile(profile: _Profile, mu: float, test_stat: str) -> float:
+    if not _q_needs_fit(profile, mu, test_stat):
+        return 0.0
+    return profile.tmu(mu)
