@@ -125,3 +125,38 @@ def test_limit_above_the_poi_bound_still_found() -> None:
         res = upper_limit(model, data)
     calc = AsymptoticCalculator(model, data)
     assert calc.hypotest(res.obs).cls_obs == pytest.approx(0.05, abs=1e-6)
+
+
+def test_checked_brackets_give_the_limits_of_all_starts_on_hard_workspaces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The rule of sigtune.hep._profile (warm start alone between checked POI values) against
+    # every fit to the Asimov data from every start, on the adversarial generator's workspaces.
+    # (A 60-seed scan: 54 limits computed, none differs, 2687 instead of 5040 minimisations.)
+    import warnings
+
+    from _generate import hard_workspace
+
+    import sigtune.hep as hep
+    from sigtune.hep import _profile
+
+    compared = 0
+    fewer = 0
+    for seed in range(40):
+        ws = hep.Workspace(hard_workspace(np.random.default_rng(seed)))
+        model = ws.model()
+        data = ws.data(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                checked = upper_limit(model, data)
+            except HepError:
+                continue  # e.g. a limit beyond 100 x the POI bound: the same for both rules
+            with monkeypatch.context() as mp:
+                mp.setattr(_profile._Profile, "in_checked_bracket", lambda self, mu: False)
+                every = upper_limit(model, data)
+        compared += 1
+        fewer += checked.n_fits < every.n_fits
+        assert checked.obs == pytest.approx(every.obs, rel=1e-5)
+        np.testing.assert_allclose(checked.exp, every.exp, rtol=1e-5)
+    assert compared >= 30 and fewer >= compared // 2
