@@ -68,6 +68,7 @@ __all__ = [
     "AutoContext",
     "AutoSampler",
     "auto_policy",
+    "auto_summary",
     "make_sampler",
     "sampler_option_errors",
 ]
@@ -155,6 +156,35 @@ def make_sampler(
             seed=seed, space=space_obj, n_trials=n_trials, n_objectives=n_objectives, **opts
         )
     return _build(name, seed, opts, space_obj)
+
+
+def auto_summary(
+    *,
+    space: SearchSpace | Mapping[str, Any] | None,
+    n_trials: int | None,
+    n_objectives: int = 1,
+    options: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+) -> str:
+    """The line a run prints at its start: what ``auto`` will use and why.
+
+    E.g. ``auto sampler: gp (numeric space of dimension 2, budget 40)``.
+    """
+    sampler = make_sampler(
+        "auto",
+        seed=seed,
+        options=options,
+        space=space,
+        n_trials=n_trials,
+        n_objectives=n_objectives,
+    )
+    assert isinstance(sampler, AutoSampler)
+    if sampler.choice is None:
+        return (
+            "auto sampler: chosen after the first trial (search space not declared; "
+            "the first trial is sampled at random)"
+        )
+    return f"auto sampler: {sampler.choice.describe()}"
 
 
 def _check_options(name: str, opts: Mapping[str, Any], valid: set[str]) -> None:
@@ -392,11 +422,31 @@ class AutoContext:
 
 @dataclass(frozen=True)
 class AutoChoice:
-    """The sampler ``auto`` delegates to: a :func:`make_sampler` name, its options, and why."""
+    """The sampler ``auto`` delegates to: a :func:`make_sampler` name, its options, and why.
+
+    A choice may name a next stage: ``then`` is used from the first trial at which at least
+    ``switch_after`` trials are complete and, when ``switch_patience`` is set, the best value
+    has not improved during the last ``switch_patience`` complete trials (single objective).
+    In ``then.options`` the value ``"completed"`` of ``source_trials`` is replaced by the
+    complete trials when the switch happens (CMA-ES warm start; the switch waits for 10).
+    """
 
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
     reason: str = ""
+    then: AutoChoice | None = None
+    switch_after: int = 0
+    switch_patience: int | None = None
+
+    def describe(self) -> str:
+        """One line: ``gp (why)``, then each next stage and when it starts."""
+        text = f"{self.name} ({self.reason})" if self.reason else self.name
+        if self.then is not None:
+            when = f"after {self.switch_after} complete trials"
+            if self.switch_patience is not None:
+                when += f" once {self.switch_patience} trials bring no improvement"
+            text += f", then {when}: {self.then.describe()}"
+        return text
 
 
 def auto_policy(ctx: AutoContext) -> AutoChoice:
@@ -557,6 +607,8 @@ class AutoSampler(BaseSampler):
         self._policy = self._resolve_policy(policy)
         self._constraints_func = constraints_func
         self._choice: AutoChoice | None = None
+        self._active: AutoChoice | None = None
+        self._active_reason = ""
         self._decided_for = 0
         self._delegate: BaseSampler = optuna.samplers.RandomSampler(seed=seed)
         if n_objectives is not None and (space is not None or n_objectives > 1):
@@ -616,18 +668,62 @@ class AutoSampler(BaseSampler):
                 f"sampler.options.policy: must return an AutoChoice or (name, options), "
                 f"got {result!r}"
             )
-        if choice.name == "auto" or choice.name not in SAMPLER_NAMES:
-            raise ConfigError(
-                f"sampler (auto): the policy chose {choice.name!r}; it must choose one of "
-                f"{', '.join(n for n in SAMPLER_NAMES if n != 'auto')}"
-            )
+        stage: AutoChoice | None = choice
+        while stage is not None:
+            if stage.name == "auto" or stage.name not in SAMPLER_NAMES:
+                raise ConfigError(
+                    f"sampler (auto): the policy chose {stage.name!r}; it must choose one of "
+                    f"{', '.join(n for n in SAMPLER_NAMES if n != 'auto')}"
+                )
+            stage = stage.then
+        self._delegate = self._build_stage(choice, None)
+        self._choice = choice
+        self._active = choice
+        self._active_reason = choice.reason
+        log.info("sampler auto -> %s %s (%s)", choice.name, dict(choice.options), choice.reason)
+
+    def _build_stage(self, choice: AutoChoice, study: Study | None) -> BaseSampler:
         opts = dict(choice.options)
+        if study is not None:
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if opts.get("source_trials") == "completed":
+                # the cmaes warm start keeps the best 10 %: at least 10 trials are needed
+                if len(complete) < 10:
+                    raise ValueError(f"{len(complete)} complete trials, the warm start needs 10")
+                opts["source_trials"] = list(complete)
         cls = getattr(optuna.samplers, _CLASSES[choice.name])
         if self._constraints_func is not None and "constraints_func" in _valid_options(cls):
             opts["constraints_func"] = self._constraints_func
-        self._delegate = _build(choice.name, self._seed, opts, self._space)
-        self._choice = choice
-        log.info("sampler auto -> %s %s (%s)", choice.name, dict(choice.options), choice.reason)
+        return _build(choice.name, self._seed, opts, self._space)
+
+    def _maybe_switch(self, study: Study) -> None:
+        """Move to the active choice's next stage when its switch condition holds."""
+        active = self._active
+        if active is None or active.then is None:
+            return
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        n = len(complete)
+        if n < active.switch_after:
+            return
+        why = f"{active.name} for {n} complete trials"
+        if active.switch_patience is not None:
+            if len(study.directions) != 1:
+                return
+            k = active.switch_patience
+            sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+            values = [sign * float(t.value) for t in sorted(complete, key=lambda t: t.number)]  # type: ignore[arg-type]
+            if n <= k or min(values[-k:]) < min(values[:-k]):
+                return
+            why += f", no improvement in the last {k}"
+        nxt = active.then
+        try:
+            self._delegate = self._build_stage(nxt, study)
+        except ValueError as exc:  # e.g. no best trial: stay with the current stage
+            log.info("sampler auto: not switching to %s: %s", nxt.name, exc)
+            return
+        self._active = nxt
+        self._active_reason = f"{nxt.reason} ({why})" if nxt.reason else why
+        log.info("sampler auto -> %s (%s)", nxt.name, self._active_reason)
 
     def _maybe_decide(self, study: Study) -> None:
         n_obj = len(study.directions)
@@ -637,6 +733,7 @@ class AutoSampler(BaseSampler):
             # made for another number of objectives than the study has: choose again
             log.info("sampler auto: the study has %d objective(s); choosing again", n_obj)
             self._choice = None
+            self._active = None
             self._delegate = optuna.samplers.RandomSampler(seed=self._seed)
         if self._space is not None or n_obj > 1:
             self._decide(self._context(n_obj, self._known_summary()))
@@ -647,10 +744,16 @@ class AutoSampler(BaseSampler):
 
     # BaseSampler interface: delegate.
 
+    @property
+    def active(self) -> AutoChoice | None:
+        """The stage of :attr:`choice` in use now (``None`` until the decision is made)."""
+        return self._active
+
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._maybe_decide(study)
-        if self._choice is not None:
-            name, reason = self._choice.name, self._choice.reason
+        self._maybe_switch(study)
+        if self._active is not None:
+            name, reason = self._active.name, self._active_reason
         else:
             name, reason = "random", "search space not known yet: learnt from the first trial"
         # explainability: which sampler auto used for this trial, and why
