@@ -239,15 +239,21 @@ def _variant_policy(variant: str) -> Callable[[Any], Any]:
             return c
         after = max(20, budget // 2)
         if variant == "ws":  # warm-started CMA-ES (from the GP trials) for the second half
-            then = AutoChoice(
-                "cmaes", {"source_trials": "completed", "restart_strategy": "ipop"}, "ws-cma"
-            )
+            then = AutoChoice("cmaes", {"source_trials": "completed"}, "ws-cma")
             return replace(c, then=then, switch_after=after)
         if variant == "x0":  # CMA-ES around the incumbent, small step, for the second half
             then = AutoChoice(
                 "cmaes", {"x0": "incumbent", "sigma0": 0.05, "restart_strategy": "ipop"}, "cma"
             )
             return replace(c, then=then, switch_after=after)
+        if variant in ("ws75", "ws25"):  # warm-started CMA-ES for the last 25 % / 75 %
+            then = AutoChoice("cmaes", {"source_trials": "completed"}, "ws-cma")
+            frac = 0.75 if variant == "ws75" else 0.25
+            return replace(c, then=then, switch_after=max(20, int(budget * frac)))
+        if variant == "wsstall":  # warm-started CMA-ES once GP stops improving
+            then = AutoChoice("cmaes", {"source_trials": "completed"}, "ws-cma")
+            k = max(8, 2 * ctx.dimension)
+            return replace(c, then=then, switch_after=max(20, budget // 4), switch_patience=k)
         if variant == "stall":  # CMA-ES around the incumbent once GP stops improving
             then = AutoChoice(
                 "cmaes", {"x0": "incumbent", "sigma0": 0.05, "restart_strategy": "ipop"}, "cma"
@@ -533,6 +539,44 @@ def load(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
+def overhead(dims: list[int], budgets: list[int]) -> None:
+    """Median sampler time per ask (ask + suggest + tell) of ``auto`` on a numeric space.
+
+    Single thread: torch and BLAS are limited to one thread here; pin the process to one core
+    with ``taskset -c 0`` for the figures in the docs.
+    """
+    import optuna
+    import torch
+
+    from sigtune import SearchSpace
+    from sigtune._samplers import make_sampler
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(f"{'dim':>4} {'trials':>7} {'auto uses':<12} {'median s/ask':>13} {'last 10 s/ask':>14}")
+    for d in dims:
+        for n in budgets:
+            space = SearchSpace.from_dict({f"x{i}": {"bounds": [-5.0, 5.0]} for i in range(d)})
+            sampler = make_sampler("auto", seed=0, space=space, n_trials=n)
+            study = optuna.create_study(sampler=sampler)
+            times: list[float] = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                trial = study.ask()
+                x = np.array(list(space.suggest(trial).values()))
+                t1 = time.perf_counter()
+                value = float(np.sum(x**2) + np.sum(np.sin(3 * x)))
+                t2 = time.perf_counter()
+                study.tell(trial, value)
+                times.append((t1 - t0) + (time.perf_counter() - t2))
+            used = str(study.trials[-1].user_attrs.get("auto:sampler"))
+            print(
+                f"{d:>4} {n:>7} {used:<12} {statistics.median(times):>13.4f} "
+                f"{statistics.median(times[-10:]):>14.4f}",
+                flush=True,
+            )
+
+
 def problems_of(suite: str, config: str) -> list[Problem]:
     if suite == "bbob":
         return bbob_problems(config)
@@ -588,7 +632,7 @@ def peers(suite: str, results: list[dict[str, Any]], chosen: list[str] | None) -
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("suite", choices=("bbob", "ml", "moc", "report"))
+    ap.add_argument("suite", choices=("bbob", "ml", "moc", "report", "overhead"))
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small configuration (minutes)")
     size.add_argument(
@@ -604,6 +648,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--dims", default=None, help="bbob: only these dimensions, e.g. 2")
     args = ap.parse_args(argv)
+    if args.suite == "overhead":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            overhead([int(d) for d in (args.dims or "2,5,10").split(",")], [48, 200])
+        return 0
     config = "quick" if args.quick else "medium" if args.medium else "full"
     seeds = args.seeds or {"quick": 2, "medium": 3, "full": 5}[config]
     chosen = args.optimizers.split(",") if args.optimizers else None

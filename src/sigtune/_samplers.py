@@ -9,9 +9,11 @@ The ``auto`` policy
 ``auto`` (:class:`AutoSampler`) picks one Optuna sampler once, deterministically, from what is
 known about the problem, and delegates every call to it. The rules, first match wins:
 
-1. **Several objectives**: ``nsga3`` for 4 or more objectives and ``nsga2`` otherwise, when the
-   budget is unknown or at least ``mo_min_trials_for_nsga`` (default 300) trials; below that,
-   ``tpe`` (multivariate), which needs far fewer trials.
+1. **Several objectives**: ``gp`` (EHVI) for two objectives on a declared numeric space of
+   dimension at most ``gp_max_dim`` with a budget of at most ``mo_gp_max_trials`` (100);
+   else ``nsga3`` for 4 or more objectives and ``nsga2`` otherwise, when the budget is unknown
+   or at least ``mo_min_trials_for_nsga`` (default 300) trials; below that, ``tpe``
+   (multivariate), which needs far fewer trials.
 2. **Discrete space whose grid fits the budget** (every parameter is a choice, an int range or
    a float range with a step; the number of points is at most ``n_trials``): ``grid`` for a
    flat space, ``bruteforce`` when parameters are conditional.
@@ -23,6 +25,12 @@ known about the problem, and delegates every call to it. The rules, first match 
    ``cmaes_startup_trials`` = 10 % of the budget, at least 10, TPE trials) when the dimension
    is at least 2 and the budget larger.
 5. Otherwise: ``tpe`` with ``multivariate: true``.
+
+Constraints (``constraints_func``) are passed to the chosen sampler when it takes them
+(``gp``, ``tpe``, ``nsga2``/``nsga3``). A choice may also be staged (:class:`AutoChoice`
+``then``/``switch_after``/``switch_patience``): e.g. a custom policy can run ``gp`` first and
+then a CMA-ES warm-started from the trials so far; the default rules do not (see
+docs/performance.md for the measurements).
 
 "Known" space means a declarative :class:`~sigtune.SearchSpace` was given. For a define-by-run
 objective the space is learnt from the first completed trial (sampled at random); the choice
@@ -106,6 +114,7 @@ _AUTO_OPTIONS: Mapping[str, Any] = {
     "gp_max_dim": 10,
     "gp_max_trials": 200,
     "mo_min_trials_for_nsga": 300,
+    "mo_gp_max_trials": 100,
     "cmaes_startup_trials": None,
     "policy": None,
     "constraints_func": None,
@@ -454,6 +463,20 @@ def auto_policy(ctx: AutoContext) -> AutoChoice:
     opt = {**_AUTO_OPTIONS, **ctx.options}
     budget = ctx.n_trials
     if ctx.n_objectives > 1:
+        if (
+            ctx.n_objectives == 2
+            and ctx.space_known
+            and not (ctx.conditional or ctx.categorical)
+            and 0 < ctx.dimension <= int(opt["gp_max_dim"])
+            and budget is not None
+            and budget <= int(opt["mo_gp_max_trials"])
+            and ctx.gp_available
+        ):
+            return AutoChoice(
+                "gp",
+                {},
+                f"2 objectives, numeric space of dimension {ctx.dimension}, budget {budget}",
+            )
         if budget is None or budget >= int(opt["mo_min_trials_for_nsga"]):
             name = "nsga3" if ctx.n_objectives >= 4 else "nsga2"
             return AutoChoice(name, {}, f"{ctx.n_objectives} objectives, budget {budget}")
@@ -558,6 +581,7 @@ class AutoSampler(BaseSampler):
         gp_max_dim: Largest dimension for ``gp``.
         gp_max_trials: Largest budget for ``gp``.
         mo_min_trials_for_nsga: Smallest budget for NSGA-II/III with several objectives.
+        mo_gp_max_trials: Largest budget for ``gp`` with two objectives (numeric space).
         cmaes_startup_trials: TPE trials before CMA-ES (default ``max(10, n_trials // 10)``).
         policy: Replaces :func:`auto_policy`: a callable or ``"module:function"`` taking an
             :class:`AutoContext` and returning an :class:`AutoChoice` or ``(name, options)``.
@@ -574,6 +598,7 @@ class AutoSampler(BaseSampler):
         gp_max_dim: int = 10,
         gp_max_trials: int = 200,
         mo_min_trials_for_nsga: int = 300,
+        mo_gp_max_trials: int = 100,
         cmaes_startup_trials: int | None = None,
         policy: str | Callable[[AutoContext], Any] | None = None,
         constraints_func: Callable[[FrozenTrial], Sequence[float]] | None = None,
@@ -582,6 +607,7 @@ class AutoSampler(BaseSampler):
             ("gp_max_dim", gp_max_dim),
             ("gp_max_trials", gp_max_trials),
             ("mo_min_trials_for_nsga", mo_min_trials_for_nsga),
+            ("mo_gp_max_trials", mo_gp_max_trials),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(
@@ -602,6 +628,7 @@ class AutoSampler(BaseSampler):
             "gp_max_dim": gp_max_dim,
             "gp_max_trials": gp_max_trials,
             "mo_min_trials_for_nsga": mo_min_trials_for_nsga,
+            "mo_gp_max_trials": mo_gp_max_trials,
             "cmaes_startup_trials": cmaes_startup_trials,
         }
         self._policy = self._resolve_policy(policy)

@@ -74,7 +74,10 @@ def _run(
         (COND_GRID, 6, 1, "bruteforce", "discrete"),
         (CATEGORICAL, 40, 1, "tpe", "categorical"),
         (CONDITIONAL, 40, 1, "tpe", "conditional"),
-        (NUMERIC, 20, 2, "tpe", "objectives"),
+        (NUMERIC, 20, 2, "gp", "2 objectives"),
+        (NUMERIC, 150, 2, "tpe", "small budget"),
+        (CATEGORICAL, 20, 2, "tpe", "objectives"),
+        (NUMERIC, 20, 3, "tpe", "3 objectives"),
     ],
 )
 def test_each_branch_is_recorded_on_every_trial(
@@ -206,3 +209,20 @@ def test_run_prints_auto_choice_and_report_shows_it(tmp_path: Path) -> None:
     page = (tmp_path / "run" / "report.html").read_text()
     assert "Sampler chosen by auto" in page
     assert "<td>tpe</td><td>categorical parameters</td><td>6</td><td>0-5</td>" in page
+
+
+def test_constrained_numeric_space_gets_gp_with_the_constraints() -> None:
+    space = SearchSpace.from_dict(NUMERIC)
+    sampler = make_sampler(
+        "auto",
+        seed=0,
+        space=space,
+        n_trials=12,
+        options={"constraints_func": lambda t: [t.params["a"]]},  # feasible when a <= 0
+    )
+    assert isinstance(sampler, AutoSampler) and sampler.choice is not None
+    assert sampler.choice.name == "gp"
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: sum(space.suggest(t).values()), n_trials=12)
+    # the GP was given the constraints: it stored them on every trial
+    assert all(list(t.system_attrs["constraints"]) == [t.params["a"]] for t in study.trials)
