@@ -254,6 +254,11 @@ def _variant_policy(variant: str) -> Callable[[Any], Any]:
             then = AutoChoice("cmaes", {"source_trials": "completed"}, "ws-cma")
             k = max(8, 2 * ctx.dimension)
             return replace(c, then=then, switch_after=max(20, budget // 4), switch_patience=k)
+        if variant in ("x075", "x0s1"):  # CMA-ES around the incumbent: last 25 % / sigma 0.1
+            sigma = 0.1 if variant == "x0s1" else 0.05
+            then = AutoChoice("cmaes", {"x0": "incumbent", "sigma0": sigma}, "cma")
+            frac = 0.75 if variant == "x075" else 0.5
+            return replace(c, then=then, switch_after=max(20, int(budget * frac)))
         if variant == "stall":  # CMA-ES around the incumbent once GP stops improving
             then = AutoChoice(
                 "cmaes", {"x0": "incumbent", "sigma0": 0.05, "restart_strategy": "ipop"}, "cma"

@@ -226,3 +226,32 @@ def test_constrained_numeric_space_gets_gp_with_the_constraints() -> None:
     study.optimize(lambda t: sum(space.suggest(t).values()), n_trials=12)
     # the GP was given the constraints: it stored them on every trial
     assert all(list(t.system_attrs["constraints"]) == [t.params["a"]] for t in study.trials)
+
+
+FIVE_D = {f"x{i}": {"bounds": [-1.0, 1.0]} for i in range(5)}
+
+
+def test_gp_then_cmaes_refinement_from_dimension_five() -> None:
+    sampler, study = _run(FIVE_D, 20, 17)
+    assert sampler.choice is not None and sampler.choice.then is not None
+    assert sampler.choice.switch_after == 15 and sampler.choice.then.name == "cmaes"
+    used = [t.user_attrs[AUTO_SAMPLER_ATTR] for t in study.trials]
+    assert used == ["gp"] * 15 + ["cmaes"] * 2
+    assert "local refinement" in study.trials[15].user_attrs[AUTO_REASON_ATTR]
+    # CMA-ES starts at the incumbent with a small step: its points are near the best point
+    best = min(study.trials[:15], key=lambda t: t.value)
+    for t in study.trials[15:]:
+        assert max(abs(t.params[k] - best.params[k]) for k in best.params) < 0.6
+    line = auto_summary(space=FIVE_D, n_trials=20)
+    assert line.startswith("auto sampler: gp (numeric space of dimension 5, budget 20), then after")
+    # 2 dimensions, or refine_min_dim null: plain GP
+    assert auto_summary(space=FIVE_D, n_trials=20, options={"refine_min_dim": None}) == (
+        "auto sampler: gp (numeric space of dimension 5, budget 20)"
+    )
+
+
+def test_bad_refine_options_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="refine_fraction"):
+        make_sampler("auto", options={"refine_fraction": 1.5})
+    with pytest.raises(ConfigError, match="refine_min_dim"):
+        make_sampler("auto", options={"refine_min_dim": "five"})
