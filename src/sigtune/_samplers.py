@@ -21,7 +21,9 @@ known about the problem, and delegates every call to it. The rules, first match 
    ``group: true`` (group only when conditional).
 4. **Numeric, unconditional space, budget known**:
    ``gp`` when the dimension is at most ``gp_max_dim`` (10) and the budget at most
-   ``gp_max_trials`` (200) and torch is installed; ``cmaes`` (started by
+   ``gp_max_trials`` (200) and torch is installed; from dimension ``refine_min_dim`` (5) on,
+   the last ``refine_fraction`` (25 %) of the budget is CMA-ES started at the GP's best point
+   with a small step (``sigma0`` 0.05 of the range), a local refinement; ``cmaes`` (started by
    ``cmaes_startup_trials`` = 10 % of the budget, at least 10, TPE trials) when the dimension
    is at least 2 and the budget larger.
 5. Otherwise: ``tpe`` with ``multivariate: true``.
