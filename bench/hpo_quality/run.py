@@ -544,7 +544,7 @@ def load(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def overhead(dims: list[int], budgets: list[int]) -> None:
+def overhead(dims: list[int], budgets: list[int], n_objectives: int = 1) -> None:
     """Median sampler time per ask (ask + suggest + tell) of ``auto`` on a numeric space.
 
     Single thread: torch and BLAS are limited to one thread here; pin the process to one core
@@ -558,25 +558,33 @@ def overhead(dims: list[int], budgets: list[int]) -> None:
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"{'dim':>4} {'trials':>7} {'auto uses':<12} {'median s/ask':>13} {'last 10 s/ask':>14}")
+    print(
+        f"{'obj':>3} {'dim':>4} {'trials':>7} {'auto uses':<12} {'median s/ask':>13} "
+        f"{'last 10 s/ask':>14}"
+    )
     for d in dims:
         for n in budgets:
             space = SearchSpace.from_dict({f"x{i}": {"bounds": [-5.0, 5.0]} for i in range(d)})
-            sampler = make_sampler("auto", seed=0, space=space, n_trials=n)
-            study = optuna.create_study(sampler=sampler)
+            sampler = make_sampler(
+                "auto", seed=0, space=space, n_trials=n, n_objectives=n_objectives
+            )
+            study = optuna.create_study(sampler=sampler, directions=["minimize"] * n_objectives)
             times: list[float] = []
             for _ in range(n):
                 t0 = time.perf_counter()
                 trial = study.ask()
                 x = np.array(list(space.suggest(trial).values()))
                 t1 = time.perf_counter()
-                value = float(np.sum(x**2) + np.sum(np.sin(3 * x)))
+                f1 = float(np.sum(x**2) + np.sum(np.sin(3 * x)))
+                value: Any = f1 if n_objectives == 1 else (f1, float(np.sum((x - 1) ** 2)))
                 t2 = time.perf_counter()
                 study.tell(trial, value)
                 times.append((t1 - t0) + (time.perf_counter() - t2))
-            used = str(study.trials[-1].user_attrs.get("auto:sampler"))
+            used = ">".join(
+                dict.fromkeys(str(t.user_attrs.get("auto:sampler")) for t in study.trials)
+            )
             print(
-                f"{d:>4} {n:>7} {used:<12} {statistics.median(times):>13.4f} "
+                f"{n_objectives:>3} {d:>4} {n:>7} {used:<12} {statistics.median(times):>13.4f} "
                 f"{statistics.median(times[-10:]):>14.4f}",
                 flush=True,
             )
@@ -657,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             overhead([int(d) for d in (args.dims or "2,5,10").split(",")], [48, 200])
+            overhead([2], [48, 100], n_objectives=2)
         return 0
     config = "quick" if args.quick else "medium" if args.medium else "full"
     seeds = args.seeds or {"quick": 2, "medium": 3, "full": 5}[config]
