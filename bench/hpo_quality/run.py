@@ -55,6 +55,8 @@ def bbob_problems(config: str) -> list[Problem]:
     funcs = (1, 8, 15, 21) if quick else (1, 3, 6, 8, 10, 15, 17, 20, 21, 24)
     dims = (2,) if quick else (2, 5)
     insts = (1, 2) if config == "full" else (1,)
+    if config.startswith("instance"):  # e.g. "instance3": the medium list on instance 3
+        insts = (int(config.removeprefix("instance")),)
     suite = cocoex.Suite(
         "bbob",
         "",
@@ -660,6 +662,12 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated (default: the suite's peers; auto-<variant> for policy experiments)",
     )
     ap.add_argument("--dims", default=None, help="bbob: only these dimensions, e.g. 2")
+    ap.add_argument(
+        "--instance",
+        type=int,
+        default=None,
+        help="bbob: the medium problem list on this instance (results_bbob_instanceN.json)",
+    )
     args = ap.parse_args(argv)
     if args.suite == "overhead":
         with warnings.catch_warnings():
@@ -668,7 +676,9 @@ def main(argv: list[str] | None = None) -> int:
             overhead([2], [48, 100], n_objectives=2)
         return 0
     config = "quick" if args.quick else "medium" if args.medium else "full"
-    seeds = args.seeds or {"quick": 2, "medium": 3, "full": 5}[config]
+    if args.instance is not None:
+        config = f"instance{args.instance}"
+    seeds = args.seeds or {"quick": 2, "full": 5}.get(config, 3)
     chosen = args.optimizers.split(",") if args.optimizers else None
     if args.suite != "report":
         default = MOC_OPTIMIZERS if args.suite == "moc" else OPTIMIZERS
