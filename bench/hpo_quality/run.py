@@ -3,8 +3,9 @@
 Usage (one command per suite, resumable: finished (optimizer, problem, seed) runs are kept in
 the JSON results file and skipped)::
 
-    python bench/hpo_quality/run.py bbob [--quick]
-    python bench/hpo_quality/run.py ml [--quick]
+    python bench/hpo_quality/run.py bbob [--quick | --medium]
+    python bench/hpo_quality/run.py ml [--quick | --medium]
+    python bench/hpo_quality/run.py moc [--quick]      # two-objective and constrained
     python bench/hpo_quality/run.py report          # table from both results files
 
 Score per (problem, seed): ``(best - best_any) / (median_random - best_any)`` where
@@ -30,28 +31,39 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 OPTIMIZERS = ("random", "tpe", "gp", "cmaes", "hyperopt", "ngopt", "auto")
+#: peers of the multi-objective / constrained suite (samplers that handle them)
+MOC_OPTIMIZERS = ("random", "tpe", "gp", "nsga2", "auto")
+#: optional peers: reported with the others when their results are in the file
+OPTIONAL = ("hebo",)
 
 _KEEP: list[Any] = []  # cocoex problems stay valid while referenced
 Space = dict[str, Any]  # sigtune SearchSpace definition
-Objective = Callable[[Mapping[str, Any]], float]
+Objective = Callable[[Mapping[str, Any]], Any]
+#: per problem: id, space, objective, budget, kind ("single", "mo": two objectives scored by
+#: hypervolume up to the reference point, "constrained": ``f`` returns (value, constraints),
+#: feasible when every constraint is <= 0), reference point (mo)
+Problem = tuple[str, Space, Objective, int, str, Any]
 
 
 # ---------------------------------------------------------------------- problems
 
 
-def bbob_problems(quick: bool) -> list[tuple[str, Space, Objective, int]]:
+def bbob_problems(config: str) -> list[Problem]:
     import cocoex
 
+    quick = config == "quick"
     funcs = (1, 8, 15, 21) if quick else (1, 3, 6, 8, 10, 15, 17, 20, 21, 24)
     dims = (2,) if quick else (2, 5)
-    insts = (1,) if quick else (1, 2)
+    insts = (1, 2) if config == "full" else (1,)
+    if config.startswith("instance"):  # e.g. "instance3": the medium list on instance 3
+        insts = (int(config.removeprefix("instance")),)
     suite = cocoex.Suite(
         "bbob",
         "",
         f"function_indices:{','.join(map(str, funcs))} dimensions:{','.join(map(str, dims))} "
         f"instance_indices:{','.join(map(str, insts))}",
     )
-    out = []
+    out: list[Problem] = []
     _KEEP.append(suite)
     for index in range(len(suite)):
         problem = suite.get_problem(index)
@@ -62,7 +74,52 @@ def bbob_problems(quick: bool) -> list[tuple[str, Space, Objective, int]]:
         def f(p: Mapping[str, Any], problem: Any = problem, d: int = d) -> float:
             return float(problem(np.array([p[f"x{i}"] for i in range(d)])))
 
-        out.append((problem.id, space, f, 20 * d))
+        out.append((problem.id, space, f, 20 * d, "single", None))
+    return out
+
+
+def moc_problems(config: str) -> list[Problem]:
+    """Two-objective (bbob-biobj) and constrained (bbob-constrained) COCO problems, d = 2."""
+    import cocoex
+
+    out: list[Problem] = []
+    quick = config == "quick"
+    biobj = (1, 2, 11, 21) if not quick else (1, 11)
+    suite = cocoex.Suite(
+        "bbob-biobj",
+        "",
+        f"function_indices:{','.join(map(str, biobj))} dimensions:2 instance_indices:1",
+    )
+    _KEEP.append(suite)
+    for index in range(len(suite)):
+        problem = suite.get_problem(index)
+        _KEEP.append(problem)
+        space: Space = {f"x{i}": {"bounds": [-5.0, 5.0]} for i in range(problem.dimension)}
+
+        def f(p: Mapping[str, Any], problem: Any = problem) -> tuple[float, float]:
+            v = problem(np.array([p[f"x{i}"] for i in range(problem.dimension)]))
+            return float(v[0]), float(v[1])
+
+        ref = [float(x) for x in problem.largest_fvalues_of_interest]
+        out.append((problem.id, space, f, 60, "mo", ref))
+    # bbob-constrained: 9 functions x 6 numbers of constraints; index 6*k+j: function k+1
+    cons = (1, 13, 31, 44) if not quick else (1, 31)
+    suite = cocoex.Suite(
+        "bbob-constrained",
+        "",
+        f"function_indices:{','.join(map(str, cons))} dimensions:2 instance_indices:1",
+    )
+    _KEEP.append(suite)
+    for index in range(len(suite)):
+        problem = suite.get_problem(index)
+        _KEEP.append(problem)
+        space = {f"x{i}": {"bounds": [-5.0, 5.0]} for i in range(problem.dimension)}
+
+        def g(p: Mapping[str, Any], problem: Any = problem) -> tuple[float, list[float]]:
+            x = np.array([p[f"x{i}"] for i in range(problem.dimension)])
+            return float(problem(x)), [float(c) for c in problem.constraint(x)]
+
+        out.append((problem.id, space, g, 40, "constrained", None))
     return out
 
 
@@ -74,7 +131,7 @@ def _cv(model: Any, data: tuple[Any, Any]) -> float:
     return 1.0 - float(np.mean(scores))  # error rate: minimise
 
 
-def ml_problems(quick: bool) -> list[tuple[str, Space, Objective, int]]:
+def ml_problems(config: str) -> list[Problem]:
     from sklearn.datasets import load_breast_cancer, load_digits, load_wine
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
@@ -86,7 +143,8 @@ def ml_problems(quick: bool) -> list[tuple[str, Space, Objective, int]]:
     bc = load_breast_cancer(return_X_y=True)
     wine = load_wine(return_X_y=True)
     datasets = {"breast_cancer": bc, "wine": wine}
-    if not quick:
+    quick = config == "quick"
+    if config == "full":
         datasets["digits"] = load_digits(return_X_y=True)
 
     def tree(p: Mapping[str, Any]) -> Any:
@@ -136,7 +194,7 @@ def ml_problems(quick: bool) -> list[tuple[str, Space, Objective, int]]:
         ),
         "logreg": ({"lr_C": {"bounds": [1e-4, 1e2], "sampling": "log"}}, logreg),
     }
-    out: list[tuple[str, Space, Objective, int]] = []
+    out: list[Problem] = []
     budget = 20 if quick else 48
     for dname, data in datasets.items():
         for fname, (space, build) in families.items():
@@ -151,7 +209,7 @@ def ml_problems(quick: bool) -> list[tuple[str, Space, Objective, int]]:
             def f(p: Mapping[str, Any], build: Any = build, data: Any = data) -> float:
                 return _cv(build(p), data)
 
-            out.append((f"{fname}/{dname}", space, f, budget))
+            out.append((f"{fname}/{dname}", space, f, budget, "single", None))
         # mixed/conditional: choose the family, then its parameters
         mixed: Space = {"model": {"values": ["svm", "logreg", "knn"]}}
         for fam in ("svm", "logreg", "knn"):
@@ -161,14 +219,68 @@ def ml_problems(quick: bool) -> list[tuple[str, Space, Objective, int]]:
         def g(p: Mapping[str, Any], data: Any = data) -> float:
             return _cv(families[p["model"]][1](p), data)
 
-        out.append((f"mixed/{dname}", mixed, g, budget))
+        out.append((f"mixed/{dname}", mixed, g, budget, "single", None))
     return out
 
 
 # ---------------------------------------------------------------------- optimizers
 
 
-def run_optuna(name: str, space_def: Space, f: Objective, budget: int, seed: int) -> dict[str, Any]:
+def _variant_policy(variant: str) -> Callable[[Any], Any]:
+    """Experimental ``auto`` policies (``auto-<variant>``) measured against the adopted one."""
+    from dataclasses import replace
+
+    from sigtune._samplers import AutoChoice, auto_policy
+
+    def policy(ctx: Any) -> Any:
+        c = auto_policy(ctx)
+        budget = ctx.n_trials or 0
+        if variant == "gpcat" and ctx.categorical and not ctx.conditional and c.name == "tpe":
+            return AutoChoice("gp", {}, "categorical parameters, no conditions (variant)")
+        if c.name != "gp":
+            return c
+        after = max(20, budget // 2)
+        if variant == "ws":  # warm-started CMA-ES (from the GP trials) for the second half
+            then = AutoChoice("cmaes", {"source_trials": "completed"}, "ws-cma")
+            return replace(c, then=then, switch_after=after)
+        if variant == "x0":  # CMA-ES around the incumbent, small step, for the second half
+            then = AutoChoice(
+                "cmaes", {"x0": "incumbent", "sigma0": 0.05, "restart_strategy": "ipop"}, "cma"
+            )
+            return replace(c, then=then, switch_after=after)
+        if variant in ("ws75", "ws25"):  # warm-started CMA-ES for the last 25 % / 75 %
+            then = AutoChoice("cmaes", {"source_trials": "completed"}, "ws-cma")
+            frac = 0.75 if variant == "ws75" else 0.25
+            return replace(c, then=then, switch_after=max(20, int(budget * frac)))
+        if variant == "wsstall":  # warm-started CMA-ES once GP stops improving
+            then = AutoChoice("cmaes", {"source_trials": "completed"}, "ws-cma")
+            k = max(8, 2 * ctx.dimension)
+            return replace(c, then=then, switch_after=max(20, budget // 4), switch_patience=k)
+        if variant in ("x075", "x0s1"):  # CMA-ES around the incumbent: last 25 % / sigma 0.1
+            sigma = 0.1 if variant == "x0s1" else 0.05
+            then = AutoChoice("cmaes", {"x0": "incumbent", "sigma0": sigma}, "cma")
+            frac = 0.75 if variant == "x075" else 0.5
+            return replace(c, then=then, switch_after=max(20, int(budget * frac)))
+        if variant == "stall":  # CMA-ES around the incumbent once GP stops improving
+            then = AutoChoice(
+                "cmaes", {"x0": "incumbent", "sigma0": 0.05, "restart_strategy": "ipop"}, "cma"
+            )
+            k = max(8, 2 * ctx.dimension)
+            return replace(c, then=then, switch_after=max(20, budget // 4), switch_patience=k)
+        if variant == "det":
+            return replace(c, options={**c.options, "deterministic_objective": True})
+        return c
+
+    return policy
+
+
+def _constraints(trial: Any) -> Any:
+    return trial.user_attrs["constraints"]
+
+
+def run_optuna(
+    name: str, space_def: Space, f: Objective, budget: int, seed: int, kind: str, ref: Any
+) -> dict[str, Any]:
     import optuna
 
     from sigtune import SearchSpace
@@ -176,17 +288,25 @@ def run_optuna(name: str, space_def: Space, f: Objective, budget: int, seed: int
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = SearchSpace.from_dict(space_def)
+    n_obj = 2 if kind == "mo" else 1
     opts: dict[str, Any] = {}
     if name == "tpe":
         opts = {"multivariate": True}
-    sampler = (
-        make_sampler("auto", seed=seed, space=space, n_trials=budget)
-        if name == "auto"
-        else make_sampler(name, seed=seed, options=opts, space=space)
-    )
-    study = optuna.create_study(sampler=sampler)
+    if kind == "constrained" and name != "random":
+        opts["constraints_func"] = _constraints
+    if name.startswith("auto"):
+        if name != "auto":
+            opts["policy"] = _variant_policy(name.split("-", 1)[1])
+        sampler = make_sampler(
+            "auto", seed=seed, space=space, n_trials=budget, n_objectives=n_obj, options=opts
+        )
+    else:
+        sampler = make_sampler(name, seed=seed, options=opts, space=space)
+    study = optuna.create_study(sampler=sampler, directions=["minimize"] * n_obj)
     overhead: list[float] = []
     used: dict[str, int] = {}
+    best = math.inf
+    points: list[tuple[float, float]] = []
     for _ in range(budget):
         t0 = time.perf_counter()
         trial = study.ask()
@@ -194,13 +314,34 @@ def run_optuna(name: str, space_def: Space, f: Objective, budget: int, seed: int
         t1 = time.perf_counter()
         value = f(params)
         t2 = time.perf_counter()
+        if kind == "constrained":
+            value, cons = value
+            trial.set_user_attr("constraints", cons)
+            if all(c <= 0 for c in cons):
+                best = min(best, value)
+        elif kind == "mo":
+            points.append(value)
+        else:
+            best = min(best, value)
         study.tell(trial, value)
         overhead.append((t1 - t0) + (time.perf_counter() - t2))
         if isinstance(sampler, AutoSampler):
-            attrs = study.trials[-1].user_attrs
-            key = str(attrs.get("auto:sampler", sampler.choice.name if sampler.choice else "?"))
+            key = str(study.trials[-1].user_attrs.get("auto:sampler", "?"))
             used[key] = used.get(key, 0) + 1
-    return {"best": study.best_value, "overhead": statistics.median(overhead), "used": used}
+    if kind == "mo":
+        best = -_hypervolume(points, ref)
+    return {"best": best, "overhead": statistics.median(overhead), "used": used}
+
+
+def _hypervolume(points: list[tuple[float, float]], ref: Any) -> float:
+    """Two-objective hypervolume (minimisation) dominated by ``points`` up to ``ref``."""
+    pts = sorted((p for p in points if p[0] < ref[0] and p[1] < ref[1]), key=lambda p: p[0])
+    hv, y_best = 0.0, float(ref[1])
+    for x, y in pts:
+        if y < y_best:
+            hv += (ref[0] - x) * (y_best - y)
+            y_best = y
+    return hv
 
 
 def _flat(space_def: Space) -> dict[str, Any]:
@@ -283,14 +424,58 @@ def run_ngopt(space_def: Space, f: Objective, budget: int, seed: int) -> dict[st
     return {"best": best, "overhead": statistics.median(times)}
 
 
-def run_one(opt: str, space: Space, f: Objective, budget: int, seed: int) -> dict[str, Any]:
+def run_hebo(space_def: Space, f: Objective, budget: int, seed: int) -> dict[str, Any]:
+    from hebo.design_space.design_space import DesignSpace
+    from hebo.optimizers.hebo import HEBO
+
+    flat = _flat(space_def)
+    spec = []
+    for k, v in flat.items():
+        if "values" in v:
+            spec.append({"name": k, "type": "cat", "categories": list(v["values"])})
+        else:
+            lo, hi = v["bounds"]
+            typ = "num"
+            if v.get("value_type") == "int":
+                typ = "int"
+            elif v.get("sampling") == "log":
+                typ = "pow"
+            spec.append({"name": k, "type": typ, "lb": lo, "ub": hi})
+    np.random.seed(seed)  # noqa: NPY002  (HEBO draws from the global generator)
+    import torch
+
+    torch.manual_seed(seed)
+    opt = HEBO(DesignSpace().parse(spec), scramble_seed=seed)
+    times: list[float] = []
+    best = math.inf
+    for _ in range(budget):
+        t0 = time.perf_counter()
+        rec = opt.suggest(n_suggestions=1)
+        t1 = time.perf_counter()
+        p = {
+            k: (int(x) if flat[k].get("value_type") == "int" else x) for k, x in rec.iloc[0].items()
+        }
+        val = f(p)
+        t2 = time.perf_counter()
+        opt.observe(rec, np.array([[val]]))
+        times.append((t1 - t0) + (time.perf_counter() - t2))
+        best = min(best, val)
+
+    return {"best": best, "overhead": statistics.median(times)}
+
+
+def run_one(
+    opt: str, space: Space, f: Objective, budget: int, seed: int, kind: str, ref: Any
+) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if opt == "hyperopt":
             return run_hyperopt(space, f, budget, seed)
         if opt == "ngopt":
             return run_ngopt(space, f, budget, seed)
-        return run_optuna(opt, space, f, budget, seed)
+        if opt == "hebo":
+            return run_hebo(space, f, budget, seed)
+        return run_optuna(opt, space, f, budget, seed, kind, ref)
 
 
 # ---------------------------------------------------------------------- scoring
@@ -304,6 +489,10 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     ranks: dict[str, list[float]] = {}
     overheads: dict[str, list[float]] = {}
     for rs in by_problem.values():
+        finite = [r["best"] for r in rs if math.isfinite(r["best"])]
+        worst = max(finite) if finite else 0.0
+        # no feasible point found (constrained): scored as the worst best of the problem
+        rs = [{**r, "best": r["best"] if math.isfinite(r["best"]) else worst} for r in rs]
         best_any = min(r["best"] for r in rs)
         rand = [r["best"] for r in rs if r["optimizer"] == "random"]
         if not rand:
@@ -349,29 +538,91 @@ def position(summary: Mapping[str, Mapping[str, float]]) -> tuple[int, int, floa
     return order.index("auto") + 1, len(order), summary["auto"]["score"]
 
 
-def results_path(suite: str, quick: bool) -> Path:
-    return HERE / f"results_{suite}{'_quick' if quick else ''}.json"
+def results_path(suite: str, config: str) -> Path:
+    return HERE / f"results_{suite}{'' if config == 'full' else '_' + config}.json"
 
 
 def load(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def run_suite(suite: str, quick: bool, seeds: int, optimizers: list[str]) -> None:
-    path = results_path(suite, quick)
+def overhead(dims: list[int], budgets: list[int], n_objectives: int = 1) -> None:
+    """Median sampler time per ask (ask + suggest + tell) of ``auto`` on a numeric space.
+
+    Single thread: torch and BLAS are limited to one thread here; pin the process to one core
+    with ``taskset -c 0`` for the figures in the docs.
+    """
+    import optuna
+    import torch
+
+    from sigtune import SearchSpace
+    from sigtune._samplers import make_sampler
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(
+        f"{'obj':>3} {'dim':>4} {'trials':>7} {'auto uses':<12} {'median s/ask':>13} "
+        f"{'last 10 s/ask':>14}"
+    )
+    for d in dims:
+        for n in budgets:
+            space = SearchSpace.from_dict({f"x{i}": {"bounds": [-5.0, 5.0]} for i in range(d)})
+            sampler = make_sampler(
+                "auto", seed=0, space=space, n_trials=n, n_objectives=n_objectives
+            )
+            study = optuna.create_study(sampler=sampler, directions=["minimize"] * n_objectives)
+            times: list[float] = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                trial = study.ask()
+                x = np.array(list(space.suggest(trial).values()))
+                t1 = time.perf_counter()
+                f1 = float(np.sum(x**2) + np.sum(np.sin(3 * x)))
+                value: Any = f1 if n_objectives == 1 else (f1, float(np.sum((x - 1) ** 2)))
+                t2 = time.perf_counter()
+                study.tell(trial, value)
+                times.append((t1 - t0) + (time.perf_counter() - t2))
+            used = ">".join(
+                dict.fromkeys(str(t.user_attrs.get("auto:sampler")) for t in study.trials)
+            )
+            print(
+                f"{n_objectives:>3} {d:>4} {n:>7} {used:<12} {statistics.median(times):>13.4f} "
+                f"{statistics.median(times[-10:]):>14.4f}",
+                flush=True,
+            )
+
+
+def problems_of(suite: str, config: str) -> list[Problem]:
+    if suite == "bbob":
+        return bbob_problems(config)
+    if suite == "ml":
+        return ml_problems(config)
+    return moc_problems(config)
+
+
+def run_suite(
+    suite: str, config: str, seeds: int, optimizers: list[str], dims: str | None = None
+) -> None:
+    path = results_path(suite, config)
     results = load(path)
     done = {(r["optimizer"], r["problem"], r["seed"]) for r in results}
-    problems = bbob_problems(quick) if suite == "bbob" else ml_problems(quick)
-    for pid, space, f, budget in problems:
+    for pid, space, f, budget, kind, ref in problems_of(suite, config):
+        if (
+            dims
+            and suite == "bbob"
+            and not any(pid.endswith(f"_d{int(d):02d}") for d in dims.split(","))
+        ):
+            continue
         for seed in range(seeds):
             for opt in optimizers:
                 if (opt, pid, seed) in done:
                     continue
                 t0 = time.perf_counter()
-                r = run_one(opt, space, f, budget, seed)
+                r = run_one(opt, space, f, budget, seed, kind, ref)
                 r.update(
                     optimizer=opt,
                     problem=pid,
+                    kind=kind,
                     seed=seed,
                     budget=budget,
                     wall=time.perf_counter() - t0,
@@ -379,27 +630,78 @@ def run_suite(suite: str, quick: bool, seeds: int, optimizers: list[str]) -> Non
                 results.append(r)
                 path.write_text(json.dumps(results, indent=1))  # resumable
                 print(
-                    f"{pid:<28} seed {seed} {opt:<9} best {r['best']:.6g} ({r['wall']:.1f} s)",
+                    f"{pid:<28} seed {seed} {opt:<11} best {r['best']:.6g} ({r['wall']:.1f} s)",
                     flush=True,
                 )
 
 
+def peers(suite: str, results: list[dict[str, Any]], chosen: list[str] | None) -> list[str]:
+    """The optimizers a table compares: ``chosen``, else the suite's peers (+ optional ones run)."""
+    if chosen:
+        return chosen
+    if suite == "moc":
+        return list(MOC_OPTIMIZERS)
+    ran = {r["optimizer"] for r in results}
+    return [*OPTIMIZERS, *(o for o in OPTIONAL if o in ran)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("suite", choices=("bbob", "ml", "report"))
-    ap.add_argument("--quick", action="store_true", help="small configuration (minutes)")
-    ap.add_argument("--seeds", type=int, default=None, help="seeds per problem (2 quick, 5 full)")
-    ap.add_argument("--optimizers", default=",".join(OPTIMIZERS))
+    ap.add_argument("suite", choices=("bbob", "ml", "moc", "report", "overhead"))
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small configuration (minutes)")
+    size.add_argument(
+        "--medium", action="store_true", help="full problem list, instance 1, no digits"
+    )
+    ap.add_argument(
+        "--seeds", type=int, default=None, help="seeds per problem (2 quick, 3 medium, 5 full)"
+    )
+    ap.add_argument(
+        "--optimizers",
+        default=None,
+        help="comma-separated (default: the suite's peers; auto-<variant> for policy experiments)",
+    )
+    ap.add_argument("--dims", default=None, help="bbob: only these dimensions, e.g. 2")
+    ap.add_argument(
+        "--instance",
+        type=int,
+        default=None,
+        help="bbob: the medium problem list on this instance (results_bbob_instanceN.json)",
+    )
     args = ap.parse_args(argv)
-    seeds = args.seeds or (2 if args.quick else 5)
+    if args.suite == "overhead":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            overhead([int(d) for d in (args.dims or "2,5,10").split(",")], [48, 200])
+            overhead([2], [48, 100], n_objectives=2)
+        return 0
+    config = "quick" if args.quick else "medium" if args.medium else "full"
+    if args.instance is not None:
+        config = f"instance{args.instance}"
+    seeds = args.seeds or {"quick": 2, "full": 5}.get(config, 3)
+    chosen = args.optimizers.split(",") if args.optimizers else None
     if args.suite != "report":
-        run_suite(args.suite, args.quick, seeds, args.optimizers.split(","))
+        default = MOC_OPTIMIZERS if args.suite == "moc" else OPTIMIZERS
+        run_suite(args.suite, config, seeds, chosen or list(default), args.dims)
     out = {}
-    for suite in ("bbob", "ml"):
-        results = load(results_path(suite, args.quick))
-        if results:
-            out[suite] = summarize(results)
-            print(table(suite + (" (quick)" if args.quick else ""), out[suite]))
+    for suite in ("bbob", "ml", "moc"):
+        results = load(results_path(suite, config))
+        if not results:
+            continue
+        names = set(peers(suite, results, chosen))
+        results = [r for r in results if r["optimizer"] in names]
+        label = suite + ("" if config == "full" else f" ({config})")
+        if suite == "moc":
+            for kind, title in (
+                ("mo", "two objectives, -hypervolume"),
+                ("constrained", "constrained"),
+            ):
+                part = [r for r in results if r.get("kind") == kind]
+                if part:
+                    print(table(f"{label}: {title}", summarize(part)))
+            continue
+        out[suite] = summarize(results)
+        print(table(label, out[suite]))
     parts = {s: position(out[s]) if s in out and "auto" in out[s] else None for s in ("bbob", "ml")}
     if all(parts.values()):
         (r1, n1, s1), (r2, n2, s2) = parts["bbob"], parts["ml"]  # type: ignore[misc]

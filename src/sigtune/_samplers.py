@@ -9,9 +9,11 @@ The ``auto`` policy
 ``auto`` (:class:`AutoSampler`) picks one Optuna sampler once, deterministically, from what is
 known about the problem, and delegates every call to it. The rules, first match wins:
 
-1. **Several objectives**: ``nsga3`` for 4 or more objectives and ``nsga2`` otherwise, when the
-   budget is unknown or at least ``mo_min_trials_for_nsga`` (default 300) trials; below that,
-   ``tpe`` (multivariate), which needs far fewer trials.
+1. **Several objectives**: ``gp`` (EHVI) for two objectives on a declared numeric space of
+   dimension at most ``gp_max_dim`` with a budget of at most ``mo_gp_max_trials`` (100);
+   else ``nsga3`` for 4 or more objectives and ``nsga2`` otherwise, when the budget is unknown
+   or at least ``mo_min_trials_for_nsga`` (default 300) trials; below that, ``tpe``
+   (multivariate), which needs far fewer trials.
 2. **Discrete space whose grid fits the budget** (every parameter is a choice, an int range or
    a float range with a step; the number of points is at most ``n_trials``): ``grid`` for a
    flat space, ``bruteforce`` when parameters are conditional.
@@ -19,10 +21,18 @@ known about the problem, and delegates every call to it. The rules, first match 
    ``group: true`` (group only when conditional).
 4. **Numeric, unconditional space, budget known**:
    ``gp`` when the dimension is at most ``gp_max_dim`` (10) and the budget at most
-   ``gp_max_trials`` (200) and torch is installed; ``cmaes`` (started by
+   ``gp_max_trials`` (200) and torch is installed; from dimension ``refine_min_dim`` (5) on,
+   the last ``refine_fraction`` (25 %) of the budget is CMA-ES started at the GP's best point
+   with a small step (``sigma0`` 0.05 of the range), a local refinement; ``cmaes`` (started by
    ``cmaes_startup_trials`` = 10 % of the budget, at least 10, TPE trials) when the dimension
    is at least 2 and the budget larger.
 5. Otherwise: ``tpe`` with ``multivariate: true``.
+
+Constraints (``constraints_func``) are passed to the chosen sampler when it takes them
+(``gp``, ``tpe``, ``nsga2``/``nsga3``). A choice may also be staged (:class:`AutoChoice`
+``then``/``switch_after``/``switch_patience``): e.g. a custom policy can run ``gp`` first and
+then a CMA-ES warm-started from the trials so far; the default rules do not (see
+docs/performance.md for the measurements).
 
 "Known" space means a declarative :class:`~sigtune.SearchSpace` was given. For a define-by-run
 objective the space is learnt from the first completed trial (sampled at random); the choice
@@ -68,6 +78,7 @@ __all__ = [
     "AutoContext",
     "AutoSampler",
     "auto_policy",
+    "auto_summary",
     "make_sampler",
     "sampler_option_errors",
 ]
@@ -105,6 +116,9 @@ _AUTO_OPTIONS: Mapping[str, Any] = {
     "gp_max_dim": 10,
     "gp_max_trials": 200,
     "mo_min_trials_for_nsga": 300,
+    "mo_gp_max_trials": 100,
+    "refine_min_dim": 5,
+    "refine_fraction": 0.25,
     "cmaes_startup_trials": None,
     "policy": None,
     "constraints_func": None,
@@ -155,6 +169,35 @@ def make_sampler(
             seed=seed, space=space_obj, n_trials=n_trials, n_objectives=n_objectives, **opts
         )
     return _build(name, seed, opts, space_obj)
+
+
+def auto_summary(
+    *,
+    space: SearchSpace | Mapping[str, Any] | None,
+    n_trials: int | None,
+    n_objectives: int = 1,
+    options: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+) -> str:
+    """The line a run prints at its start: what ``auto`` will use and why.
+
+    E.g. ``auto sampler: gp (numeric space of dimension 2, budget 40)``.
+    """
+    sampler = make_sampler(
+        "auto",
+        seed=seed,
+        options=options,
+        space=space,
+        n_trials=n_trials,
+        n_objectives=n_objectives,
+    )
+    assert isinstance(sampler, AutoSampler)
+    if sampler.choice is None:
+        return (
+            "auto sampler: chosen after the first trial (search space not declared; "
+            "the first trial is sampled at random)"
+        )
+    return f"auto sampler: {sampler.choice.describe()}"
 
 
 def _check_options(name: str, opts: Mapping[str, Any], valid: set[str]) -> None:
@@ -392,11 +435,32 @@ class AutoContext:
 
 @dataclass(frozen=True)
 class AutoChoice:
-    """The sampler ``auto`` delegates to: a :func:`make_sampler` name, its options, and why."""
+    """The sampler ``auto`` delegates to: a :func:`make_sampler` name, its options, and why.
+
+    A choice may name a next stage: ``then`` is used from the first trial at which at least
+    ``switch_after`` trials are complete and, when ``switch_patience`` is set, the best value
+    has not improved during the last ``switch_patience`` complete trials (single objective).
+    In ``then.options`` the value ``"completed"`` of ``source_trials`` is replaced by the
+    complete trials when the switch happens (CMA-ES warm start; the switch waits for 10), and
+    the value ``"incumbent"`` of ``x0`` by the best trial's parameters.
+    """
 
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
     reason: str = ""
+    then: AutoChoice | None = None
+    switch_after: int = 0
+    switch_patience: int | None = None
+
+    def describe(self) -> str:
+        """One line: ``gp (why)``, then each next stage and when it starts."""
+        text = f"{self.name} ({self.reason})" if self.reason else self.name
+        if self.then is not None:
+            when = f"after {self.switch_after} complete trials"
+            if self.switch_patience is not None:
+                when += f" once {self.switch_patience} trials bring no improvement"
+            text += f", then {when}: {self.then.describe()}"
+        return text
 
 
 def auto_policy(ctx: AutoContext) -> AutoChoice:
@@ -404,6 +468,20 @@ def auto_policy(ctx: AutoContext) -> AutoChoice:
     opt = {**_AUTO_OPTIONS, **ctx.options}
     budget = ctx.n_trials
     if ctx.n_objectives > 1:
+        if (
+            ctx.n_objectives == 2
+            and ctx.space_known
+            and not (ctx.conditional or ctx.categorical)
+            and 0 < ctx.dimension <= int(opt["gp_max_dim"])
+            and budget is not None
+            and budget <= int(opt["mo_gp_max_trials"])
+            and ctx.gp_available
+        ):
+            return AutoChoice(
+                "gp",
+                {},
+                f"2 objectives, numeric space of dimension {ctx.dimension}, budget {budget}",
+            )
         if budget is None or budget >= int(opt["mo_min_trials_for_nsga"]):
             name = "nsga3" if ctx.n_objectives >= 4 else "nsga2"
             return AutoChoice(name, {}, f"{ctx.n_objectives} objectives, budget {budget}")
@@ -436,9 +514,23 @@ def auto_policy(ctx: AutoContext) -> AutoChoice:
     if budget is not None:
         if ctx.dimension <= int(opt["gp_max_dim"]) and budget <= int(opt["gp_max_trials"]):
             if ctx.gp_available:
-                return AutoChoice(
+                gp = AutoChoice(
                     "gp", {}, f"numeric space of dimension {ctx.dimension}, budget {budget}"
                 )
+                refine_dim = opt["refine_min_dim"]
+                n_refine = int(budget * float(opt["refine_fraction"]))
+                if refine_dim is not None and ctx.dimension >= int(refine_dim) and n_refine >= 5:
+                    # local refinement of the GP's incumbent by CMA-ES with a small step for
+                    # the last trials (measured better from d = 5; worse at d = 2)
+                    then = AutoChoice(
+                        "cmaes",
+                        {"x0": "incumbent", "sigma0": 0.05},
+                        "CMA-ES around the GP's best point (local refinement)",
+                    )
+                    return AutoChoice(
+                        gp.name, gp.options, gp.reason, then=then, switch_after=budget - n_refine
+                    )
+                return gp
         elif ctx.dimension >= 2 and budget > int(opt["gp_max_trials"]):
             startup = opt["cmaes_startup_trials"]
             if startup is None:
@@ -508,6 +600,10 @@ class AutoSampler(BaseSampler):
         gp_max_dim: Largest dimension for ``gp``.
         gp_max_trials: Largest budget for ``gp``.
         mo_min_trials_for_nsga: Smallest budget for NSGA-II/III with several objectives.
+        mo_gp_max_trials: Largest budget for ``gp`` with two objectives (numeric space).
+        refine_min_dim: From this dimension on, ``gp`` is followed by CMA-ES around the best
+            point for the last ``refine_fraction`` of the budget (``None``: never).
+        refine_fraction: Share of the budget for that refinement.
         cmaes_startup_trials: TPE trials before CMA-ES (default ``max(10, n_trials // 10)``).
         policy: Replaces :func:`auto_policy`: a callable or ``"module:function"`` taking an
             :class:`AutoContext` and returning an :class:`AutoChoice` or ``(name, options)``.
@@ -524,6 +620,9 @@ class AutoSampler(BaseSampler):
         gp_max_dim: int = 10,
         gp_max_trials: int = 200,
         mo_min_trials_for_nsga: int = 300,
+        mo_gp_max_trials: int = 100,
+        refine_min_dim: int | None = 5,
+        refine_fraction: float = 0.25,
         cmaes_startup_trials: int | None = None,
         policy: str | Callable[[AutoContext], Any] | None = None,
         constraints_func: Callable[[FrozenTrial], Sequence[float]] | None = None,
@@ -532,11 +631,23 @@ class AutoSampler(BaseSampler):
             ("gp_max_dim", gp_max_dim),
             ("gp_max_trials", gp_max_trials),
             ("mo_min_trials_for_nsga", mo_min_trials_for_nsga),
+            ("mo_gp_max_trials", mo_gp_max_trials),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(
                     f"sampler.options.{label}: must be an integer >= 0, got {value!r}"
                 )
+        if refine_min_dim is not None and (
+            not isinstance(refine_min_dim, int) or isinstance(refine_min_dim, bool)
+        ):
+            raise ConfigError(
+                f"sampler.options.refine_min_dim: must be an integer or null, got {refine_min_dim!r}"
+            )
+        if not isinstance(refine_fraction, int | float) or not 0 <= refine_fraction < 1:
+            raise ConfigError(
+                f"sampler.options.refine_fraction: must be a number in [0, 1), "
+                f"got {refine_fraction!r}"
+            )
         if cmaes_startup_trials is not None and (
             not isinstance(cmaes_startup_trials, int) or cmaes_startup_trials < 1
         ):
@@ -552,11 +663,16 @@ class AutoSampler(BaseSampler):
             "gp_max_dim": gp_max_dim,
             "gp_max_trials": gp_max_trials,
             "mo_min_trials_for_nsga": mo_min_trials_for_nsga,
+            "mo_gp_max_trials": mo_gp_max_trials,
+            "refine_min_dim": refine_min_dim,
+            "refine_fraction": refine_fraction,
             "cmaes_startup_trials": cmaes_startup_trials,
         }
         self._policy = self._resolve_policy(policy)
         self._constraints_func = constraints_func
         self._choice: AutoChoice | None = None
+        self._active: AutoChoice | None = None
+        self._active_reason = ""
         self._decided_for = 0
         self._delegate: BaseSampler = optuna.samplers.RandomSampler(seed=seed)
         if n_objectives is not None and (space is not None or n_objectives > 1):
@@ -616,18 +732,68 @@ class AutoSampler(BaseSampler):
                 f"sampler.options.policy: must return an AutoChoice or (name, options), "
                 f"got {result!r}"
             )
-        if choice.name == "auto" or choice.name not in SAMPLER_NAMES:
-            raise ConfigError(
-                f"sampler (auto): the policy chose {choice.name!r}; it must choose one of "
-                f"{', '.join(n for n in SAMPLER_NAMES if n != 'auto')}"
-            )
+        stage: AutoChoice | None = choice
+        while stage is not None:
+            if stage.name == "auto" or stage.name not in SAMPLER_NAMES:
+                raise ConfigError(
+                    f"sampler (auto): the policy chose {stage.name!r}; it must choose one of "
+                    f"{', '.join(n for n in SAMPLER_NAMES if n != 'auto')}"
+                )
+            stage = stage.then
+        self._delegate = self._build_stage(choice, None)
+        self._choice = choice
+        self._active = choice
+        self._active_reason = choice.reason
+        log.info("sampler auto -> %s %s (%s)", choice.name, dict(choice.options), choice.reason)
+
+    def _build_stage(self, choice: AutoChoice, study: Study | None) -> BaseSampler:
         opts = dict(choice.options)
+        if study is not None:
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if opts.get("x0") == "incumbent":
+                opts["x0"] = dict(study.best_trial.params)
+            if opts.get("source_trials") == "completed":
+                # the cmaes warm start keeps the best 10 %: at least 10 trials are needed
+                if len(complete) < 10:
+                    raise ValueError(f"{len(complete)} complete trials, the warm start needs 10")
+                opts["source_trials"] = list(complete)
         cls = getattr(optuna.samplers, _CLASSES[choice.name])
         if self._constraints_func is not None and "constraints_func" in _valid_options(cls):
             opts["constraints_func"] = self._constraints_func
-        self._delegate = _build(choice.name, self._seed, opts, self._space)
-        self._choice = choice
-        log.info("sampler auto -> %s %s (%s)", choice.name, dict(choice.options), choice.reason)
+        with warnings.catch_warnings():
+            # CmaEsSampler's x0/sigma0 are deprecated (Optuna >= 4.9, removal planned for 6.0);
+            # if they are gone, building fails and the switch is skipped (see _maybe_switch)
+            warnings.simplefilter("ignore", FutureWarning)
+            return _build(choice.name, self._seed, opts, self._space)
+
+    def _maybe_switch(self, study: Study) -> None:
+        """Move to the active choice's next stage when its switch condition holds."""
+        active = self._active
+        if active is None or active.then is None:
+            return
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        n = len(complete)
+        if n < active.switch_after:
+            return
+        why = f"{active.name} for {n} complete trials"
+        if active.switch_patience is not None:
+            if len(study.directions) != 1:
+                return
+            k = active.switch_patience
+            sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+            values = [sign * float(t.value) for t in sorted(complete, key=lambda t: t.number)]  # type: ignore[arg-type]
+            if n <= k or min(values[-k:]) < min(values[:-k]):
+                return
+            why += f", no improvement in the last {k}"
+        nxt = active.then
+        try:
+            self._delegate = self._build_stage(nxt, study)
+        except (ValueError, ConfigError) as exc:  # e.g. no best trial: stay with this stage
+            log.info("sampler auto: not switching to %s: %s", nxt.name, exc)
+            return
+        self._active = nxt
+        self._active_reason = f"{nxt.reason} ({why})" if nxt.reason else why
+        log.info("sampler auto -> %s (%s)", nxt.name, self._active_reason)
 
     def _maybe_decide(self, study: Study) -> None:
         n_obj = len(study.directions)
@@ -637,6 +803,7 @@ class AutoSampler(BaseSampler):
             # made for another number of objectives than the study has: choose again
             log.info("sampler auto: the study has %d objective(s); choosing again", n_obj)
             self._choice = None
+            self._active = None
             self._delegate = optuna.samplers.RandomSampler(seed=self._seed)
         if self._space is not None or n_obj > 1:
             self._decide(self._context(n_obj, self._known_summary()))
@@ -647,10 +814,16 @@ class AutoSampler(BaseSampler):
 
     # BaseSampler interface: delegate.
 
+    @property
+    def active(self) -> AutoChoice | None:
+        """The stage of :attr:`choice` in use now (``None`` until the decision is made)."""
+        return self._active
+
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._maybe_decide(study)
-        if self._choice is not None:
-            name, reason = self._choice.name, self._choice.reason
+        self._maybe_switch(study)
+        if self._active is not None:
+            name, reason = self._active.name, self._active_reason
         else:
             name, reason = "random", "search space not known yet: learnt from the first trial"
         # explainability: which sampler auto used for this trial, and why

@@ -171,6 +171,17 @@ def _run(
         settings = dataclasses.replace(settings, callbacks=(*settings.callbacks, *tracking))
     run_dir = Path(cfg.run_dir)
     out = sys.stderr if as_json else sys.stdout
+    if not quiet and spec.runner is None and str(settings.sampler).lower() == "auto":
+        from sigtune._samplers import auto_summary
+
+        line = auto_summary(
+            space=spec.space,
+            n_trials=settings.n_trials,
+            n_objectives=len(settings.directions),
+            options=settings.sampler_options,
+            seed=settings.seed,
+        )
+        print(line, file=out)
     bar = RunProgress(cfg.n_trials, cfg.study_name, quiet=quiet or as_json)
     # In --json mode stdout carries only the JSON document: objective prints go to stderr.
     redirect = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()

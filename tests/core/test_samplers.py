@@ -197,7 +197,9 @@ def _ctx(**kw: Any) -> AutoContext:
         (_ctx(n_objectives=2, n_trials=1000), "nsga2"),
         (_ctx(n_objectives=2, n_trials=None), "nsga2"),
         (_ctx(n_objectives=4, n_trials=1000), "nsga3"),
-        (_ctx(n_objectives=2, n_trials=50), "tpe"),
+        (_ctx(n_objectives=2, n_trials=50), "gp"),
+        (_ctx(n_objectives=2, n_trials=50, categorical=True), "tpe"),
+        (_ctx(n_objectives=2, n_trials=150), "tpe"),
         (_ctx(space_known=False), "tpe"),
         (_ctx(dimension=0), "random"),
         (_ctx(discrete=True, grid_size=50, static_grid=True), "grid"),
@@ -214,7 +216,7 @@ def _ctx(**kw: Any) -> AutoContext:
         (_ctx(dimension=5, n_trials=None), "tpe"),
         (_ctx(dimension=5, n_trials=300, options={"gp_max_trials": 500}), "gp"),
         (_ctx(dimension=12, n_trials=100, options={"gp_max_dim": 20}), "gp"),
-        (_ctx(n_objectives=2, n_trials=50, options={"mo_min_trials_for_nsga": 10}), "nsga2"),
+        (_ctx(n_objectives=2, n_trials=150, options={"mo_min_trials_for_nsga": 10}), "nsga2"),
     ],
 )
 def test_auto_policy_branches(ctx: AutoContext, expected: str) -> None:
@@ -238,7 +240,8 @@ CONTINUOUS = {"a": {"bounds": [0, 1]}, "b": {"bounds": [0, 1]}}
 @pytest.mark.parametrize(
     ("space", "n_trials", "n_objectives", "name", "cls"),
     [
-        (CONTINUOUS, 50, 2, "tpe", optuna.samplers.TPESampler),
+        (CONTINUOUS, 50, 2, "gp", optuna.samplers.GPSampler),
+        (CONTINUOUS, 150, 2, "tpe", optuna.samplers.TPESampler),
         (CONTINUOUS, 500, 2, "nsga2", optuna.samplers.NSGAIISampler),
         (
             {"n": {"value_type": "int", "bounds": [1, 4]}, "c": {"values": [1, 2]}},

@@ -102,6 +102,7 @@ def write_report(
         _summary(ostudy, trials, directions, chosen),
         _best(study, ostudy, trials, directions, params_of),
         _plots(ostudy, trials, directions, chosen),
+        _auto_sampler(trials),
         _trials_table(trials, directions, params_of),
         _failures(trials),
     ]
@@ -274,6 +275,31 @@ def _best(
     )
 
 
+_AUTO_SAMPLER = "auto:sampler"  # trial user attrs written by the ``auto`` sampler
+_AUTO_REASON = "auto:reason"
+_NOT_IN_ATTRS = ("fail_reason", _AUTO_SAMPLER, _AUTO_REASON)
+
+
+def _auto_sampler(trials: Sequence[FrozenTrial]) -> str:
+    """Which sampler ``auto`` used for which trials, and why (empty without ``auto``)."""
+    stages: dict[tuple[str, str], list[int]] = {}
+    for t in trials:
+        if _AUTO_SAMPLER in t.user_attrs:
+            key = (str(t.user_attrs[_AUTO_SAMPLER]), str(t.user_attrs.get(_AUTO_REASON, "")))
+            stages.setdefault(key, []).append(t.number)
+    if not stages:
+        return ""
+    rows = [
+        (name, reason, len(numbers), f"{min(numbers)}-{max(numbers)}")
+        for (name, reason), numbers in sorted(stages.items(), key=lambda kv: min(kv[1]))
+    ]
+    return (
+        "<section id='auto-sampler'><h2>Sampler chosen by auto</h2>"
+        + _table(["sampler", "reason", "trials", "trial numbers"], rows)
+        + "</section>"
+    )
+
+
 def _trials_table(
     trials: Sequence[FrozenTrial],
     directions: list[str],
@@ -293,11 +319,13 @@ def _trials_table(
     constraints = [_constraint_values(t) for t in shown]
     has_constraints = any(c is not None for c in constraints)
     feasible_col = ["feasible"] if has_constraints else []
+    has_auto = any(_AUTO_SAMPLER in t.user_attrs for t in shown)
     header = [
         "#",
         "state",
         *value_cols,
         *feasible_col,
+        *(["sampler"] if has_auto else []),
         "duration [s]",
         *names,
         "failure reason",
@@ -308,13 +336,14 @@ def _trials_table(
         values = list(t.values) if t.values else [None] * len(value_cols)
         feasible = [None if cons is None else all(c <= 0 for c in cons)] if has_constraints else []
         duration = t.duration.total_seconds() if t.duration is not None else None
-        attrs = {k: v for k, v in t.user_attrs.items() if k != "fail_reason"}
+        attrs = {k: v for k, v in t.user_attrs.items() if k not in _NOT_IN_ATTRS}
         rows.append(
             [
                 t.number,
                 t.state.name,
                 *values,
                 *feasible,
+                *([t.user_attrs.get(_AUTO_SAMPLER, "")] if has_auto else []),
                 duration,
                 *(params.get(k) for k in names),
                 t.user_attrs.get("fail_reason", ""),
