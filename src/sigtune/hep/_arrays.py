@@ -134,12 +134,12 @@ class ModelArrays:
     @functools.cached_property
     def hs_sym(self) -> np.ndarray:
         """(Bm, H, N) ``(D+ + D-) / 2``."""
-        return 0.5 * (self.hs_dp + self.hs_dm)
+        return np.asarray(0.5 * (self.hs_dp + self.hs_dm))
 
     @functools.cached_property
     def hs_asym(self) -> np.ndarray:
         """(Bm, H, N) ``(D+ - D-) / 16``."""
-        return 0.0625 * (self.hs_dp - self.hs_dm)
+        return np.asarray(0.0625 * (self.hs_dp - self.hs_dm))
 
     @functools.cached_property
     def inv_sig2(self) -> np.ndarray:

@@ -236,7 +236,7 @@ def _resolve_index(model: Model, key: int | str) -> int:
         if key in model.parameters:
             sl = model.par_slice(key)
             if sl.stop - sl.start == 1:
-                return sl.start
+                return int(sl.start)
         raise HepFitError(f"unknown parameter {key!r}; parameters: {model.par_names}")
     i = int(key)
     if not 0 <= i < model.n_pars:
@@ -911,7 +911,7 @@ def _at_bound(x: np.ndarray, free: np.ndarray, lo: np.ndarray, hi: np.ndarray) -
 
 def fit_from_starts(
     model: Model,
-    consts: Consts,
+    consts: Consts | tuple[np.ndarray, ...],
     starts: Sequence[tuple[str, np.ndarray]],
     free: np.ndarray,
     lo: np.ndarray,
@@ -945,6 +945,7 @@ def fit_from_starts(
         bound_ok: ``(P,)`` parameters expected at a bound (e.g. at a bound in the free fit
             too), which do not make a converged result suspicious.
     """
+    consts = Consts(*consts)
     best: StartsFit | None = None
     n_fits = 0
     first_failed = False
@@ -1180,7 +1181,7 @@ def fit_batch(
 def profile_start(
     model: Model,
     pars: np.ndarray,
-    deriv: Derivs,
+    deriv: Derivs | tuple[np.ndarray, ...],
     free: np.ndarray,
     poi: int,
     mu: float,
@@ -1190,6 +1191,7 @@ def profile_start(
     with the Hessian blocks ``deriv`` at ``pars`` (row 0). ``None`` if it is not finite."""
     dmu = float(mu) - float(pars[poi])
     a = model.arrays
+    deriv = Derivs(*deriv)
     HDD, HDL, HLL = deriv.hdd[:1], deriv.hdl[:1], deriv.hll[:1]
     dp = int(a.dpos[poi])
     if dp < 0:
