@@ -26,7 +26,7 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.special import gammaln
@@ -105,6 +105,23 @@ class ParamSet:
 
 def _fail(msg: str) -> HepWorkspaceError:
     return HepWorkspaceError(msg)
+
+
+class _Rates(NamedTuple):
+    """Expected rates and the intermediate products of the NumPy engine (``Model._nu``)."""
+
+    nu: np.ndarray  # (B, N) expected main-bin rates
+    nus: np.ndarray  # (B, S, N) per sample
+    F: np.ndarray  # normsys factor x linear factors
+    A: np.ndarray  # nominal + histosys shifts
+    Kn: np.ndarray  # normsys factor (exp of the summed log-factors)
+    L: np.ndarray  # (B, K, S, N) linear factors per slot
+    # first / second derivatives of the histosys shifts and of the normsys log-factors
+    # (ndarrays; None when the model has no modifier of that type, and then never read)
+    hd1: Any
+    hd2: Any
+    lk1: Any
+    lk2: Any
 
 
 class Model:
@@ -881,7 +898,7 @@ class Model:
         """
         x = self._check_pars(pars)
         xb = x.reshape(-1, self.n_pars)
-        nu = self._nu(xb)[0]
+        nu = self._nu(xb).nu
         if include_auxdata:
             nu = np.concatenate([nu, self._expected_aux(xb)], axis=1)
         out: np.ndarray = nu[0] if x.ndim == 1 and self.batch_size == 1 else nu
@@ -940,7 +957,7 @@ class Model:
         )
         return Consts(n, ga, pa, const)
 
-    def _nu(self, x: np.ndarray) -> tuple[Any, ...]:
+    def _nu(self, x: np.ndarray) -> _Rates:
         """Rates and the intermediate products needed by the derivatives."""
         arr = self.arrays
         A = arr.nom
@@ -969,13 +986,13 @@ class Model:
         F = Kn * Lf
         nus = F * A
         nu = nus.sum(axis=1)
-        return nu, nus, F, A, Kn, L, hd1, hd2, lk1, lk2
+        return _Rates(nu, nus, F, A, Kn, L, hd1, hd2, lk1, lk2)
 
     def _f(self, x: np.ndarray, d: np.ndarray | None, consts: Consts) -> np.ndarray:
         if _jit.ENABLED:
             return _jit.value(self.arrays, x, consts)
         n, ga, pa, const = consts
-        nu = self._nu(x)[0]
+        nu = self._nu(x).nu
         return self._f_from_nu(x, nu, n, ga, pa, const)
 
     def _f_from_nu(
