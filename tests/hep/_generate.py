@@ -329,5 +329,5 @@ def arrowhead_model(ws: Any, **kwargs: Any) -> Any:
         mp.setattr(model_module, "_DENSE_MAX_PARS", 0)
         mp.setattr(model_module, "_JIT_MAX_PARS", 0)
         model = ws.model(**kwargs)
-    assert not model._dense_engine
+    assert not model.arrays.dense_layout
     return model

@@ -143,7 +143,7 @@ def test_arrowhead_covariance_equals_dense_inverse(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(model_module, "_JIT_MAX_PARS", 0)
     ws = hep.Workspace(synthetic_workspace(40, 6))
     model = ws.model()
-    assert model._nL == 40
+    assert model.arrays.n_local == 40
     data = ws.data(model)
     res = hep.fit(model, data)
     assert res.converged
@@ -151,7 +151,7 @@ def test_arrowhead_covariance_equals_dense_inverse(monkeypatch: pytest.MonkeyPat
     _, _, HDD, HDL, HLL, _ = model._derivatives(res.bestfit[None], consts)
     P = model.n_pars
     H = np.zeros((P, P))
-    d, loc = model._dense, model._local
+    d, loc = model.arrays.dense, model.arrays.local
     H[np.ix_(d, d)] = HDD[0]
     H[np.ix_(d, loc)] = HDL[0]
     H[np.ix_(loc, d)] = HDL[0].T
@@ -278,7 +278,7 @@ def test_arrowhead_engine_fits_like_dense(name: str, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(model_module, "_DENSE_MAX_PARS", 0)
     monkeypatch.setattr(model_module, "_JIT_MAX_PARS", 0)
     arrow_model, _ = _model(case)
-    assert dense_model._dense_engine and not arrow_model._dense_engine
+    assert dense_model.arrays.dense_layout and not arrow_model.arrays.dense_layout
     a, b = hep.fit(dense_model, data), hep.fit(arrow_model, data)
     assert a.twice_nll == pytest.approx(b.twice_nll, abs=1e-8)
     np.testing.assert_allclose(a.errors, b.errors, rtol=1e-5)
@@ -287,8 +287,8 @@ def test_arrowhead_engine_fits_like_dense(name: str, monkeypatch: pytest.MonkeyP
 def test_large_model_uses_arrowhead_and_fits() -> None:
     ws = hep.Workspace(synthetic_workspace(300, 10))
     model = ws.model()
-    assert not model._dense_engine
-    assert model._nL == 300
+    assert not model.arrays.dense_layout
+    assert model.arrays.n_local == 300
     res = hep.fit(model, ws.data(model))
     assert res.converged
     pmodel, pdata = _pyhf_model(ws.spec)

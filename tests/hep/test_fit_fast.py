@@ -1,4 +1,5 @@
-"""The lean small-model paths against the general ones (random workspaces)."""
+"""The dense-layout paths against the general ones (random workspaces): the compiled row
+Newton (:func:`sigtune.hep._jit.minimize`) against the batched NumPy iteration."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from sigtune.hep._interp import (
 def _both(model: hep.Model, data: np.ndarray, poi_value: float | None) -> tuple[Any, Any]:
     x0, free, lo, hi = _fit._setup(model, 1, None, None, None, poi_value)
     consts = model._constants(data[None])
-    fast = _fit._minimize_single(model, x0, consts, free, lo, hi)
+    fast = _fit._minimize_jit(model, x0, consts, free, lo, hi)
     general = _fit._minimize_general(model, x0, consts, free, lo, hi)
     return fast, general
 
@@ -35,15 +36,15 @@ def test_single_row_newton_equals_general(spec: dict[str, Any]) -> None:
     ws = hep.Workspace(spec)
     model = ws.model()
     data = ws.data(model)
-    if not model._dense_engine or model._kink_mask.any():
+    if not model.arrays.dense_layout or model.arrays.kink.any():
         return  # not a fast-path model (large or with interpolation kinks)
     for poi_value in (None, 0.0):
         fast, general = _both(model, data, poi_value)
         # same minimum value (parameters may differ along flat directions, e.g. a
         # normfactor at its bound whose sample is degenerate with another one); both stop once
         # the edm (nll units) is below 1e-9, i.e. within 2e-9 of the minimum in -2 ln L each
-        np.testing.assert_allclose(fast[1], general[1], rtol=0, atol=4e-9)  # twice_nll
-        assert bool(fast[3][0]) == bool(general[3][0])  # converged
+        np.testing.assert_allclose(fast.f, general.f, rtol=0, atol=4e-9)
+        assert bool(fast.converged[0]) == bool(general.converged[0])
 
 
 @pytest.mark.parametrize("shape", [(10, 2), (30, 6)])
@@ -54,12 +55,12 @@ def test_single_row_newton_equals_general_synthetic(
     ws = hep.Workspace(synthetic_workspace(*shape))
     model = ws.model()
     data = ws.data(model)
-    assert model._dense_engine
+    assert model.arrays.dense_layout
     fast, general = _both(model, data, poi_value)
-    np.testing.assert_allclose(fast[1], general[1], rtol=0, atol=1e-9)
-    np.testing.assert_allclose(fast[0], general[0], rtol=1e-7, atol=1e-7)
-    assert fast[3][0] and general[3][0]
-    assert fast[4][0] == general[4][0]
+    np.testing.assert_allclose(fast.f, general.f, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fast.x, general.x, rtol=1e-7, atol=1e-7)
+    assert fast.converged[0] and general.converged[0]
+    assert fast.n_iter[0] == general.n_iter[0]
 
 
 @pytest.mark.parametrize("shape", [(10, 2), (30, 6)])
@@ -70,7 +71,7 @@ def test_single_row_errors_equal_arrowhead(shape: tuple[int, int]) -> None:
     res = hep.fit(model, data)
     x0, free, _, _ = _fit._setup(model, 1, res.bestfit, None, None, None)
     arrow = model._arrow
-    assert not arrow._dense_engine
+    assert not arrow.arrays.dense_layout
     deriv = arrow._derivatives(x0, arrow._constants(data[None]))
     errors, factory = _fit._errors_and_cov(arrow, deriv, free, True)
     np.testing.assert_allclose(res.errors, errors[0], rtol=1e-6)
@@ -91,7 +92,7 @@ def test_lazy_arrowhead_layout_matches_dense() -> None:
     np.testing.assert_allclose(f1, f2, rtol=1e-12)
     np.testing.assert_allclose(g1, g2, rtol=1e-9, atol=1e-9)
     stacked = hep.stack_models([model, model])
-    assert stacked._arrow._arr.nom.shape[0] == 2
+    assert stacked._arrow.arrays.nom.shape[0] == 2
 
 
 @pytest.mark.parametrize("scale", [0.3, 0.999, 1.0])

@@ -41,11 +41,11 @@ def test_derivatives_equal_numpy_engine(spec: dict[str, Any]) -> None:
     ws = hep.Workspace(spec)
     for normsys, histosys in CODES:
         model = ws.model(normsys_interp=normsys, histosys_interp=histosys)
-        assert model._dense_engine
+        assert model.arrays.dense_layout
         data = ws.data(model)
         x = _random_pars(model, np.random.default_rng(7))
         consts = model._constants(np.repeat(data[None], len(x), axis=0))
-        ours = _jit.derivatives(model, x, consts)
+        ours = _jit.derivatives(model.arrays, x, consts)
         ref = model_module._derivatives_dense_impl(model, x, consts)
         for i in (0, 1, 2, 5):
             scale = max(1.0, float(np.abs(ref[i]).max()))
@@ -59,13 +59,13 @@ def test_zero_rate_and_negative_rate_are_handled_like_numpy() -> None:
     x = model.suggested_init()[None].copy()
     x[0, model.poi_index] = 0.0  # signal switched off: its rates are exactly 0
     consts = model._constants(data[None])
-    ours = _jit.derivatives(model, x, consts)
+    ours = _jit.derivatives(model.arrays, x, consts)
     ref = model_module._derivatives_dense_impl(model, x, consts)
     np.testing.assert_allclose(ours[0], ref[0], rtol=1e-12)
     np.testing.assert_allclose(ours[2], ref[2], rtol=1e-10, atol=1e-10)
     # a negative expected rate makes -2 ln L infinite in both
     x[0, model.par_index("mu")] = -1e6
-    assert np.isinf(_jit.derivatives(model, x, consts, order=0)[0][0])
+    assert np.isinf(_jit.derivatives(model.arrays, x, consts, order=0)[0][0])
     assert np.isinf(model_module._derivatives_dense_impl(model, x, consts)[0][0])
 
 
@@ -81,7 +81,9 @@ def test_fit_equals_numpy_minimiser(spec: dict[str, Any]) -> None:
         ref = hep.fit(model, data)
     assert ours.converged == ref.converged
     assert ours.twice_nll == pytest.approx(ref.twice_nll, abs=1e-8)
-    assert ours.twice_nll <= ref.twice_nll + 1e-9
+    # (the reference is the batched NumPy iteration; both stop once the edm is below
+    # _jit.EDM_TOL = 1e-9 nll units, i.e. each within 2e-9 of the minimum in -2 ln L)
+    assert ours.twice_nll <= ref.twice_nll + 4.0 * _jit.EDM_TOL
     # the errors are the NumPy engine's Hessian errors at our minimum (the two minimisers may
     # stop at different points along flat directions, so their errors are not compared)
     consts = model._constants(data[None])
@@ -152,7 +154,7 @@ def test_uncompiled_kernels_give_the_same_numbers() -> None:
     data = ws.data(model)
     x = _random_pars(model, np.random.default_rng(1), n=1)
     consts = model._constants(data[None])
-    jt = _jit.tables(model)
+    jt = _jit.tables(model.arrays)
     P = model.n_pars
     g, H, nu = np.empty(P), np.empty((P, P)), np.empty(model.n_main)
     py_derivs = _jit._derivs.py_func
@@ -160,7 +162,7 @@ def test_uncompiled_kernels_give_the_same_numbers() -> None:
         mp.setattr(_jit, "_interp", _jit._interp.py_func)
         f = py_derivs(x[0], 0, jt.tables, consts[0][0], consts[1][0], consts[2][0],
                       float(consts[3][0]), 2, g, H, nu)  # fmt: skip
-    ref = _jit.derivatives(model, x, consts)
+    ref = _jit.derivatives(model.arrays, x, consts)
     assert f == pytest.approx(ref[0][0], rel=1e-13)
     np.testing.assert_allclose(g, ref[1][0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(H, ref[2][0], rtol=1e-12, atol=1e-12)
@@ -175,12 +177,12 @@ def test_arrowhead_derivatives_equal_numpy_engine(spec: dict[str, Any]) -> None:
         data = ws.data(model)
         x = _random_pars(model, np.random.default_rng(11))
         consts = model._constants(np.repeat(data[None], len(x), axis=0))
-        ours = _jit.derivatives_arrow(model, x, consts)
+        ours = _jit.derivatives_arrow(model.arrays, x, consts)
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(_jit, "ENABLED", False)
             ref = model._derivatives(x, consts)
             ref_f = model._f(x, None, consts)  # type: ignore[arg-type]
-        np.testing.assert_allclose(_jit.value(model, x, consts), ref_f, rtol=1e-12)
+        np.testing.assert_allclose(_jit.value(model.arrays, x, consts), ref_f, rtol=1e-12)
         for i in range(6):
             scale = max(1.0, float(np.abs(ref[i]).max(initial=0.0)))
             np.testing.assert_allclose(ours[i], ref[i], rtol=1e-10, atol=1e-10 * scale)

@@ -123,7 +123,7 @@ def _full_hessian(model: hep.Model, H: tuple[np.ndarray, ...]) -> np.ndarray:
     HDD, HDL, HLL = H
     P = model.n_pars
     out = np.zeros((P, P))
-    d, loc = model._dense, model._local
+    d, loc = model.arrays.dense, model.arrays.local
     out[np.ix_(d, d)] = HDD[0]
     out[np.ix_(d, loc)] = HDL[0]
     out[np.ix_(loc, d)] = HDL[0].T
@@ -194,8 +194,8 @@ def test_arrowhead_split_of_synthetic_model() -> None:
     assert ws.model()._dense_engine  # small: dense engine by default
     model = arrowhead_model(ws)
     # one staterror gamma per bin goes to the diagonal block; mu + 6 alphas stay dense
-    assert model._nL == 50
-    assert model._nD == 7
+    assert model.arrays.n_local == 50
+    assert model.arrays.n_dense == 7
     _check_derivatives(model, ws.data(model), _random_pars(model, np.random.default_rng(4)))
 
 

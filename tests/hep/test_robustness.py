@@ -56,7 +56,7 @@ def test_ewk_150_1_reaches_the_lowest_minimum(jit: bool, monkeypatch: pytest.Mon
     if not jit:
         monkeypatch.setattr(_jit, "ENABLED", False)
     model, data = _ewk_150_1()
-    assert float(model._arr.pois_tau.max()) > 1e11
+    assert float(model.arrays.pois_tau.max()) > 1e11
     res = hep.fit(model, data)
     assert res.twice_nll == pytest.approx(272.41223, abs=1e-4)
     assert res.converged and res.edm < _fit.EDM_CONV
@@ -86,7 +86,7 @@ def test_large_tau_constraint_term_has_no_cancellation() -> None:
     }  # fmt: skip
     model = hep.Workspace(spec).model()
     data = hep.Workspace(spec).data(model)
-    tau = float(model._arr.pois_tau[0, 0])
+    tau = float(model.arrays.pois_tau[0, 0])
     assert tau == pytest.approx(1e12)
     x = model.suggested_init()
     x1 = x.copy()

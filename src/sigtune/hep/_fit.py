@@ -8,9 +8,15 @@ diagonal block ``H_LL`` for per-bin gammas (staterror/shapesys/shapefactor), cou
 ``S = H_DD - H_DL H_LL^-1 H_DL^T`` in ``O(n_bins * P_dense^2)``. Box bounds are handled by a
 projected Newton / active-set rule (a parameter at a bound whose gradient pushes outwards is
 held for that iteration), a backtracking Armijo line search on the projected path, and
-Levenberg-Marquardt damping when the Hessian is not positive definite. Anything that does not
-converge is refitted with SciPy's L-BFGS-B. A single fit of a small model (dense engine, no
-interpolation kinks) runs the same iteration with scalar control flow (:func:`_minimize_single`).
+damping by the eigenvalues' magnitudes when the Hessian is not positive definite. Anything that
+does not converge is refitted with SciPy's L-BFGS-B.
+
+There is one projected-Newton implementation per Hessian layout: the batched NumPy iteration
+:func:`_minimize_general` here (arrowhead layout, and every model when numba is missing) and its
+compiled twin :func:`sigtune.hep._jit._minimize_row` (dense layout, one row at a time). Both
+take every tolerance from :mod:`sigtune.hep._jit` (``EDM_TOL``, ``EIG_FLOOR``, ...). The model
+is read through its :class:`~sigtune.hep._arrays.ModelArrays` bundle (``model.arrays``) and its
+evaluation methods ``_constants``, ``_f`` and ``_derivatives`` (see ``docs/dev/hep-model.md``).
 
 Uncertainties are ``sqrt(diag(inverse Hessian of nll))`` in the free parameters (fixed
 parameters get 0), i.e. ``cov = 2 * inv(H_twice_nll)``.
@@ -25,14 +31,31 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.linalg.lapack import dpotrf as _dpotrf
-from scipy.linalg.lapack import dpotrs as _dpotrs
 
 from sigtune.hep import _jit
+from sigtune.hep._arrays import Consts, Derivs, ModelArrays
 from sigtune.hep._exceptions import HepFitError, HepFitWarning
+from sigtune.hep._jit import (
+    ARMIJO,
+    EDM_CLEAN,
+    EDM_CONV,
+    EDM_TOL,
+    EIG_FLOOR,
+    LS_MAX,
+    LS_SLACK,
+    LS_T_DEFAULT,
+    LS_T_MAX,
+    LS_T_MIN,
+    MAX_ITER,
+    MAX_SADDLE,
+    NEG_CURV_CONV,
+    NEG_CURV_REL,
+    PGRAD_CONV,
+    local_floor,
+)
 from sigtune.hep._model import Model
 
 __all__ = [
@@ -47,9 +70,6 @@ __all__ = [
     "fit_from_starts",
 ]
 
-_EDM_TOL = 1e-9  # in nll units, checked before the final Newton step
-_EDM_CLEAN = 1e-7  # rows ending above this (stalled line search) are refitted with L-BFGS-B
-_MAX_ITER = 200
 _BATCH_ARROWHEAD_MIN = 8  # fit_batch switches to the arrowhead layout from this batch size
 
 
@@ -128,7 +148,10 @@ class FitResult:
         """``(theta_hat - aux) / width`` for every constrained parameter component."""
         out = {}
         aux = model.auxdata
-        pos = {int(i): int(p) for i, p in zip(model._g_idx, model._g_pos, strict=True)}
+        pos = {
+            int(i): int(p)
+            for i, p in zip(model.arrays.gauss_par, model.arrays.gauss_aux, strict=True)
+        }
         for i, name in enumerate(self.par_names):
             width = model.constraint_width(i)
             if width is None:
@@ -210,8 +233,10 @@ def _resolve_index(model: Model, key: int | str) -> int:
     if isinstance(key, str):
         if key in model.par_names:
             return model.par_names.index(key)
-        if key in model._psets and model._psets[key].n == 1:
-            return model._psets[key].start
+        if key in model.parameters:
+            sl = model.par_slice(key)
+            if sl.stop - sl.start == 1:
+                return int(sl.start)
         raise HepFitError(f"unknown parameter {key!r}; parameters: {model.par_names}")
     i = int(key)
     if not 0 <= i < model.n_pars:
@@ -229,7 +254,7 @@ def _setup(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Initial point ``(B, P)``, free mask ``(P,)``, lower/upper ``(B, P)``."""
     P = model.n_pars
-    arr = model._arr
+    arr = model.arrays
 
     def rows(a: np.ndarray) -> np.ndarray:
         return a.copy() if a.shape[0] == B else np.broadcast_to(a, (B, P)).copy()
@@ -281,7 +306,7 @@ def _setup(
 
 # ---------------------------------------------------------------------- Newton core
 def _masked_system(
-    model: Model,
+    a: ModelArrays,
     g: np.ndarray,
     HDD: np.ndarray,
     HDL: np.ndarray,
@@ -289,15 +314,15 @@ def _masked_system(
     act: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Restrict the Newton system to the active (moving) parameters ``act`` (B, P)."""
-    aD = act[:, model._dense]
-    gD = np.where(aD, g[:, model._dense], 0.0)
+    aD = act[:, a.dense]
+    gD = np.where(aD, g[:, a.dense], 0.0)
     mm = aD[:, :, None] & aD[:, None, :]
     HDD = np.where(mm, HDD, 0.0)
-    idx = np.arange(model._nD)
+    idx = np.arange(a.n_dense)
     HDD[:, idx, idx] = np.where(aD, HDD[:, idx, idx], 1.0)
-    if model._nL:
-        aL = act[:, model._local]
-        gL = np.where(aL, g[:, model._local], 0.0)
+    if a.n_local:
+        aL = act[:, a.local]
+        gL = np.where(aL, g[:, a.local], 0.0)
         if HDL.shape[0] == 1:  # one row: zero the inactive rows/columns of a copy (cheaper)
             HDL = HDL.copy()
             HDL[0, ~aD[0], :] = 0.0
@@ -325,8 +350,7 @@ def _solve(
     """
     nL = HLL.shape[1]
     if nL:
-        floor = 1e-8 * (1.0 + np.abs(HLL))
-        HLL = np.where(HLL > floor, HLL, 2.0 * np.abs(HLL) + floor)
+        HLL = local_floor(HLL)
         if HDL.shape[0] == 1:  # one row: a symmetric rank-k update (half the flops)
             sq = np.sqrt(HLL[0])
             Q = HDL[0] / sq
@@ -349,9 +373,9 @@ def _solve(
         Sm = 0.5 * (Sm + Sm.transpose(0, 2, 1))
         ev, vec = np.linalg.eigh(Sm)
         scale = np.maximum(np.abs(ev).max(axis=1), 1e-12)
-        bad = ev[:, 0] < -1e-8 * scale
+        bad = ev[:, 0] < -NEG_CURV_REL * scale
         neg = np.where(bad[:, None], vec[:, :, 0] / np.sqrt(np.abs(ev[:, :1]) + 1e-300), 0.0)
-        lam = np.maximum(np.abs(ev), _jit.EIG_FLOOR * scale[:, None])
+        lam = np.maximum(np.abs(ev), EIG_FLOOR * scale[:, None])
         proj = np.einsum("bij,bi->bj", vec, rhs) / lam
         return np.einsum("bij,bj->bi", vec, proj), _local_step(HDL, HLL, gL, proj, vec), neg
     dD = _lin_solve(Sm, rhs)
@@ -371,9 +395,7 @@ def _local_step(
         dD = np.einsum("bij,bj->bi", vec, dD)
     if not HLL.shape[1]:
         return gL
-    floor = 1e-8 * (1.0 + np.abs(HLL))
-    HLL = np.where(HLL > floor, HLL, 2.0 * np.abs(HLL) + floor)
-    return np.asarray((gL - (HDL.transpose(0, 2, 1) @ dD[:, :, None])[..., 0]) / HLL)
+    return np.asarray((gL - (HDL.transpose(0, 2, 1) @ dD[:, :, None])[..., 0]) / local_floor(HLL))
 
 
 def _lin_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -385,7 +407,7 @@ def _lin_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _newton_direction(
-    model: Model,
+    a: ModelArrays,
     g: np.ndarray,
     HDD: np.ndarray,
     HDL: np.ndarray,
@@ -394,200 +416,118 @@ def _newton_direction(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Newton step (B, P), Newton decrement ``g^T H^-1 g`` (B,) and a negative-curvature
     direction (B, P) (zeros where the Hessian is positive definite)."""
-    gD, gL, HDD, HDL, HLL = _masked_system(model, g, HDD, HDL, HLL, act)
+    gD, gL, HDD, HDL, HLL = _masked_system(a, g, HDD, HDL, HLL, act)
     dD, dL, negD = _solve(HDD, HDL, HLL, gD, gL)
     step = np.zeros_like(g)
-    step[:, model._dense] = -dD
+    step[:, a.dense] = -dD
     neg = np.zeros_like(g)
-    neg[:, model._dense] = negD
-    if model._nL:
-        step[:, model._local] = -dL
-        floor = 1e-8 * (1.0 + np.abs(HLL))
-        hll = np.where(HLL > floor, HLL, 2.0 * np.abs(HLL) + floor)
-        neg[:, model._local] = -(HDL.transpose(0, 2, 1) @ negD[:, :, None])[..., 0] / hll
+    neg[:, a.dense] = negD
+    if a.n_local:
+        step[:, a.local] = -dL
+        hll = local_floor(HLL)
+        neg[:, a.local] = -(HDL.transpose(0, 2, 1) @ negD[:, :, None])[..., 0] / hll
     dec = (gD * dD).sum(axis=1) + (gL * dL).sum(axis=1)
     return step, dec, neg
 
 
-_MinResult = tuple[
-    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]
-]
+class _MinResult(NamedTuple):
+    """Result of :func:`_minimize` / :func:`_fit_arrays`: one entry per row."""
+
+    x: np.ndarray  # (B, P) end points
+    f: np.ndarray  # (B,) -2 ln L there
+    edm: np.ndarray  # (B,) estimated distance to the minimum (last Newton step)
+    converged: np.ndarray  # (B,) bool
+    n_iter: np.ndarray  # (B,) Newton iterations
+    deriv: Derivs  # the last derivatives (see final_derivs of _minimize)
 
 
 def _minimize(
     model: Model,
     x0: np.ndarray,
-    consts: tuple[np.ndarray, ...],
+    consts: Consts,
     free: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
-    max_iter: int = _MAX_ITER,
+    max_iter: int = MAX_ITER,
     final_derivs: bool = True,
 ) -> _MinResult:
-    """Projected Newton. Returns x, f, edm, converged, n_iter and the last derivatives.
+    """Projected Newton from ``x0`` (B, P), in the implementation of the model's layout.
 
     With ``final_derivs=False`` the arrowhead path may return the derivatives of the iterate
     before the last (converging) Newton step, with the final ``f``: callers that need no
     uncertainties save one full evaluation per fit.
 
-    One row of a small (dense-engine) model without interpolation kinks takes the lean
-    :func:`_minimize_single` path; everything else (and any row that meets a Hessian that is not
-    positive definite or a rejected full step there) runs :func:`_minimize_general`.
+    The dense layout without interpolation kinks runs the compiled row iteration
+    (:func:`_minimize_jit`) when numba is there; everything else (and any row whose line search
+    stalls there) runs :func:`_minimize_general`.
     """
-    if model._dense_engine and not model._kink_mask.any():
-        if _jit.ENABLED:
-            return _minimize_jit(model, x0, consts, free, lo, hi, max_iter)
-        if x0.shape[0] == 1:
-            return _minimize_single(model, x0, consts, free, lo, hi, max_iter)
+    a = model.arrays
+    if _jit.ENABLED and a.dense_layout and not a.kink.any():
+        return _minimize_jit(model, x0, consts, free, lo, hi, max_iter)
     return _minimize_general(model, x0, consts, free, lo, hi, max_iter, final_derivs)
 
 
 def _minimize_jit(
     model: Model,
     x0: np.ndarray,
-    consts: tuple[np.ndarray, ...],
+    consts: Consts,
     free: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
-    max_iter: int = _MAX_ITER,
+    max_iter: int = MAX_ITER,
 ) -> _MinResult:
-    """The :func:`_minimize_single` iteration compiled (:mod:`sigtune.hep._jit`), row by row.
+    """The compiled projected Newton (:func:`sigtune.hep._jit.minimize`), row by row.
 
     Rows whose line search stalls continue in :func:`_minimize_general` from where they stopped;
     a likelihood that is not finite at the start goes there too (which raises).
     """
-    x, f, edm, n_iter, status, g, H, nu = _jit.minimize(model, x0, consts, free, lo, hi, max_iter)
-    if np.any(status == 2):
+    r = _jit.minimize(model.arrays, x0, consts, free, lo, hi, max_iter)
+    if np.any(r.status == 2):
         return _minimize_general(model, x0, consts, free, lo, hi, max_iter)  # raises
-    B, P = x.shape
-    conv = edm < _EDM_CLEAN
-    deriv: tuple[np.ndarray, ...] = (f, g, H, np.zeros((B, P, 0)), np.zeros((B, 0)), nu)
-    for b in np.flatnonzero(status == 1):
+    B, P = r.x.shape
+    x, f, edm, n_iter, g, H, nu = r.x, r.f, r.edm, r.n_iter, r.g, r.H, r.nu
+    conv = edm < EDM_CLEAN
+    for b in np.flatnonzero(r.status == 1):
         m1 = _row_model(model, int(b))
-        c1 = tuple(c[b : b + 1] if c.shape[0] == B else c for c in consts)
-        xb, fb, eb, cb, nb, db = _minimize_general(
-            m1, x[b : b + 1], c1, free, lo[b : b + 1], hi[b : b + 1], max_iter - int(n_iter[b])
+        sub = _minimize_general(
+            m1,
+            x[b : b + 1],
+            consts.row(int(b)),
+            free,
+            lo[b : b + 1],
+            hi[b : b + 1],
+            max_iter - int(n_iter[b]),
         )
-        x[b], f[b], edm[b], conv[b] = xb[0], fb[0], eb[0], cb[0]
-        n_iter[b] += nb[0]
-        for part, new in zip(deriv[1:3], db[1:3], strict=True):
-            part[b] = new[0]
-        nu[b] = db[5][0]
-    return x, f, edm, conv, n_iter, deriv
-
-
-def _minimize_single(
-    model: Model,
-    x0: np.ndarray,
-    consts: tuple[np.ndarray, ...],
-    free: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    max_iter: int = _MAX_ITER,
-) -> _MinResult:
-    """Lean projected Newton for one row of a dense-engine model (no interpolation kinks).
-
-    Follows :func:`_minimize_general` step by step (same active set, Newton step, eigenvalue
-    damping and saddle escape, Armijo backtracking and edm stopping rule) with scalar control
-    flow on the ``(P_active, P_active)`` system instead of batched masks. If the line search
-    stalls, the general minimiser takes over from the current point (and reports it).
-    """
-    deriv = model._derivatives(x0, consts)
-    f = float(deriv[0][0])
-    if not math.isfinite(f):
-        return _minimize_general(model, x0, consts, free, lo, hi, max_iter)  # raises
-    x = x0[0]
-    lo1, hi1 = lo[0], hi[0]
-    g, H = deriv[1][0], deriv[2][0]
-    edm = math.inf
-    n_iter = 0
-    n_saddle = 0
-    stalled = False
-    for _ in range(max_iter):
-        act = free & ~((x <= lo1) & (g > 0)) & ~((x >= hi1) & (g < 0))
-        idx = np.flatnonzero(act)
-        gs = g[idx]
-        Hs = H[idx[:, None], idx[None, :]]
-        neg = None
-        # positive-definiteness test as in _solve, and then the Cholesky solve (LAPACK directly:
-        # numpy's wrappers cost more than the factorisation of this small matrix)
-        if idx.size:
-            chol, info = _dpotrf(Hs, lower=True, clean=False)
-            if info == 0:
-                d, info = _dpotrs(chol, gs, lower=True)
-        else:  # nothing moves
-            d, info = np.zeros(0), 0
-        if info != 0:
-            Hs = 0.5 * (Hs + Hs.T)
-            ev, vec = np.linalg.eigh(Hs)
-            scale = max(float(np.abs(ev).max()), 1e-12)
-            if ev[0] < -1e-8 * scale:
-                neg = vec[:, 0] / math.sqrt(abs(float(ev[0])) + 1e-300)
-            lam = np.maximum(np.abs(ev), _jit.EIG_FLOOR * scale)  # as in _solve
-            d = vec @ ((vec.T @ gs) / lam)
-        edm = 0.25 * abs(float(gs @ d))
-        small = edm < _EDM_TOL
-        move = -d
-        if small and neg is not None and n_saddle < 5:
-            # saddle point: step along the negative-curvature direction, downhill side
-            move = -neg if float(gs @ neg) > 0 else neg
-            small = False
-            n_saddle += 1
-        xi, loi, hii = x[idx], lo1[idx], hi1[idx]
-        x_new = x.copy()
-        x_new[idx] = np.minimum(np.maximum(xi + move, loi), hii)
-        d_new = model._derivatives(x_new[None], consts)
-        f_new = float(d_new[0][0])
-        slack = 1e-10 * (1.0 + abs(f))
-        slope = float(g @ (x_new - x))
-        if not (math.isfinite(f_new) and f_new <= f + 1e-4 * slope + slack):
-            # backtracking as in _minimize_general: quadratic first retry, then halving
-            curv = f_new - f - slope
-            t_q = -slope / (2.0 * curv) if math.isfinite(f_new) and curv > 0 else 0.25
-            t = min(max(t_q if math.isfinite(t_q) else 0.25, 0.1), 0.5)
-            found = False
-            for _ls in range(50):
-                if _ls:
-                    t *= 0.5
-                x_try = x.copy()
-                x_try[idx] = np.minimum(np.maximum(xi + t * move, loi), hii)
-                f_try = float(model._f(x_try[None], None, consts)[0])  # type: ignore[arg-type]
-                if math.isfinite(f_try) and f_try <= f + 1e-4 * float(g @ (x_try - x)) + slack:
-                    found = True
-                    break
-            if not found:
-                stalled = True
-                break  # the general minimiser takes over from x (and reports the stall)
-            x_new = x_try
-            d_new = model._derivatives(x_new[None], consts)
-            f_new = float(d_new[0][0])
-        n_iter += 1
-        x, deriv, f = x_new, d_new, f_new
-        g, H = deriv[1][0], deriv[2][0]
-        if small:
-            break
-    if not stalled:  # converged, or max_iter reached (reported as the general minimiser does)
-        conv = np.array([edm < _EDM_CLEAN])
-        return x[None], deriv[0], np.array([edm]), conv, np.array([n_iter]), deriv
-    out = _minimize_general(model, x[None], consts, free, lo, hi, max_iter - n_iter)
-    return out[0], out[1], out[2], out[3], out[4] + n_iter, out[5]
+        x[b], f[b], edm[b], conv[b] = sub.x[0], sub.f[0], sub.edm[0], sub.converged[0]
+        n_iter[b] += sub.n_iter[0]
+        g[b], H[b], nu[b] = sub.deriv.g[0], sub.deriv.hdd[0], sub.deriv.nu[0]
+    deriv = Derivs(f, g, H, np.zeros((B, P, 0)), np.zeros((B, 0)), nu)
+    return _MinResult(x, f, edm, conv, n_iter, deriv)
 
 
 def _minimize_general(
     model: Model,
     x0: np.ndarray,
-    consts: tuple[np.ndarray, ...],
+    consts: Consts,
     free: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
-    max_iter: int = _MAX_ITER,
+    max_iter: int = MAX_ITER,
     final_derivs: bool = True,
 ) -> _MinResult:
-    """Batched projected Newton. Returns x, f, edm, converged, n_iter and the last derivatives."""
+    """Batched projected Newton (both layouts; the one for the arrowhead layout).
+
+    Active set: a free parameter at a bound whose gradient points outwards is held for the
+    iteration. Step: Newton on the active system (:func:`_newton_direction`), damped where the
+    Hessian is not positive definite; at a saddle point (tiny step, negative curvature) a step
+    along the lowest eigenvector. Line search: Armijo on the projected path, first retry at the
+    minimum of the quadratic through f(0), f'(0), f(1), then halving. Stop: edm below
+    ``EDM_TOL``, a stalled line search, or (kinks) three steps without decrease.
+    """
     x = x0
     B = x.shape[0]
     deriv = model._derivatives(x, consts)
-    f, g = deriv[0], deriv[1]
+    f, g = deriv.f, deriv.g
     if not np.all(np.isfinite(f)):
         bad = int(np.flatnonzero(~np.isfinite(f))[0])
         raise HepFitError(
@@ -600,7 +540,8 @@ def _minimize_general(
     stalled = np.zeros(B, bool)
     flat = np.zeros(B, int)  # consecutive iterations without a meaningful decrease of f
     n_saddle = np.zeros(B, int)
-    kink = model._kink_mask  # parameters whose interpolation has a kink at 0
+    a = model.arrays
+    kink = a.kink  # parameters whose interpolation has a kink at 0
     has_kink = bool(kink.any())
     lo_eff, hi_eff = lo, hi
     for _ in range(max_iter):
@@ -612,19 +553,19 @@ def _minimize_general(
             if at0.any():
                 x = np.where(at0, -1e-12, x)
                 deriv = model._derivatives(x, consts)
-                f, g = deriv[0], deriv[1]
+                f, g = deriv.f, deriv.g
             lo_eff = np.where(kink & (x > 0), np.maximum(lo, 0.0), lo)
             hi_eff = np.where(kink & (x < 0), np.minimum(hi, 0.0), hi)
         at_lo = (x <= lo_eff) & (g > 0)
         at_hi = (x >= hi_eff) & (g < 0)
         act = free[None, :] & ~at_lo & ~at_hi & ~done[:, None]
-        step, dec, neg = _newton_direction(model, g, deriv[2], deriv[3], deriv[4], act)
+        step, dec, neg = _newton_direction(a, g, deriv.hdd, deriv.hdl, deriv.hll, act)
         edm_now = np.where(done, edm, 0.25 * np.abs(dec))
         edm = edm_now
-        small = edm_now < _EDM_TOL
+        small = edm_now < EDM_TOL
         # a vanishing gradient with negative curvature is a saddle point, not a minimum:
         # step along the negative-curvature direction (downhill side of the gradient)
-        saddle = small & ~done & (np.abs(neg).sum(axis=1) > 0) & (n_saddle < 5)
+        saddle = small & ~done & (np.abs(neg).sum(axis=1) > 0) & (n_saddle < MAX_SADDLE)
         if saddle.any():
             sign = np.where((g * neg).sum(axis=1) > 0, -1.0, 1.0)
             step = np.where(saddle[:, None], sign[:, None] * neg, step)
@@ -638,12 +579,12 @@ def _minimize_general(
         # the new point are only needed when the caller asks for them
         last = not final_derivs and bool((small | done).all())
         if last:
-            f_new = model._f(x_new, None, consts)  # type: ignore[arg-type]
+            f_new = model._f(x_new, None, consts)
         else:
             d_new = model._derivatives(x_new, consts)
             f_new = d_new[0]
-        slack = 1e-10 * (1.0 + np.abs(f))
-        ok = (f_new <= f + 1e-4 * np.einsum("bi,bi->b", g, x_new - x) + slack) | done
+        slack = LS_SLACK * (1.0 + np.abs(f))
+        ok = (f_new <= f + ARMIJO * np.einsum("bi,bi->b", g, x_new - x) + slack) | done
         ok &= np.isfinite(f_new) | done
         if not np.all(ok):
             bad = ~ok
@@ -651,14 +592,14 @@ def _minimize_general(
             slope = np.einsum("bi,bi->b", g, x_new - x)
             with np.errstate(divide="ignore", invalid="ignore"):
                 curv = f_new - f - slope
-                t_q = np.where(np.isfinite(f_new) & (curv > 0), -slope / (2.0 * curv), 0.25)
-            t_first = np.clip(np.nan_to_num(t_q, nan=0.25), 0.1, 0.5)
-            for _ls in range(50):
+                t_q = np.where(np.isfinite(f_new) & (curv > 0), -slope / (2.0 * curv), LS_T_DEFAULT)
+            t_first = np.clip(np.nan_to_num(t_q, nan=LS_T_DEFAULT), LS_T_MIN, LS_T_MAX)
+            for _ls in range(LS_MAX):
                 t = np.where(bad, t_first * t if _ls == 0 else 0.5 * t, t)
                 x_try = np.where(free, np.clip(x + t[:, None] * step, lo_eff, hi_eff), x)
-                f_try = model._f(x_try, None, consts)  # type: ignore[arg-type]
+                f_try = model._f(x_try, None, consts)
                 good = (
-                    f_try <= f + 1e-4 * np.einsum("bi,bi->b", g, x_try - x) + slack
+                    f_try <= f + ARMIJO * np.einsum("bi,bi->b", g, x_try - x) + slack
                 ) & np.isfinite(f_try)
                 x_new = np.where((bad & good)[:, None], x_try, x_new)
                 bad &= ~good
@@ -669,11 +610,11 @@ def _minimize_general(
             if not last:
                 d_new = model._derivatives(x_new, consts)
             else:
-                f_new = np.where(bad, f, model._f(x_new, None, consts))  # type: ignore[arg-type]
+                f_new = np.where(bad, f, model._f(x_new, None, consts))
         x = x_new
-        deriv = (f_new, *deriv[1:]) if last else d_new
+        deriv = deriv._replace(f=f_new) if last else d_new
         f_old = f
-        f, g = deriv[0], deriv[1]
+        f, g = deriv.f, deriv.g
         # a minimum on a kink of the interpolation (code0/code1 at alpha = 0) has no small
         # gradient: stop once f no longer decreases
         if has_kink:
@@ -681,23 +622,24 @@ def _minimize_general(
         done |= small | stalled | (flat >= 3)
         if done.all():
             break
-    converged = (edm < _EDM_CLEAN) | (flat >= 3)
-    return x, f, edm, converged, n_iter, deriv
+    converged = (edm < EDM_CLEAN) | (flat >= 3)
+    return _MinResult(x, f, edm, converged, n_iter, deriv)
 
 
 def _errors_and_cov(
-    model: Model, deriv: tuple[np.ndarray, ...], free: np.ndarray, want_cov: bool
+    model: Model, deriv: Derivs, free: np.ndarray, want_cov: bool
 ) -> tuple[np.ndarray, Any]:
     """Diagonal errors (B, P) and, for B == 1, a covariance factory."""
-    g, HDD, HDL, HLL = deriv[1], deriv[2], deriv[3], deriv[4]
+    a = model.arrays
+    g, HDD, HDL, HLL = deriv.g, deriv.hdd, deriv.hdl, deriv.hll
     B, P = g.shape
-    if B == 1 and model._dense_engine:
+    if B == 1 and a.dense_layout:
         return _errors_and_cov_single(HDD[0], free, want_cov)
     act = np.broadcast_to(free, (B, P))
-    _, _, HDD, HDL, HLL = _masked_system(model, g, HDD, HDL, HLL, act)
-    nL = model._nL
-    aD = free[model._dense]
-    aL = free[model._local]
+    _, _, HDD, HDL, HLL = _masked_system(a, g, HDD, HDL, HLL, act)
+    nL = a.n_local
+    aD = free[a.dense]
+    aL = free[a.local]
     errors = np.full((B, P), np.nan)
     try:
         if nL:
@@ -712,16 +654,14 @@ def _errors_and_cov(
     except np.linalg.LinAlgError:
         return errors, None
     varD = 2.0 * np.diagonal(Sinv, axis1=1, axis2=2)
-    errors[:, model._dense] = np.sqrt(np.where(aD & (varD > 0), varD, np.where(aD, np.nan, 0.0)))
+    errors[:, a.dense] = np.sqrt(np.where(aD & (varD > 0), varD, np.where(aD, np.nan, 0.0)))
     if nL:
         varL = 2.0 * (1.0 / HLL + np.einsum("bil,bij,bjl->bl", R, Sinv, R))
-        errors[:, model._local] = np.sqrt(
-            np.where(aL & (varL > 0), varL, np.where(aL, np.nan, 0.0))
-        )
+        errors[:, a.local] = np.sqrt(np.where(aL & (varL > 0), varL, np.where(aL, np.nan, 0.0)))
 
     factory = None
     if want_cov and B == 1:
-        dense, local = model._dense, model._local
+        dense, local = a.dense, a.local
         R0, S0, H0 = R[0], Sinv[0], HLL[0]
 
         def factory() -> np.ndarray:
@@ -780,7 +720,7 @@ def _errors_and_cov_single(
 def _scipy_refit(
     model: Model,
     x0: np.ndarray,
-    consts: tuple[np.ndarray, ...],
+    consts: Consts,
     free: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
@@ -795,10 +735,10 @@ def _scipy_refit(
         x = base.copy()
         x[0, idx] = z
         d = model._derivatives(x, consts)
-        f = float(d[0][0])
+        f = float(d.f[0])
         if not math.isfinite(f):
             return 1e300, np.zeros_like(z)
-        return f, d[1][0, idx]
+        return f, d.g[0, idx]
 
     res = minimize(
         fun,
@@ -814,21 +754,10 @@ def _scipy_refit(
 
 
 def _row_model(model: Model, i: int) -> Model:
+    """Model row ``i`` of stacked models (the model itself when it is not stacked)."""
     if model.batch_size == 1:
         return model
-    import copy
-
-    from sigtune.hep._model import _Arrays
-
-    out = copy.copy(model)
-    arr = _Arrays()
-    for key, value in vars(model._arr).items():
-        if key == "fixed" or value is None:
-            setattr(arr, key, value)
-        else:
-            setattr(arr, key, value[i : i + 1])
-    out._set_arrays(arr, 1)
-    return out
+    return model._with_numbers(1, **model.arrays.row(i).numbers())
 
 
 def _fit_arrays(
@@ -837,7 +766,7 @@ def _fit_arrays(
     free: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
-    consts: tuple[np.ndarray, ...],
+    consts: Consts,
     final_derivs: bool = True,
 ) -> _MinResult:
     """Minimise from prepared arrays (``_setup`` output and ``model._constants``); rows that do
@@ -850,20 +779,20 @@ def _fit_arrays(
     if refit.any():
         for b in np.flatnonzero(refit):
             m1 = _row_model(model, int(b))
-            c1 = tuple(c[b : b + 1] for c in consts)
+            c1 = consts.row(int(b))
             xb, fb, _ = _scipy_refit(m1, x[b : b + 1], c1, free, lo[b : b + 1], hi[b : b + 1])
             if fb <= f[b]:
                 # polish with Newton from the L-BFGS-B point
-                xb2, fb2, _, _, _, _ = _minimize(m1, xb, c1, free, lo[b : b + 1], hi[b : b + 1])
-                if fb2[0] <= fb:
-                    xb, fb = xb2, float(fb2[0])
+                polish = _minimize(m1, xb, c1, free, lo[b : b + 1], hi[b : b + 1])
+                if polish.f[0] <= fb:
+                    xb, fb = polish.x, float(polish.f[0])
                 x[b], f[b] = xb[0], fb
         deriv = model._derivatives(x, consts)
         # converged means a minimum at the returned point (not the fallback's own "success")
         chk = check_minimum(model, x, deriv, free, lo, hi)
         conv = np.where(refit, chk.ok, conv)
         edm = np.where(refit, chk.edm, edm)
-    return x, f, edm, conv, n_iter, deriv
+    return _MinResult(x, f, edm, conv, n_iter, deriv)
 
 
 @dataclass(frozen=True)
@@ -887,15 +816,10 @@ class MinimumCheck:
     min_eig: np.ndarray
 
 
-EDM_CONV = 1e-6  # nll units, at the returned point
-PGRAD_CONV = 2e-3  # change of -2 ln L over one standard deviation of any moving parameter
-_NEG_CURV = -1e-8  # lowest / largest eigenvalue below this: negative curvature
-
-
 def check_minimum(
     model: Model,
     x: np.ndarray,
-    deriv: tuple[np.ndarray, ...],
+    deriv: Derivs,
     free: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
@@ -905,22 +829,23 @@ def check_minimum(
     A parameter at a bound whose gradient points outwards is held (projected gradient 0). On
     the others: the Newton decrement (edm), the scaled gradient and the curvature.
     """
-    g = deriv[1]
+    a = model.arrays
+    g = deriv.g
     B, P = g.shape
     at_lo = (x <= lo) & (g > 0)
     at_hi = (x >= hi) & (g < 0)
     act = np.broadcast_to(free, (B, P)) & ~at_lo & ~at_hi
-    gD, gL, HDD, HDL, HLL = _masked_system(model, g, deriv[2], deriv[3], deriv[4], act)
+    gD, gL, HDD, HDL, HLL = _masked_system(a, g, deriv.hdd, deriv.hdl, deriv.hll, act)
     edm = np.full(B, np.inf)
     pgrad = np.full(B, np.inf)
     min_eig = np.full(B, -np.inf)
     for b in range(B):
-        aD = act[b, model._dense]
-        aL = act[b, model._local] if model._nL else np.zeros(0, bool)
-        gd, gl = gD[b, aD], gL[b, aL] if model._nL else np.zeros(0)
+        aD = act[b, a.dense]
+        aL = act[b, a.local] if a.n_local else np.zeros(0, bool)
+        gd, gl = gD[b, aD], gL[b, aL] if a.n_local else np.zeros(0)
         hdd = HDD[b][np.ix_(aD, aD)]
-        hll = HLL[b, aL] if model._nL else np.zeros(0)
-        hdl = HDL[b][np.ix_(aD, aL)] if model._nL else np.zeros((gd.size, 0))
+        hll = HLL[b, aL] if a.n_local else np.zeros(0)
+        hdl = HDL[b][np.ix_(aD, aL)] if a.n_local else np.zeros((gd.size, 0))
         diag = np.concatenate([np.diagonal(hdd), hll])
         grad = np.concatenate([gd, gl])
         if not (np.all(np.isfinite(grad)) and np.all(np.isfinite(diag))):
@@ -936,10 +861,10 @@ def check_minimum(
             scale = max(float(np.abs(ev).max()), float(np.abs(hll).max()) if hll.size else 0.0)
             scale = max(scale, 1e-300)
             min_eig[b] = float(ev[0]) / scale
-            if min_eig[b] <= _NEG_CURV:
+            if min_eig[b] <= NEG_CURV_CONV:
                 continue
             # flat directions (|ev| ~ 0) count with a floored curvature: their gradient must vanish
-            dD = vec @ ((vec.T @ rhs) / np.maximum(ev, _jit.EIG_FLOOR * scale))
+            dD = vec @ ((vec.T @ rhs) / np.maximum(ev, EIG_FLOOR * scale))
         else:
             min_eig[b] = 1.0
             dD = np.zeros(0)
@@ -947,11 +872,11 @@ def check_minimum(
         edm[b] = 0.25 * abs(float(gd @ dD + gl @ dL))
         idx = np.flatnonzero(act[b])
         # (order of idx: dense then local, as grad/diag are built)
-        rng = np.concatenate([(hi[b] - lo[b])[model._dense][aD], (hi[b] - lo[b])[model._local][aL]])
+        rng = np.concatenate([(hi[b] - lo[b])[a.dense][aD], (hi[b] - lo[b])[a.local][aL]])
         with np.errstate(divide="ignore"):
             sigma = np.minimum(np.sqrt(2.0 / np.maximum(diag, 1e-300)), rng)
         pgrad[b] = float(np.max(np.abs(grad) * sigma)) if idx.size else 0.0
-    ok = (edm < EDM_CONV) & (pgrad < PGRAD_CONV) & (min_eig > _NEG_CURV)
+    ok = (edm < EDM_CONV) & (pgrad < PGRAD_CONV) & (min_eig > NEG_CURV_CONV)
     return MinimumCheck(ok=ok, edm=edm, pgrad=pgrad, min_eig=min_eig)
 
 
@@ -964,7 +889,7 @@ class StartsFit:
     edm: float
     converged: bool
     n_iter: int
-    deriv: tuple[np.ndarray, ...]
+    deriv: Derivs
     start: str
     n_fits: int
 
@@ -986,7 +911,7 @@ def _at_bound(x: np.ndarray, free: np.ndarray, lo: np.ndarray, hi: np.ndarray) -
 
 def fit_from_starts(
     model: Model,
-    consts: tuple[np.ndarray, ...],
+    consts: Consts | tuple[np.ndarray, ...],
     starts: Sequence[tuple[str, np.ndarray]],
     free: np.ndarray,
     lo: np.ndarray,
@@ -1020,6 +945,7 @@ def fit_from_starts(
         bound_ok: ``(P,)`` parameters expected at a bound (e.g. at a bound in the free fit
             too), which do not make a converged result suspicious.
     """
+    consts = Consts(*consts)
     best: StartsFit | None = None
     n_fits = 0
     first_failed = False
@@ -1028,7 +954,7 @@ def fit_from_starts(
         """Fit from ``start``; True if it ran (finite start)."""
         nonlocal best, n_fits, first_failed
         x0 = np.where(free, np.clip(start, lo[0], hi[0]), start)[None]
-        if not math.isfinite(float(model._f(x0, None, consts)[0])):  # type: ignore[arg-type]
+        if not math.isfinite(float(model._f(x0, None, consts)[0])):
             return False
         x, f, edm, conv, n_iter, deriv = _fit_arrays(
             model, x0, free, lo.copy(), hi.copy(), consts, final_derivs
@@ -1091,7 +1017,8 @@ def _run(
     bounds: Any,
     poi_value: Any,
     uncertainties: bool,
-) -> tuple[Any, ...]:
+) -> tuple[_MinResult, np.ndarray]:
+    """Fit every row of ``data`` (B, n) from the setup's start; the result and the free mask."""
     B = data.shape[0]
     if model.batch_size not in (1, B):
         raise HepFitError(
@@ -1099,8 +1026,7 @@ def _run(
         )
     x0, free, lo, hi = _setup(model, B, init, fixed, bounds, poi_value)
     consts = model._constants(data)
-    x, f, edm, conv, n_iter, deriv = _fit_arrays(model, x0, free, lo, hi, consts)
-    return x, f, edm, conv, n_iter, deriv, free
+    return _fit_arrays(model, x0, free, lo, hi, consts), free
 
 
 def fit(
@@ -1218,7 +1144,7 @@ def fit_batch(
             if pv.shape != (d.shape[0],):
                 raise HepFitError(f"poi_value must be a scalar or have {d.shape[0]} values")
             if init is None:
-                init = np.broadcast_to(model._arr.init, (d.shape[0], model.n_pars)).copy()
+                init = np.broadcast_to(model.arrays.init, (d.shape[0], model.n_pars)).copy()
             else:
                 init = np.broadcast_to(np.asarray(init, float), (d.shape[0], model.n_pars)).copy()
             init[:, model.poi_index] = pv
@@ -1226,9 +1152,11 @@ def fit_batch(
             poi_value = None
     # large batches: the sparse arrowhead layout beats the dense per-entry tensors
     # (the compiled dense engine loops over rows: it does not need the arrowhead layout)
-    use_arrow = d.shape[0] >= _BATCH_ARROWHEAD_MIN and not (_jit.ENABLED and model._dense_engine)
+    use_arrow = d.shape[0] >= _BATCH_ARROWHEAD_MIN and not (
+        _jit.ENABLED and model.arrays.dense_layout
+    )
     engine = model._arrow if use_arrow else model
-    x, f, edm, conv, n_iter, deriv, free = _run(
+    (x, f, edm, conv, n_iter, deriv), free = _run(
         engine, d, init, fixed, bounds, poi_value, uncertainties
     )
     if uncertainties:
@@ -1253,7 +1181,7 @@ def fit_batch(
 def profile_start(
     model: Model,
     pars: np.ndarray,
-    deriv: tuple[np.ndarray, ...],
+    deriv: Derivs | tuple[np.ndarray, ...],
     free: np.ndarray,
     poi: int,
     mu: float,
@@ -1262,15 +1190,17 @@ def profile_start(
     minimises ``-2 ln L`` in the ``free`` parameters: ``d theta = -H_tt^-1 H_tmu (mu - pars[poi])``
     with the Hessian blocks ``deriv`` at ``pars`` (row 0). ``None`` if it is not finite."""
     dmu = float(mu) - float(pars[poi])
-    HDD, HDL, HLL = deriv[2][:1], deriv[3][:1], deriv[4][:1]
-    dp = int(model._dpos[poi])
+    a = model.arrays
+    deriv = Derivs(*deriv)
+    HDD, HDL, HLL = deriv.hdd[:1], deriv.hdl[:1], deriv.hll[:1]
+    dp = int(a.dpos[poi])
     if dp < 0:
         return None
     col = np.zeros(model.n_pars)
-    col[model._dense] = HDD[0][:, dp]
-    if model._nL:
-        col[model._local] = HDL[0][dp, :]
-    step, _, _ = _newton_direction(model, col[None] * dmu, HDD, HDL, HLL, free[None])
+    col[a.dense] = HDD[0][:, dp]
+    if a.n_local:
+        col[a.local] = HDL[0][dp, :]
+    step, _, _ = _newton_direction(a, col[None] * dmu, HDD, HDL, HLL, free[None])
     out = pars + step[0]
     return out if np.all(np.isfinite(out)) else None
 

@@ -3,8 +3,8 @@
 The NumPy engine in :mod:`sigtune.hep._model` spends most of a small fit in the overhead of
 NumPy calls (~1 us each, ~100 per derivative evaluation). Here the same quantities -- ``-2 ln L``,
 its gradient and its full Hessian -- are computed in one compiled pass over the (sample, bin)
-entries, and the projected Newton iteration of :func:`sigtune.hep._fit._minimize_single` runs
-compiled too, one row at a time (a batch of toys or of stacked models is a loop over rows).
+entries, and the projected Newton iteration of the dense layout runs compiled too
+(:func:`_minimize_row`), one row at a time (a batch of toys or of stacked models is a loop over rows).
 
 Large models (the arrowhead layout of :mod:`sigtune.hep._fit`) get a compiled gradient and
 Hessian blocks (:func:`_derivs_arrow`); their Newton iteration stays in NumPy, whose BLAS does the
@@ -22,13 +22,16 @@ can also be run uncompiled (slowly) to test the logic.
 from __future__ import annotations
 
 import collections
+import copy
 import math
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["ENABLED", "JitTables", "derivatives", "minimize"]
+from sigtune.hep._arrays import Consts, Derivs, ModelArrays
+
+__all__ = ["ENABLED", "JitTables", "RowFits", "derivatives", "minimize"]
 
 try:  # pragma: no cover - depends on the environment
     import numba
@@ -38,7 +41,6 @@ except ImportError:  # pragma: no cover
     numba = None  # type: ignore[assignment]
     _HAVE_NUMBA = False
 
-EIG_FLOOR = 1e-10  # relative floor of |eigenvalue| in a damped Newton step
 ENABLED = _HAVE_NUMBA and os.environ.get("SIGTUNE_HEP_JIT", "1") not in ("0", "false", "no")
 
 # The model's arrays as the kernels take them (a namedtuple: numba passes it as one argument
@@ -50,9 +52,35 @@ _Tables = collections.namedtuple(
     "dl dl1 dl2 lk lk1 lk2 Es Ls As J is_local",
 )
 
-# kept in sync with sigtune.hep._fit
-_EDM_TOL = 1e-9
-_EDM_CLEAN = 1e-7
+# ---------------------------------------------------------------- projected Newton settings
+# The two projected-Newton implementations -- the compiled row below (dense layout) and the
+# batched NumPy iteration sigtune.hep._fit._minimize_general (arrowhead layout, batches, and
+# every model without numba) -- take their tolerances from here, and only from here. (They
+# live in this module because numba freezes globals into its on-disk cache, which is keyed
+# on this file: a constant defined elsewhere could change without a recompile.)
+EDM_TOL = 1e-9  # stop: estimated distance to the minimum, in nll units, before the last step
+EDM_CLEAN = 1e-7  # a row that ends above this (stalled line search) is refitted with L-BFGS-B
+MAX_ITER = 200  # Newton iterations per fit
+EIG_FLOOR = 1e-10  # relative floor of |eigenvalue| in a damped Newton step (|H|-Newton)
+NEG_CURV_REL = 1e-8  # lowest eigenvalue below -this x largest: negative curvature (saddle)
+LOCAL_FLOOR = 1e-8  # per-bin Hessian entries below this x (1 + |h|) are floored
+ARMIJO = 1e-4  # sufficient decrease of the line search
+LS_SLACK = 1e-10  # relative slack of the sufficient-decrease test (rounding of f)
+LS_MAX = 50  # backtracking steps before the line search counts as stalled
+LS_T_MIN, LS_T_MAX = 0.1, 0.5  # clamp of the first (quadratic) backtracking step
+LS_T_DEFAULT = 0.25  # first backtracking step where the quadratic model has no minimum
+MAX_SADDLE = 5  # escapes along negative curvature per fit
+# convergence criterion of a returned point (sigtune.hep._fit.check_minimum)
+EDM_CONV = 1e-6  # nll units, at the returned point
+PGRAD_CONV = 2e-3  # change of -2 ln L over one standard deviation of any moving parameter
+NEG_CURV_CONV = -1e-8  # lowest / largest eigenvalue below this: negative curvature
+
+
+def local_floor(h: Any) -> Any:
+    """A per-bin Hessian entry made positive: ``h`` if above ``LOCAL_FLOOR (1 + |h|)``, else
+    ``2 |h| + floor`` (scalars or arrays; the compiled and NumPy iterations share it)."""
+    floor = LOCAL_FLOOR * (1.0 + np.abs(h))
+    return np.where(h > floor, h, 2.0 * np.abs(h) + floor)
 
 
 def _interp(
@@ -427,7 +455,7 @@ def _newton_solve(
     for j in range(nL):
         i = idx[lidx[j]]
         v = H[i, i]
-        floor = 1e-8 * (1.0 + abs(v))
+        floor = LOCAL_FLOOR * (1.0 + abs(v))
         hl[j] = v if v > floor else 2.0 * abs(v) + floor
     Sm = np.empty((nD, nD))
     rhs = np.empty(nD)
@@ -452,7 +480,7 @@ def _newton_solve(
     if not _cholesky_solve(Sm, rhs, np.empty((nD, nD)), dD):
         ev, vec = np.linalg.eigh(Sm)
         scale = max(np.abs(ev).max(), 1e-12)
-        if ev[0] < -1e-8 * scale:
+        if ev[0] < -NEG_CURV_REL * scale:
             has_neg = True
             inv = 1.0 / math.sqrt(abs(ev[0]) + 1e-300)
             for a in range(nD):
@@ -503,7 +531,9 @@ def _minimize_row(
     nu: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """Projected Newton for one row, in place on ``x`` (the iteration of ``_minimize_single``).
+    """Projected Newton for one row of the dense layout, in place on ``x``: the iteration of
+    :func:`sigtune.hep._fit._minimize_general` (same active set, damped Newton step, saddle
+    escape, Armijo backtracking and edm stopping rule) with scalar control flow.
 
     ``out`` receives ``[f, edm, n_iter, status]`` with status 0 = finished (converged or
     ``max_iter``), 1 = line search stalled (the caller continues with the general minimiser),
@@ -544,9 +574,9 @@ def _minimize_row(
         for a in range(m):
             gd += gs[a] * d[a]
         edm = 0.25 * abs(gd)
-        small = edm < _EDM_TOL
+        small = edm < EDM_TOL
         use_neg = False
-        if small and has_neg and n_saddle < 5:
+        if small and has_neg and n_saddle < MAX_SADDLE:
             for a in range(m):
                 gn += gs[a] * neg[a]
             use_neg = True
@@ -566,18 +596,18 @@ def _minimize_row(
             x_new[i] = v
             slope += g[i] * (v - x[i])
         f_new = _derivs(x_new, r, t, n, ga, pa, const, 2, g_new, H_new, nu)
-        slack = 1e-10 * (1.0 + abs(f))
-        if not (math.isfinite(f_new) and f_new <= f + 1e-4 * slope + slack):
+        slack = LS_SLACK * (1.0 + abs(f))
+        if not (math.isfinite(f_new) and f_new <= f + ARMIJO * slope + slack):
             curv = f_new - f - slope
             if math.isfinite(f_new) and curv > 0.0:
                 t_q = -slope / (2.0 * curv)
                 if not math.isfinite(t_q):
-                    t_q = 0.25
+                    t_q = LS_T_DEFAULT
             else:
-                t_q = 0.25
-            ts = min(max(t_q, 0.1), 0.5)
+                t_q = LS_T_DEFAULT
+            ts = min(max(t_q, LS_T_MIN), LS_T_MAX)
             found = False
-            for ls in range(50):
+            for ls in range(LS_MAX):
                 if ls:
                     ts *= 0.5
                 for i in range(P):
@@ -593,7 +623,7 @@ def _minimize_row(
                     x_try[i] = v
                     sl += g[i] * (v - x[i])
                 f_try = _derivs(x_try, r, t, n, ga, pa, const, 0, g_new, H_new, nu)
-                if math.isfinite(f_try) and f_try <= f + 1e-4 * sl + slack:
+                if math.isfinite(f_try) and f_try <= f + ARMIJO * sl + slack:
                     found = True
                     break
             if not found:
@@ -919,12 +949,11 @@ if _HAVE_NUMBA:  # pragma: no branch
 
 
 class JitTables:
-    """The model's arrays in the layout of the compiled kernels (built once per model)."""
+    """The model's arrays in the layout of the compiled kernels (built once per bundle)."""
 
-    def __init__(self, model: Any) -> None:
-        arr = model._arr
-        P, S, N, K = model.n_pars, model._S, model._N, model._K
-        Bm = arr.nom.shape[0]
+    def __init__(self, a: ModelArrays) -> None:
+        P, S, N, K = a.n_pars, a.n_samples, a.n_bins, a.n_slots
+        Bm = a.n_rows
         i64 = np.int64
 
         def csr(owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -933,79 +962,96 @@ class JitTables:
             np.add.at(ptr, owner.astype(i64) + 1, 1)
             return np.cumsum(ptr).astype(i64), order
 
-        hs_ptr, hs_list = csr(model._hs_s)
-        ns_ptr, ns_list = csr(model._ns_s)
-        H_, M_, C = model._H, model._M, model._C
-        ns_coef = arr.ns_coef if arr.ns_coef is not None else np.zeros((Bm, M_, C, 6))
+        hs_ptr, hs_list = csr(a.hs_sample)
+        ns_ptr, ns_list = csr(a.ns_sample)
+        H_, M_, C = a.n_histosys, a.n_normsys, a.n_channels
         # parameters that can touch each bin (static sparsity of the per-bin Jacobian)
         touch = np.zeros((N, P), bool)
         for s in range(S):
-            for p in model._ns_par[model._ns_s == s]:
+            for p in a.ns_par[a.ns_sample == s]:
                 touch[:, p] = True
-            for p in model._hs_par[model._hs_s == s]:
+            for p in a.hs_par[a.hs_sample == s]:
                 touch[:, p] = True
             for k in range(K):
-                li = model._lin_idx[k, s]
+                li = a.lin_idx[k, s]
                 ok = li < P
                 touch[np.flatnonzero(ok), li[ok]] = True
         bin_ptr = np.zeros(N + 1, i64)
         bin_ptr[1:] = np.cumsum(touch.sum(axis=1))
         bin_pars = np.nonzero(touch)[1].astype(i64)
         self.P, self.N, self.Bm = P, N, Bm
-        self.dpos = model._dpos.astype(i64)
-        self.lpos = model._lpos.astype(i64)
-        self.local_bin = model._local_bin.astype(i64)
-        f64 = np.float64
+        self.dpos = a.dpos.astype(i64)
+        self.lpos = a.lpos.astype(i64)
+        self.local_bin = a.local_bin.astype(i64)
         self.tables = _Tables(
-            np.ascontiguousarray(arr.nom, f64),
-            model._hs_par.astype(i64),
-            np.ascontiguousarray(arr.hs_dp.reshape(Bm, H_, N), f64),
-            np.ascontiguousarray(arr.hs_dm.reshape(Bm, H_, N), f64),
-            model.histosys_interp == "code4p",
-            hs_ptr,
-            hs_list,
-            model._ns_par.astype(i64),
-            np.ascontiguousarray(arr.ns_loghi.reshape(Bm, M_, C), f64),
-            np.ascontiguousarray(arr.ns_loglo.reshape(Bm, M_, C), f64),
-            np.ascontiguousarray(ns_coef.reshape(Bm, M_, C, 6), f64),
-            model.normsys_interp == "code4",
-            ns_ptr,
-            ns_list,
-            model._chan_of_bin.astype(i64),
-            np.ascontiguousarray(model._lin_idx, i64),
-            bin_ptr,
-            bin_pars,
-            model._g_idx.astype(i64),
-            np.ascontiguousarray(arr.gauss_sigma.reshape(Bm, -1), f64),
-            model._p_idx.astype(i64),
-            np.ascontiguousarray(arr.pois_tau.reshape(Bm, -1), f64),
-            # scratch
-            np.zeros((H_, N)),
-            np.zeros((H_, N)),
-            np.zeros((H_, N)),
-            np.zeros((M_, C)),
-            np.zeros((M_, C)),
-            np.zeros((M_, C)),
-            np.zeros((S, N)),
-            np.zeros((S, N)),
-            np.zeros((S, N)),
-            np.zeros((N, P)) if model._dense_engine else np.zeros((1, 1)),
-            _local_params(model, touch),
+            **_numbers(a),
+            hs_par=a.hs_par.astype(i64),
+            hs_code4p=a.histosys_code4p,
+            hs_ptr=hs_ptr,
+            hs_list=hs_list,
+            ns_par=a.ns_par.astype(i64),
+            ns_code4=a.normsys_code4,
+            ns_ptr=ns_ptr,
+            ns_list=ns_list,
+            chan_of_bin=a.chan_of_bin.astype(i64),
+            lin_idx=np.ascontiguousarray(a.lin_idx, i64),
+            bin_ptr=bin_ptr,
+            bin_pars=bin_pars,
+            g_idx=a.gauss_par.astype(i64),
+            p_idx=a.pois_par.astype(i64),
+            **_scratch(H_, M_, C, S, N, P, a.dense_layout),
+            is_local=_local_params(a, touch),
         )
 
     def rows(self, B: int) -> np.ndarray:
         return np.arange(B, dtype=np.int64) if self.Bm > 1 else np.zeros(B, np.int64)
 
 
-def _local_params(model: Any, touch: np.ndarray) -> np.ndarray:
+# the fields of _Tables that hold the model's numbers (replaced by with_yields), and scratch
+_NUMBER_FIELDS = ("nom", "hs_dp", "hs_dm", "ns_loghi", "ns_loglo", "ns_coef", "gsig", "ptau")
+_SCRATCH_FIELDS = ("dl", "dl1", "dl2", "lk", "lk1", "lk2", "Es", "Ls", "As", "J")
+
+
+def _numbers(a: ModelArrays) -> dict[str, np.ndarray]:
+    """The number fields of :class:`_Tables` (contiguous float64, one leading row axis)."""
+    Bm, H_, M_, C, N = a.n_rows, a.n_histosys, a.n_normsys, a.n_channels, a.n_bins
+    ns_coef = a.ns_coef if a.ns_coef is not None else np.zeros((Bm, M_, C, 6))
+    f64 = np.float64
+    return {
+        "nom": np.ascontiguousarray(a.nom, f64),
+        "hs_dp": np.ascontiguousarray(a.hs_dp.reshape(Bm, H_, N), f64),
+        "hs_dm": np.ascontiguousarray(a.hs_dm.reshape(Bm, H_, N), f64),
+        "ns_loghi": np.ascontiguousarray(a.ns_loghi.reshape(Bm, M_, C), f64),
+        "ns_loglo": np.ascontiguousarray(a.ns_loglo.reshape(Bm, M_, C), f64),
+        "ns_coef": np.ascontiguousarray(ns_coef.reshape(Bm, M_, C, 6), f64),
+        "gsig": np.ascontiguousarray(a.gauss_sigma.reshape(Bm, -1), f64),
+        "ptau": np.ascontiguousarray(a.pois_tau.reshape(Bm, -1), f64),
+    }
+
+
+def _scratch(
+    H_: int, M_: int, C: int, S: int, N: int, P: int, dense_layout: bool
+) -> dict[str, np.ndarray]:
+    """Zeroed scratch arrays of the kernels: views into one buffer (one allocation)."""
+    shapes = [(H_, N)] * 3 + [(M_, C)] * 3 + [(S, N)] * 3 + [(N, P) if dense_layout else (1, 1)]
+    sizes = [math.prod(sh) for sh in shapes]
+    buf = np.zeros(sum(sizes))
+    out, start = {}, 0
+    for name, sh, n in zip(_SCRATCH_FIELDS, shapes, sizes, strict=True):
+        out[name] = buf[start : start + n].reshape(sh)
+        start += n
+    return out
+
+
+def _local_params(a: ModelArrays, touch: np.ndarray) -> np.ndarray:
     """Parameters that only enter single-slot linear factors of one bin, at most one per bin:
     their rows of the Hessian couple only to the parameters of that bin, so the block they form
     is diagonal (the per-bin gammas of staterror/shapesys/shapefactor)."""
-    P = model.n_pars
-    lin = model._lin_idx
+    P = a.n_pars
+    lin = a.lin_idx
     only_linear = np.ones(P, bool)
-    only_linear[model._ns_par] = False
-    only_linear[model._hs_par] = False
+    only_linear[a.ns_par] = False
+    only_linear[a.hs_par] = False
     srt = np.sort(lin, axis=0)  # a parameter twice in one entry has a second derivative
     twice = np.unique(srt[1:][(srt[1:] == srt[:-1]) & (srt[1:] < P)])
     only_linear[twice] = False
@@ -1018,23 +1064,36 @@ def _local_params(model: Any, touch: np.ndarray) -> np.ndarray:
     return local
 
 
-def tables(model: Any) -> JitTables:
-    """The model's :class:`JitTables`, cached on the model (rebuilt after its arrays change)."""
-    cached = model.__dict__.get("_jit_tables")
-    # (keyed on the arrays and the layout: a model's arrowhead copy shares its __dict__ entries)
-    if cached is not None and cached[0] is model._arr and cached[1] is model._dpos:
-        return cached[2]  # type: ignore[no-any-return]
-    jt = JitTables(model)
-    model._jit_tables = (model._arr, model._dpos, jt)
-    return jt
+def tables(a: ModelArrays) -> JitTables:
+    """The bundle's :class:`JitTables`, cached on it (a replaced bundle builds its own)."""
+    jt = a._cache.get("jit")
+    if jt is None:
+        jt = a._cache["jit"] = JitTables(a)
+    return jt  # type: ignore[no-any-return]
 
 
-def derivatives(
-    model: Any, x: np.ndarray, consts: tuple[np.ndarray, ...], order: int = 2
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def reuse_tables(old: ModelArrays, new: ModelArrays) -> None:
+    """Give ``new`` (same structure and layout as ``old``, other numbers) the tables of ``old``
+    with the numbers swapped (the index tables depend on the structure only) and fresh scratch
+    arrays, so that models evaluated in different threads never share them. Does nothing when
+    ``old`` has none cached."""
+    jt_old = old._cache.get("jit")
+    if jt_old is None or new.n_rows != old.n_rows:
+        return
+    jt = copy.copy(jt_old)
+    t = jt.tables
+    scratch = _scratch(
+        new.n_histosys, new.n_normsys, new.n_channels, new.n_samples, new.n_bins, new.n_pars,
+        new.dense_layout,
+    )  # fmt: skip
+    jt.tables = t._replace(**_numbers(new), **scratch)
+    new._cache["jit"] = jt
+
+
+def derivatives(a: ModelArrays, x: np.ndarray, consts: Consts, order: int = 2) -> Derivs:
     """``(f, g, H, H_DL (empty), H_LL (empty), nu)`` for a batch ``x (B, P)``: the dense
-    engine's :meth:`Model._derivatives` contract."""
-    jt = tables(model)
+    layout's :meth:`Model._derivatives` contract."""
+    jt = tables(a)
     n, ga, pa, const = consts
     B, P = x.shape
     f = np.empty(B)
@@ -1046,17 +1105,15 @@ def derivatives(
         xc, jt.rows(B), jt.tables, _c2(n, B), _c2(ga, B), _c2(pa, B), _c1(const, B), order,
         f, g, H, nu,
     )  # fmt: skip
-    return f, g, H, np.zeros((B, P, 0)), np.zeros((B, 0)), nu
+    return Derivs(f, g, H, np.zeros((B, P, 0)), np.zeros((B, 0)), nu)
 
 
-def derivatives_arrow(
-    model: Any, x: np.ndarray, consts: tuple[np.ndarray, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def derivatives_arrow(a: ModelArrays, x: np.ndarray, consts: Consts) -> Derivs:
     """:meth:`Model._derivatives` for the arrowhead layout: ``(f, g, HDD, HDL, HLL, nu)``."""
-    jt = tables(model)
+    jt = tables(a)
     n, ga, pa, const = consts
     B, P = x.shape
-    nD, nL = model._nD, model._nL
+    nD, nL = a.n_dense, a.n_local
     f = np.empty(B)
     g = np.empty((B, P))
     HDD = np.empty((B, nD, nD))
@@ -1075,12 +1132,12 @@ def derivatives_arrow(
         )  # fmt: skip
         if np.isfinite(f[b]):  # JD holds sqrt(dw) JD: one symmetric rank-k update (BLAS)
             HDD[b] += np.dot(JD.T, JD)
-    return f, g, HDD, np.ascontiguousarray(HLD.transpose(0, 2, 1)), HLL, nu
+    return Derivs(f, g, HDD, np.ascontiguousarray(HLD.transpose(0, 2, 1)), HLL, nu)
 
 
-def value(model: Any, x: np.ndarray, consts: tuple[np.ndarray, ...]) -> np.ndarray:
+def value(a: ModelArrays, x: np.ndarray, consts: Consts) -> np.ndarray:
     """``-2 ln L`` only, ``(B,)``."""
-    jt = tables(model)
+    jt = tables(a)
     n, ga, pa, const = consts
     B = x.shape[0]
     f = np.empty(B)
@@ -1093,17 +1150,30 @@ def value(model: Any, x: np.ndarray, consts: tuple[np.ndarray, ...]) -> np.ndarr
     return f
 
 
+class RowFits(NamedTuple):
+    """Result of :func:`minimize`: one entry per row."""
+
+    x: np.ndarray  # (B, P) end points
+    f: np.ndarray  # (B,) -2 ln L there
+    edm: np.ndarray  # (B,) estimated distance to the minimum of the last Newton step
+    n_iter: np.ndarray  # (B,) Newton iterations
+    status: np.ndarray  # (B,) 0 finished, 1 line search stalled, 2 not finite at the start
+    g: np.ndarray  # (B, P) gradient at x
+    H: np.ndarray  # (B, P, P) Hessian at x
+    nu: np.ndarray  # (B, N) expected rates at x
+
+
 def minimize(
-    model: Any,
+    a: ModelArrays,
     x0: np.ndarray,
-    consts: tuple[np.ndarray, ...],
+    consts: Consts,
     free: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
-    max_iter: int,
-) -> tuple[np.ndarray, ...]:
-    """Compiled projected Newton for every row: ``x, f, edm, n_iter, status, g, H, nu``."""
-    jt = tables(model)
+    max_iter: int = MAX_ITER,
+) -> RowFits:
+    """Compiled projected Newton (dense layout) for every row."""
+    jt = tables(a)
     n, ga, pa, const = consts
     B, P = x0.shape
     x = np.array(x0, np.float64, order="C", copy=True)
@@ -1116,7 +1186,7 @@ def minimize(
         np.ascontiguousarray(free, np.bool_), _c2(lo, B), _c2(hi, B), int(max_iter),
         g, H, nu, out,
     )  # fmt: skip
-    return x, out[:, 0], out[:, 1], out[:, 2].astype(int), out[:, 3].astype(int), g, H, nu
+    return RowFits(x, out[:, 0], out[:, 1], out[:, 2].astype(int), out[:, 3].astype(int), g, H, nu)
 
 
 def constants(n: np.ndarray, pa: np.ndarray, gsig: np.ndarray, ptau: np.ndarray) -> np.ndarray:

@@ -26,30 +26,60 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.special import gammaln
 
 from sigtune.hep import _jit
+from sigtune.hep._arrays import Consts, Derivs, ModelArrays
 from sigtune.hep._exceptions import HepFitError, HepWorkspaceError
 from sigtune.hep._interp import (
     HISTOSYS_CODES,
     NORMSYS_CODES,
     code4_coefficients,
-    code4_power_matrix,
     histosys_interp_fast,
     normsys_log_interp_fast,
 )
 
-__all__ = ["Model", "ParamSet", "stack_models", "with_yields"]
+__all__ = ["Model", "ModelArrays", "ParamSet", "stack_models", "with_yields"]
 
-_TYPE_ORDER = ("histosys", "lumi", "normfactor", "normsys", "shapefactor", "shapesys", "staterror")
 _LN_2PI = math.log(2.0 * math.pi)
 _DENSE_MAX_PARS = 200  # models up to this many parameters (and size) use the dense engine
 _DENSE_MAX_SIZE = 20_000  # P * n_samples * n_bins
 _JIT_MAX_PARS = 160  # with the compiled kernels (no size limit; above this the arrowhead
 # NumPy engine is faster: bench/inference.py, (200 bins, 40 NPs) 7.1 ms vs 5.3 ms per fit)
+
+
+@dataclass(frozen=True)
+class ModifierSpec:
+    """Defaults of the parameters a modifier type creates (as pyhf's parameter-set specs).
+
+    Per-bin types create one parameter per bin; the measurement's ``config.parameters``
+    override ``init``, ``bounds``, ``fixed``, ``auxdata``, ``sigmas`` and ``factors``.
+    """
+
+    scalar: bool  # one parameter (else one per bin of the channel)
+    init: float
+    bounds: tuple[float, float]
+    constraint: str | None  # None, "normal" or "poisson"
+    auxdata: float = math.nan  # Gaussian constraints: the auxdata's default
+    sigma: float = math.nan  # Gaussian constraints: the width's default
+    linear: bool = True  # a multiplicative factor theta (else an interpolated alpha)
+
+
+# lumi's init, bounds, auxdata and sigma come from the measurement (checked in _apply_config)
+MODIFIER_SPECS: dict[str, ModifierSpec] = {
+    "histosys": ModifierSpec(True, 0.0, (-5.0, 5.0), "normal", 0.0, 1.0, linear=False),
+    "lumi": ModifierSpec(True, math.nan, (math.nan, math.nan), "normal"),
+    "normfactor": ModifierSpec(True, 1.0, (0.0, 10.0), None),
+    "normsys": ModifierSpec(True, 0.0, (-5.0, 5.0), "normal", 0.0, 1.0, linear=False),
+    "shapefactor": ModifierSpec(False, 1.0, (0.0, 10.0), None),
+    "shapesys": ModifierSpec(False, 1.0, (1e-10, 10.0), "poisson"),
+    "staterror": ModifierSpec(False, 1.0, (1e-10, 10.0), "normal", 1.0),
+}
+# parameter order: by modifier type (pyhf sorts the types by name), then by first appearance
+_TYPE_ORDER = tuple(sorted(MODIFIER_SPECS))
 
 
 @dataclass
@@ -70,31 +100,28 @@ class ParamSet:
 
     @property
     def is_scalar(self) -> bool:
-        return self.types[0] in ("histosys", "lumi", "normfactor", "normsys")
+        return MODIFIER_SPECS[self.types[0]].scalar
 
 
 def _fail(msg: str) -> HepWorkspaceError:
     return HepWorkspaceError(msg)
 
 
-class _Arrays:
-    """Numerical arrays with a leading model-batch axis (size 1 unless models are stacked)."""
+class _Rates(NamedTuple):
+    """Expected rates and the intermediate products of the NumPy engine (``Model._nu``)."""
 
-    nom: np.ndarray  # (Bm, S, N)
-    hs_dp: np.ndarray  # (Bm, H, S, N)
-    hs_dm: np.ndarray
-    ns_loghi: np.ndarray  # (Bm, M, S, C)
-    ns_loglo: np.ndarray
-    ns_coef: np.ndarray | None  # (Bm, I, C, 6)
-    ns_pow: np.ndarray | None  # (Bm, I, 3C, 7) code4 polynomial rows over powers of alpha
-    hs_sym: np.ndarray  # (Bm, I, N) (D+ + D-)/2
-    hs_asym: np.ndarray  # (Bm, I, N) (D+ - D-)/16
-    gauss_sigma: np.ndarray  # (Bm, nG)
-    pois_tau: np.ndarray  # (Bm, nP)
-    auxdata: np.ndarray  # (Bm, nAux)
-    init: np.ndarray  # (Bm, P)
-    bounds: np.ndarray  # (Bm, P, 2)
-    fixed: np.ndarray  # (P,) bool (shared)
+    nu: np.ndarray  # (B, N) expected main-bin rates
+    nus: np.ndarray  # (B, S, N) per sample
+    F: np.ndarray  # normsys factor x linear factors
+    A: np.ndarray  # nominal + histosys shifts
+    Kn: np.ndarray  # normsys factor (exp of the summed log-factors)
+    L: np.ndarray  # (B, K, S, N) linear factors per slot
+    # first / second derivatives of the histosys shifts and of the normsys log-factors
+    # (ndarrays; None when the model has no modifier of that type, and then never read)
+    hd1: Any
+    hd2: Any
+    lk1: Any
+    lk2: Any
 
 
 class Model:
@@ -300,13 +327,16 @@ class Model:
                 hs_dm[j][lo:hi] = nom[si, lo:hi] - np.asarray(mod["data"]["lo_data"], float)
         hi_ns = np.asarray(ns_hi, float).reshape(-1, C)
         lo_ns = np.asarray(ns_lo, float).reshape(-1, C)
-        arr = _Arrays()
-        arr.nom = nom[None]
-        arr.hs_dp = np.asarray(hs_dp, float).reshape(1, -1, N)
-        arr.hs_dm = np.asarray(hs_dm, float).reshape(1, -1, N)
-        arr.ns_loghi, arr.ns_loglo = np.log(hi_ns)[None], np.log(lo_ns)[None]
-        arr.ns_coef = code4_coefficients(hi_ns, lo_ns)[None] if normsys_interp_is4(self) else None
-        _derived_arrays(arr)
+        numbers: dict[str, Any] = {
+            "nom": nom[None],
+            "hs_dp": np.asarray(hs_dp, float).reshape(1, -1, N),
+            "hs_dm": np.asarray(hs_dm, float).reshape(1, -1, N),
+            "ns_loghi": np.log(hi_ns)[None],
+            "ns_loglo": np.log(lo_ns)[None],
+            "ns_coef": (
+                code4_coefficients(hi_ns, lo_ns)[None] if self.normsys_interp == "code4" else None
+            ),
+        }
         self._ns_keys = list(ns_inst)
         self._hs_keys = list(hs_inst)
 
@@ -334,19 +364,12 @@ class Model:
                     p_tau.append(ps.factors[i])
                     p_pos.append(len(aux))
                     aux.append(ps.auxdata[i])
-        arr.gauss_sigma = np.asarray(g_sig, float).reshape(1, -1)
-        arr.pois_tau = np.asarray(p_tau, float).reshape(1, -1)
-        arr.auxdata = np.asarray(aux, float).reshape(1, -1)
-        arr.init = np.asarray(init, float).reshape(1, -1)
-        arr.bounds = np.asarray(bounds, float).reshape(1, -1, 2)
-        arr.fixed = np.asarray(fixed, bool)
-        self._arr = arr
-        self._g_idx = np.asarray(g_idx, np.intp)
-        self._g_pos = np.asarray(g_pos, np.intp)
-        self._p_idx = np.asarray(p_idx, np.intp)
-        self._p_pos = np.asarray(p_pos, np.intp)
+        numbers["gauss_sigma"] = np.asarray(g_sig, float).reshape(1, -1)
+        numbers["pois_tau"] = np.asarray(p_tau, float).reshape(1, -1)
+        numbers["auxdata"] = np.asarray(aux, float).reshape(1, -1)
+        numbers["init"] = np.asarray(init, float).reshape(1, -1)
+        numbers["bounds"] = np.asarray(bounds, float).reshape(1, -1, 2)
         self.n_aux = len(aux)
-        self._set_constraint_cache()
 
         # ---- structure used by the derivatives
         self._S, self._N, self._C, self._K = S, N, C, K
@@ -364,21 +387,41 @@ class Model:
             kink[self._ns_par] = True
         if self.histosys_interp == "code0":
             kink[self._hs_par] = True
-        self._kink_mask = kink
         # one-hot sample maps: (S, I) so that lnK = O @ lk and A = nom + O @ delta
         self._ns_onehot = (np.arange(S)[:, None] == self._ns_s[None, :]).astype(float)
         self._hs_onehot = (np.arange(S)[:, None] == self._hs_s[None, :]).astype(float)
         self._normsys_names, self._histosys_names = normsys_names, histosys_names
         # the arrowhead layout (used for batches and large models) is available as
         # self._arrow (built lazily: single fits of small models only need the dense layout)
-        if (_jit.ENABLED and P <= _JIT_MAX_PARS) or (
+        dense_layout = (_jit.ENABLED and P <= _JIT_MAX_PARS) or (
             P <= _DENSE_MAX_PARS and P * S * N <= _DENSE_MAX_SIZE
-        ):
-            self._build_blocks(psets, dense_layout=True)
-            self._arrow_cache: Model | None = None
-        else:
-            self._build_blocks(psets, dense_layout=False)
-            self._arrow_cache = self
+        )
+        self.arrays = ModelArrays(
+            n_pars=P,
+            n_samples=S,
+            n_bins=N,
+            n_channels=C,
+            n_slots=K,
+            n_normsys=self._M,
+            n_histosys=self._H,
+            normsys_code4=self.normsys_interp == "code4",
+            histosys_code4p=self.histosys_interp == "code4p",
+            chan_of_bin=chan_of_bin,
+            lin_idx=lin_idx,
+            ns_par=self._ns_par,
+            ns_sample=self._ns_s,
+            hs_par=self._hs_par,
+            hs_sample=self._hs_s,
+            gauss_par=np.asarray(g_idx, np.intp),
+            gauss_aux=np.asarray(g_pos, np.intp),
+            pois_par=np.asarray(p_idx, np.intp),
+            pois_aux=np.asarray(p_pos, np.intp),
+            kink=kink,
+            fixed=np.asarray(fixed, bool),
+            **numbers,
+            **self._build_blocks(psets, dense_layout=dense_layout),
+        )
+        self._arrow_cache: Model | None = None if dense_layout else self
 
     def _staterror_mask_and_sigmas(
         self,
@@ -420,33 +463,14 @@ class Model:
         nom: np.ndarray,
     ) -> ParamSet:
         ci0, _si0, _m0, cname0, sname0 = uses[0]
-        if mtype in ("normsys", "histosys"):
-            return ParamSet(
-                mname,
-                [mtype],
-                1,
-                [0.0],
-                [(-5.0, 5.0)],
-                [False],
-                "normal",
-                auxdata=[0.0],
-                sigmas=[1.0],
-            )
-        if mtype == "normfactor":
-            return ParamSet(mname, [mtype], 1, [1.0], [(0.0, 10.0)], [False], None)
-        if mtype == "lumi":
-            # values come from the measurement config (checked in _apply_config)
-            return ParamSet(
-                mname,
-                [mtype],
-                1,
-                [math.nan],
-                [(math.nan, math.nan)],
-                [False],
-                "normal",
-                auxdata=[math.nan],
-                sigmas=[math.nan],
-            )
+        spec = MODIFIER_SPECS[mtype]
+        # per-type details: the number of components, which are fixed, the constraint's
+        # auxdata / widths / factors where they depend on the yields
+        n = 1
+        fixed: list[bool] | None = None
+        auxdata: list[float] | None = None
+        sigmas: list[float] | None = None
+        factors: list[float] = []
         if mtype == "shapefactor":
             n = nbins[ci0]
             for ci, _si, _m, cname, _sname in uses:
@@ -455,8 +479,7 @@ class Model:
                         f"shapefactor {mname!r} is shared by channels with different bin counts "
                         f"({cname0!r}: {n}, {cname!r}: {nbins[ci]}); use one name per binning"
                     )
-            return ParamSet(mname, [mtype], n, [1.0] * n, [(0.0, 10.0)] * n, [False] * n, None)
-        if mtype == "shapesys":
+        elif mtype == "shapesys":
             if len(uses) > 1:
                 raise _fail(
                     f"shapesys {mname!r} is used by channel {uses[1][3]!r}, sample {uses[1][4]!r} "
@@ -469,35 +492,29 @@ class Model:
             valid = (nominal > 0) & (unc > 0)
             tau = np.where(valid, nominal**2 / np.where(valid, unc, 1.0) ** 2, 1.0)
             n = hi - lo
-            return ParamSet(
-                mname,
-                [mtype],
-                n,
-                [1.0] * n,
-                [(1e-10, 10.0)] * n,
-                [bool(not v) for v in valid],
-                "poisson",
-                auxdata=[float(t) for t in tau],
-                factors=[float(t) for t in tau],
-            )
-        # staterror
-        mask, rel = self._staterror_mask_and_sigmas(mname, uses, nbins, offsets, nom)
-        comp = np.full(int(offsets[-1]), -1, dtype=np.intp)
-        comp[mask] = np.arange(int(mask.sum()))
-        self._staterror_components[mname] = comp
-        sig = rel[mask]
-        fixed = [bool(s == 0) for s in sig]
-        n = int(mask.sum())
+            fixed = [bool(not v) for v in valid]
+            auxdata = factors = [float(t) for t in tau]
+        elif mtype == "staterror":
+            mask, rel = self._staterror_mask_and_sigmas(mname, uses, nbins, offsets, nom)
+            comp = np.full(int(offsets[-1]), -1, dtype=np.intp)
+            comp[mask] = np.arange(int(mask.sum()))
+            self._staterror_components[mname] = comp
+            sig = rel[mask]
+            n = int(mask.sum())
+            fixed = [bool(s == 0) for s in sig]
+            sigmas = [1.0 if s == 0 else float(s) for s in sig]
+        gauss = spec.constraint == "normal"
         return ParamSet(
             mname,
             [mtype],
             n,
-            [1.0] * n,
-            [(1e-10, 10.0)] * n,
-            fixed,
-            "normal",
-            auxdata=[1.0] * n,
-            sigmas=[1.0 if s == 0 else float(s) for s in sig],
+            [spec.init] * n,
+            [spec.bounds] * n,
+            [False] * n if fixed is None else fixed,
+            spec.constraint,
+            auxdata=auxdata if auxdata is not None else [spec.auxdata] * n if gauss else [],
+            sigmas=sigmas if sigmas is not None else [spec.sigma] * n if gauss else [],
+            factors=factors,
         )
 
     @staticmethod
@@ -564,11 +581,9 @@ class Model:
                         f"parameter {ps.name!r}: init {ps.inits[i]} is outside bounds [{lo}, {hi}]"
                     )
 
-    def _derivatives_dense(
-        self, x: np.ndarray, consts: tuple[np.ndarray, ...]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _derivatives_dense(self, x: np.ndarray, consts: Consts) -> Derivs:
         if _jit.ENABLED:
-            return _jit.derivatives(self, x, consts)
+            return _jit.derivatives(self.arrays, x, consts)
         return _derivatives_dense_impl(self, x, consts)
 
     @property
@@ -576,47 +591,55 @@ class Model:
         """This model in the arrowhead layout (itself for large models; built on first use)."""
         if self._arrow_cache is None:
             arrow = copy.copy(self)
-            arrow._build_blocks(self._psets, dense_layout=False)
+            arrow.arrays = self.arrays.replace(
+                **arrow._build_blocks(self._psets, dense_layout=False)
+            )
             arrow._arrow_cache = arrow
             self._arrow_cache = arrow
         return self._arrow_cache
 
-    def _set_arrays(self, arr: _Arrays, batch_size: int) -> None:
-        """Replace the numerical arrays (stacking / row selection), in both layouts."""
-        self._arr = arr
-        self.batch_size = batch_size
-        self._set_constraint_cache()
+    @property
+    def _dense_engine(self) -> bool:
+        """Whether this model uses the dense (small-model) layout (``arrays.dense_layout``)."""
+        return self.arrays.dense_layout
+
+    @property
+    def _arr(self) -> ModelArrays:
+        """Deprecated internal alias of :attr:`arrays` (kept for callers outside the engine)."""
+        return self.arrays
+
+    def _with_numbers(self, batch_size: int, **numbers: Any) -> Model:
+        """A copy of this model with new per-row numbers (stacking, row selection, yields), in
+        both layouts."""
+        out = copy.copy(self)
+        out.arrays = self.arrays.replace(**numbers)
+        out.batch_size = batch_size
         cached = self._arrow_cache
-        if not self._dense_engine:
-            self._arrow_cache = self
+        if not self.arrays.dense_layout:
+            out._arrow_cache = out
         elif cached is not None:
             arrow = copy.copy(cached)
-            arrow._arr = arr
+            arrow.arrays = cached.arrays.replace(**numbers)
             arrow.batch_size = batch_size
-            arrow._set_constraint_cache()
             arrow._arrow_cache = arrow
-            self._arrow_cache = arrow
+            out._arrow_cache = arrow
+        return out
 
-    def _set_constraint_cache(self) -> None:
-        sig2 = self._arr.gauss_sigma**2
-        self._inv_sig2 = 1.0 / sig2
-        hd = np.zeros((sig2.shape[0], self.n_pars))
-        hd[:, self._g_idx] = 2.0 / sig2
-        self._hdiag_gauss = hd
+    def _build_blocks(self, psets: dict[str, ParamSet], *, dense_layout: bool) -> dict[str, Any]:
+        """Split parameters into a dense block and per-bin 'local' gammas (arrowhead Hessian).
 
-    def _build_blocks(self, psets: dict[str, ParamSet], *, dense_layout: bool) -> None:
-        """Split parameters into a dense block and per-bin 'local' gammas (arrowhead Hessian)."""
+        Returns the layout fields of :class:`ModelArrays`; sets the NumPy engine's own index
+        tables on ``self``."""
         P, K = self.n_pars, self._K
         lin = self._lin_idx
         gamma_par = np.zeros(P + 1, bool)
         for ps in psets.values():
-            if ps.types[0] in ("shapefactor", "shapesys", "staterror"):
+            if not MODIFIER_SPECS[ps.types[0]].scalar:
                 gamma_par[ps.start : ps.start + ps.n] = True
         # bins touched by each gamma component
         touched: dict[int, set[int]] = {}
         twice: set[int] = set()
         # small models: one dense Hessian is cheaper than the arrowhead bookkeeping
-        self._dense_engine = dense_layout
         if not dense_layout:
             ks, ss, ns = np.nonzero(lin < P)
             for k, s, n in zip(ks.tolist(), ss.tolist(), ns.tolist(), strict=True):
@@ -641,17 +664,13 @@ class Model:
         is_local = np.zeros(P, bool)
         is_local[local] = True
         dense = np.flatnonzero(~is_local)
-        self._dense = dense
-        self._local = np.asarray(local, np.intp)
-        self._local_bin = np.asarray(local_bin, np.intp)
+        local_a = np.asarray(local, np.intp)
         nD, nL = len(dense), len(local)
-        self._nD, self._nL = nD, nL
         # position maps: dense position or local position for each parameter, const -> -1
         dpos = np.full(P + 1, -1, np.intp)
         dpos[dense] = np.arange(nD)
         lpos = np.full(P + 1, -1, np.intp)
-        lpos[self._local] = np.arange(nL)
-        self._dpos, self._lpos = dpos, lpos
+        lpos[local_a] = np.arange(nL)
         # alpha (normsys/histosys) parameters in the dense block
         alpha_pars = sorted(set(self._ns_par.tolist()) | set(self._hs_par.tolist()))
         self._alpha_par = np.asarray(alpha_pars, np.intp)
@@ -730,6 +749,14 @@ class Model:
         pl_ = np.where(dpos[p1] >= 0, p2, p1)[dl_mask]
         self._pair_dl = (dl_mask, dpos[pd_], lpos[pl_])
         self._dense_maps_ready = False  # built on first use by the NumPy dense engine
+        return {
+            "dense_layout": dense_layout,
+            "dense": dense,
+            "local": local_a,
+            "local_bin": np.asarray(local_bin, np.intp),
+            "dpos": dpos,
+            "lpos": lpos,
+        }
 
     def _build_dense_maps(self) -> None:
         """Gather indices for the per-entry gradient tensors of the dense engine.
@@ -773,7 +800,7 @@ class Model:
     @property
     def auxdata(self) -> np.ndarray:
         """Auxiliary data (constrained parameters in parameter order); ``(B, n_aux)`` if stacked."""
-        return self._arr.auxdata[0].copy() if self.batch_size == 1 else self._arr.auxdata.copy()
+        return self.arrays.auxdata[0].copy() if self.batch_size == 1 else self.arrays.auxdata.copy()
 
     @property
     def n_data(self) -> int:
@@ -782,15 +809,15 @@ class Model:
 
     def suggested_init(self) -> np.ndarray:
         """Initial parameter values (measurement settings applied)."""
-        return self._arr.init[0].copy() if self.batch_size == 1 else self._arr.init.copy()
+        return self.arrays.init[0].copy() if self.batch_size == 1 else self.arrays.init.copy()
 
     def suggested_bounds(self) -> np.ndarray:
         """``(P, 2)`` array of ``[low, high]`` per parameter."""
-        return self._arr.bounds[0].copy() if self.batch_size == 1 else self._arr.bounds.copy()
+        return self.arrays.bounds[0].copy() if self.batch_size == 1 else self.arrays.bounds.copy()
 
     def suggested_fixed(self) -> np.ndarray:
         """Boolean ``(P,)``: parameters fixed by the measurement or by construction."""
-        return self._arr.fixed.copy()
+        return self.arrays.fixed.copy()
 
     def par_slice(self, name: str) -> slice:
         """Slice of the parameter vector belonging to parameter ``name``."""
@@ -825,12 +852,12 @@ class Model:
         """
         if not 0 <= i < self.n_pars:
             raise HepWorkspaceError(f"parameter index {i} out of range [0, {self.n_pars})")
-        hit = np.flatnonzero(self._g_idx == i)
+        hit = np.flatnonzero(self.arrays.gauss_par == i)
         if hit.size:
-            return float(self._arr.gauss_sigma[0, hit[0]])
-        hit = np.flatnonzero(self._p_idx == i)
+            return float(self.arrays.gauss_sigma[0, hit[0]])
+        hit = np.flatnonzero(self.arrays.pois_par == i)
         if hit.size:
-            return float(1.0 / math.sqrt(self._arr.pois_tau[0, hit[0]]))
+            return float(1.0 / math.sqrt(self.arrays.pois_tau[0, hit[0]]))
         return None
 
     def _check_pars(self, pars: Any) -> np.ndarray:
@@ -852,7 +879,9 @@ class Model:
         if not np.all(np.isfinite(d)):
             raise HepFitError("data must be finite")
         # main bins and Poisson auxdata are counts; Gaussian auxdata may be negative
-        if np.any(d[..., : self.n_main] < 0) or np.any(d[..., self.n_main + self._p_pos] < 0):
+        if np.any(d[..., : self.n_main] < 0) or np.any(
+            d[..., self.n_main + self.arrays.pois_aux] < 0
+        ):
             raise HepFitError("main-bin counts and Poisson auxdata must be >= 0")
         return d
 
@@ -869,7 +898,7 @@ class Model:
         """
         x = self._check_pars(pars)
         xb = x.reshape(-1, self.n_pars)
-        nu = self._nu(xb)[0]
+        nu = self._nu(xb).nu
         if include_auxdata:
             nu = np.concatenate([nu, self._expected_aux(xb)], axis=1)
         out: np.ndarray = nu[0] if x.ndim == 1 and self.batch_size == 1 else nu
@@ -878,8 +907,8 @@ class Model:
     def _expected_aux(self, x: np.ndarray) -> np.ndarray:
         B = max(x.shape[0], self.batch_size)
         out = np.empty((B, self.n_aux))
-        out[:, self._g_pos] = x[:, self._g_idx]
-        out[:, self._p_pos] = x[:, self._p_idx] * self._arr.pois_tau
+        out[:, self.arrays.gauss_aux] = x[:, self.arrays.gauss_par]
+        out[:, self.arrays.pois_aux] = x[:, self.arrays.pois_par] * self.arrays.pois_tau
         return out
 
     def main_data(self, data: Any) -> np.ndarray:
@@ -912,25 +941,25 @@ class Model:
         return out
 
     # ------------------------------------------------------------------ internals
-    def _constants(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _constants(self, d: np.ndarray) -> Consts:
         """Data-dependent pieces fixed during a fit: n, aux, and the constant of -2 ln L."""
         n = d[:, : self.n_main]
         aux = d[:, self.n_main :]
-        ga = aux[:, self._g_pos]
-        pa = aux[:, self._p_pos]
-        sig = self._arr.gauss_sigma
+        ga = aux[:, self.arrays.gauss_aux]
+        pa = aux[:, self.arrays.pois_aux]
+        sig = self.arrays.gauss_sigma
         if _jit.ENABLED:
-            return n, ga, pa, _jit.constants(n, pa, sig, self._arr.pois_tau)
+            return Consts(n, ga, pa, _jit.constants(n, pa, sig, self.arrays.pois_tau))
         const = (
             2.0 * gammaln(n + 1.0).sum(axis=1)
             + (np.log(sig * sig) + _LN_2PI).sum(axis=1)
-            + 2.0 * _pois_aux_const(pa, self._arr.pois_tau).sum(axis=1)
+            + 2.0 * _pois_aux_const(pa, self.arrays.pois_tau).sum(axis=1)
         )
-        return n, ga, pa, const
+        return Consts(n, ga, pa, const)
 
-    def _nu(self, x: np.ndarray) -> tuple[Any, ...]:
+    def _nu(self, x: np.ndarray) -> _Rates:
         """Rates and the intermediate products needed by the derivatives."""
-        arr = self._arr
+        arr = self.arrays
         A = arr.nom
         hd1 = hd2 = lk1 = lk2 = None
         if self._H:
@@ -957,13 +986,13 @@ class Model:
         F = Kn * Lf
         nus = F * A
         nu = nus.sum(axis=1)
-        return nu, nus, F, A, Kn, L, hd1, hd2, lk1, lk2
+        return _Rates(nu, nus, F, A, Kn, L, hd1, hd2, lk1, lk2)
 
-    def _f(self, x: np.ndarray, d: np.ndarray, consts: tuple[np.ndarray, ...]) -> np.ndarray:
+    def _f(self, x: np.ndarray, d: np.ndarray | None, consts: Consts) -> np.ndarray:
         if _jit.ENABLED:
-            return _jit.value(self, x, consts)
+            return _jit.value(self.arrays, x, consts)
         n, ga, pa, const = consts
-        nu = self._nu(x)[0]
+        nu = self._nu(x).nu
         return self._f_from_nu(x, nu, n, ga, pa, const)
 
     def _f_from_nu(
@@ -984,15 +1013,15 @@ class Model:
                 main = nu - _xlogy(n, nu)
                 main = np.where((nu <= 0) & (n > 0), np.inf, main)
                 f = 2.0 * main.sum(axis=1)
-        z = (ga - x[:, self._g_idx]) / self._arr.gauss_sigma
+        z = (ga - x[:, self.arrays.gauss_par]) / self.arrays.gauss_sigma
         f = f + (z * z).sum(axis=1)
-        if self._p_idx.size:
-            f = f + 2.0 * _pois_aux_term(x[:, self._p_idx], pa, self._arr.pois_tau).sum(axis=1)
+        if self.arrays.pois_par.size:
+            f = f + 2.0 * _pois_aux_term(x[:, self.arrays.pois_par], pa, self.arrays.pois_tau).sum(
+                axis=1
+            )
         return np.asarray(f + const)
 
-    def _derivatives(
-        self, x: np.ndarray, consts: tuple[np.ndarray, ...]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _derivatives(self, x: np.ndarray, consts: Consts) -> Derivs:
         """twice_nll, gradient and the arrowhead Hessian blocks.
 
         Second derivatives of the expected rates (``T = sum_sb w_b d2 nu_sb``) are assembled
@@ -1005,12 +1034,12 @@ class Model:
         if self._dense_engine:
             return self._derivatives_dense(x, consts)
         if _jit.ENABLED:
-            return _jit.derivatives_arrow(self, x, consts)
+            return _jit.derivatives_arrow(self.arrays, x, consts)
         n, ga, pa, const = consts
         nu, nus, F, A, Kn, L, hd1, hd2, lk1, lk2 = self._nu(x)
         f = self._f_from_nu(x, nu, n, ga, pa, const)
         B = x.shape[0]
-        P, N, nD, nL, K = self.n_pars, self._N, self._nD, self._nL, self._K
+        P, N, nD, nL, K = self.n_pars, self._N, self.arrays.n_dense, self.arrays.n_local, self._K
         if nu.min() > 0.0:
             ratio = n / nu
             dw = ratio / nu  # second derivative of nu - n ln nu
@@ -1107,14 +1136,14 @@ class Model:
             v = w[:, pn_] * KA[:, ps_, pn_] * excl2
             m = self._pair_dd
             if m.any():
-                a, b_ = self._dpos[p1[m]], self._dpos[p2[m]]
+                a, b_ = self.arrays.dpos[p1[m]], self.arrays.dpos[p2[m]]
                 T = np.bincount(
                     (bidx * nD * nD + a * nD + b_).ravel(), v[:, m].ravel(), B * nD * nD
                 ).reshape(B, nD, nD)
                 TD += T + T.transpose(0, 2, 1)
             m = self._pair_ll
             if m.any():
-                a = self._lpos[p1[m]]
+                a = self.arrays.lpos[p1[m]]
                 HLL += 2.0 * np.bincount((bidx * nL + a).ravel(), v[:, m].ravel(), B * nL).reshape(
                     B, nL
                 )
@@ -1125,33 +1154,31 @@ class Model:
                 ).reshape(B, nD, nL)
         # assemble (twice_nll = 2 * sum(nu - n ln nu) + constraints)
         g = np.zeros((B, P))
-        g[:, self._dense] = 2.0 * (J @ w[:, :, None])[..., 0]
-        lb = self._local_bin
+        g[:, self.arrays.dense] = 2.0 * (J @ w[:, :, None])[..., 0]
+        lb = self.arrays.local_bin
         HDD = 2.0 * ((J * dw[:, None, :]) @ J.transpose(0, 2, 1) + TD)
         if nL:
-            g[:, self._local] = 2.0 * Jl * w[:, lb]
+            g[:, self.arrays.local] = 2.0 * Jl * w[:, lb]
             HDL = 2.0 * (J[:, :, lb] * (dw[:, lb] * Jl)[:, None, :] + HDL)
             HLL = 2.0 * (dw[:, lb] * Jl * Jl + HLL)
         # constraints
-        gi = self._g_idx
-        g[:, gi] += 2.0 * (x[:, gi] - ga) * self._inv_sig2
-        hdiag = self._hdiag_gauss
-        pi = self._p_idx
+        gi = self.arrays.gauss_par
+        g[:, gi] += 2.0 * (x[:, gi] - ga) * self.arrays.inv_sig2
+        hdiag = self.arrays.hdiag_gauss
+        pi = self.arrays.pois_par
         if pi.size:
             gam = x[:, pi]
-            g[:, pi] += 2.0 * (self._arr.pois_tau - pa / gam)
+            g[:, pi] += 2.0 * (self.arrays.pois_tau - pa / gam)
             hdiag = np.broadcast_to(hdiag, (B, P)).copy()
             hdiag[:, pi] += 2.0 * pa / (gam * gam)
         iD = np.arange(nD)
-        HDD[:, iD, iD] += hdiag[:, self._dense]
+        HDD[:, iD, iD] += hdiag[:, self.arrays.dense]
         if nL:
-            HLL = HLL + hdiag[:, self._local]
-        return f, g, HDD, HDL, HLL, nu
+            HLL = HLL + hdiag[:, self.arrays.local]
+        return Derivs(f, g, HDD, HDL, HLL, nu)
 
 
-def _derivatives_dense_impl(
-    model: Model, x: np.ndarray, consts: tuple[np.ndarray, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _derivatives_dense_impl(model: Model, x: np.ndarray, consts: Consts) -> Derivs:
     """Dense engine: per-entry gradient tensors ``(B, P, E)`` and a full ``(B, P, P)`` Hessian.
 
     With ``nu_e = K_e L_e A_e`` (normsys product, linear factors, additive nominal+histosys),
@@ -1233,17 +1260,17 @@ def _derivatives_dense_impl(
     H[:, ip, ip] += diag
     H *= 2.0
     g = 2.0 * (J @ w[:, :, None])[..., 0]
-    gi = model._g_idx
-    g[:, gi] += 2.0 * (x[:, gi] - ga) * model._inv_sig2
-    hdiag = model._hdiag_gauss
-    pi = model._p_idx
+    gi = model.arrays.gauss_par
+    g[:, gi] += 2.0 * (x[:, gi] - ga) * model.arrays.inv_sig2
+    hdiag = model.arrays.hdiag_gauss
+    pi = model.arrays.pois_par
     if pi.size:
         gam = x[:, pi]
-        g[:, pi] += 2.0 * (model._arr.pois_tau - pa / gam)
+        g[:, pi] += 2.0 * (model.arrays.pois_tau - pa / gam)
         hdiag = np.broadcast_to(hdiag, (B, P)).copy()
         hdiag[:, pi] += 2.0 * pa / (gam * gam)
     H[:, ip, ip] += hdiag
-    return f, g, H, np.zeros((B, P, 0)), np.zeros((B, 0)), nu
+    return Derivs(f, g, H, np.zeros((B, P, 0)), np.zeros((B, 0)), nu)
 
 
 def _pad0(a: np.ndarray, B: int) -> np.ndarray:
@@ -1260,17 +1287,6 @@ def _flat(a: np.ndarray, shape: tuple[int, ...], B: int, E: int) -> np.ndarray:
     if a.shape != shape:
         a = np.broadcast_to(a, shape)
     return a.reshape(B, E)
-
-
-def _derived_arrays(arr: _Arrays) -> None:
-    """Arrays derived from the stored yields (recomputed after stacking)."""
-    arr.ns_pow = None if arr.ns_coef is None else code4_power_matrix(arr.ns_coef)
-    arr.hs_sym = 0.5 * (arr.hs_dp + arr.hs_dm)
-    arr.hs_asym = 0.0625 * (arr.hs_dp - arr.hs_dm)
-
-
-def normsys_interp_is4(model: Model) -> bool:
-    return model.normsys_interp == "code4"
 
 
 def _pois_aux_term(gam: np.ndarray, a: np.ndarray, tau: np.ndarray) -> np.ndarray:
@@ -1330,8 +1346,8 @@ def stack_models(models: Sequence[Model]) -> Model:
             and np.array_equal(m._lin_idx, ref._lin_idx)
             and m._ns_keys == ref._ns_keys
             and m._hs_keys == ref._hs_keys
-            and np.array_equal(m._arr.fixed, ref._arr.fixed)
-            and np.array_equal(m._local, ref._local)
+            and np.array_equal(m.arrays.fixed, ref.arrays.fixed)
+            and np.array_equal(m.arrays.local, ref.arrays.local)
             and m.normsys_interp == ref.normsys_interp
             and m.histosys_interp == ref.histosys_interp
             and m.poi_index == ref.poi_index
@@ -1342,30 +1358,11 @@ def stack_models(models: Sequence[Model]) -> Model:
                 f"model {i} differs in structure from model 0 (parameters, bins, modifiers, "
                 "fixed parameters or interpolation codes); only identical structures stack"
             )
-    out = copy.copy(ref)
-    arr = _Arrays()
-    for key in (
-        "nom",
-        "hs_dp",
-        "hs_dm",
-        "ns_loghi",
-        "ns_loglo",
-        "gauss_sigma",
-        "pois_tau",
-        "auxdata",
-        "init",
-        "bounds",
-    ):
-        setattr(arr, key, np.concatenate([getattr(m._arr, key) for m in models], axis=0))
-    arr.ns_coef = (
-        None
-        if ref._arr.ns_coef is None
-        else np.concatenate([m._arr.ns_coef for m in models], axis=0)
-    )
-    arr.fixed = ref._arr.fixed.copy()
-    _derived_arrays(arr)
-    out._set_arrays(arr, len(models))
-    return out
+    numbers = {
+        key: None if value is None else np.concatenate([m.arrays.numbers()[key] for m in models])
+        for key, value in ref.arrays.numbers().items()
+    }
+    return ref._with_numbers(len(models), **numbers)
 
 
 def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
@@ -1405,7 +1402,7 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
         model.__dict__["_yields_plan"] = plan
     s_index, ns_index, hs_index = plan[2], plan[3], plan[4]
     N = model._N
-    arr0 = model._arr
+    arr0 = model.arrays
     given = [ci for ci, c in enumerate(model.channel_names) if c in by_name]
     mask = np.zeros(N, bool)
     for ci in given:
@@ -1472,14 +1469,16 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
         )
     if np.any(ns_hi <= 0) or np.any(ns_lo <= 0):
         raise HepWorkspaceError("with_yields: normsys hi and lo must be > 0")
-    arr = copy.copy(model._arr)
-    arr.nom = nom[None]
-    arr.hs_dp, arr.hs_dm = hs_dp[None], hs_dm[None]
-    arr.ns_loghi, arr.ns_loglo = np.log(ns_hi)[None], np.log(ns_lo)[None]
-    arr.ns_coef = code4_coefficients(ns_hi, ns_lo)[None] if normsys_interp_is4(model) else None
-    _derived_arrays(arr)
+    numbers: dict[str, Any] = {
+        "nom": nom[None],
+        "hs_dp": hs_dp[None],
+        "hs_dm": hs_dm[None],
+        "ns_loghi": np.log(ns_hi)[None],
+        "ns_loglo": np.log(ns_lo)[None],
+        "ns_coef": code4_coefficients(ns_hi, ns_lo)[None] if arr0.normsys_code4 else None,
+    }
     if st_sum:
-        gsig = arr.gauss_sigma.copy()
+        gsig = arr0.gauss_sigma.copy()
         for mname, (st_mask, pos, fixed) in plan[1].items():
             if mname not in st_sum:
                 continue
@@ -1494,52 +1493,11 @@ def with_yields(model: Model, channels: Sequence[Mapping[str, Any]]) -> Model:
                     "has none (or the reverse); build a new Model"
                 )
             gsig[0, pos[part]] = np.where(fixed[part], 1.0, rel)
-        arr.gauss_sigma = gsig
-    out = copy.copy(model)
-    out.__dict__.pop("_jit_tables", None)
-    out._set_arrays(arr, 1)
-    _reuse_jit_tables(model, out)
+        numbers["gauss_sigma"] = gsig
+    out = model._with_numbers(1, **numbers)
+    # the compiled kernels' index tables depend on the structure only: reuse them
+    _jit.reuse_tables(model.arrays, out.arrays)
     return out
-
-
-_JIT_YIELD_FIELDS = ("nom", "hs_dp", "hs_dm", "ns_loghi", "ns_loglo", "ns_coef", "gsig")
-_JIT_SCRATCH_FIELDS = ("dl", "dl1", "dl2", "lk", "lk1", "lk2", "Es", "Ls", "As", "J")
-_JIT_FIELDS = frozenset((*_JIT_YIELD_FIELDS, *_JIT_SCRATCH_FIELDS))
-
-
-def _reuse_jit_tables(model: Model, out: Model) -> None:
-    """Give ``out`` the compiled-kernel tables of ``model`` with the yields swapped (the index
-    tables depend on the structure only); fresh scratch arrays, so that models evaluated in
-    different threads never share them. Does nothing when ``model`` has none cached."""
-    cached = model.__dict__.get("_jit_tables")
-    if cached is None or cached[0] is not model._arr or cached[1] is not model._dpos:
-        return
-    jt = copy.copy(cached[2])
-    t = jt.tables
-    if not _JIT_FIELDS.issubset(getattr(t, "_fields", ())):
-        return  # a table layout this helper does not know: let the kernels rebuild them
-    arr = out._arr
-    Bm = 1
-    ns_coef = arr.ns_coef if arr.ns_coef is not None else np.zeros_like(t.ns_coef)
-    new = {
-        "nom": np.ascontiguousarray(arr.nom, np.float64),
-        "hs_dp": np.ascontiguousarray(arr.hs_dp.reshape(Bm, out._H, out._N), np.float64),
-        "hs_dm": np.ascontiguousarray(arr.hs_dm.reshape(Bm, out._H, out._N), np.float64),
-        "ns_loghi": np.ascontiguousarray(arr.ns_loghi.reshape(Bm, out._M, out._C), np.float64),
-        "ns_loglo": np.ascontiguousarray(arr.ns_loglo.reshape(Bm, out._M, out._C), np.float64),
-        "ns_coef": np.ascontiguousarray(ns_coef.reshape(Bm, out._M, out._C, 6), np.float64),
-        "gsig": np.ascontiguousarray(arr.gauss_sigma.reshape(Bm, -1), np.float64),
-    }
-    # scratch: views into one zeroed buffer (one allocation instead of ten)
-    shapes = [getattr(t, f).shape for f in _JIT_SCRATCH_FIELDS]
-    sizes = [math.prod(sh) for sh in shapes]
-    buf = np.zeros(sum(sizes))
-    start = 0
-    for f, sh, n in zip(_JIT_SCRATCH_FIELDS, shapes, sizes, strict=True):
-        new[f] = buf[start : start + n].reshape(sh)
-        start += n
-    jt.tables = t._replace(**new)
-    out.__dict__["_jit_tables"] = (out._arr, out._dpos, jt)
 
 
 def _linear_signature(model: Model) -> dict[tuple[int, int], list[int]]:
@@ -1565,6 +1523,6 @@ def _staterror_slots(model: Model) -> dict[str, tuple[np.ndarray, np.ndarray, np
         mask = comp >= 0
         fixed = np.asarray(ps.fixed, bool)
         pars = ps.start + np.arange(ps.n)
-        pos = np.searchsorted(model._g_idx, pars)
+        pos = np.searchsorted(model.arrays.gauss_par, pars)
         out[mname] = (mask, pos, fixed)
     return out

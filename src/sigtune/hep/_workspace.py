@@ -175,10 +175,6 @@ class Workspace:
         """Observed counts per channel name."""
         return {o["name"]: list(o["data"]) for o in self._spec["observations"]}
 
-    def to_json(self, **kwargs: Any) -> str:
-        """The workspace as a JSON string (keyword arguments go to :func:`json.dumps`)."""
-        return json.dumps(self._spec, **kwargs)
-
     def patched(self, patch: Any, name: str | None = None) -> Workspace:
         """Return a new workspace with a JSON patch applied.
 

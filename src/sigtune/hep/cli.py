@@ -25,14 +25,15 @@ stderr.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect as _inspect
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import numpy as np
 import typer
@@ -135,7 +136,6 @@ def _load(
 class Loaded:
     """What every statistics command works on."""
 
-    ws: Any
     model: Any
     data: np.ndarray
     as_json: bool
@@ -174,7 +174,7 @@ def _stats_command(name: str) -> Callable[[Callable[..., None]], Callable[..., N
         @functools.wraps(fn)
         def command(**kwargs: Any) -> None:
             common = {n: kwargs.pop(n) for n in common_names}
-            try:
+            with _exit_on_hep_error():
                 _, model, data = _load(
                     common["workspace"],
                     common["patch"],
@@ -185,9 +185,7 @@ def _stats_command(name: str) -> Callable[[Callable[..., None]], Callable[..., N
                     common["poi_bounds"],
                     common["par_bounds"],
                 )
-                fn(Loaded(None, model, data, common["as_json"]), **kwargs)
-            except HepError as exc:
-                _fail(exc)
+                fn(Loaded(model, data, common["as_json"]), **kwargs)
 
         params = [
             _inspect.Parameter(n, _inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=a, default=d)
@@ -225,9 +223,18 @@ def _fmt_band(values: tuple[float, ...]) -> str:
     return "  ".join(f"{v:.6g}" for v in values)
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(code=2)
+
+
+@contextlib.contextmanager
+def _exit_on_hep_error() -> Iterator[None]:
+    """Every command's error handling: a :class:`HepError` -> one line on stderr, exit 2."""
+    try:
+        yield
+    except HepError as exc:
+        _fail(exc)
 
 
 @_stats_command("fit")
@@ -416,13 +423,10 @@ def _renames(values: list[str] | None, option: str) -> dict[str, str]:
 @app.command("inspect")
 def inspect_cmd(workspace: WorkspaceArg, as_json: JsonOpt = False) -> None:
     """Channels (bins), samples, modifiers, parameters and measurements of a workspace."""
-    try:
+    with _exit_on_hep_error():
         from sigtune.hep._tools import inspect
 
         info = inspect(_read_document(workspace, "workspace"))
-    except HepError as exc:
-        _fail(exc)
-        return
     lines = [
         f"channels ({len(info['channels'])}, {info['n_bins']} bins): "
         + ", ".join(f"{c} [{n}]" for c, n in info["channels"].items()),
@@ -453,7 +457,7 @@ def combine_cmd(
     output: OutputOpt = None,
 ) -> None:
     """Combine two workspaces (pyhf combine semantics)."""
-    try:
+    with _exit_on_hep_error():
         from sigtune.hep._tools import combine
 
         spec = combine(
@@ -462,9 +466,6 @@ def combine_cmd(
             join=join,
             merge_channels=merge_channels,
         )
-    except HepError as exc:
-        _fail(exc)
-        return
     _write_workspace(spec, output)
 
 
@@ -489,7 +490,7 @@ def prune_cmd(
     output: OutputOpt = None,
 ) -> None:
     """Remove channels, samples, modifiers (by name or type) and measurements."""
-    try:
+    with _exit_on_hep_error():
         from sigtune.hep._tools import prune
 
         spec = prune(
@@ -500,9 +501,6 @@ def prune_cmd(
             modifier_types=modifier_type or [],
             measurements=measurement or [],
         )
-    except HepError as exc:
-        _fail(exc)
-        return
     _write_workspace(spec, output)
 
 
@@ -524,7 +522,7 @@ def rename_cmd(
     output: OutputOpt = None,
 ) -> None:
     """Rename channels, samples, modifiers (and their settings / POI) and measurements."""
-    try:
+    with _exit_on_hep_error():
         from sigtune.hep._tools import rename
 
         spec = rename(
@@ -534,9 +532,6 @@ def rename_cmd(
             modifiers=_renames(modifier, "--modifier"),
             measurements=_renames(measurement, "--measurement"),
         )
-    except HepError as exc:
-        _fail(exc)
-        return
     _write_workspace(spec, output)
 
 
@@ -552,13 +547,10 @@ def patchset_list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Patch names and their metadata values."""
-    try:
+    with _exit_on_hep_error():
         from sigtune.hep._tools import patchset_entries
 
         entries = patchset_entries(_read_document(patchset, "patchset"))
-    except HepError as exc:
-        _fail(exc)
-        return
     lines = [f"{e['name']:<40} {e['values']}" for e in entries]
     _emit(as_json, {"patches": entries}, lines)
 
@@ -573,14 +565,11 @@ def patchset_apply_cmd(
     output: OutputOpt = None,
 ) -> None:
     """Apply one patch of a patchset to a workspace."""
-    try:
+    with _exit_on_hep_error():
         from sigtune.hep._workspace import Workspace
 
         ws = Workspace(_read_document(workspace, "workspace"))
         spec = ws.patched(_read_document(patchset, "patchset"), name=name).spec
-    except HepError as exc:
-        _fail(exc)
-        return
     _write_workspace(spec, output)
 
 
