@@ -48,13 +48,14 @@ without one for :data:`HEARTBEAT_GRACE_S` is stale whatever host ran it (``fail_
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import socket
 import sqlite3
 import warnings
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -300,7 +301,8 @@ def _open_url(kind: StorageKind, url: str, create: bool = True) -> BaseStorage:
         return JournalStorage(CheckedJournalBackend(str(path), create=create))
     if kind == "sqlite":
         return CachedStorage(_open_sqlite(url, create))
-    with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
+    with _schema_lock(url), warnings.catch_warnings():
+        # heartbeat_interval is "experimental" in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         rdb = RDBStorage(
             url,
@@ -309,6 +311,37 @@ def _open_url(kind: StorageKind, url: str, create: bool = True) -> BaseStorage:
             grace_period=HEARTBEAT_GRACE_S,
         )
     return CachedStorage(rdb)
+
+
+# Any fixed 64-bit number: the key of the advisory lock taken while the schema is created.
+_PG_SCHEMA_LOCK_KEY = 0x5167_7475_6E65
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, hold a session advisory lock while Optuna creates/checks the schema.
+
+    Processes opening a fresh database at once race to ``CREATE TYPE``/``CREATE TABLE`` (the
+    loser crashes with a unique violation); under the lock the first creates the schema and the
+    others wait, then find it. Other databases: no lock (SQLite has its own, in a file).
+    """
+    if not url.startswith(("postgresql", "postgres")):
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                con.execute(
+                    sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_SCHEMA_LOCK_KEY}
+                )
+    finally:
+        engine.dispose()
 
 
 def _open_sqlite(url: str, create: bool = True) -> RDBStorage:

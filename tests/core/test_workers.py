@@ -17,6 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _postgres import PostgresServer, postgres_server  # noqa: F401  (fixture)
 from optuna.trial import TrialState
 
 from sigtune._storage import OWNER_KEY, STALE_REASON, _process_start, handle_stale_running
@@ -190,6 +191,34 @@ def test_sqlite_schema_creation_race(tmp_path: Path) -> None:
     # Four processes share n_trials=6: each may overshoot by the one trial it claims while
     # another does, never more.
     assert 6 <= load_study("race", url).n_finished() <= 6 + 3
+
+
+def test_postgresql_schema_creation_race(
+    tmp_path: Path,
+    postgres_server: PostgresServer,  # noqa: F811
+) -> None:
+    url = postgres_server.new_database()  # fresh: no tables yet
+    (tmp_path / "obj.py").write_text("def f(params, trial):\n    return params['x'] ** 2\n")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"study_name: race\nstorage: {url}\nn_trials: 6\nsampler: random\nreport: false\n"
+        "objective: obj.py:f\nsearch_space:\n  x: {type: range, bounds: [0, 1]}\n"
+    )
+    k = 4
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sigtune.cli", "run", str(cfg), "--quiet"],
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(k)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()
+    # The processes share n_trials=6: each may overshoot by the one trial it claims while
+    # another does, never more (docs/cli.md).
+    assert 6 <= load_study("race", url).n_finished() <= 6 + k - 1
 
 
 def test_ownerless_enqueued_running_trial_is_stale(tmp_path: Path) -> None:
