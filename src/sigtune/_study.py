@@ -475,6 +475,12 @@ def run_study(
     if s.run_dir is not None:
         _make_run_dir(s.run_dir)
     ref = resolve_storage(s.storage, run_dir=s.run_dir, n_jobs=s.n_jobs)
+    if s.isolate and not ref.shareable:
+        raise ConfigError(
+            f"isolate=True runs the trials in a worker process that shares the study through its "
+            f"storage, but storage {ref.describe()} can only be used in this process; give a "
+            "storage URL (e.g. 'journal:///runs/x.journal') or a run_dir"
+        )
     study_name = s.study_name
     if study_name is None and ref.kind != "memory":
         study_name = _DEFAULT_STUDY_NAME
@@ -483,7 +489,10 @@ def run_study(
         s.sampler, s.sampler_options, s.seed, space, s.n_trials, len(dirs)
     )
     pruner_obj = _make_pruner(s.pruner, s.pruner_options)
-    engine = get_engine(s.engine, s.engine_options)
+    engine_options = dict(s.engine_options)
+    if s.isolate and s.engine == "local":
+        engine_options["isolate"] = True
+    engine = get_engine(s.engine, engine_options)
 
     study = _create_or_load(ref, study_name, dirs, sampler_factory(0), pruner_obj, require_existing)
     fork: Fork | None = None

@@ -236,3 +236,19 @@ def test_study_name_gets_its_own_run_dir(tmp_path: Path) -> None:
     assert json.loads(done.stdout)["run_dir"] == str(Path("runs") / "other")
     assert load_study("other", tmp_path / "runs" / "other" / "study.journal").n_finished() == 8
     assert load_study("faults", tmp_path / "runs" / "faults" / "study.journal").n_finished() == 8
+
+
+def test_isolate_in_the_run_config_survives_a_segfault(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, tmp_path / "run", isolate=True, enqueue=[{"x": 0.25}])
+    obj = tmp_path / "obj.py"
+    obj.write_text(
+        "import ctypes\n"
+        + obj.read_text().replace(
+            "    return (", "    if params['x'] == 0.25:\n        ctypes.string_at(0)\n    return ("
+        )
+    )
+    done = _cli("run", cfg, "--quiet", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "worker killed by signal 11 (SIGSEGV)" in done.stderr
+    study = load_study("faults", tmp_path / "run" / "study.journal")
+    assert study.n_finished() == 8 and study.count()["COMPLETE"] == 7
