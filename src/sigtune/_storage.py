@@ -51,10 +51,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import math
 import os
 import socket
 import sqlite3
 import warnings
+import weakref
 from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +97,7 @@ __all__ = [
     "StudyNotFoundError",
     "current_owner",
     "handle_stale_running",
+    "indexed_best_trial",
     "owner_is_alive",
     "resolve_storage",
 ]
@@ -300,7 +303,10 @@ def _open_url(kind: StorageKind, url: str, create: bool = True) -> BaseStorage:
             raise StorageNotFoundError(f"storage {path} does not exist")
         return JournalStorage(CheckedJournalBackend(str(path), create=create))
     if kind == "sqlite":
-        return CachedStorage(_open_sqlite(url, create))
+        sqlite_rdb = _open_sqlite(url, create)
+        cached = CachedStorage(sqlite_rdb)
+        _RDB_BEHIND[cached] = sqlite_rdb
+        return cached
     with _schema_lock(url), warnings.catch_warnings():
         # heartbeat_interval is "experimental" in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -310,7 +316,46 @@ def _open_url(kind: StorageKind, url: str, create: bool = True) -> BaseStorage:
             heartbeat_interval=HEARTBEAT_INTERVAL_S,
             grace_period=HEARTBEAT_GRACE_S,
         )
-    return CachedStorage(rdb)
+    cached = CachedStorage(rdb)
+    _RDB_BEHIND[cached] = rdb
+    return cached
+
+
+# The RDBStorage behind each cached storage this module opened (for indexed_best_trial).
+_RDB_BEHIND: weakref.WeakKeyDictionary[BaseStorage, RDBStorage] = weakref.WeakKeyDictionary()
+
+_TIE_SQL = (
+    "SELECT t.trial_id FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
+    "WHERE t.study_id = :sid AND t.state = 'COMPLETE' AND v.objective = 0 "
+    "AND v.value_type = 'FINITE' AND v.value = :value ORDER BY t.number LIMIT 1"
+)
+
+
+def indexed_best_trial(storage: BaseStorage, study_id: int) -> FrozenTrial | None:
+    """The best COMPLETE trial of a single-objective study by the database's own (indexed)
+    query, ties broken by the lowest trial number; ``None`` where there is no such query (journal,
+    in-memory), no finite best value, or no COMPLETE trial: then the caller scans the trials.
+
+    Constraints are not looked at: the caller checks that the trial is feasible.
+    """
+    rdb = _RDB_BEHIND.get(getattr(storage, "inner", storage))
+    if rdb is None:
+        return None
+    import sqlalchemy
+
+    try:
+        best = storage.get_best_trial(study_id)
+    except (ValueError, RuntimeError):  # no COMPLETE trial / several objectives
+        return None
+    if best.values is None or not math.isfinite(best.values[0]):
+        return None
+    with rdb.engine.connect() as con:
+        row = con.execute(
+            sqlalchemy.text(_TIE_SQL), {"sid": study_id, "value": float(best.values[0])}
+        ).first()
+    if row is None:
+        return None
+    return best if int(row[0]) == trial_id(best) else storage.get_trial(int(row[0]))
 
 
 # Any fixed 64-bit number: the key of the advisory lock taken while the schema is created.

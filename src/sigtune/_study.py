@@ -49,6 +49,7 @@ from sigtune._storage import (
     StorageRef,
     StudyNotFoundError,
     handle_stale_running,
+    indexed_best_trial,
     resolve_storage,
 )
 from sigtune._target import WARM_START_KEY, n_counted
@@ -201,10 +202,22 @@ class Study:
                 f"study {self.study_name!r} has {self.n_objectives} objectives: use best_trials "
                 "or pareto_front() instead of best_trial/best_value/best_params"
             )
-        best = _best.best_trial(self._complete(), self._study.directions)
+        best = self._indexed_best()
         if best is None:
-            raise self._no_complete_trial()
+            # One objective: the best value of the feasible-first pool, ties by the lowest
+            # number (what _best.best_trial gives, in one pass).
+            pool = _best.feasible_pool(self._complete())
+            if not pool:
+                raise self._no_complete_trial()
+            sign = -1.0 if self._study.directions[0] == StudyDirection.MAXIMIZE else 1.0
+            best = min(pool, key=lambda t: (sign * float(t.values[0]), t.number))
         return copy.deepcopy(best)
+
+    def _indexed_best(self) -> FrozenTrial | None:
+        """The database's indexed best trial (SQLite, PostgreSQL ...), if it is feasible: then
+        it is the feasible-first best too, and no trial needs loading."""
+        best = indexed_best_trial(study_storage(self._study), study_id(self._study))
+        return best if best is not None and _best.is_feasible(best) else None
 
     @property
     def best_value(self) -> float:
