@@ -95,6 +95,7 @@ __all__ = [
     "StorageNotFoundError",
     "StorageRef",
     "StudyNotFoundError",
+    "counted_claims",
     "current_owner",
     "handle_stale_running",
     "indexed_best_trial",
@@ -329,6 +330,26 @@ _TIE_SQL = (
     "WHERE t.study_id = :sid AND t.state = 'COMPLETE' AND v.objective = 0 "
     "AND v.value_type = 'FINITE' AND v.value = :value ORDER BY t.number LIMIT 1"
 )
+
+
+_CLAIMS_SQL = (
+    "SELECT COUNT(*) FROM trials t WHERE t.study_id = :sid "
+    "AND t.state IN ('COMPLETE', 'PRUNED', 'FAIL', 'RUNNING') AND NOT EXISTS ("
+    "SELECT 1 FROM trial_system_attributes a WHERE a.trial_id = t.trial_id "
+    "AND a.key IN ('sigtune:uncounted', 'sigtune:warm_start'))"
+)
+
+
+def counted_claims(storage: BaseStorage, study_id: int) -> int | None:
+    """Finished and RUNNING trials that count towards ``n_trials`` (:mod:`sigtune._target`), by
+    one ``COUNT`` query on a database; ``None`` for the journal and in-memory storages."""
+    rdb = _RDB_BEHIND.get(getattr(storage, "inner", storage))
+    if rdb is None:
+        return None
+    import sqlalchemy
+
+    with rdb.engine.connect() as con:
+        return int(con.execute(sqlalchemy.text(_CLAIMS_SQL), {"sid": study_id}).scalar_one())
 
 
 def indexed_best_trial(storage: BaseStorage, study_id: int) -> FrozenTrial | None:

@@ -142,6 +142,37 @@ def test_dead_worker_trial_found_by_published_id_not_only_by_stamp(tmp_path: Pat
     assert study.trials[0].user_attrs["fail_reason"] == "worker killed by signal 11 (SIGSEGV)"
 
 
+def test_counted_claims_query_equals_the_python_count(tmp_path: Path) -> None:
+    from sigtune._optuna_compat import study_id, trial_id
+    from sigtune._storage import counted_claims, resolve_storage
+    from sigtune._target import UNCOUNTED_KEY, WARM_START_KEY, StudyTarget, is_counted
+
+    storage = resolve_storage(f"sqlite:///{tmp_path}/c.db").open(track_owner=False)
+    study = optuna.create_study(storage=storage, study_name="c")
+    for v in (1.0, 2.0):
+        study.add_trial(optuna.trial.create_trial(value=v, params={}, distributions={}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params={}, distributions={}))
+    study.add_trial(  # a warm-start copy: not counted
+        optuna.trial.create_trial(
+            value=0.5, params={}, distributions={}, system_attrs={WARM_START_KEY: "old"}
+        )
+    )
+    stale = study.ask()  # a stale trial, marked uncounted, then FAIL
+    storage.set_trial_system_attr(trial_id(stale), UNCOUNTED_KEY, "stale")
+    study.tell(stale, state=TrialState.FAIL)
+    study.ask()  # RUNNING: counted (it is claimed)
+    study.enqueue_trial({})  # WAITING: not counted
+    expected = sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state not in (TrialState.WAITING,) and is_counted(t)
+    )
+    assert expected == 4
+    assert counted_claims(storage, study_id(study)) == expected
+    assert StudyTarget(5).has_room(study) and not StudyTarget(4).has_room(study)
+    assert counted_claims(resolve_storage(f"{tmp_path}/j.journal").open(), 0) is None
+
+
 def test_sys_exit_in_objective_is_a_failed_trial() -> None:
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0, 1)

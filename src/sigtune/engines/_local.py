@@ -141,6 +141,9 @@ class _Shared:
         self.failed = raw("q", 0)
         self.best = raw("d", math.nan)
         self.stop = raw("i", 0)
+        self.unchecked = raw(
+            "q", 0
+        )  # claims the workers may make before the next StudyTarget check
         self.max_failures = plan.max_failures
         self.sign = -1.0 if plan.maximize[0] else 1.0
         self.single = len(plan.maximize) == 1
@@ -215,7 +218,7 @@ def _loop(
     on_trial: Any = None,
 ) -> None:
     n_objectives = len(study.directions)
-    target = None if plan.study_n_trials is None else StudyTarget(plan.study_n_trials)
+    target = None if plan.study_n_trials is None else StudyTarget(plan.study_n_trials, shared)
     with callbacks_enabled(study):
         while True:
             if guard.interrupted:
