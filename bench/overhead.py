@@ -68,6 +68,15 @@ def _url(storage: str, workdir: Path) -> str | None:
     raise SystemExit(f"unknown storage {storage!r}")
 
 
+Timing = tuple[float, float]  # wall s, CPU s (this process + its joined workers)
+
+
+def _cpu() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _raw_worker(url: str, sampler: str, seed: int, n: int) -> None:
     # Same storage configuration as sigtune (WAL/busy timeout for SQLite), without owner stamps.
     storage = resolve_storage(url).open(track_owner=False)
@@ -77,19 +86,19 @@ def _raw_worker(url: str, sampler: str, seed: int, n: int) -> None:
         study.tell(trial, objective(trial))
 
 
-def run_raw(storage: str, workers: int, sampler: str, trials: int, workdir: Path) -> float:
+def run_raw(storage: str, workers: int, sampler: str, trials: int, workdir: Path) -> Timing:
     url = _url(storage, workdir)
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), _cpu()
     if url is None:
         study = optuna.create_study(sampler=_sampler(sampler, 0))
         for _ in range(trials):
             trial = study.ask()
             study.tell(trial, objective(trial))
-        return time.perf_counter() - start
+        return time.perf_counter() - start, _cpu() - cpu0
     optuna.create_study(storage=resolve_storage(url).open(track_owner=False), study_name="bench")
     if workers == 1:
         _raw_worker(url, sampler, 0, trials)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, _cpu() - cpu0
     ctx = mp.get_context("fork")
     shares = [trials // workers + (i < trials % workers) for i in range(workers)]
     procs = [
@@ -99,12 +108,12 @@ def run_raw(storage: str, workers: int, sampler: str, trials: int, workdir: Path
         p.start()
     for p in procs:
         p.join()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu() - cpu0
 
 
-def run_sigtune(storage: str, workers: int, sampler: str, trials: int, workdir: Path) -> float:
+def run_sigtune(storage: str, workers: int, sampler: str, trials: int, workdir: Path) -> Timing:
     url = _url(storage, workdir)
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), _cpu()
     study = sigtune.optimize(
         objective,
         trials,
@@ -114,9 +123,10 @@ def run_sigtune(storage: str, workers: int, sampler: str, trials: int, workdir: 
         study_name="bench",
         n_jobs=workers,
     )
-    elapsed = time.perf_counter() - start
+    timing = time.perf_counter() - start, _cpu() - cpu0
+    # Checked after the clocks stop (reading every trial back is not part of the run).
     assert len(study.optuna.trials) == trials
-    return elapsed
+    return timing
 
 
 def _fill(url: str, n: int) -> None:
@@ -181,12 +191,6 @@ def read_bench(storages: list[str], n: int, repeats: int) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _cpu() -> float:
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=1000)
@@ -219,10 +223,9 @@ def main() -> None:
                         for which in order:
                             workdirs.append(Path(tempfile.mkdtemp(prefix="sigtune-bench-")))
                             fn = run_raw if which == "raw" else run_sigtune
-                            c0 = _cpu()
-                            t = fn(storage, workers, sampler, args.trials, workdirs[-1])
+                            t, c = fn(storage, workers, sampler, args.trials, workdirs[-1])
                             wall[which] = min(wall[which], t)
-                            cpu[which] = min(cpu[which], _cpu() - c0)
+                            cpu[which] = min(cpu[which], c)
                 finally:
                     for d in workdirs:
                         shutil.rmtree(d, ignore_errors=True)
