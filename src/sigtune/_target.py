@@ -69,8 +69,11 @@ class StudyTarget:
     integer ``.value``), so a check by any of them serves all.
     """
 
-    def __init__(self, n_trials: int, shared: Any = None) -> None:
+    def __init__(self, n_trials: int, shared: Any = None, count_query: Any = None) -> None:
         self.n_trials = n_trials
+        # ``count_query(storage, study_id) -> int | None``: a database's COUNT of the counted
+        # claims (sigtune._storage.counted_claims); None: look at the trials.
+        self._count_query = count_query
         self._unchecked = 0
         self._shared = shared
         self._prefix = 0  # trials [0, _prefix) are finished: their count is final
@@ -97,12 +100,12 @@ class StudyTarget:
         return left > 0
 
     def _count(self, study: optuna.Study) -> int:
-        from sigtune._optuna_compat import study_id, study_storage
-        from sigtune._storage import counted_claims
+        if self._count_query is not None:
+            from sigtune._optuna_compat import study_id, study_storage
 
-        counted = counted_claims(study_storage(study), study_id(study))
-        if counted is not None:
-            return counted
+            counted = self._count_query(study_storage(study), study_id(study))
+            if counted is not None:
+                return int(counted)
         trials = study.get_trials(deepcopy=False)  # all states, by trial number
         i, counted, n = self._prefix, self._prefix_counted, len(trials)
         while i < n and trials[i].state in _FINISHED:

@@ -169,7 +169,9 @@ def test_counted_claims_query_equals_the_python_count(tmp_path: Path) -> None:
     )
     assert expected == 4
     assert counted_claims(storage, study_id(study)) == expected
-    assert StudyTarget(5).has_room(study) and not StudyTarget(4).has_room(study)
+    assert StudyTarget(5, count_query=counted_claims).has_room(study)
+    assert not StudyTarget(4, count_query=counted_claims).has_room(study)
+    assert StudyTarget(5).has_room(study) and not StudyTarget(4).has_room(study)  # Python count
     assert counted_claims(resolve_storage(f"{tmp_path}/j.journal").open(), 0) is None
 
 

@@ -54,6 +54,7 @@ from optuna.trial import TrialState
 
 from sigtune._exceptions import ConfigError
 from sigtune._run import ProgressSink, RunOutcome, RunPlan, StopReason, StudyRef, TrialFunction
+from sigtune._storage import counted_claims
 from sigtune._target import StudyTarget
 from sigtune.engines._trial import (
     INTERRUPTED_REASON,
@@ -218,7 +219,9 @@ def _loop(
     on_trial: Any = None,
 ) -> None:
     n_objectives = len(study.directions)
-    target = None if plan.study_n_trials is None else StudyTarget(plan.study_n_trials, shared)
+    target = None
+    if plan.study_n_trials is not None:
+        target = StudyTarget(plan.study_n_trials, shared, count_query=counted_claims)
     with callbacks_enabled(study):
         while True:
             if guard.interrupted:
