@@ -8,6 +8,7 @@ Usage::
 
     python bench/soak.py                       # 10,000 random trials, 2,000 TPE trials
     python bench/soak.py --trials 2000 --chunk 500 --tpe-trials 0
+    python bench/soak.py --raw                 # + raw Optuna ask/tell on the same journal
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ def soak(sampler: str, trials: int, chunk: int, run_dir: Path) -> list[tuple[int
             rows.append((done, (now - last[0]) / chunk * 1e3, _rss_mb()))
             last[0] = now
 
+    if sampler == "raw-random":  # Optuna's own ask/tell on the same journal storage
+        from sigtune._storage import resolve_storage
+
+        run_dir.mkdir(parents=True)
+        storage = resolve_storage(None, run_dir=run_dir).open(track_owner=False)
+        study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(trials):
+            trial = study.ask()
+            frozen = study.tell(trial, objective(trial))
+            stamp(study, frozen)
+        return rows
     sigtune.optimize(objective, trials, sampler=sampler, seed=0, run_dir=run_dir, callbacks=[stamp])
     return rows
 
@@ -52,9 +64,15 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument("--chunk", type=int, default=1_000)
     parser.add_argument("--tpe-trials", type=int, default=2_000)
+    parser.add_argument(
+        "--raw", action="store_true", help="also raw Optuna ask/tell, same storage and trials"
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for sampler, n in (("random", args.trials), ("tpe", args.tpe_trials)):
+    runs = [("random", args.trials), ("tpe", args.tpe_trials)]
+    if args.raw:
+        runs.insert(1, ("raw-random", args.trials))
+    for sampler, n in runs:
         if n <= 0:
             continue
         with tempfile.TemporaryDirectory() as tmp:

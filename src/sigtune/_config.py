@@ -267,6 +267,11 @@ class RunConfig(_Model):
         "fail", description="What to do with RUNNING trials of a dead process on resume."
     )
     report: bool = Field(True, description="Write run_dir/report.html after the run.")
+    isolate: bool = Field(
+        False,
+        description="Run each trial in a child process also with n_jobs: 1 (a segfaulting "
+        "objective is a FAIL trial; trial_timeout can end C code).",
+    )
     tracking: TrackingConfig | None = Field(
         None, description="Experiment tracking: {mlflow: {...}, wandb: {...}} (docs/report.md)."
     )
@@ -392,6 +397,19 @@ class RunConfig(_Model):
     def objective_type(self) -> str:
         """``function`` or the registered type name."""
         return str(getattr(self.objective_config, "type", None) or self.objective["type"])
+
+    @property
+    def objective_key(self) -> str:
+        """A fingerprint of the ``objective:`` section as written (a study run with another one
+        is refused, or forked with ``--force``)."""
+        import hashlib
+        import json
+
+        raw = self.objective
+        if callable(raw):
+            raw = f"{getattr(raw, '__module__', '?')}:{getattr(raw, '__qualname__', repr(raw))}"
+        text = json.dumps(raw, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def base_dir(self) -> Path | None:

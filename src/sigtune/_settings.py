@@ -78,6 +78,12 @@ class RunSettings:
             signature; see ``docs/dev/callbacks.md``).
         engine: Name of the engine (:func:`sigtune._run.engine_names`); ``"local"`` by default.
         engine_options: Keyword arguments of the engine's factory.
+        isolate: Run each trial in a child process also with ``n_jobs=1`` (a crash of the
+            objective, e.g. a segfault, is a FAIL trial; ``trial_timeout`` can end C code).
+        force: When the study exists with another search space or objective, start a new study
+            (``<name>-2``, ``<name>-3`` ... in ``<run_dir>-2`` ...) instead of refusing.
+        objective_key: A fingerprint of the objective (the run-config's ``objective:``
+            section); a study run with another one is refused (or forked with ``force``).
     """
 
     n_trials: int = 100
@@ -101,6 +107,9 @@ class RunSettings:
     callbacks: tuple[TrialCallback, ...] = ()
     engine: str = "local"
     engine_options: Mapping[str, Any] = field(default_factory=dict)
+    isolate: bool = False
+    force: bool = False
+    objective_key: str | None = None
     direction: dataclasses.InitVar[str | None] = None
 
     def __post_init__(self, direction: str | None) -> None:
@@ -187,6 +196,8 @@ class RunSettings:
             callbacks=callbacks,
             engine=cfg.engine.name,
             engine_options=cfg.engine_options,
+            isolate=cfg.isolate,
+            objective_key=cfg.objective_key,
         )
 
 

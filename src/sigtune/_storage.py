@@ -48,13 +48,16 @@ without one for :data:`HEARTBEAT_GRACE_S` is stale whatever host ran it (``fail_
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
+import math
 import os
 import socket
 import sqlite3
 import warnings
-from collections.abc import Container, Sequence
+import weakref
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -92,8 +95,10 @@ __all__ = [
     "StorageNotFoundError",
     "StorageRef",
     "StudyNotFoundError",
+    "counted_claims",
     "current_owner",
     "handle_stale_running",
+    "indexed_best_trial",
     "owner_is_alive",
     "resolve_storage",
 ]
@@ -299,8 +304,12 @@ def _open_url(kind: StorageKind, url: str, create: bool = True) -> BaseStorage:
             raise StorageNotFoundError(f"storage {path} does not exist")
         return JournalStorage(CheckedJournalBackend(str(path), create=create))
     if kind == "sqlite":
-        return CachedStorage(_open_sqlite(url, create))
-    with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
+        sqlite_rdb = _open_sqlite(url, create)
+        cached = CachedStorage(sqlite_rdb)
+        _RDB_BEHIND[cached] = sqlite_rdb
+        return cached
+    with _schema_lock(url), warnings.catch_warnings():
+        # heartbeat_interval is "experimental" in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         rdb = RDBStorage(
             url,
@@ -308,7 +317,97 @@ def _open_url(kind: StorageKind, url: str, create: bool = True) -> BaseStorage:
             heartbeat_interval=HEARTBEAT_INTERVAL_S,
             grace_period=HEARTBEAT_GRACE_S,
         )
-    return CachedStorage(rdb)
+    cached = CachedStorage(rdb)
+    _RDB_BEHIND[cached] = rdb
+    return cached
+
+
+# The RDBStorage behind each cached storage this module opened (for indexed_best_trial).
+_RDB_BEHIND: weakref.WeakKeyDictionary[BaseStorage, RDBStorage] = weakref.WeakKeyDictionary()
+
+_TIE_SQL = (
+    "SELECT t.trial_id FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
+    "WHERE t.study_id = :sid AND t.state = 'COMPLETE' AND v.objective = 0 "
+    "AND v.value_type = 'FINITE' AND v.value = :value ORDER BY t.number LIMIT 1"
+)
+
+
+_CLAIMS_SQL = (
+    "SELECT COUNT(*) FROM trials t WHERE t.study_id = :sid "
+    "AND t.state IN ('COMPLETE', 'PRUNED', 'FAIL', 'RUNNING') AND NOT EXISTS ("
+    "SELECT 1 FROM trial_system_attributes a WHERE a.trial_id = t.trial_id "
+    "AND a.key IN ('sigtune:uncounted', 'sigtune:warm_start'))"
+)
+
+
+def counted_claims(storage: BaseStorage, study_id: int) -> int | None:
+    """Finished and RUNNING trials that count towards ``n_trials`` (:mod:`sigtune._target`), by
+    one ``COUNT`` query on a database; ``None`` for the journal and in-memory storages."""
+    rdb = _RDB_BEHIND.get(getattr(storage, "inner", storage))
+    if rdb is None:
+        return None
+    import sqlalchemy
+
+    with rdb.engine.connect() as con:
+        return int(con.execute(sqlalchemy.text(_CLAIMS_SQL), {"sid": study_id}).scalar_one())
+
+
+def indexed_best_trial(storage: BaseStorage, study_id: int) -> FrozenTrial | None:
+    """The best COMPLETE trial of a single-objective study by the database's own (indexed)
+    query, ties broken by the lowest trial number; ``None`` where there is no such query (journal,
+    in-memory), no finite best value, or no COMPLETE trial: then the caller scans the trials.
+
+    Constraints are not looked at: the caller checks that the trial is feasible.
+    """
+    rdb = _RDB_BEHIND.get(getattr(storage, "inner", storage))
+    if rdb is None:
+        return None
+    import sqlalchemy
+
+    try:
+        best = storage.get_best_trial(study_id)
+    except (ValueError, RuntimeError):  # no COMPLETE trial / several objectives
+        return None
+    if best.values is None or not math.isfinite(best.values[0]):
+        return None
+    with rdb.engine.connect() as con:
+        row = con.execute(
+            sqlalchemy.text(_TIE_SQL), {"sid": study_id, "value": float(best.values[0])}
+        ).first()
+    if row is None:
+        return None
+    return best if int(row[0]) == trial_id(best) else storage.get_trial(int(row[0]))
+
+
+# Any fixed 64-bit number: the key of the advisory lock taken while the schema is created.
+_PG_SCHEMA_LOCK_KEY = 0x5167_7475_6E65
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, hold a session advisory lock while Optuna creates/checks the schema.
+
+    Processes opening a fresh database at once race to ``CREATE TYPE``/``CREATE TABLE`` (the
+    loser crashes with a unique violation); under the lock the first creates the schema and the
+    others wait, then find it. Other databases: no lock (SQLite has its own, in a file).
+    """
+    if not url.startswith(("postgresql", "postgres")):
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                con.execute(
+                    sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_SCHEMA_LOCK_KEY}
+                )
+    finally:
+        engine.dispose()
 
 
 def _open_sqlite(url: str, create: bool = True) -> RDBStorage:

@@ -15,6 +15,7 @@ violation ``sum(max(c, 0))`` are used.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +49,7 @@ from sigtune._storage import (
     StorageRef,
     StudyNotFoundError,
     handle_stale_running,
+    indexed_best_trial,
     resolve_storage,
 )
 from sigtune._target import WARM_START_KEY, n_counted
@@ -75,6 +77,28 @@ _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _DEFAULT_STUDY_NAME = "sigtune"
 
 
+@dataclasses.dataclass(frozen=True)
+class Fork:
+    """``force``: the run went to a new study because the old one had another space/objective.
+
+    Attributes:
+        old_name: The study that was not continued.
+        new_name: The study that was run.
+        run_dir: Its run directory (``None``: no run directory).
+        reason: Why the old study could not be continued.
+    """
+
+    old_name: str
+    new_name: str
+    run_dir: Path | None
+    reason: str
+
+    def message(self) -> str:
+        """One line for the user."""
+        where = "" if self.run_dir is None else f" in run directory {self.run_dir}"
+        return f"{self.reason}; --force: running the new study {self.new_name!r}{where}"
+
+
 class Study:
     """A sigtune study: an :class:`optuna.Study` plus feasible-first selection and tables.
 
@@ -100,6 +124,7 @@ class Study:
         self._storage_ref = storage
         self._space = space
         self.last_run = last_run
+        self.fork: Fork | None = None
 
     def __repr__(self) -> str:
         where = self._storage_ref.describe() if self._storage_ref else "?"
@@ -177,10 +202,22 @@ class Study:
                 f"study {self.study_name!r} has {self.n_objectives} objectives: use best_trials "
                 "or pareto_front() instead of best_trial/best_value/best_params"
             )
-        best = _best.best_trial(self._complete(), self._study.directions)
+        best = self._indexed_best()
         if best is None:
-            raise self._no_complete_trial()
+            # One objective: the best value of the feasible-first pool, ties by the lowest
+            # number (what _best.best_trial gives, in one pass).
+            pool = _best.feasible_pool(self._complete())
+            if not pool:
+                raise self._no_complete_trial()
+            sign = -1.0 if self._study.directions[0] == StudyDirection.MAXIMIZE else 1.0
+            best = min(pool, key=lambda t: (sign * float(t.values[0]), t.number))
         return copy.deepcopy(best)
+
+    def _indexed_best(self) -> FrozenTrial | None:
+        """The database's indexed best trial (SQLite, PostgreSQL ...), if it is feasible: then
+        it is the feasible-first best too, and no trial needs loading."""
+        best = indexed_best_trial(study_storage(self._study), study_id(self._study))
+        return best if best is not None and _best.is_feasible(best) else None
 
     @property
     def best_value(self) -> float:
@@ -270,6 +307,8 @@ def optimize(
     callbacks: Sequence[TrialCallback] | None = None,
     engine: str = "local",
     engine_options: Mapping[str, Any] | None = None,
+    isolate: bool = False,
+    force: bool = False,
 ) -> Study:
     """Create or resume a study and run it until it holds ``n_trials`` finished trials.
 
@@ -316,6 +355,11 @@ def optimize(
             process that ran the trial. See ``docs/dev/callbacks.md``.
         engine: Name of the execution engine (``"local"``; see :mod:`sigtune._run`).
         engine_options: Keyword arguments of the engine's factory.
+        isolate: With ``n_jobs=1``, run each trial in a child process anyway: an objective
+            that crashes its process (segfault, ``os._exit``) is a FAIL trial (retried once),
+            and ``trial_timeout`` can end a trial stuck in C code.
+        force: If the study exists with another search space, start a new study
+            ``<name>-2`` (in ``<run_dir>-2``) instead of refusing (:attr:`Study.fork` says so).
 
     Returns:
         The :class:`Study`.
@@ -351,6 +395,8 @@ def optimize(
         callbacks=tuple(callbacks or ()),
         engine=engine,
         engine_options=engine_options or {},
+        isolate=isolate,
+        force=force,
     )
     space_obj = _as_space(space)
     return run_study(
@@ -440,15 +486,14 @@ def run_study(
     s = settings
     dirs = list(s.directions)
     if s.run_dir is not None:
-        try:
-            s.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            from sigtune._cli_storage import os_error_message
-
-            raise ConfigError(
-                f"cannot create the run directory {s.run_dir}: {os_error_message(exc)}"
-            ) from None
+        _make_run_dir(s.run_dir)
     ref = resolve_storage(s.storage, run_dir=s.run_dir, n_jobs=s.n_jobs)
+    if s.isolate and not ref.shareable:
+        raise ConfigError(
+            f"isolate=True runs the trials in a worker process that shares the study through its "
+            f"storage, but storage {ref.describe()} can only be used in this process; give a "
+            "storage URL (e.g. 'journal:///runs/x.journal') or a run_dir"
+        )
     study_name = s.study_name
     if study_name is None and ref.kind != "memory":
         study_name = _DEFAULT_STUDY_NAME
@@ -457,11 +502,26 @@ def run_study(
         s.sampler, s.sampler_options, s.seed, space, s.n_trials, len(dirs)
     )
     pruner_obj = _make_pruner(s.pruner, s.pruner_options)
-    engine = get_engine(s.engine, s.engine_options)
+    engine_options = dict(s.engine_options)
+    if s.isolate and s.engine == "local":
+        engine_options["isolate"] = True
+    engine = get_engine(s.engine, engine_options)
 
     study = _create_or_load(ref, study_name, dirs, sampler_factory(0), pruner_obj, require_existing)
-    if space is not None:
-        _check_same_space(study, space, ref)
+    fork: Fork | None = None
+    reason = _mismatch(study, space, s.objective_key, ref)
+    if reason is not None and not s.force:
+        raise ConfigError(
+            f"{reason}; give this run its own --study-name (or another run_dir), delete the old "
+            "study, or pass --force (force=True) to start a new study"
+        )
+    if reason is not None:
+        old_name = str(study.study_name)
+        study, ref, new_run_dir = _fork(
+            s, study_name, reason, space, dirs, sampler_factory(0), pruner_obj
+        )
+        fork = Fork(old_name, str(study.study_name), new_run_dir, reason)
+        log.warning("%s", fork.message())
     ref_study = StudyRef(ref, str(study.study_name))
     if ref.shareable:
         handle_stale_running(study, policy=s.on_stale_running)
@@ -498,6 +558,7 @@ def run_study(
                 sink.start(s.n_trials, already)
             outcome = engine.run(ref_study, trial_fn, plan, n_jobs=s.n_jobs, progress=sink)
     result = Study(study, storage=ref, space=space, last_run=outcome)
+    result.fork = fork
     if outcome is not None:
         _raise_for_outcome(outcome, s.max_failures, result)
     return result
@@ -646,26 +707,76 @@ def _create_or_load(
 
 
 _SPACE_KEY = "sigtune:space"
+_OBJECTIVE_KEY = "sigtune:objective"
 
 
-def _check_same_space(study: optuna.Study, space: SearchSpace, ref: StorageRef) -> None:
-    """Refuse to append trials of another search space to an existing study."""
-    mine = {name: spec.kind for name, spec in space.params.items()}
-    attrs = study_storage(study).get_study_system_attrs(study_id(study))
+def _mismatch(
+    study: optuna.Study, space: SearchSpace | None, objective_key: str | None, ref: StorageRef
+) -> str | None:
+    """Why ``study`` cannot take trials of this run (another search space or objective), or
+    ``None``; then the space and objective fingerprints are stored in the study (first run)."""
+    storage, sid = study_storage(study), study_id(study)
+    attrs = storage.get_study_system_attrs(sid)
+    mine = None if space is None else {name: spec.kind for name, spec in space.params.items()}
     stored = attrs.get(_SPACE_KEY)
-    if stored is None:
-        study_storage(study).set_study_system_attr(study_id(study), _SPACE_KEY, mine)
-        return
-    if stored != mine:
+    if mine is not None and stored is not None and stored != mine:
 
         def text(d: Mapping[str, Any]) -> str:
             return ", ".join(f"{k} ({v})" for k, v in d.items())
 
-        raise ConfigError(
+        return (
             f"study {study.study_name!r} in {ref.describe()} was run with another search space "
-            f"[{text(stored)}] than this one [{text(mine)}]; give this run its own "
-            "--study-name (or another run_dir), or delete the old study"
+            f"[{text(stored)}] than this one [{text(mine)}]"
         )
+    stored_objective = attrs.get(_OBJECTIVE_KEY)
+    if objective_key is not None and stored_objective not in (None, objective_key):
+        return (
+            f"study {study.study_name!r} in {ref.describe()} was run with another objective "
+            f"(the run-config's objective: section changed)"
+        )
+    if mine is not None and stored is None:
+        storage.set_study_system_attr(sid, _SPACE_KEY, mine)
+    if objective_key is not None and stored_objective is None:
+        storage.set_study_system_attr(sid, _OBJECTIVE_KEY, objective_key)
+    return None
+
+
+def _fork(
+    s: RunSettings,
+    study_name: str | None,
+    reason: str,
+    space: SearchSpace | None,
+    dirs: list[str],
+    sampler: BaseSampler,
+    pruner: BasePruner,
+) -> tuple[optuna.Study, StorageRef, Path | None]:
+    """``force``: the first study ``<name>-2``, ``<name>-3`` ... (in ``<run_dir>-2`` ...) that is
+    new or was run with this space and objective (so forcing again resumes it)."""
+    base = study_name or _DEFAULT_STUDY_NAME
+    for k in range(2, 1000):
+        name = f"{base}-{k}"
+        run_dir = None if s.run_dir is None else s.run_dir.with_name(f"{s.run_dir.name}-{k}")
+        if run_dir is not None:
+            _make_run_dir(run_dir)
+        ref = resolve_storage(s.storage, run_dir=run_dir, n_jobs=s.n_jobs)
+        try:
+            study = _create_or_load(ref, name, dirs, sampler, pruner, False)
+        except ConfigError:  # another number of objectives / directions
+            continue
+        if _mismatch(study, space, s.objective_key, ref) is None:
+            return study, ref, run_dir
+    raise ConfigError(f"{reason}; --force found no free study name {base}-2 ... {base}-999")
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from sigtune._cli_storage import os_error_message
+
+        raise ConfigError(
+            f"cannot create the run directory {run_dir}: {os_error_message(exc)}"
+        ) from None
 
 
 def _open_source(warm_start: WarmStart, ref: StorageRef) -> optuna.Study:

@@ -61,18 +61,58 @@ class StudyTarget:
     claims of this process go unchecked (other processes cannot use up ``left`` meanwhile unless
     there are more than 15 of them going as fast). Within 64 trials of the target every claim is
     checked, so ``k`` processes overshoot by at most ``k - 1`` trials.
+
+    A finished trial never changes whether it counts, so a check only looks again at the trials
+    after the longest run of finished ones it has seen (trials are listed by number): the cost of
+    a check is the storage's listing, not a pass over every trial in Python. On a database (SQLite, PostgreSQL ...) a check is one ``COUNT`` query. The workers of one run
+    may share the unchecked claims (``shared``: an object with a ``lock`` and an ``unchecked``
+    integer ``.value``), so a check by any of them serves all.
     """
 
-    def __init__(self, n_trials: int) -> None:
+    def __init__(self, n_trials: int, shared: Any = None, count_query: Any = None) -> None:
         self.n_trials = n_trials
+        # ``count_query(storage, study_id) -> int | None``: a database's COUNT of the counted
+        # claims (sigtune._storage.counted_claims); None: look at the trials.
+        self._count_query = count_query
         self._unchecked = 0
+        self._shared = shared
+        self._prefix = 0  # trials [0, _prefix) are finished: their count is final
+        self._prefix_counted = 0
 
     def has_room(self, study: optuna.Study) -> bool:
-        if self._unchecked > 0:
-            self._unchecked -= 1
-            return True
-        trials = study.get_trials(deepcopy=False, states=_CLAIMING)
-        left = self.n_trials - n_counted(trials)
+        shared = self._shared
+        if shared is None:
+            if self._unchecked > 0:
+                self._unchecked -= 1
+                return True
+        else:
+            with shared.lock:
+                if shared.unchecked.value > 0:
+                    shared.unchecked.value -= 1
+                    return True
+        left = self.n_trials - self._count(study)
         if left > _NEAR:
-            self._unchecked = left // 16
+            if shared is None:
+                self._unchecked = left // 16
+            else:
+                with shared.lock:
+                    shared.unchecked.value = left // 16
         return left > 0
+
+    def _count(self, study: optuna.Study) -> int:
+        if self._count_query is not None:
+            from sigtune._optuna_compat import study_id, study_storage
+
+            counted = self._count_query(study_storage(study), study_id(study))
+            if counted is not None:
+                return int(counted)
+        trials = study.get_trials(deepcopy=False)  # all states, by trial number
+        i, counted, n = self._prefix, self._prefix_counted, len(trials)
+        while i < n and trials[i].state in _FINISHED:
+            counted += is_counted(trials[i])
+            i += 1
+        self._prefix, self._prefix_counted = i, counted
+        for t in trials[i:]:
+            if t.state in _CLAIMING and is_counted(t):
+                counted += 1
+        return counted

@@ -71,6 +71,14 @@ TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds for
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, short output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 EngineOpt = Annotated[str | None, typer.Option("--engine", help="local or ray.")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="If the study exists with another search space or objective, start a new study "
+        "(NAME-2 in RUN_DIR-2) instead of refusing.",
+    ),
+]
 
 
 @app.callback()
@@ -145,6 +153,7 @@ def _run(
     as_json: bool,
     require_existing: bool,
     engine: str | None = None,
+    force: bool = False,
 ) -> None:
     from sigtune._config import build_objective
     from sigtune._progress import RunProgress
@@ -166,6 +175,8 @@ def _run(
     cfg = _load(config, overrides)
     spec = build_objective(cfg)
     settings = RunSettings.from_config(cfg, spec)
+    if force:
+        settings = settings.replace(force=True)
     tracking = _commands.run_callbacks(cfg, quiet=quiet or as_json)  # tracking:, warnings
     if tracking:
         settings = dataclasses.replace(settings, callbacks=(*settings.callbacks, *tracking))
@@ -194,6 +205,9 @@ def _run(
             progress=bar,
             require_existing=require_existing,
         )
+    fork = getattr(study, "fork", None)
+    if fork is not None:  # the run went to a new study (logged as a warning by run_study)
+        run_dir = fork.run_dir or run_dir
     counts = study.count()
     doc: dict[str, Any] = {
         "study_name": study.study_name,
@@ -203,6 +217,8 @@ def _run(
         "n_trials": cfg.n_trials,
         "counts": counts,
     }
+    if fork is not None:
+        doc["forked_from"] = fork.old_name
     if study.last_run is not None:
         r = study.last_run
         doc["run"] = {
@@ -272,6 +288,7 @@ def _run_command(require_existing: bool, doc: str) -> Any:
         quiet: QuietOpt = False,
         as_json: JsonOpt = False,
         engine: EngineOpt = None,
+        force: ForceOpt = False,
     ) -> None:
         with _errors_to_exit_codes(config, as_json):
             _run(
@@ -285,6 +302,7 @@ def _run_command(require_existing: bool, doc: str) -> Any:
                 as_json=as_json,
                 require_existing=require_existing,
                 engine=engine,
+                force=force,
             )
 
     command.__doc__ = doc

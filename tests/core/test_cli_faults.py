@@ -186,3 +186,69 @@ def test_run_on_an_ml_pipeline_config_names_the_command(tmp_path: Path) -> None:
     done = _cli("run", cfg, "--quiet")
     assert done.returncode == 2
     assert f"python -m sigtune.pipelines.ml {cfg}" in _one_error_line(done)
+
+
+def test_force_starts_a_new_study_in_its_own_run_dir(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, tmp_path / "run")
+    obj = tmp_path / "obj.py"
+    obj.write_text(obj.read_text().replace('params["x"]', "list(params.values())[0]"))
+    assert _cli("run", cfg, "--quiet").returncode == 0
+    cfg.write_text(cfg.read_text().replace("  x: {", "  y: {"))
+    done = _cli("run", cfg, "--quiet", "--force", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["study_name"] == "faults-2" and doc["forked_from"] == "faults"
+    assert doc["run_dir"] == str(tmp_path / "run-2")
+    assert "another search space" in done.stderr and "'faults-2'" in done.stderr
+    assert load_study("faults", tmp_path / "run" / "study.journal").n_finished() == 8
+    assert load_study("faults-2", tmp_path / "run-2" / "study.journal").n_finished() == 8
+    # Forcing again continues the new study (same space), it does not start a third one.
+    again = _cli("run", cfg, "--quiet", "--force", "--n-trials", "10", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["study_name"] == "faults-2"
+    assert load_study("faults-2", tmp_path / "run-2" / "study.journal").n_finished() == 10
+    assert not (tmp_path / "run-3").exists()
+
+
+def test_another_objective_is_refused_or_forced(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, tmp_path / "run")
+    assert _cli("run", cfg, "--quiet").returncode == 0
+    (tmp_path / "obj.py").write_text(
+        (tmp_path / "obj.py").read_text() + "\ndef quad2(params, trial):\n    return params['x']\n"
+    )
+    cfg.write_text(cfg.read_text().replace("obj.py:quad", "obj.py:quad2"))
+    done = _cli("run", cfg, "--quiet", "--n-trials", "12")
+    assert done.returncode == 2
+    assert "was run with another objective" in _one_error_line(done)
+    assert "--force" in _one_error_line(done)
+    assert load_study("faults", tmp_path / "run" / "study.journal").n_finished() == 8
+    forced = _cli("run", cfg, "--quiet", "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["study_name"] == "faults-2"
+
+
+def test_study_name_gets_its_own_run_dir(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "unused")
+    cfg.write_text("".join(ln + "\n" for ln in cfg.read_text().splitlines() if "run_dir" not in ln))
+    assert _cli("run", cfg, "--quiet", cwd=tmp_path).returncode == 0
+    done = _cli("run", cfg, "--quiet", "--study-name", "other", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["run_dir"] == str(Path("runs") / "other")
+    assert load_study("other", tmp_path / "runs" / "other" / "study.journal").n_finished() == 8
+    assert load_study("faults", tmp_path / "runs" / "faults" / "study.journal").n_finished() == 8
+
+
+def test_isolate_in_the_run_config_survives_a_segfault(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, tmp_path / "run", isolate=True, enqueue=[{"x": 0.25}])
+    obj = tmp_path / "obj.py"
+    obj.write_text(
+        "import ctypes\n"
+        + obj.read_text().replace(
+            "    return (", "    if params['x'] == 0.25:\n        ctypes.string_at(0)\n    return ("
+        )
+    )
+    done = _cli("run", cfg, "--quiet", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "worker killed by signal 11 (SIGSEGV)" in done.stderr
+    study = load_study("faults", tmp_path / "run" / "study.journal")
+    assert study.n_finished() == 8 and study.count()["COMPLETE"] == 7

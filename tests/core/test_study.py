@@ -319,3 +319,25 @@ def test_trials_dataframe_one_row_per_trial() -> None:
     assert len(failed) == sum(t.state == TrialState.FAIL for t in study.trials) > 0
     assert (failed.fail_reason == "ValueError: too big").all()
     assert frame.value_0.min() == study.best_value
+
+
+def test_force_forks_a_study_with_another_space(tmp_path: Path) -> None:
+    def f(params: dict[str, float], trial: optuna.Trial) -> float:
+        return sum(params.values())
+
+    x = {"x": {"type": "range", "bounds": [0, 1]}}
+    y = {"y": {"type": "range", "bounds": [0, 1]}}
+    run = tmp_path / "run"
+    optimize(f, 3, space=x, run_dir=run, sampler="random")
+    with pytest.raises(ConfigError, match=r"another search space.*pass --force"):
+        optimize(f, 3, space=y, run_dir=run, sampler="random")
+    forked = optimize(f, 3, space=y, run_dir=run, sampler="random", force=True)
+    assert forked.fork is not None and forked.fork.old_name == "sigtune"
+    assert forked.study_name == "sigtune-2" and forked.fork.run_dir == tmp_path / "run-2"
+    assert forked.n_finished() == 3 and set(forked.best_params) == {"y"}
+    assert load_study("sigtune", run / EMBEDDED_FILENAME).n_finished() == 3
+    # With an explicit storage URL the new study goes to the same database.
+    db = f"sqlite:///{tmp_path}/s.db"
+    optimize(f, 2, space=x, storage=db, study_name="s", sampler="random")
+    other = optimize(f, 2, space=y, storage=db, study_name="s", sampler="random", force=True)
+    assert other.study_name == "s-2" and load_study("s-2", db).n_finished() == 2

@@ -7,9 +7,11 @@ shows up as the pytest timeout, never as a lucky pass.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _postgres import PostgresServer, postgres_server  # noqa: F401  (fixture)
 from optuna.trial import TrialState
 
+from sigtune._exceptions import ConfigError
 from sigtune._storage import OWNER_KEY, STALE_REASON, _process_start, handle_stale_running
 from sigtune._study import load_study, optimize
 from sigtune.engines._workers import RETRY_KEY, death_reason
@@ -55,6 +59,120 @@ def test_segfault_is_recorded_retried_once_and_the_worker_replaced(tmp_path: Pat
     # The run went on with new workers and ends with n_trials counted trials.
     assert study.n_finished() == 10 and study.count()["COMPLETE"] == 9
     assert study.count()["RUNNING"] == 0
+
+
+def test_isolate_segfault_with_one_job_is_a_failed_trial(tmp_path: Path) -> None:
+    parent = os.getpid()
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        assert os.getpid() != parent  # isolate: never in the calling process
+        if x == 0.25:  # the enqueued point: a real segfault in C, every time
+            ctypes.string_at(0)
+        return x
+
+    study = optimize(
+        objective,
+        6,
+        sampler="random",
+        n_jobs=1,
+        isolate=True,
+        run_dir=tmp_path,
+        seed=1,
+        enqueue=[{"x": 0.25}],
+    )
+    crashed = [t for t in study.trials if t.params.get("x") == 0.25]
+    assert [t.state for t in crashed] == [TrialState.FAIL, TrialState.FAIL]  # retried once only
+    assert crashed[0].user_attrs["fail_reason"] == (
+        "worker killed by signal 11 (SIGSEGV); retried once"
+    )
+    assert crashed[1].user_attrs["fail_reason"] == "worker killed by signal 11 (SIGSEGV)"
+    assert study.n_finished() == 6 and study.count()["COMPLETE"] == 5
+    assert study.count()["RUNNING"] == 0
+
+
+def test_isolate_trial_stuck_in_c_code_with_one_job(tmp_path: Path) -> None:
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 1:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # like a long C call
+            time.sleep(3600)
+        return x
+
+    study = optimize(
+        objective, 3, sampler="random", trial_timeout=1.0, isolate=True, run_dir=tmp_path
+    )
+    assert study.trials[1].state == TrialState.FAIL
+    assert "stuck in a call" in study.trials[1].user_attrs["fail_reason"]
+    assert study.count()["COMPLETE"] == 2
+
+
+def test_isolate_needs_a_shareable_storage() -> None:
+    with pytest.raises(ConfigError, match="isolate=True runs the trials in a worker process"):
+        optimize(lambda t: t.suggest_float("x", 0, 1), 2, isolate=True)
+
+
+def test_dead_worker_trial_found_by_published_id_not_only_by_stamp(tmp_path: Path) -> None:
+    # Two workers popping one enqueued trial: the loser's owner stamp can land after the
+    # winner's, so the trial a worker runs may carry another worker's stamp.
+    from sigtune._optuna_compat import trial_id
+    from sigtune.engines._workers import fail_dead_worker_trials
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
+    host = socket.gethostname()
+    runs_a = study.ask()  # worker A (pid 1001) runs it, but B's stamp landed last
+    runs_b = study.ask()  # worker B (pid 1002) runs it, stamped by B
+    storage = study._storage
+    storage.set_trial_system_attr(trial_id(runs_a), OWNER_KEY, f"{host}:1002:1")
+    storage.set_trial_system_attr(trial_id(runs_b), OWNER_KEY, f"{host}:1002:1")
+    # A dies: its published trial fails, B's trials are left alone.
+    assert fail_dead_worker_trials(
+        study,
+        1001,
+        "worker killed by signal 11 (SIGSEGV)",
+        retry=False,
+        trial_ids=(trial_id(runs_a),),
+        others={trial_id(runs_b)},
+    ) == (1, 0)
+    # B dies: only its published trial, not A's (already failed) nor others'.
+    assert fail_dead_worker_trials(
+        study, 1002, "worker exited with code 1", retry=False, trial_ids=(trial_id(runs_b),)
+    ) == (1, 0)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert study.trials[0].user_attrs["fail_reason"] == "worker killed by signal 11 (SIGSEGV)"
+
+
+def test_counted_claims_query_equals_the_python_count(tmp_path: Path) -> None:
+    from sigtune._optuna_compat import study_id, trial_id
+    from sigtune._storage import counted_claims, resolve_storage
+    from sigtune._target import UNCOUNTED_KEY, WARM_START_KEY, StudyTarget, is_counted
+
+    storage = resolve_storage(f"sqlite:///{tmp_path}/c.db").open(track_owner=False)
+    study = optuna.create_study(storage=storage, study_name="c")
+    for v in (1.0, 2.0):
+        study.add_trial(optuna.trial.create_trial(value=v, params={}, distributions={}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params={}, distributions={}))
+    study.add_trial(  # a warm-start copy: not counted
+        optuna.trial.create_trial(
+            value=0.5, params={}, distributions={}, system_attrs={WARM_START_KEY: "old"}
+        )
+    )
+    stale = study.ask()  # a stale trial, marked uncounted, then FAIL
+    storage.set_trial_system_attr(trial_id(stale), UNCOUNTED_KEY, "stale")
+    study.tell(stale, state=TrialState.FAIL)
+    study.ask()  # RUNNING: counted (it is claimed)
+    study.enqueue_trial({})  # WAITING: not counted
+    expected = sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state not in (TrialState.WAITING,) and is_counted(t)
+    )
+    assert expected == 4
+    assert counted_claims(storage, study_id(study)) == expected
+    assert StudyTarget(5, count_query=counted_claims).has_room(study)
+    assert not StudyTarget(4, count_query=counted_claims).has_room(study)
+    assert StudyTarget(5).has_room(study) and not StudyTarget(4).has_room(study)  # Python count
+    assert counted_claims(resolve_storage(f"{tmp_path}/j.journal").open(), 0) is None
 
 
 def test_sys_exit_in_objective_is_a_failed_trial() -> None:
@@ -190,6 +308,34 @@ def test_sqlite_schema_creation_race(tmp_path: Path) -> None:
     # Four processes share n_trials=6: each may overshoot by the one trial it claims while
     # another does, never more.
     assert 6 <= load_study("race", url).n_finished() <= 6 + 3
+
+
+def test_postgresql_schema_creation_race(
+    tmp_path: Path,
+    postgres_server: PostgresServer,  # noqa: F811
+) -> None:
+    url = postgres_server.new_database()  # fresh: no tables yet
+    (tmp_path / "obj.py").write_text("def f(params, trial):\n    return params['x'] ** 2\n")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"study_name: race\nstorage: {url}\nn_trials: 6\nsampler: random\nreport: false\n"
+        "objective: obj.py:f\nsearch_space:\n  x: {type: range, bounds: [0, 1]}\n"
+    )
+    k = 4
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sigtune.cli", "run", str(cfg), "--quiet"],
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(k)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()
+    # The processes share n_trials=6: each may overshoot by the one trial it claims while
+    # another does, never more (docs/cli.md).
+    assert 6 <= load_study("race", url).n_finished() <= 6 + k - 1
 
 
 def test_ownerless_enqueued_running_trial_is_stale(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ from optuna.trial import TrialState
 
 from sigtune._exceptions import ConfigError
 from sigtune._run import ProgressSink, RunOutcome, RunPlan, StopReason, StudyRef, TrialFunction
+from sigtune._storage import counted_claims
 from sigtune._target import StudyTarget
 from sigtune.engines._trial import (
     INTERRUPTED_REASON,
@@ -141,6 +142,9 @@ class _Shared:
         self.failed = raw("q", 0)
         self.best = raw("d", math.nan)
         self.stop = raw("i", 0)
+        self.unchecked = raw(
+            "q", 0
+        )  # claims the workers may make before the next StudyTarget check
         self.max_failures = plan.max_failures
         self.sign = -1.0 if plan.maximize[0] else 1.0
         self.single = len(plan.maximize) == 1
@@ -215,7 +219,9 @@ def _loop(
     on_trial: Any = None,
 ) -> None:
     n_objectives = len(study.directions)
-    target = None if plan.study_n_trials is None else StudyTarget(plan.study_n_trials)
+    target = None
+    if plan.study_n_trials is not None:
+        target = StudyTarget(plan.study_n_trials, shared, count_query=counted_claims)
     with callbacks_enabled(study):
         while True:
             if guard.interrupted:
@@ -264,7 +270,7 @@ def _worker_main(
     shared: _Shared,
     deadline: float | None,
     parent_pid: int,
-    slot: tuple[Any, int] | None = None,
+    slot: tuple[Any, ...] | None = None,
 ) -> None:
     """Body of a worker process (after ``fork``, or ``spawn`` once CUDA is initialised)."""
     os.environ[WORKER_INDEX_ENV] = str(index)
@@ -297,9 +303,19 @@ def _check_picklable(objective: TrialFunction) -> None:
 
 
 class LocalEngine:
-    """Runs trials in this process (``n_jobs=1``) or in ``n_jobs`` forked worker processes."""
+    """Runs trials in this process (``n_jobs=1``) or in ``n_jobs`` forked worker processes.
+
+    Args:
+        isolate: Also with ``n_jobs=1``, run the trials in one worker process (replaced when it
+            dies): a segfaulting objective is a FAIL trial (retried once) instead of the end of
+            the run, and ``trial_timeout`` can end a trial stuck in C code. Needs a storage that
+            processes can share.
+    """
 
     name = "local"
+
+    def __init__(self, isolate: bool = False) -> None:
+        self.isolate = bool(isolate)
 
     def run(
         self,
@@ -314,7 +330,7 @@ class LocalEngine:
             raise ConfigError(f"n_jobs must be >= 1, got {n_jobs}")
         start = time.monotonic()
         deadline = None if plan.timeout is None else start + plan.timeout
-        if n_jobs == 1:
+        if n_jobs == 1 and not self.isolate:
             return self._run_inline(study_ref, objective, plan, deadline, progress, start)
         return self._run_processes(study_ref, objective, plan, n_jobs, deadline, progress, start)
 
@@ -364,14 +380,16 @@ class LocalEngine:
         start: float,
     ) -> RunOutcome:
         if not study_ref.storage.shareable:
+            what = f"n_jobs={n_jobs}" if n_jobs > 1 else "isolate=True (a worker process)"
             raise ConfigError(
-                f"n_jobs={n_jobs} needs a storage worker processes can open, got "
-                f"{study_ref.storage.describe()}"
+                f"{what} needs a storage worker processes can open, got "
+                f"{study_ref.storage.describe()}; give a storage URL or a run_dir"
             )
         method = worker_start_method()
         if method not in mp.get_all_start_methods():
             raise ConfigError(
-                "n_jobs > 1 needs the 'fork' start method (Linux/macOS); use n_jobs=1 here"
+                "n_jobs > 1 and isolate need the 'fork' start method (Linux/macOS); use n_jobs=1 "
+                "without isolate here"
             )
         if method == "spawn":
             _check_picklable(objective)
@@ -379,6 +397,7 @@ class LocalEngine:
         shared = _Shared(ctx, plan)
         n_workers = min(n_jobs, plan.n_trials) or 1
         slots = ctx.RawArray("d", n_workers)  # per worker: 0 idle, -1 claimed, > 0 trial start
+        ids = ctx.RawArray("q", [-1] * n_workers)  # per worker: storage id of its last trial
         parent = os.getpid()
 
         def new_worker(index: int, slot: int) -> Any:
@@ -386,13 +405,13 @@ class LocalEngine:
             return ctx.Process(
                 target=_worker_main,
                 args=(index, study_ref, objective, plan, shared, deadline, parent),
-                kwargs={"slot": (slots, slot)},
+                kwargs={"slot": (slots, slot, ids)},
                 name=f"sigtune-worker-{index}",
                 daemon=False,
             )
 
         procs = [new_worker(i, i) for i in range(n_workers)]
-        supervisor = _Supervisor(study_ref, plan, shared, slots)
+        supervisor = _Supervisor(study_ref, plan, shared, slots, ids)
         main_thread = threading.current_thread() is threading.main_thread()
         old_handler: Any = None
 
@@ -446,8 +465,11 @@ class _Supervisor:
 
     _GRACE_S = 1.0  # after trial_timeout, for SIGALRM to work before the worker is killed
 
-    def __init__(self, study_ref: StudyRef, plan: RunPlan, shared: _Shared, slots: Any) -> None:
+    def __init__(
+        self, study_ref: StudyRef, plan: RunPlan, shared: _Shared, slots: Any, ids: Any = None
+    ) -> None:
         self.study_ref = study_ref
+        self.ids = ids
         self.plan = plan
         self.shared = shared
         self.slots = slots
@@ -487,10 +509,18 @@ class _Supervisor:
         shared = self.shared
         busy = self.slots[slot] != 0
         self.slots[slot] = 0
+        last_id = -1
+        if self.ids is not None:
+            last_id, self.ids[slot] = int(self.ids[slot]), -1
         reason = self.timed_out.get(p.pid) or death_reason(p.exitcode)
         try:
             failed, retried = fail_dead_worker_trials(
-                self.study(), int(p.pid), reason, retry=p.pid not in self.timed_out
+                self.study(),
+                int(p.pid),
+                reason,
+                retry=p.pid not in self.timed_out,
+                trial_ids=() if last_id < 0 else (last_id,),
+                others={int(i) for i in self.ids} if self.ids is not None else (),
             )
         except Exception as exc:  # the storage itself fails: stop
             shared.request_stop("error", f"{reason}; and its trial: {fail_reason(exc)}")

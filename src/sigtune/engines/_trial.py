@@ -115,7 +115,7 @@ class TrialGuard:
     ends the processes a failed trial left behind.
     """
 
-    def __init__(self, trial_timeout: float | None, slot: tuple[Any, int] | None = None) -> None:
+    def __init__(self, trial_timeout: float | None, slot: tuple[Any, ...] | None = None) -> None:
         self.trial_timeout = trial_timeout
         self.in_objective = False
         self.interrupted = False
@@ -127,6 +127,13 @@ class TrialGuard:
         """Publish this worker's state to the parent (no-op outside worker processes)."""
         if self.slot is not None:
             self.slot[0][self.slot[1]] = value
+
+    def mark_trial(self, tid: int) -> None:
+        """Publish the storage id of this worker's trial, so the parent can fail the trial of a
+        worker that died even if its owner stamp was overwritten (two workers popping the same
+        enqueued trial)."""
+        if self.slot is not None and len(self.slot) > 2:
+            self.slot[2][self.slot[1]] = tid
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self.interrupted = True
@@ -278,6 +285,7 @@ def run_trial(
     if n_objectives is None:
         n_objectives = len(study.directions)
     trial = study.ask()
+    guard.mark_trial(trial_id(trial))
     reason: str | None = None
     result: Any = None
     state = TrialState.COMPLETE

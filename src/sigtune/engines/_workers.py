@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 import optuna
 from optuna.trial import TrialState
@@ -55,9 +55,19 @@ def death_reason(exitcode: int | None) -> str:
 
 
 def fail_dead_worker_trials(
-    study: optuna.Study, pid: int, reason: str, *, retry: bool
+    study: optuna.Study,
+    pid: int,
+    reason: str,
+    *,
+    retry: bool,
+    trial_ids: Container[int] = (),
+    others: Container[int] = (),
 ) -> tuple[int, int]:
     """FAIL the RUNNING trials of a dead worker; retry each once if ``retry``.
+
+    The worker's trials are those stamped with its ``pid`` and those of ``trial_ids`` (the ids it
+    published: when two workers pop the same enqueued trial, the loser's stamp may land last),
+    except those of ``others`` (the trials other live workers published as theirs).
 
     Returns:
         ``(failed, retried)``: trials marked FAIL, and how many of them were enqueued again.
@@ -66,10 +76,11 @@ def fail_dead_worker_trials(
     failed = retried = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.system_attrs.get(OWNER_KEY)
-        if not isinstance(owner, str) or owner_pid(owner) != pid:
+        tid = trial_id(trial)
+        stamped = isinstance(owner, str) and owner_pid(owner) == pid
+        if tid not in trial_ids and (not stamped or tid in others):
             continue
         again = retry and RETRY_KEY not in trial.user_attrs
-        tid = trial_id(trial)
         try:
             storage.set_trial_user_attr(
                 tid, FAIL_REASON_KEY, reason + ("; retried once" if again else "")
