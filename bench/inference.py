@@ -13,6 +13,7 @@ Usage::
     python bench/inference.py --quick          # fewer repeats
     python bench/inference.py --sizes 10x2,100x20 --pyhf-budget 30
     python bench/inference.py --real --quick     # real published likelihoods (see main_real)
+    python bench/inference.py --real --quick --cases ttz3l,sbottom   # a subset of them
 
 pyhf and nextstat are optional (``pip install sigtune[bench]``); a missing one prints "n/a". pyhf
 gets a time budget per case and prints "timeout" when it does not finish.
@@ -432,7 +433,14 @@ def main_real(args: argparse.Namespace) -> int:
     worst = 0.0
     worst_at = ""
     notes: list[str] = []
-    for name, spec, interp, poi_bounds in real_cases(Path(args.real_dir)):
+    cases = real_cases(Path(args.real_dir))
+    if args.cases:
+        wanted = [w.strip().lower() for w in args.cases.split(",") if w.strip()]
+        cases = [c for c in cases if any(w in c[0].lower() for w in wanted)]
+        if not cases:
+            print(f"no real case matches --cases {args.cases!r}", file=sys.stderr)
+            return 2
+    for name, spec, interp, poi_bounds in cases:
         st = _real_sigtune(copy.deepcopy(spec), interp, poi_bounds, repeats)
         ns = _real_nextstat(copy.deepcopy(spec), repeats)
         ph = (
@@ -568,6 +576,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--real-dir", default=str(REAL), help="folder of real likelihoods (default: shared data)"
+    )
+    parser.add_argument(
+        "--cases",
+        default="",
+        help="with --real: comma-separated substrings of case names to run (e.g. ttz3l,sbottom)",
     )
     args = parser.parse_args(argv)
     if args.real:

@@ -36,10 +36,16 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import optimize, special
+from scipy import special
 
 from sigtune.hep._exceptions import HepError, HepFitWarning
-from sigtune.hep._profile import _fit_conditionals, _Point, _Profile, _q_from_profile
+from sigtune.hep._profile import (
+    _fit_conditionals,
+    _Point,
+    _Profile,
+    _q_from_profile,
+    _q_needs_fit,
+)
 from sigtune.hep._results import BAND_N_SIGMA, DiscoveryResult, HypotestResult, UpperLimitResult
 from sigtune.hep._validate import (
     HepInputError,
@@ -339,8 +345,12 @@ class AsymptoticCalculator:
             asimov_data = np.asarray(
                 self.model.expected_data(gen.pars, include_auxdata=True), dtype=np.float64
             )
-            # every conditional fit to the Asimov data feeds an expected result: all starts
-            prof = _Profile(self.model, asimov_data, self.setup, multistart=True)
+            # every conditional fit to the Asimov data feeds an expected result: all starts,
+            # except inside a checked bracket (see sigtune.hep._profile), unless multistart
+            prof = _Profile(
+                self.model, asimov_data, self.setup, multistart=self.observed.multistart
+            )
+            prof.checked_starts = True
             # The Asimov likelihood is maximal where the expectation equals the data: at the
             # generating parameters (Eq. 24).
             if self.model._dense_engine:  # (derivatives only feed the large-model prediction)
@@ -370,7 +380,10 @@ class AsymptoticCalculator:
         mu = float(mu)
         if self.test_stat == "q0" and mu != 0.0:
             raise HepInputError(f"test_stat='q0' tests mu = 0, got mu = {mu!r}.")
-        _fit_conditionals([(self.observed, mu), (self.asimov, mu)])
+        requests = [(self.asimov, mu)]
+        if _q_needs_fit(self.observed, mu, self.test_stat):
+            requests.insert(0, (self.observed, mu))
+        _fit_conditionals(requests)
         q = self.teststatistic(mu)
         qa = self.q_asimov(mu)
         clsb, clb, cls = asymptotic_pvalues(q, qa, self.test_stat)
@@ -396,9 +409,14 @@ class AsymptoticCalculator:
         """Which start gave each fit behind :meth:`hypotest` at ``mu`` (see
         :attr:`HypotestResult.fit_starts`)."""
         asimov = self.asimov
+        observed = (
+            self.observed.conditional(mu).start
+            if _q_needs_fit(self.observed, mu, self.test_stat)
+            else "unused"  # the statistic is 0 by definition (mu-hat beyond mu)
+        )
         return {
             "free": self.observed.free.start,
-            "observed": self.observed.conditional(mu).start,
+            "observed": observed,
             "asimov_data": self.observed.conditional(self.asimov_mu).start,
             "asimov": asimov.conditional(mu).start,
         }
@@ -534,46 +552,119 @@ def discovery(
     )
 
 
-def _bracket_root(
+def _solve_decreasing(
     func: Callable[[float], float],
     estimate: float,
     lo_bound: float,
     hi_bound: float,
+    xtol: float,
     what: str,
-) -> tuple[float, float]:
-    """Find ``a < b`` inside the bounds with ``func(a) > 0 >= func(b)`` (func decreasing)."""
-    est = min(max(estimate, lo_bound + 1e-9 * (hi_bound - lo_bound)), hi_bound)
-    hi = est
-    f_hi = func(hi)
-    lo = est
-    f_lo = f_hi
-    # Move up until the function is <= 0.
-    step = 1.5
-    while f_hi > 0:
-        lo, f_lo = hi, f_hi
-        if hi >= hi_bound:
-            raise HepError(
-                f"the {what} lies above {hi_bound} (searched up to {_LIMIT_REACH:g} x the POI "
-                f"upper bound): the signal is too weak for a limit there; scale the signal up "
-                f"(a normfactor) or widen the POI bounds (bounds=...)."
-            )
-        hi = min(hi * step if hi > 0 else 1.0, hi_bound)
-        f_hi = func(hi)
-        step *= 1.5
-    if lo < hi:
-        return lo, hi
-    # est itself was <= 0: move down until > 0.
-    step = 1.5
-    while f_lo <= 0:
-        hi, f_hi = lo, f_lo
-        if lo <= lo_bound:
-            raise HepError(f"the {what} lies below the POI lower bound {lo_bound}.")
-        lo = max(lo / step, lo_bound)
-        if lo - lo_bound < 1e-12 * max(1.0, hi_bound - lo_bound):
-            lo = lo_bound
-        f_lo = func(lo)
-        step *= 1.5
-    return lo, hi
+    known: Sequence[tuple[float, float]] = (),
+) -> float:
+    """Root of a decreasing ``func`` (positive below the root) in ``[lo_bound, hi_bound]``.
+
+    Safeguarded secant: the next POI value is the secant (linear interpolation) through the two
+    evaluated points nearest the root; while no sign change is known it may extrapolate at most
+    4 x the last distance (a first step of 10%, geometric steps of 1.5 x when the points give no
+    usable slope); once the root is bracketed, a step that leaves the bracket, or follows two
+    evaluations that did not halve the smallest ``|func|``, is replaced by bisection. It stops when the secant estimate through two nearby
+    points (at most 1% apart) is within ``xtol`` of the nearer one (returning the estimate: the
+    secant's error is then far below ``xtol``) or the bracket is narrower than ``2 xtol``.
+    ``known`` are points already evaluated (free: conditional fits are cached), which seed the
+    interpolation. The functions of the limit
+    search are close to linear in the POI, so a root typically costs 2-4 evaluations.
+    """
+    pts: dict[float, float] = {float(x): float(f) for x, f in known}
+
+    def ev(x: float) -> float:
+        x = float(x)
+        if x not in pts:
+            pts[x] = float(func(x))
+        return pts[x]
+
+    def close(x1: float, x2: float) -> bool:
+        """Secant points near enough for its estimate to be trusted to ``xtol`` (a secant
+        through distant points would also accept a jump as a root)."""
+        return abs(x1 - x2) <= max(0.01 * abs(x1), 1e4 * xtol)
+
+    x0 = min(max(estimate, lo_bound), hi_bound)
+    if not pts or all(abs(x - x0) > xtol for x in pts):
+        ev(x0)
+    progress: list[float] = []  # smallest |f| after each evaluation
+    for _ in range(200):
+        progress.append(min(abs(f) for f in pts.values()))
+        neg = [x for x, f in pts.items() if f <= 0]
+        b = min(neg) if neg else None
+        pos = [x for x, f in pts.items() if f > 0 and (b is None or x < b)]
+        a = max(pos) if pos else None
+        if b is not None and pts[b] == 0.0:
+            return b
+        if a is not None and b is not None:
+            fa, fb = pts[a], pts[b]
+            if b - a <= 2 * xtol:
+                return a + (b - a) * fa / (fa - fb)
+            # secant through the two points nearest the root (smallest |f|)
+            near = sorted(pts, key=lambda x: abs(pts[x]))[:2]
+            x1, x2 = near
+            f1, f2 = pts[x1], pts[x2]
+            cand = x1 - f1 * (x2 - x1) / (f2 - f1) if f2 != f1 else math.nan
+            if a < cand < b and abs(x1 - cand) <= xtol and close(x1, x2):
+                return float(cand)
+            stalled = len(progress) >= 3 and progress[-1] > 0.5 * progress[-3]
+            if not a < cand < b or stalled:
+                cand = 0.5 * (a + b)
+                progress.clear()
+        else:
+            # no sign change yet: extrapolate from the two evaluated points nearest the root
+            up = b is None  # all positive: the root lies above
+            edge = max(pts) if up else min(pts)
+            others = sorted((x for x in pts if x != edge), key=lambda x: abs(x - edge))
+            cand = math.nan
+            if others:
+                x2 = others[0]
+                f1, f2 = pts[edge], pts[x2]
+                if (f2 - f1) * (x2 - edge) < 0:  # decreasing between them
+                    step = -f1 * (x2 - edge) / (f2 - f1)
+                    if abs(step) <= xtol and close(edge, x2):
+                        return float(edge + step)
+                    reach = 4.0 * max(abs(edge - x2), 0.1 * abs(edge))
+                    cand = edge + max(min(step, reach), -reach)
+            elif edge != 0.0:  # a single point: a first step of 10%
+                cand = edge * (1.1 if up else 1.0 / 1.1)
+            if not math.isfinite(cand) or (cand > edge) != up:
+                cand = (edge * 1.5 if edge > 0 else 1.0) if up else edge / 1.5
+            if up and cand > hi_bound:
+                if edge >= hi_bound:
+                    raise HepError(
+                        f"the {what} lies above {hi_bound} (searched up to {_LIMIT_REACH:g} x "
+                        "the POI upper bound): the signal is too weak for a limit there; scale "
+                        "the signal up (a normfactor) or widen the POI bounds (bounds=...)."
+                    )
+                cand = hi_bound
+            if not up and cand < lo_bound:
+                if edge <= lo_bound:
+                    raise HepError(f"the {what} lies below the POI lower bound {lo_bound}.")
+                cand = lo_bound
+        ev(cand)
+    raise HepError(f"the {what}: the root search did not converge in 200 steps")
+
+
+def _interp_root(known: Sequence[tuple[float, float]], default: float) -> float:
+    """Linear inter-/extrapolation of the root of a decreasing function from the evaluated
+    points nearest to it (``default`` if they give no usable slope)."""
+    pos = [p for p in known if p[1] > 0]
+    neg = [p for p in known if p[1] <= 0]
+    if pos and neg:
+        (x1, f1), (x2, f2) = max(pos), min(neg)
+    elif len(pos) >= 2:
+        (x2, f2), (x1, f1) = sorted(pos)[-2:]
+    elif len(neg) >= 2:
+        (x1, f1), (x2, f2) = sorted(neg)[:2]
+    else:
+        return default
+    if f1 == f2 or (f2 - f1) * (x2 - x1) >= 0:
+        return default
+    return x1 - f1 * (x2 - x1) / (f2 - f1)
 
 
 def upper_limit(
@@ -650,30 +741,47 @@ def upper_limit(
     reach = hi_b * _LIMIT_REACH
     beyond: list[str] = []
 
-    def solve(func: Callable[[float], float], estimate: float, what: str) -> float:
-        a, b = _bracket_root(func, estimate, lo_b, reach, what)
-        if b > hi_b:
+    def solve(
+        func: Callable[[float], float],
+        estimate: float,
+        what: str,
+        known: Sequence[tuple[float, float]] = (),
+    ) -> float:
+        xtol = max(rtol * max(abs(estimate), 1e-3 * sigma), 1e-12)
+        root = _solve_decreasing(func, estimate, lo_b, reach, xtol, what, known)
+        if root > hi_b:
             beyond.append(what)
-        fa, fb = func(a), func(b)
-        if fa <= 0:
-            return a
-        if fb == 0:
-            return b
-        xtol = max(rtol * max(abs(a), abs(b)), 1e-12)
-        root = optimize.brentq(func, a, b, xtol=xtol, rtol=max(rtol, 4 * np.finfo(float).eps))
-        return float(root)
+        return root
 
-    expected: list[float] = []
-    for n in BAND_N_SIGMA:
+    # sqrt(q_mu,A) is increasing in mu and shared by the five expected limits: each root search
+    # is seeded with every Asimov fit so far (cached), so later bands cost 1-3 fits.
+    sqa: dict[float, float] = {0.0: 0.0, mu_ref: sqa_ref} if lo_b == 0.0 else {mu_ref: sqa_ref}
+
+    def sqrt_qa(mu: float) -> float:
+        if mu not in sqa:
+            sqa[mu] = math.sqrt(calc.q_asimov(mu))
+        return sqa[mu]
+
+    # The widest limit first: its Asimov fits (all starts) then bracket the other bands' fits,
+    # which run from the warm start alone (checked brackets, see sigtune.hep._profile).
+    exp_by_n: dict[int, float] = {}
+    for n in sorted(BAND_N_SIGMA):
         target = _expected_sqrt_qa_for_cls(alpha, float(n))
 
         def g(mu: float, target: float = target) -> float:
-            return target - math.sqrt(calc.q_asimov(mu))
+            return target - sqrt_qa(mu)
 
-        expected.append(solve(g, target * sigma, f"expected limit ({-n:+d} sigma)"))
+        known = [(m, target - v) for m, v in sqa.items()]
+        estimate = _interp_root(known, target * sigma)
+        exp_by_n[n] = solve(g, estimate, f"expected limit ({-n:+d} sigma)", known)
+    expected = [exp_by_n[n] for n in BAND_N_SIGMA]
+
+    # CLs falls roughly like a normal tail in mu: its normal quantile is close to linear
+    z_alpha = float(special.ndtri(alpha))
 
     def f_obs(mu: float) -> float:
-        return calc.hypotest(mu).cls_obs - alpha
+        cls = calc.hypotest(mu).cls_obs
+        return float(special.ndtri(min(max(cls, 1e-300), 1.0 - 1e-16))) - z_alpha
 
     obs_est = max(calc.observed.mu_hat, 0.0) + _expected_sqrt_qa_for_cls(alpha, 0.0) * sigma
     obs = solve(f_obs, obs_est, "observed limit")

@@ -62,6 +62,7 @@ from sigtune.pipelines.binning._cuts import (
 )
 from sigtune.pipelines.binning._events import EventSample, fill_histograms
 from sigtune.pipelines.binning._exceptions import BinningError
+from sigtune.pipelines.binning._fast import DictPlan, HistPlan, q0_of_specs
 from sigtune.pipelines.binning._histograms import Histograms
 from sigtune.pipelines.binning._workspace import (
     WorkspaceOptions,
@@ -90,6 +91,7 @@ FIGURES: dict[str, str] = {
     "z_asimov": "maximize",
 }
 _EXTRA_OBJECTIVES = {"n_bins": "minimize", "impact": "minimize", "cls_limit_exp": "minimize"}
+_MISSING: Any = object()
 
 
 def _asimov_shortcut(model: Any, data: FloatArray) -> float | None:
@@ -182,6 +184,7 @@ class ModelCache:
         self.max_size = max_size
         self.fixed = frozenset(fixed_channels)
         self._models: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._plans: dict[tuple[Any, ...], DictPlan | None] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -195,12 +198,63 @@ class ModelCache:
         self.max_size = state["max_size"]
         self.fixed = state["fixed"]
         self._models = OrderedDict()
+        self._plans = {}
         self._lock = threading.Lock()
 
     def model_and_data(self, spec: Mapping[str, Any]) -> tuple[Any, FloatArray]:
         """Model and data vector of a (schema-valid) workspace dictionary."""
         model, data, _ = self.lookup(spec)
         return model, data
+
+    def plan(self, spec: Mapping[str, Any]) -> tuple[DictPlan | None, tuple[Any, ...]]:
+        """The lean plan of the structure of ``spec`` (None if unusable) and the structure key.
+
+        The first workspace of a structure builds its template model (:meth:`lookup`) and the
+        plan; later ones only read their yields into the plan's arrays.
+        """
+        key = _structure_key(spec, self.fixed)
+        with self._lock:
+            plan = self._plans.get(key, _MISSING)
+        if plan is _MISSING:
+            template = self._models.get(key)
+            if template is None:
+                self.lookup(spec)
+                template = self._models.get(key)
+            plan = None
+            if template is not None:
+                from sigtune.hep._lean import AsimovQ0
+
+                try:
+                    plan = DictPlan(AsimovQ0(template), spec, self.fixed)
+                except (KeyError, ValueError, IndexError):  # not a structure the plan can read
+                    plan = None
+                if plan is not None and not plan.usable:
+                    plan = None
+            with self._lock:
+                self._plans[key] = plan
+                while len(self._plans) > self.max_size:
+                    self._plans.pop(next(iter(self._plans)))
+        return plan, key  # type: ignore[return-value]
+
+    def z0_exp(self, spec: Mapping[str, Any]) -> float:
+        """Median expected :math:`Z_0` of a (schema-valid) workspace dictionary: the lean
+        compiled path where it decides (:class:`sigtune.hep._lean.AsimovQ0`), else the
+        public path (Asimov shortcut, then :func:`sigtune.hep.discovery`)."""
+        from sigtune import hep
+
+        plan, _ = self.plan(spec)
+        if plan is not None:
+            try:
+                arrays = plan.arrays(spec)
+            except (ValueError, TypeError, KeyError, IndexError):
+                arrays = None  # malformed entries: the public path says what is wrong
+            if arrays is not None:
+                q0 = plan.lean.q0(*arrays)
+                if q0 is not None:
+                    return math.sqrt(q0)
+        model, data = self.model_and_data(spec)
+        q = _asimov_shortcut(model, data)
+        return float(hep.discovery(model, data).z0_exp) if q is None else math.sqrt(q)
 
     def lookup(self, spec: Mapping[str, Any]) -> tuple[Any, FloatArray, tuple[Any, ...]]:
         """Model, data vector and structure key of a (schema-valid) workspace dictionary."""
@@ -249,10 +303,9 @@ def expected_z0(workspace: Mapping[str, Any] | Any, *, validate: bool = True) ->
     """
     from sigtune import hep
 
-    if validate or not isinstance(workspace, Mapping):
-        model, data = model_and_data(workspace, validate=validate)
-    else:
-        model, data = _MODELS.model_and_data(workspace)
+    if not validate and isinstance(workspace, Mapping):
+        return _MODELS.z0_exp(workspace)
+    model, data = model_and_data(workspace, validate=validate)
     q0 = _asimov_shortcut(model, data)
     if q0 is None:
         return float(hep.discovery(model, data).z0_exp)
@@ -296,10 +349,9 @@ def figure_of_merit(
         return float(
             hep.z_asimov(hist.total("signal"), hist.total("background"), _sigma_b(hist, options))
         )
-    model, data = cache.model_and_data(spec)
     if figure == "z0_exp":
-        q0 = _asimov_shortcut(model, data)
-        return float(hep.discovery(model, data).z0_exp) if q0 is None else math.sqrt(q0)
+        return cache.z0_exp(spec)
+    model, data = cache.model_and_data(spec)
     if figure == "z0_obs":
         return float(hep.discovery(model, data).z0_obs)
     if figure == "cls_limit_exp":
@@ -334,11 +386,21 @@ def _z0_batch(
     """
     from sigtune import hep
 
+    cache = cache or _MODELS
     out: list[float | None] = [None] * len(specs)
+    planned: dict[tuple[Any, ...], list[tuple[int, DictPlan, Mapping[str, Any]]]] = {}
     groups: dict[tuple[Any, ...], list[tuple[int, Any, FloatArray]]] = {}
     for i, spec in enumerate(specs):
-        model, data, key = (cache or _MODELS).lookup(spec)
+        plan, key = cache.plan(spec)
+        if plan is not None:  # the lean path: yields straight into the kernel tables
+            planned.setdefault(key, []).append((i, plan, spec))
+            continue
+        model, data, key = cache.lookup(spec)
         groups.setdefault(key, []).append((i, model, data))
+    for entries in planned.values():
+        values = q0_of_specs([(p, spec) for _, p, spec in entries])
+        for (i, _, _), q in zip(entries, values, strict=True):
+            out[i] = None if q is None else math.sqrt(q)
     for members in groups.values():
         usable = []
         for i, model, data in members:
@@ -369,6 +431,27 @@ def _z0_batch(
             if bool(res.converged[row]):
                 out[i] = math.sqrt(max(float(res.twice_nll[row]) - float(t_hat[row]), 0.0))
     return out
+
+
+class _LazyWorkspace:
+    """A candidate's workspace dictionary, built on first use (the lean path needs none)."""
+
+    __slots__ = ("_hist", "_objective", "_spec")
+
+    def __init__(
+        self,
+        objective: BinningObjective,
+        hist: Histograms,
+        spec: dict[str, Any] | None = None,
+    ) -> None:
+        self._objective = objective
+        self._hist = hist
+        self._spec = spec
+
+    def get(self) -> dict[str, Any]:
+        if self._spec is None:
+            self._spec = self._objective.workspace_of(self._hist, lists=False)
+        return self._spec
 
 
 @dataclass(frozen=True)
@@ -418,8 +501,8 @@ class Candidate:
         edges: Snapped bin edges.
         cuts: Cut descriptions -> thresholds (``{"|eta| < x": x}`` style keys from ``describe``).
         hist: The candidate's histograms (signal region).
-        workspace: Its pyhf workspace (NumPy arrays inside when built for evaluation; plain
-            lists from :meth:`BinningObjective.replay`).
+        workspace: Its pyhf workspace (NumPy arrays inside when built for evaluation, built
+            on first access; plain lists from :meth:`BinningObjective.replay`).
         values: Objective values (figure first).
         constraints: Constraint values (``<= 0`` feasible).
         error: Why the figure could not be computed (infeasible candidates only), else None.
@@ -429,10 +512,15 @@ class Candidate:
     edges: FloatArray
     cuts: dict[str, float]
     hist: Histograms
-    workspace: dict[str, Any]
+    _workspace: _LazyWorkspace
     values: tuple[float, ...]
     constraints: tuple[float, ...]
     error: str | None = None
+
+    @property
+    def workspace(self) -> dict[str, Any]:
+        """The candidate's pyhf workspace dictionary."""
+        return self._workspace.get()
 
     @property
     def feasible(self) -> bool:
@@ -542,6 +630,7 @@ class BinningObjective:
         self.control: tuple[tuple[str, Histograms], ...] = ()
         self._control_parts: dict[bool, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
         self._models = ModelCache()
+        self._hist_plans: dict[tuple[Any, ...], HistPlan | None] = {}
         event_cuts = [c for c in self.cuts if c.column != DISCRIMINANT]
         self._selector: CutSelector | None = None
         if isinstance(source, Histograms):
@@ -587,6 +676,15 @@ class BinningObjective:
         else:
             self.fine = fill_histograms(samples, edges, signal=signal)
         _check_yields(self.fine, "signal region" if self.control_regions else "fine range")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pickled into worker processes: the plans (compiled-kernel tables) are rebuilt there
+        state = dict(self.__dict__)
+        state["_hist_plans"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     @property
     def directions(self) -> list[str]:
@@ -666,10 +764,15 @@ class BinningObjective:
         self,
         trial: optuna.Trial,
         parts: tuple[Histograms, dict[str, float], FloatArray],
-        spec: dict[str, Any],
+        workspace: dict[str, Any] | _LazyWorkspace,
         figure: float | None,
     ) -> Candidate:
         """Complete a candidate whose figure may already be known (batched evaluation)."""
+        lazy = (
+            workspace
+            if isinstance(workspace, _LazyWorkspace)
+            else _LazyWorkspace(self, parts[0], workspace)
+        )
         hist, cuts, edges = parts
         constraints = self.constraints(hist)
         error = None
@@ -677,7 +780,7 @@ class BinningObjective:
         try:
             value = figure
             if value is None:
-                value = figure_of_merit(self.figure, hist, spec, self.options, self._models)
+                value = figure_of_merit(self.figure, hist, lazy.get(), self.options, self._models)
             if not math.isfinite(value):
                 raise BinningError(f"the figure of merit is not finite ({value}).")
         except SigtuneError as exc:  # likelihood / input errors (HepError is a SigtuneError)
@@ -693,17 +796,61 @@ class BinningObjective:
             elif error is not None:
                 values.append(1e6)
             elif o == "impact":
-                values.append(total_impact(spec, self._models))
+                values.append(total_impact(lazy.get(), self._models))
             else:
-                values.append(expected_limit(spec, self._models))
+                values.append(expected_limit(lazy.get(), self._models))
         return Candidate(
-            dict(trial.params), edges, cuts, hist, spec, tuple(values), constraints, error
+            dict(trial.params), edges, cuts, hist, lazy, tuple(values), constraints, error
         )
+
+    def _hist_plan(self, hist: Histograms) -> HistPlan | None:
+        """The :class:`HistPlan` of a candidate's structure (built from its dictionary the first
+        time), or None where only the dictionary path applies."""
+        sig = HistPlan.signature(hist, self.options)
+        hp = self._hist_plans.get(sig, _MISSING)
+        if hp is _MISSING:
+            hp = None
+            spec = self.workspace_of(hist, lists=False)
+            plan, _ = self._models.plan(spec)
+            if plan is not None:
+                try:
+                    hp = HistPlan(plan, spec, hist, self.options)
+                except (KeyError, ValueError, IndexError):
+                    hp = None
+            if len(self._hist_plans) > 256:
+                self._hist_plans.clear()
+            self._hist_plans[sig] = hp
+        return hp  # type: ignore[no-any-return]
+
+    def _lean_z0(self, hists: Sequence[Histograms]) -> list[float | None]:
+        """:math:`Z_0` of candidates straight from their histograms (:class:`HistPlan`, one
+        batched kernel call per structure); None where the dictionary path must decide."""
+        out: list[float | None] = [None] * len(hists)
+        if self.figure != "z0_exp" or self.options.observations != "asimov":
+            return out
+        groups: dict[int, tuple[HistPlan, list[tuple[int, tuple[FloatArray, ...]]]]] = {}
+        for i, hist in enumerate(hists):
+            hp = self._hist_plan(hist)
+            if hp is None:
+                continue
+            arrays = hp.arrays(hist)
+            if arrays is None:
+                continue
+            groups.setdefault(id(hp), (hp, []))[1].append((i, arrays))
+        for hp, members in groups.values():
+            q, ok = hp.lean.q0_many([a for _, a in members])
+            for (i, _), qi, oki in zip(members, q, ok, strict=True):
+                if oki:
+                    out[i] = math.sqrt(float(qi))
+        return out
 
     def evaluate(self, trial: optuna.Trial, *, lists: bool = False) -> Candidate:
         """Build and evaluate the trial's candidate (``lists``: JSON-ready workspace)."""
         parts = self.candidate_histograms(trial)
-        return self._finish(trial, parts, self.workspace_of(parts[0], lists=lists), None)
+        if lists:
+            return self._finish(trial, parts, self.workspace_of(parts[0], lists=True), None)
+        figure = self._lean_z0([parts[0]])[0]
+        return self._finish(trial, parts, _LazyWorkspace(self, parts[0]), figure)
 
     def evaluate_many(self, trials: Sequence[optuna.Trial]) -> list[Candidate | BaseException]:
         """Evaluate several trials, fitting the candidates of one structure together.
@@ -720,14 +867,19 @@ class BinningObjective:
         for trial in trials:
             try:
                 parts = self.candidate_histograms(trial)
-                built.append((parts, self.workspace_of(parts[0], lists=False)))
+                built.append((parts, _LazyWorkspace(self, parts[0])))
             except Exception as exc:  # recorded per trial (a failed trial), not fatal to the batch
                 built.append(exc)
         ok = [b for b in built if not isinstance(b, BaseException)]
         figures: list[float | None] = [None] * len(ok)
-        if self.figure == "z0_exp" and len(ok) > 1:
+        if self.figure == "z0_exp" and ok:
             try:
-                figures = _z0_batch([b[1] for b in ok], self._models)
+                figures = self._lean_z0([b[0][0] for b in ok])
+                rest = [k for k, f in enumerate(figures) if f is None]
+                if len(rest) > 1:
+                    more = _z0_batch([ok[k][1].get() for k in rest], self._models)
+                    for k, f in zip(rest, more, strict=True):
+                        figures[k] = f
             except SigtuneError:
                 figures = [None] * len(ok)  # evaluated one by one (their own error reporting)
         out: list[Candidate | BaseException] = []
