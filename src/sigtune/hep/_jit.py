@@ -64,6 +64,7 @@ MAX_ITER = 200  # Newton iterations per fit
 EIG_FLOOR = 1e-10  # relative floor of |eigenvalue| in a damped Newton step (|H|-Newton)
 NEG_CURV_REL = 1e-8  # lowest eigenvalue below -this x largest: negative curvature (saddle)
 GEMM_HESS = 25.0  # Hessian by one GEMM when this x sum_s n_normsys(s)^2 > samples x params^2
+CHOL_LAPACK = 64  # dense Schur complements at least this wide are factorised by LAPACK
 LOCAL_FLOOR = 1e-8  # per-bin Hessian entries below this x (1 + |h|) are floored
 ARMIJO = 1e-4  # sufficient decrease of the line search
 LS_SLACK = 1e-10  # relative slack of the sufficient-decrease test (rounding of f)
@@ -456,6 +457,33 @@ def _cholesky_solve(Hs: np.ndarray, gs: np.ndarray, Lc: np.ndarray, d: np.ndarra
     return True
 
 
+def _lapack_cholesky_solve(Hs: np.ndarray, gs: np.ndarray, d: np.ndarray) -> bool:
+    """:func:`_cholesky_solve` with LAPACK's factorisation (3x faster at ~200 rows); False (and
+    ``d`` undefined) if ``Hs`` is not positive definite or the factor not finite."""
+    m = Hs.shape[0]
+    try:
+        Lc = np.linalg.cholesky(Hs)
+    except Exception:  # numpy.linalg.LinAlgError: not positive definite
+        return False
+    for i in range(m):
+        if not (Lc[i, i] > 0.0 and math.isfinite(Lc[i, i])):
+            return False
+    for i in range(m):  # forward
+        s = gs[i]
+        for k in range(i):
+            s -= Lc[i, k] * d[k]
+        d[i] = s / Lc[i, i]
+    for i in range(m - 1, -1, -1):  # backward
+        s = d[i]
+        for k in range(i + 1, m):
+            s -= Lc[k, i] * d[k]
+        d[i] = s / Lc[i, i]
+    for i in range(m):
+        if not math.isfinite(d[i]):
+            return False
+    return True
+
+
 def _newton_solve(
     H: np.ndarray,
     g: np.ndarray,
@@ -510,7 +538,11 @@ def _newton_solve(
     dD = np.empty(nD)
     negD = np.zeros(nD)
     has_neg = False
-    if not _cholesky_solve(Sm, rhs, np.empty((nD, nD)), dD):
+    if nD >= CHOL_LAPACK:
+        pd = _lapack_cholesky_solve(Sm, rhs, dD)
+    else:
+        pd = _cholesky_solve(Sm, rhs, np.empty((nD, nD)), dD)
+    if not pd:
         ev, vec = np.linalg.eigh(Sm)
         scale = max(np.abs(ev).max(), 1e-12)
         if ev[0] < -NEG_CURV_REL * scale:
@@ -972,6 +1004,7 @@ if _HAVE_NUMBA:  # pragma: no branch
     _interp = _jit(_interp)
     _derivs = _jit(_derivs)
     _cholesky_solve = _jit(_cholesky_solve)
+    _lapack_cholesky_solve = _jit(_lapack_cholesky_solve)
     _newton_solve = _jit(_newton_solve)
     _minimize_row = _jit(_minimize_row)
     _minimize_rows = _jit(_minimize_rows)
