@@ -81,7 +81,9 @@ def test_fit_equals_numpy_minimiser(spec: dict[str, Any]) -> None:
         ref = hep.fit(model, data)
     assert ours.converged == ref.converged
     assert ours.twice_nll == pytest.approx(ref.twice_nll, abs=1e-8)
-    assert ours.twice_nll <= ref.twice_nll + 1e-9
+    # (the reference is the batched NumPy iteration; both stop once the edm is below
+    # _jit.EDM_TOL = 1e-9 nll units, i.e. each within 2e-9 of the minimum in -2 ln L)
+    assert ours.twice_nll <= ref.twice_nll + 4.0 * _jit.EDM_TOL
     # the errors are the NumPy engine's Hessian errors at our minimum (the two minimisers may
     # stop at different points along flat directions, so their errors are not compared)
     consts = model._constants(data[None])
