@@ -25,8 +25,9 @@ def _model() -> tuple[hep.Model, np.ndarray]:
     return model, ws.data(model)
 
 
-def test_one_blas_thread_inside_and_restored_after() -> None:
+def test_one_blas_thread_inside_and_restored_after(monkeypatch: pytest.MonkeyPatch) -> None:
     model, data = _model()
+    monkeypatch.setattr(_fit, "BLAS_ONE_MIN", 0)  # a small model stands in for a wide one
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         before = _blas_threads()
         seen: list[list[int]] = []
@@ -45,9 +46,13 @@ def test_one_blas_thread_inside_and_restored_after() -> None:
         assert _blas_threads() == before
 
 
-def test_large_models_keep_their_blas_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("lo", "hi"), [(0, 0), (10_000, 20_000)])
+def test_tiny_and_large_models_keep_their_blas_threads(
+    monkeypatch: pytest.MonkeyPatch, lo: int, hi: int
+) -> None:
     model, _ = _model()
-    monkeypatch.setattr(_fit, "SMALL_BLAS", 0)
+    monkeypatch.setattr(_fit, "BLAS_ONE_MIN", lo)
+    monkeypatch.setattr(_fit, "SMALL_BLAS", hi)
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         before = _blas_threads()
         with _fit._one_blas_thread(model):

@@ -65,11 +65,13 @@ from sigtune.hep._model import Model
 # the damped step, solves, inverses). Multi-threaded OpenBLAS gains nothing there and, on a busy
 # machine, loses 10x or more (measured: eigh of the 196 x 196 ttZ Hessian 63 ms with 2 threads,
 # 7 ms with 1, on 2 loaded cores; a ttZ hypotest 16 s against 0.65 s). Fits of models whose dense
-# block is at most SMALL_BLAS wide therefore run with one BLAS thread (threadpoolctl, when it is
+# block is BLAS_ONE_MIN to SMALL_BLAS wide therefore run with one BLAS thread (threadpoolctl, when it is
 # installed); the limit is process-wide, set by the first fit that enters and restored by the
 # last one that leaves (threads fitting at once share it). Setting the environment variable
 # SIGTUNE_HEP_BLAS_THREADS (to anything) leaves BLAS threads alone.
 SMALL_BLAS = 1024
+BLAS_ONE_MIN = 100  # narrower: BLAS threads cost little there, the limiter's calls would (~20%
+# of a 0.4 ms sbottom fit)
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _blas_lock = threading.Lock()
@@ -93,10 +95,11 @@ def _blas_controller_or_none() -> Any:
 
 @contextlib.contextmanager
 def _one_blas_thread(model: Model) -> Iterator[None]:
-    """Run the block with one BLAS thread when ``model``'s dense block is small (see
-    ``SMALL_BLAS``); re-entrant and shared between threads."""
+    """Run the block with one BLAS thread when ``model``'s dense block is small, not tiny (see
+    ``BLAS_ONE_MIN``, ``SMALL_BLAS``); re-entrant and shared between threads."""
     global _blas_depth, _blas_limiter
-    if model.arrays.n_dense > SMALL_BLAS or os.environ.get("SIGTUNE_HEP_BLAS_THREADS"):
+    nD = model.arrays.n_dense
+    if not BLAS_ONE_MIN <= nD <= SMALL_BLAS or os.environ.get("SIGTUNE_HEP_BLAS_THREADS"):
         yield
         return
     with _blas_lock:
