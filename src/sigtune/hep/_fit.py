@@ -24,14 +24,16 @@ parameters get 0), i.e. ``cov = 2 * inv(H_twice_nll)``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -57,6 +59,74 @@ from sigtune.hep._jit import (
     local_floor,
 )
 from sigtune.hep._model import Model
+
+# ---------------------------------------------------------------------- BLAS threads
+# The Newton steps of a small model factorise matrices of a few hundred rows (LAPACK's eigh in
+# the damped step, solves, inverses). Multi-threaded OpenBLAS gains nothing there and, on a busy
+# machine, loses 10x or more (measured: eigh of the 196 x 196 ttZ Hessian 63 ms with 2 threads,
+# 7 ms with 1, on 2 loaded cores; a ttZ hypotest 16 s against 0.65 s). Fits of models whose dense
+# block is BLAS_ONE_MIN to SMALL_BLAS wide therefore run with one BLAS thread (threadpoolctl, when it is
+# installed); the limit is process-wide, set by the first fit that enters and restored by the
+# last one that leaves (threads fitting at once share it). Setting the environment variable
+# SIGTUNE_HEP_BLAS_THREADS (to anything) leaves BLAS threads alone.
+SMALL_BLAS = 1024
+BLAS_ONE_MIN = 100  # narrower: BLAS threads cost little there, the limiter's calls would (~20%
+# of a 0.4 ms sbottom fit)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_blas_lock = threading.Lock()
+_blas_depth = 0
+_blas_limiter: Any = None
+_blas_controller: Any = None
+
+
+def _blas_controller_or_none() -> Any:
+    global _blas_controller
+    if _blas_controller is None:
+        try:
+            import scipy.linalg  # noqa: F401  (load SciPy's BLAS, the one numba's LAPACK uses)
+            from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+        except ImportError:  # pragma: no cover - threadpoolctl is in the fast/hep extras
+            _blas_controller = False
+        else:
+            _blas_controller = ThreadpoolController()
+    return _blas_controller or None
+
+
+@contextlib.contextmanager
+def _one_blas_thread(model: Model) -> Iterator[None]:
+    """Run the block with one BLAS thread when ``model``'s dense block is small, not tiny (see
+    ``BLAS_ONE_MIN``, ``SMALL_BLAS``); re-entrant and shared between threads."""
+    global _blas_depth, _blas_limiter
+    nD = model.arrays.n_dense
+    if not BLAS_ONE_MIN <= nD <= SMALL_BLAS or os.environ.get("SIGTUNE_HEP_BLAS_THREADS"):
+        yield
+        return
+    with _blas_lock:
+        if _blas_depth == 0:
+            ctl = _blas_controller_or_none()
+            _blas_limiter = None if ctl is None else ctl.limit(limits=1, user_api="blas")
+        _blas_depth += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0 and _blas_limiter is not None:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+def _small_blas(func: Callable[Concatenate[Model, _P], _R]) -> Callable[Concatenate[Model, _P], _R]:
+    """Decorator: run ``func(model, ...)`` under :func:`_one_blas_thread` ``(model)``."""
+
+    @functools.wraps(func)
+    def wrapper(model: Model, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with _one_blas_thread(model):
+            return func(model, *args, **kwargs)
+
+    return wrapper
+
 
 __all__ = [
     "BatchFitResult",
@@ -441,6 +511,7 @@ class _MinResult(NamedTuple):
     deriv: Derivs  # the last derivatives (see final_derivs of _minimize)
 
 
+@_small_blas
 def _minimize(
     model: Model,
     x0: np.ndarray,
@@ -626,6 +697,7 @@ def _minimize_general(
     return _MinResult(x, f, edm, converged, n_iter, deriv)
 
 
+@_small_blas
 def _errors_and_cov(
     model: Model, deriv: Derivs, free: np.ndarray, want_cov: bool
 ) -> tuple[np.ndarray, Any]:
@@ -717,6 +789,7 @@ def _errors_and_cov_single(
     return errors, factory
 
 
+@_small_blas
 def _scipy_refit(
     model: Model,
     x0: np.ndarray,
@@ -816,6 +889,7 @@ class MinimumCheck:
     min_eig: np.ndarray
 
 
+@_small_blas
 def check_minimum(
     model: Model,
     x: np.ndarray,

@@ -63,6 +63,8 @@ EDM_CLEAN = 1e-7  # a row that ends above this (stalled line search) is refitted
 MAX_ITER = 200  # Newton iterations per fit
 EIG_FLOOR = 1e-10  # relative floor of |eigenvalue| in a damped Newton step (|H|-Newton)
 NEG_CURV_REL = 1e-8  # lowest eigenvalue below -this x largest: negative curvature (saddle)
+GEMM_HESS = 25.0  # Hessian by one GEMM when this x sum_s n_normsys(s)^2 > samples x params^2
+CHOL_LAPACK = 64  # dense Schur complements at least this wide are factorised by LAPACK
 LOCAL_FLOOR = 1e-8  # per-bin Hessian entries below this x (1 + |h|) are floored
 ARMIJO = 1e-4  # sufficient decrease of the line search
 LS_SLACK = 1e-10  # relative slack of the sufficient-decrease test (rounding of f)
@@ -267,10 +269,21 @@ def _derivs(
     for b in range(N):
         for j in range(bin_ptr[b], bin_ptr[b + 1]):
             J[b, bin_pars[j]] = 0.0
+    # With many normsys per sample (ttZ: ~100 on 197 parameters, 3 bins) the pairwise loops of
+    # the second derivatives cost O(bins x sum_s n_s^2) scattered updates; their rank-one terms
+    # are then gathered as rows u_sb (sum over sample s's normsys of lk1 e_par) with weights
+    # w2 nu_sb, and the data term's rows J_b with weights dw2, into one GEMM U^T diag(w) U.
+    gemm = False
     if order == 2:
         for i in range(P):
             for j in range(P):
                 H[i, j] = 0.0
+        q = 0
+        for s in range(S):
+            q += (ns_ptr[s + 1] - ns_ptr[s]) ** 2
+        gemm = GEMM_HESS * q > S * P * P
+    U = np.zeros((S * N + N if gemm else 0, P))
+    wr = np.zeros(U.shape[0])
     for s in range(S):
         n_ns = ns_ptr[s + 1] - ns_ptr[s]
         n_hs = hs_ptr[s + 1] - hs_ptr[s]
@@ -304,7 +317,14 @@ def _derivs(
             if order < 2:
                 continue
             # E-E
-            if n_ns:
+            if n_ns and gemm:
+                row = s * N + b
+                wr[row] = w2 * nusb
+                for j1 in range(ns_ptr[s], ns_ptr[s + 1]):
+                    i1 = ns_list[j1]
+                    H[ns_par[i1], ns_par[i1]] += w2 * nusb * lk2[i1, c]
+                    U[row, ns_par[i1]] += lk1[i1, c]
+            elif n_ns:
                 for j1 in range(ns_ptr[s], ns_ptr[s + 1]):
                     i1 = ns_list[j1]
                     p1 = ns_par[i1]
@@ -372,13 +392,27 @@ def _derivs(
         for j in range(bin_ptr[b], bin_ptr[b + 1]):
             p = bin_pars[j]
             g[p] += w2 * J[b, p]
-        if order == 2 and dw2 != 0.0:
+        if gemm:
+            wr[S * N + b] = dw2
+            for j in range(bin_ptr[b], bin_ptr[b + 1]):
+                p = bin_pars[j]
+                U[S * N + b, p] = J[b, p]
+        elif order == 2 and dw2 != 0.0:
             for j in range(bin_ptr[b], bin_ptr[b + 1]):
                 p = bin_pars[j]
                 vp = dw2 * J[b, p]
                 for j2 in range(bin_ptr[b], bin_ptr[b + 1]):
                     q = bin_pars[j2]
                     H[p, q] += vp * J[b, q]
+    if gemm:
+        W = np.empty_like(U)
+        for i in range(U.shape[0]):
+            for j in range(P):
+                W[i, j] = wr[i] * U[i, j]
+        G = np.dot(np.ascontiguousarray(U.T), W)
+        for i in range(P):
+            for j in range(P):
+                H[i, j] += G[i, j]
     for j in range(g_idx.shape[0]):
         p = g_idx[j]
         inv = 1.0 / (gsig[r, j] * gsig[r, j])
@@ -420,6 +454,33 @@ def _cholesky_solve(Hs: np.ndarray, gs: np.ndarray, Lc: np.ndarray, d: np.ndarra
         for k in range(i + 1, m):
             s -= Lc[k, i] * d[k]
         d[i] = s / Lc[i, i]
+    return True
+
+
+def _lapack_cholesky_solve(Hs: np.ndarray, gs: np.ndarray, d: np.ndarray) -> bool:
+    """:func:`_cholesky_solve` with LAPACK's factorisation (3x faster at ~200 rows); False (and
+    ``d`` undefined) if ``Hs`` is not positive definite or the factor not finite."""
+    m = Hs.shape[0]
+    try:
+        Lc = np.linalg.cholesky(Hs)
+    except Exception:  # numpy.linalg.LinAlgError: not positive definite
+        return False
+    for i in range(m):
+        if not (Lc[i, i] > 0.0 and math.isfinite(Lc[i, i])):
+            return False
+    for i in range(m):  # forward
+        s = gs[i]
+        for k in range(i):
+            s -= Lc[i, k] * d[k]
+        d[i] = s / Lc[i, i]
+    for i in range(m - 1, -1, -1):  # backward
+        s = d[i]
+        for k in range(i + 1, m):
+            s -= Lc[k, i] * d[k]
+        d[i] = s / Lc[i, i]
+    for i in range(m):
+        if not math.isfinite(d[i]):
+            return False
     return True
 
 
@@ -477,7 +538,11 @@ def _newton_solve(
     dD = np.empty(nD)
     negD = np.zeros(nD)
     has_neg = False
-    if not _cholesky_solve(Sm, rhs, np.empty((nD, nD)), dD):
+    if nD >= CHOL_LAPACK:
+        pd = _lapack_cholesky_solve(Sm, rhs, dD)
+    else:
+        pd = _cholesky_solve(Sm, rhs, np.empty((nD, nD)), dD)
+    if not pd:
         ev, vec = np.linalg.eigh(Sm)
         scale = max(np.abs(ev).max(), 1e-12)
         if ev[0] < -NEG_CURV_REL * scale:
@@ -939,6 +1004,7 @@ if _HAVE_NUMBA:  # pragma: no branch
     _interp = _jit(_interp)
     _derivs = _jit(_derivs)
     _cholesky_solve = _jit(_cholesky_solve)
+    _lapack_cholesky_solve = _jit(_lapack_cholesky_solve)
     _newton_solve = _jit(_newton_solve)
     _minimize_row = _jit(_minimize_row)
     _minimize_rows = _jit(_minimize_rows)
