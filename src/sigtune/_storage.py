@@ -277,7 +277,10 @@ def _resolve(
                 raise ConfigError(
                     f"storage {text!r} is an in-memory SQLite database; n_jobs={n_jobs} needs a file"
                 )
-            return StorageRef("sqlite", url=text)
+            # Every connection to an in-memory SQLite URL is a new, empty database, so a study
+            # opened through it twice (run, then read back) loses its records: it is the
+            # in-memory storage of this process, and nothing else.
+            return StorageRef("memory", instance=InMemoryStorage())
         if not rest.startswith("/"):
             raise ConfigError(f"SQLite URL {text!r} must look like 'sqlite:///relative/path.db'")
         return StorageRef("sqlite", url=f"sqlite:///{Path(rest[1:]).resolve()}")
