@@ -66,3 +66,24 @@ def test_resumed_run_reports_offset(tmp_path: Path, capsys: pytest.CaptureFixtur
         bar.start(8, 5)
         bar.update(3, 0, None)
     assert "8/8" in capsys.readouterr().err
+
+
+def _constrained(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", 0, 1)
+    trial.set_user_attr("constraints", [0.5 - x])  # feasible only for x >= 0.5
+    return x
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_progress_best_is_the_best_feasible_value(tmp_path: Path, n_jobs: int) -> None:
+    # The progress line used to show the best value of any trial, infeasible ones included
+    # (a binning demo showed 2.0219 while the best feasible Z0 was 2.0108).
+    sink = _Recorder()
+    study = run_study(
+        _constrained, 20, sampler="random", seed=3, n_jobs=n_jobs, run_dir=tmp_path, progress=sink
+    )
+    values = [t.value for t in study.trials if t.value is not None]
+    assert min(values) < 0.5  # some infeasible trial beats every feasible one
+    feasible = [v for v in values if v >= 0.5]
+    assert sink.calls[-1][2] == pytest.approx(min(feasible))
+    assert sink.calls[-1][2] == pytest.approx(study.best_value)

@@ -67,6 +67,7 @@ from sigtune.engines._trial import (
     callbacks_enabled,
     fail_reason,
     open_study,
+    progress_value,
     validate_values,
 )
 
@@ -672,7 +673,7 @@ def _conclude(
     else:
         assert values is not None
         frozen = study.tell(trial, values)
-        shared.record(state, values[0], None)
+        shared.record(state, progress_value(frozen), None)
     if plan.callbacks:
         error = _call_callbacks(study, frozen, plan)
         if error is not None:

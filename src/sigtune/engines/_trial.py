@@ -43,6 +43,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from sigtune._best import is_feasible
 from sigtune._exceptions import TrialTimeoutError
 from sigtune._optuna_compat import (
     begin_callbacks,
@@ -81,7 +82,8 @@ class TrialRecord(NamedTuple):
 
     Attributes:
         state: COMPLETE, PRUNED or FAIL.
-        value: First objective value of a COMPLETE trial.
+        value: First objective value of a COMPLETE, feasible trial (``None`` otherwise: the
+            progress line's "best" is the best feasible value, as ``sigtune best`` reports).
         reason: ``fail_reason`` of a FAILED trial.
         stop: Set when the run must stop after this trial: ``"interrupted"`` (Ctrl-C),
             ``"stopped"`` (``study.stop()`` was called by the objective or a callback) or
@@ -356,7 +358,7 @@ def run_trial(
     else:
         assert values is not None
         frozen = study.tell(trial, values)
-        value = values[0]
+        value = progress_value(frozen)
     if plan.callbacks:
         error = _call_callbacks(study, frozen, plan)
         if error is not None:
@@ -366,6 +368,14 @@ def run_trial(
     if stop_requested(study):
         return TrialRecord(state, value, reason, "stopped")
     return TrialRecord(state, value, reason)
+
+
+def progress_value(frozen: optuna.trial.FrozenTrial) -> float | None:
+    """The first value of a COMPLETE trial for the run's progress "best", ``None`` if infeasible
+    (constraints from the run's ``constraints`` or set by the objective, as in :mod:`sigtune._best`)."""
+    if frozen.values is None or not is_feasible(frozen):
+        return None
+    return float(frozen.values[0])
 
 
 def end_children() -> None:
