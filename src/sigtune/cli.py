@@ -257,7 +257,8 @@ def _run(
         if doc["report"] and not as_json and not quiet:
             print(f"Report: {doc['report']}", file=out)
     _commands.finish_tracking(tracking, study, run_dir)
-    if not as_json and not quiet:
+    # An in-memory study ends with this process: there is nothing a dashboard could open.
+    if not as_json and not quiet and study.storage is not None and study.storage.kind != "memory":
         print(f"Dashboard: sigtune dashboard {config}", file=out)
     if as_json:
         _print_json(doc)

@@ -258,7 +258,8 @@ def test_in_memory_sqlite_url_is_the_in_memory_storage(tmp_path: Path) -> None:
     # Each connection to sqlite:///:memory: is a new empty database: the run used to crash with a
     # raw "KeyError: 'Record does not exist.'" when it read its study back.
     cfg = _config(tmp_path, tmp_path / "run", storage="sqlite:///:memory:")
-    done = _cli("run", cfg, "--quiet", cwd=tmp_path)
+    done = _cli("run", cfg, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert "8 complete" in done.stdout
+    assert "Dashboard:" not in done.stdout  # nothing outlives the process to open
