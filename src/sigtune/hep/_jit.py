@@ -428,6 +428,21 @@ def _derivs(
     return f
 
 
+def _substitute(Lc: np.ndarray, gs: np.ndarray, d: np.ndarray, m: int) -> None:
+    """Forward and backward substitution with the lower Cholesky factor ``Lc``: ``d`` solves
+    ``Lc Lc^T d = gs`` (the first ``m`` rows)."""
+    for i in range(m):  # forward
+        s = gs[i]
+        for k in range(i):
+            s -= Lc[i, k] * d[k]
+        d[i] = s / Lc[i, i]
+    for i in range(m - 1, -1, -1):  # backward
+        s = d[i]
+        for k in range(i + 1, m):
+            s -= Lc[k, i] * d[k]
+        d[i] = s / Lc[i, i]
+
+
 def _cholesky_solve(Hs: np.ndarray, gs: np.ndarray, Lc: np.ndarray, d: np.ndarray) -> bool:
     """Solve ``Hs d = gs`` by Cholesky; False (and ``d`` undefined) if not positive definite."""
     m = Hs.shape[0]
@@ -444,16 +459,7 @@ def _cholesky_solve(Hs: np.ndarray, gs: np.ndarray, Lc: np.ndarray, d: np.ndarra
             for k in range(j):
                 s2 -= Lc[i, k] * Lc[j, k]
             Lc[i, j] = s2 / ljj
-    for i in range(m):  # forward
-        s = gs[i]
-        for k in range(i):
-            s -= Lc[i, k] * d[k]
-        d[i] = s / Lc[i, i]
-    for i in range(m - 1, -1, -1):  # backward
-        s = d[i]
-        for k in range(i + 1, m):
-            s -= Lc[k, i] * d[k]
-        d[i] = s / Lc[i, i]
+    _substitute(Lc, gs, d, m)
     return True
 
 
@@ -468,16 +474,7 @@ def _lapack_cholesky_solve(Hs: np.ndarray, gs: np.ndarray, d: np.ndarray) -> boo
     for i in range(m):
         if not (Lc[i, i] > 0.0 and math.isfinite(Lc[i, i])):
             return False
-    for i in range(m):  # forward
-        s = gs[i]
-        for k in range(i):
-            s -= Lc[i, k] * d[k]
-        d[i] = s / Lc[i, i]
-    for i in range(m - 1, -1, -1):  # backward
-        s = d[i]
-        for k in range(i + 1, m):
-            s -= Lc[k, i] * d[k]
-        d[i] = s / Lc[i, i]
+    _substitute(Lc, gs, d, m)
     for i in range(m):
         if not math.isfinite(d[i]):
             return False
@@ -1003,6 +1000,7 @@ if _HAVE_NUMBA:  # pragma: no branch
     _jit = _compiler
     _interp = _jit(_interp)
     _derivs = _jit(_derivs)
+    _substitute = _jit(_substitute)
     _cholesky_solve = _jit(_cholesky_solve)
     _lapack_cholesky_solve = _jit(_lapack_cholesky_solve)
     _newton_solve = _jit(_newton_solve)
