@@ -53,7 +53,7 @@ def _lapack_symbols() -> tuple[Any, ...] | None:
     if not _HAVE_NUMBA:  # pragma: no cover
         return None
     try:
-        import llvmlite.binding as llb
+        import llvmlite.binding as llb  # type: ignore[import-untyped]
         from numba.core import types
         from numba.extending import get_cython_function_address
     except ImportError:  # pragma: no cover
@@ -593,7 +593,7 @@ def _low_eigenpairs(S: np.ndarray, ev: np.ndarray, Z: np.ndarray) -> int:
 
 if not _HAVE_LOW_EIG:  # pragma: no cover - numba or SciPy's Cython LAPACK missing
 
-    def _low_eigenpairs(S: np.ndarray, ev: np.ndarray, Z: np.ndarray) -> int:  # noqa: F811
+    def _low_eigenpairs(S: np.ndarray, ev: np.ndarray, Z: np.ndarray) -> int:
         return -1
 
 
