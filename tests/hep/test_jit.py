@@ -276,3 +276,73 @@ def test_numpy_engine_alone_gives_the_same_numbers() -> None:
         ours = [hep.fit(m, d).twice_nll, discovery(m, d).z0_exp, hypotest(m, d, 1.0).cls_obs]
         assert ours[0] == pytest.approx(ref[0], abs=1e-7)
         np.testing.assert_allclose(ours[1:], ref[1:], rtol=1e-6)
+
+
+def _indefinite(rng: np.random.Generator, n: int, low: list[float]) -> np.ndarray:
+    """A symmetric ``n x n`` matrix whose lowest eigenvalues are ``low`` (the rest in
+    [0.5, 1e5], spread like a HistFactory Hessian) and random eigenvectors."""
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    ev = np.concatenate([low, np.geomspace(0.5, 1e5, n - len(low))])
+    return np.asarray((q * ev) @ q.T)
+
+
+def _abs_step(S: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The |H|-Newton step by a full eigh (the NumPy engine's rule) and the scaled lowest
+    eigenvector; whether there is negative curvature."""
+    ev, vec = np.linalg.eigh(S)
+    scale = np.abs(ev).max()
+    lam = np.maximum(np.abs(ev), _jit.EIG_FLOOR * scale)
+    return (
+        vec @ ((vec.T @ rhs) / lam),
+        vec[:, 0] / np.sqrt(abs(ev[0])),
+        ev[0] < -_jit.NEG_CURV_REL * scale,
+    )
+
+
+@pytest.mark.parametrize(
+    "low",
+    [
+        [-30.0, -4.0, -1.0],  # far from a minimum: several negative directions
+        [-1.2e-5],  # near a flat valley: one tiny negative eigenvalue, below the floor
+        [-2.0, 3e-6, 8e-6],  # small positive eigenvalues below the floor too
+    ],
+)
+def test_low_eigenpair_step_equals_full_eigh(low: list[float]) -> None:
+    """The damped step of wide Schur complements (eigenpairs below the floor only, then a
+    deflated Cholesky) is the |H| step of a full eigh."""
+    rng = np.random.default_rng(len(low))
+    n = 2 * _jit.CHOL_LAPACK
+    S = _indefinite(rng, n, low)
+    rhs = rng.normal(size=n)
+    d = np.empty(n)
+    neg = np.empty(n)
+    res = _jit._abs_newton_low(S.copy(), rhs, d, neg)
+    ref, ref_neg, has_neg = _abs_step(S, rhs)
+    assert res == (1 if has_neg else 0)
+    # both are backward stable: an eigenvalue lam is known to ~eps x |largest| only, so the
+    # step along it to ~eps x |largest| / |lam| relative (2e-6 for the tiny one here)
+    lam = np.maximum(np.abs(low), _jit.EIG_FLOOR * 1e5)
+    tol = 1e-9 + 20 * np.finfo(float).eps * 1e5 / lam.min()
+    np.testing.assert_allclose(d, ref, rtol=0, atol=tol * np.abs(ref).max())
+    if has_neg:
+        sign = np.sign(neg @ ref_neg)
+        np.testing.assert_allclose(sign * neg, ref_neg, rtol=0, atol=tol * np.abs(ref_neg).max())
+
+
+def test_wide_newton_solve_equals_numpy_solve() -> None:
+    """The compiled Newton solve of a wide, indefinite dense system takes the low-eigenpair
+    path and gives the NumPy engine's step (``_fit._solve``, full eigh)."""
+    rng = np.random.default_rng(7)
+    n = _jit.CHOL_LAPACK + 36
+    H = _indefinite(rng, n, [-9.0, -0.3])
+    g = rng.normal(size=n)
+    idx = np.arange(n, dtype=np.int64)
+    d = np.empty(n)
+    neg = np.empty(n)
+    has_neg = _jit._newton_solve(H, g, idx, n, np.zeros(n, np.bool_), d, neg)
+    dD, _, negD, *_ = fit_module._solve(
+        H[None], np.zeros((1, n, 0)), np.zeros((1, 0)), g[None], np.zeros((1, 0))
+    )
+    assert has_neg
+    np.testing.assert_allclose(d, dD[0], rtol=0, atol=1e-9 * np.abs(dD).max())
+    np.testing.assert_allclose(np.abs(neg), np.abs(negD[0]), rtol=0, atol=1e-9 * np.abs(negD).max())
