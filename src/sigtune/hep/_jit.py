@@ -834,7 +834,9 @@ def _minimize_row(
             v = min(max(v, lo[i]), hi[i])
             x_new[i] = v
             slope += g[i] * (v - x[i])
-        f_new = _derivs(x_new, r, t, n, ga, pa, const, 2, g_new, H_new, nu)
+        # f alone decides the line search (the same number at every order): the gradient and
+        # Hessian are computed once, at the accepted point
+        f_new = _derivs(x_new, r, t, n, ga, pa, const, 0, g_new, H_new, nu)
         slack = LS_SLACK * (1.0 + abs(f))
         if not (math.isfinite(f_new) and f_new <= f + ARMIJO * slope + slack):
             curv = f_new - f - slope
@@ -870,7 +872,7 @@ def _minimize_row(
                 break
             for i in range(P):
                 x_new[i] = x_try[i]
-            f_new = _derivs(x_new, r, t, n, ga, pa, const, 2, g_new, H_new, nu)
+        f_new = _derivs(x_new, r, t, n, ga, pa, const, 2, g_new, H_new, nu)
         n_iter += 1
         for i in range(P):
             x[i] = x_new[i]
