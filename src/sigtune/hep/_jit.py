@@ -664,7 +664,8 @@ def _newton_solve(
     """Solve the active Newton system ``H[idx, idx] d = g[idx]`` as :func:`sigtune.hep._fit._solve`
     does: through the Schur complement of the per-bin ("local") parameters, whose block of the
     Hessian is diagonal (floored if not positive); a Schur complement that is not positive
-    definite is shifted so that its lowest eigenvalue becomes ``|lowest|``.
+    definite takes its eigenvalues by magnitude, floored at ``EIG_FLOOR`` x the largest
+    (|H|-Newton; wide ones by :func:`_abs_newton_low`, else ``eigh``).
 
     Returns True when there is negative curvature; ``neg`` then holds the lowest eigenvector
     scaled by ``1/sqrt(|lowest|)`` (used to leave saddle points).
