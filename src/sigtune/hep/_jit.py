@@ -60,7 +60,7 @@ def _lapack_symbols() -> tuple[Any, ...] | None:
         return None
     vp = types.voidptr
     out = []
-    for name, n_args in (("dsytrd", 10), ("dsterf", 4), ("dstemr", 21), ("dormtr", 13)):
+    for name, n_args in (("dsytrd", 10), ("dstebz", 18), ("dstemr", 21), ("dormtr", 13)):
         try:
             addr = get_cython_function_address("scipy.linalg.cython_lapack", name)
         except Exception:  # pragma: no cover - SciPy without cython_lapack
@@ -73,7 +73,7 @@ def _lapack_symbols() -> tuple[Any, ...] | None:
 _LAPACK = _lapack_symbols()
 _HAVE_LOW_EIG = _LAPACK is not None
 if _LAPACK is not None:  # pragma: no branch
-    _dsytrd, _dsterf, _dstemr, _dormtr = _LAPACK
+    _dsytrd, _dstebz, _dstemr, _dormtr = _LAPACK
 
 # The model's arrays as the kernels take them (a namedtuple: numba passes it as one argument
 # and resolves the attribute accesses at compile time); built by JitTables.
@@ -517,28 +517,35 @@ def _lapack_cholesky_solve(Hs: np.ndarray, gs: np.ndarray, d: np.ndarray) -> boo
 
 
 def _low_eigenpairs(S: np.ndarray, ev: np.ndarray, Z: np.ndarray) -> int:
-    """All eigenvalues of the symmetric ``S`` (ascending, into ``ev``) and the eigenvectors of
-    those below ``EIG_FLOOR`` x the largest magnitude (rows of ``Z``), by LAPACK: tridiagonal
-    reduction (dsytrd), its eigenvalues (dsterf), the selected eigenvectors of the tridiagonal
-    (dstemr) and their back-transformation (dormtr). The reduction is the cost; the eigenvectors
-    of the rest are never formed (``eigh`` forms all of them, 2-3x the time at ~200 rows).
+    """The eigenpairs of the symmetric ``S`` whose eigenvalues lie below ``EIG_FLOOR`` x the
+    largest magnitude (ascending: values into ``ev[:k]``, vectors into the rows of ``Z``), and
+    the largest magnitude into ``ev[k]``, by LAPACK: tridiagonal reduction (dsytrd), its lowest
+    and highest eigenvalues by bisection (dstebz), the eigenpairs below the floor of the
+    tridiagonal (dstemr) and their back-transformation (dormtr). The reduction is the cost; the
+    eigenvectors of the rest are never formed (``eigh`` forms all of them, 2-3x the time at
+    ~200 rows).
 
-    Returns the number ``k`` of eigenvectors in ``Z``, or -1 where LAPACK fails (the caller
-    then takes ``eigh``). ``S`` is overwritten.
+    Returns the number ``k``, or -1 where LAPACK fails (the caller then takes ``eigh``). ``S``
+    is overwritten.
     """
     n = S.shape[0]
-    ch = np.empty(4, np.uint8)
+    ch = np.empty(5, np.uint8)
     ch[0] = 76  # 'L'
     ch[1] = 86  # 'V'
     ch[2] = 78  # 'N'
-    ib = np.empty(12, np.int32)
-    db = np.empty(3)
+    ch[3] = 73  # 'I'
+    ch[4] = 69  # 'E'
+    ib = np.empty(16, np.int32)
+    db = np.empty(4)
     d = np.empty(n)
     e = np.empty(n)
     tau = np.empty(max(n - 1, 1))
     lwork = 64 * n + 64
     work = np.empty(lwork)
     iwork = np.empty(10 * n + 10, np.int32)
+    wk = np.empty(n)
+    iblock = np.empty(n, np.int32)
+    isplit = np.empty(n, np.int32)
     ib[0] = n
     ib[1] = lwork
     ib[2] = 0
@@ -547,21 +554,24 @@ def _low_eigenpairs(S: np.ndarray, ev: np.ndarray, Z: np.ndarray) -> int:
             tau.ctypes, work.ctypes, ib[1:].ctypes, ib[2:].ctypes)  # fmt: skip
     if ib[2] != 0:
         return -1
-    for i in range(n):
-        ev[i] = d[i]
-        work[i] = e[i]
-    _dsterf(ib[0:].ctypes, ev.ctypes, work.ctypes, ib[2:].ctypes)
-    if ib[2] != 0:
-        return -1
-    scale = max(abs(ev[0]), abs(ev[n - 1]), 1e-12)
+    # the lowest and the highest eigenvalue (bisection, to full accuracy): the scale
+    db[2] = 0.0  # abstol: LAPACK's default
+    ext = np.empty(2)
+    for j in range(2):
+        ib[11] = 1 if j == 0 else n  # il = iu
+        _dstebz(ch[3:].ctypes, ch[4:].ctypes, ib[0:].ctypes, db[0:].ctypes, db[1:].ctypes,
+                ib[11:].ctypes, ib[11:].ctypes, db[2:].ctypes, d.ctypes, e.ctypes,
+                ib[12:].ctypes, ib[13:].ctypes, wk.ctypes, iblock.ctypes, isplit.ctypes,
+                work.ctypes, iwork.ctypes, ib[2:].ctypes)  # fmt: skip
+        if ib[2] != 0 or ib[12] != 1:
+            return -1
+        ext[j] = wk[0]
+    scale = max(abs(ext[0]), abs(ext[1]), 1e-12)
     floor = EIG_FLOOR * scale
-    k = 0
-    while k < n and ev[k] < floor:
-        k += 1
-    if k == 0:
+    if not ext[0] < floor:
         return 0
     # eigenpairs of the tridiagonal in (vl, vu]: vl below the lowest, vu = the floor
-    db[0] = ev[0] - 1.0 - abs(ev[0])
+    db[0] = ext[0] - 1.0 - abs(ext[0])
     db[1] = floor
     ib[3] = 1  # il, iu (unused with RANGE = 'V')
     ib[4] = n
@@ -570,14 +580,14 @@ def _low_eigenpairs(S: np.ndarray, ev: np.ndarray, Z: np.ndarray) -> int:
     ib[7] = n  # nzc
     ib[8] = 0  # tryrac: no relative accuracy needed
     ib[9] = 10 * n + 10
-    wk = np.empty(n)
     isuppz = np.empty(2 * n, np.int32)
     e[n - 1] = 0.0
     _dstemr(ch[1:].ctypes, ch[1:].ctypes, ib[0:].ctypes, d.ctypes, e.ctypes, db[0:].ctypes,
             db[1:].ctypes, ib[3:].ctypes, ib[4:].ctypes, ib[5:].ctypes, wk.ctypes, Z.ctypes,
             ib[6:].ctypes, ib[7:].ctypes, isuppz.ctypes, ib[8:].ctypes, work.ctypes,
             ib[1:].ctypes, iwork.ctypes, ib[9:].ctypes, ib[2:].ctypes)  # fmt: skip
-    if ib[2] != 0 or ib[5] != k:
+    k = ib[5]
+    if ib[2] != 0 or k < 1 or k >= n:
         return -1
     # Z (column-major n x k: its rows here) = Q Z, Q from the reflectors left in S
     ib[10] = k
@@ -588,7 +598,8 @@ def _low_eigenpairs(S: np.ndarray, ev: np.ndarray, Z: np.ndarray) -> int:
         return -1
     for j in range(k):
         ev[j] = wk[j]
-    return k
+    ev[k] = scale
+    return int(k)
 
 
 if not _HAVE_LOW_EIG:  # pragma: no cover - numba or SciPy's Cython LAPACK missing
@@ -600,8 +611,8 @@ if not _HAVE_LOW_EIG:  # pragma: no cover - numba or SciPy's Cython LAPACK missi
 def _abs_newton_low(Sm: np.ndarray, rhs: np.ndarray, dD: np.ndarray, negD: np.ndarray) -> int:
     """The |H|-Newton step of :func:`_newton_solve` (eigenvalues by magnitude, floored at
     ``EIG_FLOOR`` x the largest) from the eigenpairs below the floor only
-    (:func:`_low_eigenpairs`): with ``V`` those eigenvectors and ``c`` the lowest eigenvalue
-    above the floor, ``dD = V diag(1/|lam|) V^T rhs + M^-1 (rhs - V V^T rhs)`` where
+    (:func:`_low_eigenpairs`): with ``V`` those eigenvectors and ``c`` the largest eigenvalue
+    magnitude, ``dD = V diag(1/|lam|) V^T rhs + M^-1 (rhs - V V^T rhs)`` where
     ``M = Sm + V diag(c - lam) V^T`` is positive definite, equal to ``Sm`` on the other
     eigenvectors and no worse conditioned than them (Cholesky).
 
@@ -613,13 +624,12 @@ def _abs_newton_low(Sm: np.ndarray, rhs: np.ndarray, dD: np.ndarray, negD: np.nd
     ev = np.empty(nD)
     Z = np.empty((nD, nD))
     k = _low_eigenpairs(S, ev, Z)
-    if k <= 0 or k >= nD:
+    if k <= 0:
         return -1
-    scale = max(abs(ev[0]), abs(ev[nD - 1]), 1e-12)
+    scale = ev[k]
     for j in range(k):
         if not math.isfinite(ev[j]):
             return -1
-    c = ev[k]  # the lowest eigenvalue above the floor (ev[k:] from dsterf)
     M = Sm.copy()
     r2 = rhs.copy()
     for a in range(nD):
@@ -632,7 +642,7 @@ def _abs_newton_low(Sm: np.ndarray, rhs: np.ndarray, dD: np.ndarray, negD: np.nd
         for a in range(nD):
             dD[a] += Z[j, a] * (pc / lam)
             r2[a] -= Z[j, a] * pc
-        sh = c - ev[j]
+        sh = scale - ev[j]
         for a in range(nD):
             za = sh * Z[j, a]
             for b in range(nD):
