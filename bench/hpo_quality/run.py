@@ -548,12 +548,18 @@ def table(suite: str, summary: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def position(summary: Mapping[str, Mapping[str, float]]) -> tuple[int, int, float]:
-    order = sorted(summary, key=lambda o: (summary[o]["score"], summary[o]["rank"]))
-    return order.index("auto") + 1, len(order), summary["auto"]["score"]
+    """``auto``'s rank by (mean normalized score, average rank); exact ties share the rank."""
+
+    def key(o: str) -> tuple[float, float]:
+        return summary[o]["score"], summary[o]["rank"]
+
+    ahead = sum(1 for o in summary if key(o) < key("auto"))
+    return ahead + 1, len(summary), summary["auto"]["score"]
 
 
-def results_path(suite: str, config: str) -> Path:
-    return HERE / f"results_{suite}{'' if config == 'full' else '_' + config}.json"
+def results_path(suite: str, config: str, tag: str | None = None) -> Path:
+    stem = f"results_{suite}{'' if config == 'full' else '_' + config}"
+    return HERE / f"{stem}{'_' + tag if tag else ''}.json"
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -645,9 +651,14 @@ def problems_of(suite: str, config: str) -> list[Problem]:
 
 
 def run_suite(
-    suite: str, config: str, seeds: int, optimizers: list[str], dims: str | None = None
+    suite: str,
+    config: str,
+    seeds: int,
+    optimizers: list[str],
+    dims: str | None = None,
+    tag: str | None = None,
 ) -> None:
-    path = results_path(suite, config)
+    path = results_path(suite, config, tag)
     results = load(path)
     done = {(r["optimizer"], r["problem"], r["seed"]) for r in results}
     for pid, space, f, budget, kind, ref in problems_of(suite, config):
@@ -712,6 +723,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="bbob: the medium problem list on this instance (results_bbob_instanceN.json)",
     )
+    ap.add_argument(
+        "--tag",
+        default=None,
+        help="results file results_<suite>_<config>_<tag>.json (e.g. a check on more seeds)",
+    )
     args = ap.parse_args(argv)
     if args.suite == "overhead":
         with warnings.catch_warnings():
@@ -735,10 +751,10 @@ def main(argv: list[str] | None = None) -> int:
     chosen = args.optimizers.split(",") if args.optimizers else None
     if args.suite != "report":
         default = MOC_OPTIMIZERS if args.suite == "moc" else OPTIMIZERS
-        run_suite(args.suite, config, seeds, chosen or list(default), args.dims)
+        run_suite(args.suite, config, seeds, chosen or list(default), args.dims, args.tag)
     out = {}
     for suite in ("bbob", "ml", "moc"):
-        results = load(results_path(suite, config))
+        results = load(results_path(suite, config, args.tag))
         if not results:
             continue
         names = set(peers(suite, results, chosen))
