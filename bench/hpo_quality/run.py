@@ -226,6 +226,15 @@ def ml_problems(config: str) -> list[Problem]:
 # ---------------------------------------------------------------------- optimizers
 
 
+#: acquisition settings of the GP measured as ``auto-<variant>`` (see GP_ACQUISITION_KNOBS)
+MO_ACQUISITION: dict[str, dict[str, int]] = {
+    "acqdef": {"n_preliminary_samples": 2048, "n_local_search": 10, "n_qmc_samples_ehvi": 128},
+    "acqmid": {"n_preliminary_samples": 512, "n_local_search": 5, "n_qmc_samples_ehvi": 64},
+    "acqlean": {"n_preliminary_samples": 256, "n_local_search": 4, "n_qmc_samples_ehvi": 32},
+    "acqmin": {"n_preliminary_samples": 128, "n_local_search": 2, "n_qmc_samples_ehvi": 16},
+}
+
+
 def _variant_policy(variant: str) -> Callable[[Any], Any]:
     """Experimental ``auto`` policies (``auto-<variant>``) measured against the adopted one."""
     from dataclasses import replace
@@ -239,6 +248,11 @@ def _variant_policy(variant: str) -> Callable[[Any], Any]:
             return AutoChoice("gp", {}, "categorical parameters, no conditions (variant)")
         if c.name != "gp":
             return c
+        if variant in MO_ACQUISITION:  # lighter / default acquisition optimisation of the GP
+            return replace(c, options={**c.options, "acquisition": MO_ACQUISITION[variant]})
+        if variant == "motpe":  # GP (EHVI) for the first half, then multivariate TPE
+            then = AutoChoice("tpe", {"multivariate": True}, "TPE after the GP (variant)")
+            return replace(c, then=then, switch_after=max(20, budget // 2))
         after = max(20, budget // 2)
         if variant == "ws":  # warm-started CMA-ES (from the GP trials) for the second half
             then = AutoChoice("cmaes", {"source_trials": "completed"}, "ws-cma")
@@ -534,23 +548,38 @@ def table(suite: str, summary: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def position(summary: Mapping[str, Mapping[str, float]]) -> tuple[int, int, float]:
-    order = sorted(summary, key=lambda o: (summary[o]["score"], summary[o]["rank"]))
-    return order.index("auto") + 1, len(order), summary["auto"]["score"]
+    """``auto``'s rank by (mean normalized score, average rank); exact ties share the rank."""
+
+    def key(o: str) -> tuple[float, float]:
+        return summary[o]["score"], summary[o]["rank"]
+
+    ahead = sum(1 for o in summary if key(o) < key("auto"))
+    return ahead + 1, len(summary), summary["auto"]["score"]
 
 
-def results_path(suite: str, config: str) -> Path:
-    return HERE / f"results_{suite}{'' if config == 'full' else '_' + config}.json"
+def results_path(suite: str, config: str, tag: str | None = None) -> Path:
+    stem = f"results_{suite}{'' if config == 'full' else '_' + config}"
+    return HERE / f"{stem}{'_' + tag if tag else ''}.json"
 
 
 def load(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def overhead(dims: list[int], budgets: list[int], n_objectives: int = 1) -> None:
-    """Median sampler time per ask (ask + suggest + tell) of ``auto`` on a numeric space.
+def overhead(
+    dims: list[int], budgets: list[int], n_objectives: int = 1, kind: str = "numeric"
+) -> None:
+    """Median sampler time per ask (ask + suggest + tell) of ``auto`` on a synthetic problem.
 
-    Single thread: torch and BLAS are limited to one thread here; pin the process to one core
-    with ``taskset -c 0`` for the figures in the docs.
+    Printed: the median CPU time of the process per ask (what one unloaded core would take; it
+    does not grow when other processes share the machine), the median over the last 10 asks,
+    and the median wall-clock time (an upper bound on a loaded machine).
+
+    ``kind``: ``numeric`` (d floats), ``constrained`` (the same with one constraint, 1
+    objective), ``categorical`` (d - 1 floats and a choice), ``conditional`` (a choice of two
+    families with their own floats), ``large`` (numeric with a budget of 300, timed over the
+    first ``n`` asks: the CMA-ES branch). Single thread: torch and BLAS are limited to one
+    thread here; pin the process to one core with ``taskset -c 1`` for the figures in the docs.
     """
     import optuna
     import torch
@@ -560,34 +589,55 @@ def overhead(dims: list[int], budgets: list[int], n_objectives: int = 1) -> None
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(
-        f"{'obj':>3} {'dim':>4} {'trials':>7} {'auto uses':<12} {'median s/ask':>13} "
-        f"{'last 10 s/ask':>14}"
-    )
     for d in dims:
+        space_def: dict[str, Any] = {f"x{i}": {"bounds": [-5.0, 5.0]} for i in range(d)}
+        if kind == "categorical":
+            space_def = {f"x{i}": {"bounds": [-5.0, 5.0]} for i in range(d - 1)}
+            space_def["c"] = {"values": ["a", "b", "c"]}
+        elif kind == "conditional":
+            space_def = {"family": {"values": ["a", "b"]}}
+            for i in range(d):
+                fam = "ab"[i % 2]
+                space_def[f"x{i}"] = {"bounds": [-5.0, 5.0], "only": f"family == '{fam}'"}
+        space = SearchSpace.from_dict(space_def)
         for n in budgets:
-            space = SearchSpace.from_dict({f"x{i}": {"bounds": [-5.0, 5.0]} for i in range(d)})
+            opts: dict[str, Any] = {}
+            if kind == "constrained":
+                opts["constraints_func"] = _constraints
             sampler = make_sampler(
-                "auto", seed=0, space=space, n_trials=n, n_objectives=n_objectives
+                "auto",
+                seed=0,
+                space=space,
+                n_trials=300 if kind == "large" else n,
+                n_objectives=n_objectives,
+                options=opts,
             )
             study = optuna.create_study(sampler=sampler, directions=["minimize"] * n_objectives)
             times: list[float] = []
+            cpu: list[float] = []
             for _ in range(n):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 trial = study.ask()
-                x = np.array(list(space.suggest(trial).values()))
-                t1 = time.perf_counter()
-                f1 = float(np.sum(x**2) + np.sum(np.sin(3 * x)))
+                p = space.suggest(trial)
+                t1, c1 = time.perf_counter(), time.process_time()
+                x = np.array(
+                    [float(v) for k, v in p.items() if k.startswith("x") and v is not None]
+                )
+                f1 = float(np.sum(x**2) + np.sum(np.sin(3 * x))) + (p.get("c") == "b")
                 value: Any = f1 if n_objectives == 1 else (f1, float(np.sum((x - 1) ** 2)))
-                t2 = time.perf_counter()
+                if kind == "constrained":
+                    trial.set_user_attr("constraints", [float(x[0] - 1.0)])
+                t2, c2 = time.perf_counter(), time.process_time()
                 study.tell(trial, value)
                 times.append((t1 - t0) + (time.perf_counter() - t2))
+                cpu.append((c1 - c0) + (time.process_time() - c2))
             used = ">".join(
                 dict.fromkeys(str(t.user_attrs.get("auto:sampler")) for t in study.trials)
             )
             print(
-                f"{n_objectives:>3} {d:>4} {n:>7} {used:<12} {statistics.median(times):>13.4f} "
-                f"{statistics.median(times[-10:]):>14.4f}",
+                f"{kind:<11} {n_objectives:>3} {d:>4} {n:>7} {used:<12} "
+                f"{statistics.median(cpu):>12.4f} {statistics.median(cpu[-10:]):>12.4f} "
+                f"{statistics.median(times):>12.4f}",
                 flush=True,
             )
 
@@ -601,9 +651,14 @@ def problems_of(suite: str, config: str) -> list[Problem]:
 
 
 def run_suite(
-    suite: str, config: str, seeds: int, optimizers: list[str], dims: str | None = None
+    suite: str,
+    config: str,
+    seeds: int,
+    optimizers: list[str],
+    dims: str | None = None,
+    tag: str | None = None,
 ) -> None:
-    path = results_path(suite, config)
+    path = results_path(suite, config, tag)
     results = load(path)
     done = {(r["optimizer"], r["problem"], r["seed"]) for r in results}
     for pid, space, f, budget, kind, ref in problems_of(suite, config):
@@ -668,12 +723,26 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="bbob: the medium problem list on this instance (results_bbob_instanceN.json)",
     )
+    ap.add_argument(
+        "--tag",
+        default=None,
+        help="results file results_<suite>_<config>_<tag>.json (e.g. a check on more seeds)",
+    )
     args = ap.parse_args(argv)
     if args.suite == "overhead":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            overhead([int(d) for d in (args.dims or "2,5,10").split(",")], [48, 200])
-            overhead([2], [48, 100], n_objectives=2)
+            print(
+                f"{'problem':<11} {'obj':>3} {'dim':>4} {'trials':>7} {'auto uses':<12} "
+                f"{'cpu s/ask':>12} {'last 10 cpu':>12} {'wall s/ask':>12}"
+            )
+            dims = [int(d) for d in (args.dims or "2,5,10").split(",")]
+            overhead(dims, [48, 200])
+            overhead([2, 5], [48, 100, 200], n_objectives=2)
+            overhead([2, 5], [48, 200], kind="constrained")
+            overhead([5], [48, 200], kind="categorical")
+            overhead([6], [48, 200], kind="conditional")
+            overhead([5], [200], kind="large")
         return 0
     config = "quick" if args.quick else "medium" if args.medium else "full"
     if args.instance is not None:
@@ -682,10 +751,10 @@ def main(argv: list[str] | None = None) -> int:
     chosen = args.optimizers.split(",") if args.optimizers else None
     if args.suite != "report":
         default = MOC_OPTIMIZERS if args.suite == "moc" else OPTIMIZERS
-        run_suite(args.suite, config, seeds, chosen or list(default), args.dims)
+        run_suite(args.suite, config, seeds, chosen or list(default), args.dims, args.tag)
     out = {}
     for suite in ("bbob", "ml", "moc"):
-        results = load(results_path(suite, config))
+        results = load(results_path(suite, config, args.tag))
         if not results:
             continue
         names = set(peers(suite, results, chosen))

@@ -14,6 +14,8 @@ from sigtune._exceptions import ConfigError
 from sigtune._samplers import (
     AUTO_REASON_ATTR,
     AUTO_SAMPLER_ATTR,
+    GP_ACQUISITION_KNOBS,
+    MO_GP_ACQUISITION,
     AutoChoice,
     AutoSampler,
     auto_summary,
@@ -255,3 +257,71 @@ def test_bad_refine_options_are_config_errors() -> None:
         make_sampler("auto", options={"refine_fraction": 1.5})
     with pytest.raises(ConfigError, match="refine_min_dim"):
         make_sampler("auto", options={"refine_min_dim": "five"})
+
+
+def test_two_objectives_get_the_gp_with_a_lighter_acquisition() -> None:
+    sampler, study = _run(NUMERIC, 48, 12, n_objectives=2)
+    assert sampler.choice is not None and sampler.choice.name == "gp"
+    assert sampler.choice.options["acquisition"] == dict(MO_GP_ACQUISITION)
+    gp = sampler.sampler
+    assert isinstance(gp, optuna.samplers.GPSampler)
+    default = optuna.samplers.GPSampler()
+    # the knobs the installed Optuna has are lowered; the others are not invented
+    assert gp._n_preliminary_samples == 256 < default._n_preliminary_samples
+    for key, attr in GP_ACQUISITION_KNOBS.items():
+        if hasattr(default, attr):
+            assert getattr(gp, attr) == MO_GP_ACQUISITION[key] < getattr(default, attr)
+        else:
+            assert not hasattr(gp, attr)
+    # the GP (not its random start-up only) proposed the last trials: 2 objectives recorded
+    assert all(len(t.values) == 2 for t in study.trials)
+    assert {t.user_attrs[AUTO_SAMPLER_ATTR] for t in study.trials} == {"gp"}
+    # one objective keeps Optuna's own settings
+    single, _ = _run(NUMERIC, 40, 1)
+    assert single.choice is not None and "acquisition" not in single.choice.options
+    assert single.sampler._n_preliminary_samples == default._n_preliminary_samples  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("name", "acquisition", "match"),
+    [
+        ("gp", {"n_restarts": 3}, "unknown acquisition setting 'n_restarts'"),
+        ("gp", {"n_local_search": 0}, "integer >= 1"),
+        ("gp", [("n_local_search", 2)], "must be a mapping"),
+        ("tpe", {"n_local_search": 2}, "applies to 'gp' only"),
+    ],
+)
+def test_bad_acquisition_in_a_policy_is_a_config_error(
+    name: str, acquisition: Any, match: str
+) -> None:
+    def policy(ctx: Any) -> AutoChoice:
+        return AutoChoice(name, {"acquisition": acquisition}, "custom")
+
+    with pytest.raises(ConfigError, match=match):
+        make_sampler("auto", space=NUMERIC, n_trials=20, options={"policy": policy})
+
+
+def test_constrained_five_dimensional_space_gets_a_lean_gp_without_refinement() -> None:
+    space = SearchSpace.from_dict(FIVE_D)
+    sampler = make_sampler(
+        "auto",
+        seed=0,
+        space=space,
+        n_trials=40,
+        options={"constraints_func": lambda t: [t.params["x0"]]},
+    )
+    assert isinstance(sampler, AutoSampler) and sampler.choice is not None
+    # no CMA-ES stage (it would ignore the constraints), lighter acquisition optimisation
+    assert sampler.choice.name == "gp" and sampler.choice.then is None
+    assert sampler.choice.reason.startswith("constrained, numeric space of dimension 5")
+    assert sampler.choice.options["acquisition"] == dict(MO_GP_ACQUISITION)
+    gp = sampler.sampler
+    assert isinstance(gp, optuna.samplers.GPSampler) and gp._n_local_search == 4
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: sum(space.suggest(t).values()), n_trials=3)
+    assert all(t.user_attrs[AUTO_SAMPLER_ATTR] == "gp" for t in study.trials)
+    assert all(list(t.system_attrs["constraints"]) == [t.params["x0"]] for t in study.trials)
+    # the same space without constraints: GP, then the CMA-ES refinement
+    plain = make_sampler("auto", seed=0, space=space, n_trials=40)
+    assert isinstance(plain, AutoSampler) and plain.choice is not None
+    assert plain.choice.then is not None and "acquisition" not in plain.choice.options
