@@ -11,18 +11,19 @@ test-optuna-oldest`` runs the core tests against the oldest Optuna that pyprojec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from optuna.storages import _CachedStorage as CachedStorage
 from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread
 from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
 
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
-    from optuna.trial import FrozenTrial
 
 __all__ = [
     "BaseHeartbeat",
@@ -38,6 +39,7 @@ __all__ = [
     "stop_requested",
     "study_id",
     "study_storage",
+    "tell",
     "trial_constraints",
     "trial_id",
 ]
@@ -62,6 +64,47 @@ def trial_constraints(trial: FrozenTrial) -> Mapping[str, float]:
         if k.startswith("constraints:")
     )
     return out
+
+
+def _find_tell_with_warning() -> Any:
+    """Optuna's internal ``_tell_with_warning`` if it has the parameters sigtune passes."""
+    try:
+        from optuna.study._tell import _tell_with_warning
+    except ImportError:  # pragma: no cover - a future Optuna without it
+        return None
+    try:
+        params = inspect.signature(_tell_with_warning).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return None
+    if not {"study", "trial", "value_or_values", "state"} <= set(params):
+        return None  # pragma: no cover - a future Optuna with another signature
+    return _tell_with_warning
+
+
+_TELL_WITH_WARNING = _find_tell_with_warning()
+
+
+def tell(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    values: Sequence[float] | None = None,
+    state: TrialState | None = None,
+) -> FrozenTrial:
+    """``study.tell(trial, values, state)`` without the deep copy of the trial it returns.
+
+    Optuna's public ``Study.tell`` deep-copies the finished trial for its caller (about half of
+    the per-trial bookkeeping of a cheap objective); its own ``Study.optimize`` calls the internal
+    ``_tell_with_warning`` instead, and so does this. The returned trial is the storage's own
+    object: read it, do not modify it (pass a copy to user code). Falls back to ``study.tell``
+    when the internal function is missing or has another signature.
+    """
+    if _TELL_WITH_WARNING is None:
+        return study.tell(trial, values, state=state)  # pragma: no cover - see above
+    out = _TELL_WITH_WARNING(study=study, trial=trial, value_or_values=values, state=state)
+    if isinstance(out, tuple) and out and isinstance(out[0], FrozenTrial):
+        return out[0]  # Optuna < 5 returns the trial read back after the tell
+    frozen: FrozenTrial = study._storage.get_trial(trial._trial_id)
+    return frozen
 
 
 def study_storage(study: optuna.Study) -> BaseStorage:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import math
 import numbers
 import os
@@ -51,12 +50,13 @@ from sigtune._optuna_compat import (
     heartbeat,
     stop_requested,
     study_storage,
+    tell,
     trial_id,
 )
 from sigtune._run import RunPlan, StopReason, StudyRef, TrialFunction
 from sigtune._storage import FAIL_REASON_KEY, FAIL_TRACEBACK_KEY
 from sigtune._target import mark_uncounted
-from sigtune._trial_logs import LOG_CHARS, LOG_KEY, captured_output
+from sigtune._trial_logs import LOG_CHARS, LOG_KEY, OutputCapture
 
 __all__ = [
     "CONSTRAINTS_KEY",
@@ -123,6 +123,7 @@ class TrialGuard:
         self.interrupted = False
         self.timed_out = False
         self.slot = slot
+        self.output = OutputCapture()  # the objective's stdout/stderr, one trial at a time
         self._old: dict[int, Any] = {}
 
     def mark(self, value: float) -> None:
@@ -294,7 +295,7 @@ def run_trial(
     failure: BaseException | None = None
     timeout = plan.trial_timeout
     guard.timed_out = False
-    output = io.StringIO()
+    output = guard.output
     try:
         try:
             guard.in_objective = True
@@ -303,7 +304,7 @@ def run_trial(
             if timeout is not None:
                 guard.mark(time.monotonic())
                 signal.setitimer(signal.ITIMER_REAL, timeout)
-            with heartbeat(study, trial), captured_output(output):  # heartbeat: server databases
+            with heartbeat(study, trial), output:  # heartbeat: server databases
                 result = objective(trial)
         finally:
             guard.in_objective = False
@@ -342,7 +343,7 @@ def run_trial(
                 if reason is not None:
                     state, values = TrialState.FAIL, None
 
-    log = output.getvalue()
+    log = output.text()
     if log:  # only when the objective printed: no extra storage write per trial otherwise
         study_storage(study).set_trial_system_attr(trial_id(trial), LOG_KEY, log[-LOG_CHARS:])
     if state == TrialState.FAIL:
@@ -350,14 +351,14 @@ def run_trial(
         storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_KEY, reason)
         if failure is not None:
             storage.set_trial_system_attr(trial_id(trial), TRACEBACK_KEY, _traceback_text(failure))
-        frozen = study.tell(trial, state=TrialState.FAIL)
+        frozen = tell(study, trial, state=TrialState.FAIL)
         value = None
     elif state == TrialState.PRUNED:
-        frozen = study.tell(trial, state=TrialState.PRUNED)
+        frozen = tell(study, trial, state=TrialState.PRUNED)
         value = None
     else:
         assert values is not None
-        frozen = study.tell(trial, values)
+        frozen = tell(study, trial, values)
         value = progress_value(frozen)
     if plan.callbacks:
         error = _call_callbacks(study, frozen, plan)
@@ -373,9 +374,16 @@ def run_trial(
 def progress_value(frozen: optuna.trial.FrozenTrial) -> float | None:
     """The first value of a COMPLETE trial for the run's progress "best", ``None`` if infeasible
     (constraints from the run's ``constraints`` or set by the objective, as in :mod:`sigtune._best`)."""
-    if frozen.values is None or not is_feasible(frozen):
+    values = frozen.values
+    if values is None:
         return None
-    return float(frozen.values[0])
+    # Without any constraint key the trial is feasible: skip is_feasible's parsing (hot path).
+    if "constraints" in frozen.user_attrs or any(
+        key.startswith(CONSTRAINTS_KEY) for key in frozen.system_attrs
+    ):
+        if not is_feasible(frozen):
+            return None
+    return float(values[0])
 
 
 def end_children() -> None:
