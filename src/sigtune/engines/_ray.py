@@ -673,6 +673,7 @@ def _conclude(
     else:
         assert values is not None
         frozen = tell(study, trial, values)
+        assert frozen is not None  # read back (the default)
         shared.record(state, progress_value(frozen), None)
     if plan.callbacks:
         error = _call_callbacks(study, frozen, plan)
