@@ -91,7 +91,7 @@ class OutputCapture:
         ...     print("epoch 1")
         epoch 1
         >>> capture.text()
-        'epoch 1\n'
+        'epoch 1\\n'
     """
 
     def __init__(self) -> None:
