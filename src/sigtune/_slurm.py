@@ -125,6 +125,8 @@ PORT={job.port}
 GPUS_PER_NODE={job.gpus_per_node}
 CPUS_PER_NODE="${{SLURM_CPUS_PER_TASK:-${{SLURM_CPUS_ON_NODE:-1}}}}"
 WAIT_S="${{SIGTUNE_RAY_WAIT_S:-300}}"
+# Trials run at normal priority on the allocation's nodes (Ray's default worker niceness is 15).
+export RAY_worker_niceness="${{RAY_worker_niceness:-0}}"
 
 mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 HEAD_NODE="${{NODES[0]}}"

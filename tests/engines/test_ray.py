@@ -39,6 +39,9 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # as in a Ray instance that sigtune starts: trials at normal priority, so that a loaded
+    # machine slows them down instead of starving them (Ray's default niceness is 15)
+    os.environ.setdefault("RAY_worker_niceness", "0")
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p
     )

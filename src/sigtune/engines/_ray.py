@@ -71,9 +71,24 @@ from sigtune.engines._trial import (
     validate_values,
 )
 
-__all__ = ["LOG_KEY", "TRACEBACK_KEY", "RayEngine", "RemoteTrial"]
+__all__ = ["LOG_KEY", "TRACEBACK_KEY", "RayEngine", "RemoteTrial", "start_local_ray"]
 
 _POLL_S = 0.2
+
+
+#: Niceness of the worker processes of a Ray instance that sigtune starts itself. Ray's default
+#: is 15: its workers then yield to every normal process, and on a busy machine (a CI runner,
+#: a shared workstation) a trial can get a few percent of a CPU and seem to hang. Trials of the
+#: local engine run at the caller's priority; so do those of a local Ray instance. A cluster
+#: started with ``ray start`` keeps its own setting; ``RAY_worker_niceness`` set by the user wins.
+WORKER_NICENESS = "0"
+
+
+def start_local_ray(ray: Any, **kwargs: Any) -> None:
+    """``ray.init(address="local", **kwargs)``: a new Ray instance on this machine whose workers
+    run at normal priority (:data:`WORKER_NICENESS`), never one that happens to run here."""
+    os.environ.setdefault("RAY_worker_niceness", WORKER_NICENESS)
+    ray.init(address="local", **kwargs)
 
 
 def _import_ray() -> Any:
@@ -381,12 +396,16 @@ class RayEngine:
             return False
         # address None: RAY_ADDRESS if set, else a new local instance ("local"; a bare
         # ray.init() would join any other Ray instance running on this machine)
-        ray.init(
-            address=self.address or os.environ.get("RAY_ADDRESS") or "local",
-            include_dashboard=False,
-            logging_level="WARNING",
-            configure_logging=True,
-        )
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "logging_level": "WARNING",
+            "configure_logging": True,
+        }
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        if address is None or address == "local":
+            start_local_ray(ray, **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
         return True
 
     def _concurrency(self, ray: Any, n_jobs: int) -> int:

@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sigtune._exceptions import ConfigError
+from sigtune.engines._ray import start_local_ray
 
 __all__ = ["MutationRange", "PBTStage", "run_pbt", "split_mutable"]
 
@@ -365,8 +366,8 @@ def _init_ray(stage: PBTStage) -> bool:
     if stage.address is not None:
         ray.init(address=stage.address, **kwargs)
     else:
-        # "local": a new instance, never a cluster that happens to run on this machine
-        ray.init(address="local", num_cpus=stage.num_cpus, **kwargs)
+        # a new instance, never a cluster that happens to run on this machine
+        start_local_ray(ray, num_cpus=stage.num_cpus, **kwargs)
     return True
 
 
