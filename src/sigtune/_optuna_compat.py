@@ -2,8 +2,10 @@
 
 Optuna's public API has no way to write a trial attribute by trial id without a ``Trial`` object
 (needed to record the failure reason and the constraints of a trial before it is told), to read a
-study's storage and id, or to let ``study.stop()`` work outside ``Study.optimize``. sigtune needs
-these; the rest of the package calls the functions here, and
+study's storage and id, to let ``study.stop()`` work outside ``Study.optimize``, or to tell a
+trial without the deep copy ``Study.tell`` makes of it (:func:`tell`: Optuna's own optimize loop
+calls the same internal function; feature-detected, with ``Study.tell`` as the fallback). sigtune
+needs these; the rest of the package calls the functions here, and
 ``tests/architecture/test_optuna_private.py`` checks that no other module touches an Optuna
 private name. When Optuna changes one of them, this is the only file to adapt (``make
 test-optuna-oldest`` runs the core tests against the oldest Optuna that pyproject allows).
@@ -11,18 +13,19 @@ test-optuna-oldest`` runs the core tests against the oldest Optuna that pyprojec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from optuna.storages import _CachedStorage as CachedStorage
 from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread
 from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
 
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
-    from optuna.trial import FrozenTrial
 
 __all__ = [
     "BaseHeartbeat",
@@ -34,10 +37,13 @@ __all__ = [
     "end_callbacks",
     "heartbeat",
     "heartbeat_enabled",
+    "live_record",
+    "sampler_sets_constraints",
     "stale_heartbeat_trial_ids",
     "stop_requested",
     "study_id",
     "study_storage",
+    "tell",
     "trial_constraints",
     "trial_id",
 ]
@@ -62,6 +68,68 @@ def trial_constraints(trial: FrozenTrial) -> Mapping[str, float]:
         if k.startswith("constraints:")
     )
     return out
+
+
+def _find_tell_with_warning() -> Any:
+    """Optuna's internal ``_tell_with_warning`` if it has the parameters sigtune passes."""
+    try:
+        from optuna.study._tell import _tell_with_warning
+    except ImportError:  # pragma: no cover - a future Optuna without it
+        return None
+    try:
+        params = inspect.signature(_tell_with_warning).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return None
+    if not {"study", "trial", "value_or_values", "state"} <= set(params):
+        return None  # pragma: no cover - a future Optuna with another signature
+    return _tell_with_warning
+
+
+_TELL_WITH_WARNING = _find_tell_with_warning()
+
+
+def tell(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    values: Sequence[float] | None = None,
+    state: TrialState | None = None,
+    *,
+    read_back: bool = True,
+) -> FrozenTrial | None:
+    """``study.tell(trial, values, state)`` without the deep copy of the trial it returns.
+
+    Optuna's public ``Study.tell`` deep-copies the finished trial for its caller (about half of
+    the per-trial bookkeeping of a cheap objective) after reading it back from the storage (on a
+    database, a query); its own ``Study.optimize`` calls the internal ``_tell_with_warning``
+    instead, and so does this. The returned trial is the storage's own object: read it, do not
+    modify it (pass a copy to user code). ``read_back=False``: return ``None`` instead of reading
+    the finished trial back, where this Optuna's internal tell does not return it anyway. Falls
+    back to ``study.tell`` when the internal function is missing or has another signature.
+    """
+    if _TELL_WITH_WARNING is None:
+        return study.tell(trial, values, state=state)  # pragma: no cover - see above
+    out = _TELL_WITH_WARNING(study=study, trial=trial, value_or_values=values, state=state)
+    if isinstance(out, tuple) and out and isinstance(out[0], FrozenTrial):
+        return out[0]  # Optuna < 5 returns the trial read back after the tell
+    if not read_back:
+        return None
+    frozen: FrozenTrial = study._storage.get_trial(trial._trial_id)
+    return frozen
+
+
+def live_record(trial: optuna.Trial) -> FrozenTrial | None:
+    """The running trial's own record of itself, without a storage read: params, user attrs and
+    the constraints it set through the ``Trial`` API (``Trial._cached_frozen_trial``, which Optuna
+    updates on each of those calls). Read it, do not modify it; ``None`` if this Optuna has none.
+    """
+    record = getattr(trial, "_cached_frozen_trial", None)
+    return record if isinstance(record, FrozenTrial) else None
+
+
+def sampler_sets_constraints(sampler: Any) -> bool:
+    """Whether the sampler stores constraint values on a trial when it is told (Optuna's samplers
+    with a ``constraints_func``, kept as ``_constraints_func``, as sigtune's ``auto`` does)."""
+    return getattr(sampler, "_constraints_func", None) is not None
 
 
 def study_storage(study: optuna.Study) -> BaseStorage:

@@ -129,3 +129,38 @@ def test_callbacks_must_be_callable() -> None:
         sigtune.optimize(_objective, 1, callbacks=["module:function"])  # type: ignore[list-item]
     with pytest.raises(sigtune.ConfigError, match="callbacks"):
         load_config({"n_trials": 1, "objective": "m:f", "callbacks": ["nocolon"]})
+
+
+def test_a_callback_changing_its_trial_does_not_change_the_study() -> None:
+    # The engine tells the storage without Optuna's deep copy; callbacks still get their own copy.
+    def vandal(study: optuna.Study, trial: FrozenTrial) -> None:
+        trial.user_attrs["vandal"] = True
+        trial.params["x"] = 99.0
+        if trial.values is not None:
+            trial.values = [-1.0]
+
+    study = sigtune.optimize(_objective, 6, sampler="random", seed=0, callbacks=[vandal])
+    for t in study.optuna.get_trials(deepcopy=False):
+        assert "vandal" not in t.user_attrs and t.params["x"] != 99.0
+        assert t.values is None or t.values[0] >= 0.0
+
+
+def test_runs_record_the_same_without_optunas_internal_tell(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fallback of ``_optuna_compat.tell`` (public ``study.tell``) records the same trials."""
+    from sigtune import _optuna_compat
+
+    def run() -> list[tuple[str, tuple[float, ...] | None, dict[str, object]]]:
+        study = sigtune.optimize(_objective, 10, sampler="random", seed=3)
+        return [
+            (t.state.name, None if t.values is None else tuple(t.values), t.user_attrs)
+            for t in study.trials
+        ]
+
+    internal = run()
+    assert _optuna_compat._TELL_WITH_WARNING is not None  # found on every Optuna we allow
+    monkeypatch.setattr(_optuna_compat, "_TELL_WITH_WARNING", None)
+    public = run()
+    assert public == internal
+    assert [s for s, _, _ in public].count("FAIL") == 2

@@ -87,3 +87,51 @@ def test_progress_best_is_the_best_feasible_value(tmp_path: Path, n_jobs: int) -
     feasible = [v for v in values if v >= 0.5]
     assert sink.calls[-1][2] == pytest.approx(min(feasible))
     assert sink.calls[-1][2] == pytest.approx(study.best_value)
+
+
+def _plain(trial: optuna.Trial) -> float:
+    return trial.suggest_float("x", 0, 1)
+
+
+def _set_constraint(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", 0, 1)
+    trial.set_constraint("x_low", 0.5 - x)  # Optuna >= 5
+    return x
+
+
+def _x_low(frozen: optuna.trial.FrozenTrial) -> list[float]:
+    return [0.5 - frozen.params["x"]]
+
+
+@pytest.mark.filterwarnings("ignore:`constraints_func` has been deprecated:FutureWarning")
+@pytest.mark.parametrize(
+    "route", ["user_attrs", "set_constraint", "run_constraints", "sampler_constraints_func"]
+)
+@pytest.mark.parametrize("storage", ["memory", "journal", "sqlite"])
+def test_progress_best_skips_infeasible_trials_whoever_sets_the_constraints(
+    tmp_path: Path, route: str, storage: str
+) -> None:
+    """The progress value of a trial is found without reading the finished trial back from the
+    storage: each way a trial gets its constraints must still make it infeasible there."""
+    if route == "set_constraint" and not hasattr(optuna.Trial, "set_constraint"):
+        pytest.skip("Trial.set_constraint is Optuna >= 5")
+    objective: object = {"user_attrs": _constrained, "set_constraint": _set_constraint}.get(
+        route, _plain
+    )
+    options: dict[str, object] = {"sampler": "random", "seed": 3}
+    if route == "run_constraints":
+        options["constraints"] = _x_low
+    if route == "sampler_constraints_func":
+        options["sampler"] = optuna.samplers.TPESampler(
+            seed=3, constraints_func=_x_low, n_startup_trials=20
+        )
+        options.pop("seed")
+    url = {"memory": None, "journal": f"journal:///{tmp_path}/s.journal"}.get(
+        storage, f"sqlite:///{tmp_path}/s.db"
+    )
+    sink = _Recorder()
+    study = run_study(objective, 20, storage=url, progress=sink, **options)  # type: ignore[arg-type]
+    values = [t.value for t in study.trials if t.value is not None]
+    assert min(values) < 0.5  # some infeasible trial beats every feasible one
+    feasible = [v for v in values if v >= 0.5]
+    assert sink.calls[-1][2] == pytest.approx(min(feasible))

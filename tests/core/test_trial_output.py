@@ -47,3 +47,29 @@ def test_only_the_end_of_a_long_output_is_kept(tmp_path: Path) -> None:
     study = optimize(chatty, 1, sampler="random", run_dir=tmp_path)
     log = study.trials[0].system_attrs[LOG_KEY]
     assert len(log) == LOG_CHARS and log.endswith("line 01999\n")
+
+
+def test_streams_are_restored_after_each_trial_and_follow_replacements(tmp_path: Path) -> None:
+    """An objective that replaces ``sys.stdout`` and never puts it back: the next trial's output
+    is still kept, and after the run the caller's streams are the ones it had."""
+    import io
+
+    before = sys.stdout, sys.stderr
+    kept: list[io.StringIO] = []
+
+    def rude(trial: optuna.Trial) -> float:
+        print(f"trial {trial.number} says hello")
+        if trial.number == 1:
+            sink = io.StringIO()
+            kept.append(sink)
+            sys.stdout = sink  # never restored by the objective
+            print("into the objective's own sink")
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    study = optimize(rude, 4, sampler="random", seed=0)
+    assert (sys.stdout, sys.stderr) == before
+    logs = [t.system_attrs[LOG_KEY] for t in study.trials]
+    for n, log in enumerate(logs):
+        assert log.startswith(f"trial {n} says hello\n")
+    assert "sink" not in logs[1] and kept[0].getvalue() == "into the objective's own sink\n"
+    assert [log.count("hello") for log in logs] == [1, 1, 1, 1]  # no trial keeps another's output

@@ -54,7 +54,7 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from sigtune._exceptions import ConfigError
-from sigtune._optuna_compat import stop_requested, study_storage, trial_id
+from sigtune._optuna_compat import stop_requested, study_storage, tell, trial_id
 from sigtune._run import ProgressSink, RunOutcome, RunPlan, StudyRef, TrialFunction
 from sigtune._storage import FAIL_REASON_KEY
 from sigtune._trial_logs import LOG_CHARS, LOG_KEY, captured_output
@@ -684,14 +684,15 @@ def _conclude(
     """Tell the trial, count it, call the callbacks (as :func:`engines._trial.run_trial` does)."""
     if state == TrialState.FAIL:
         study_storage(study).set_trial_user_attr(trial_id(trial), FAIL_REASON_KEY, reason)
-        frozen = study.tell(trial, state=TrialState.FAIL)
+        frozen = tell(study, trial, state=TrialState.FAIL)
         shared.record(state, None, reason)
     elif state == TrialState.PRUNED:
-        frozen = study.tell(trial, state=TrialState.PRUNED)
+        frozen = tell(study, trial, state=TrialState.PRUNED)
         shared.record(state, None, None)
     else:
         assert values is not None
-        frozen = study.tell(trial, values)
+        frozen = tell(study, trial, values)
+        assert frozen is not None  # read back (the default)
         shared.record(state, progress_value(frozen), None)
     if plan.callbacks:
         error = _call_callbacks(study, frozen, plan)

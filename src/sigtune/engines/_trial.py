@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import math
 import numbers
 import os
@@ -49,14 +48,17 @@ from sigtune._optuna_compat import (
     begin_callbacks,
     end_callbacks,
     heartbeat,
+    live_record,
+    sampler_sets_constraints,
     stop_requested,
     study_storage,
+    tell,
     trial_id,
 )
 from sigtune._run import RunPlan, StopReason, StudyRef, TrialFunction
 from sigtune._storage import FAIL_REASON_KEY, FAIL_TRACEBACK_KEY
 from sigtune._target import mark_uncounted
-from sigtune._trial_logs import LOG_CHARS, LOG_KEY, captured_output
+from sigtune._trial_logs import LOG_CHARS, LOG_KEY, OutputCapture
 
 __all__ = [
     "CONSTRAINTS_KEY",
@@ -123,6 +125,7 @@ class TrialGuard:
         self.interrupted = False
         self.timed_out = False
         self.slot = slot
+        self.output = OutputCapture()  # the objective's stdout/stderr, one trial at a time
         self._old: dict[int, Any] = {}
 
     def mark(self, value: float) -> None:
@@ -294,7 +297,7 @@ def run_trial(
     failure: BaseException | None = None
     timeout = plan.trial_timeout
     guard.timed_out = False
-    output = io.StringIO()
+    output = guard.output
     try:
         try:
             guard.in_objective = True
@@ -303,7 +306,7 @@ def run_trial(
             if timeout is not None:
                 guard.mark(time.monotonic())
                 signal.setitimer(signal.ITIMER_REAL, timeout)
-            with heartbeat(study, trial), captured_output(output):  # heartbeat: server databases
+            with heartbeat(study, trial), output:  # heartbeat: server databases
                 result = objective(trial)
         finally:
             guard.in_objective = False
@@ -331,6 +334,7 @@ def run_trial(
         end_children()  # processes the failed objective left behind (worker processes only)
 
     values: list[float] | None = None
+    constraints: list[float] | None = None
     if state == TrialState.COMPLETE:
         checked = validate_values(result, n_objectives)
         if isinstance(checked, str):
@@ -338,28 +342,38 @@ def run_trial(
         else:
             values = checked
             if plan.constraints is not None:
-                reason = _store_constraints(study, trial, values, plan)
+                constraints, reason = _constraints(study, trial, values, plan)
                 if reason is not None:
                     state, values = TrialState.FAIL, None
 
-    log = output.getvalue()
+    log = output.text()
     if log:  # only when the objective printed: no extra storage write per trial otherwise
         study_storage(study).set_trial_system_attr(trial_id(trial), LOG_KEY, log[-LOG_CHARS:])
+    # The finished trial is read back from the storage (a query on a database) only for the
+    # callbacks, or where the trial's own record cannot tell the progress value (feasibility).
+    read_back = bool(plan.callbacks)
+    value = None
     if state == TrialState.FAIL:
         storage = study_storage(study)
         storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_KEY, reason)
         if failure is not None:
             storage.set_trial_system_attr(trial_id(trial), TRACEBACK_KEY, _traceback_text(failure))
-        frozen = study.tell(trial, state=TrialState.FAIL)
-        value = None
+        frozen = tell(study, trial, state=TrialState.FAIL, read_back=read_back)
     elif state == TrialState.PRUNED:
-        frozen = study.tell(trial, state=TrialState.PRUNED)
-        value = None
+        frozen = tell(study, trial, state=TrialState.PRUNED, read_back=read_back)
     else:
         assert values is not None
-        frozen = study.tell(trial, values)
-        value = progress_value(frozen)
+        # A sampler with a constraints_func stores the trial's constraints when it is told.
+        own = not read_back and not sampler_sets_constraints(study.sampler)
+        record = live_record(trial) if own else None
+        frozen = tell(study, trial, values, read_back=record is None)
+        if frozen is not None:
+            value = progress_value(frozen)
+        else:
+            assert record is not None
+            value = _live_progress_value(record, values, constraints)
     if plan.callbacks:
+        assert frozen is not None
         error = _call_callbacks(study, frozen, plan)
         if error is not None:
             return TrialRecord(state, value, reason, "error", error)
@@ -373,9 +387,34 @@ def run_trial(
 def progress_value(frozen: optuna.trial.FrozenTrial) -> float | None:
     """The first value of a COMPLETE trial for the run's progress "best", ``None`` if infeasible
     (constraints from the run's ``constraints`` or set by the objective, as in :mod:`sigtune._best`)."""
-    if frozen.values is None or not is_feasible(frozen):
+    values = frozen.values
+    if values is None:
         return None
-    return float(frozen.values[0])
+    # Without any constraint key the trial is feasible: skip is_feasible's parsing (hot path).
+    if _has_constraints(frozen) and not is_feasible(frozen):
+        return None
+    return float(values[0])
+
+
+def _live_progress_value(
+    record: optuna.trial.FrozenTrial, values: list[float], constraints: list[float] | None
+) -> float | None:
+    """:func:`progress_value` of a trial just told COMPLETE with ``values``, from the running
+    trial's own record (:func:`~sigtune._optuna_compat.live_record`: its user attrs and the
+    constraints it set) and the run's ``constraints`` stored for it: no storage read."""
+    if constraints is None and not _has_constraints(record):
+        return float(values[0])
+    view = copy.copy(record)
+    if constraints is not None:
+        view.system_attrs = {**record.system_attrs, CONSTRAINTS_KEY: constraints}
+    view.values = values
+    return progress_value(view)
+
+
+def _has_constraints(frozen: optuna.trial.FrozenTrial) -> bool:
+    return "constraints" in frozen.user_attrs or any(
+        key.startswith(CONSTRAINTS_KEY) for key in frozen.system_attrs
+    )
 
 
 def end_children() -> None:
@@ -399,6 +438,14 @@ def _call_callbacks(study: optuna.Study, frozen: Any, plan: RunPlan) -> str | No
 def _store_constraints(
     study: optuna.Study, trial: optuna.Trial, values: list[float], plan: RunPlan
 ) -> str | None:
+    return _constraints(study, trial, values, plan)[1]
+
+
+def _constraints(
+    study: optuna.Study, trial: optuna.Trial, values: list[float], plan: RunPlan
+) -> tuple[list[float] | None, str | None]:
+    """Evaluate the run's constraints on the trial and store them: ``(constraints, None)``, or
+    ``(None, fail_reason)`` when the constraints function fails or returns NaN."""
     assert plan.constraints is not None
     storage = study_storage(study)
     frozen = copy.copy(storage.get_trial(trial_id(trial)))
@@ -407,8 +454,8 @@ def _store_constraints(
         raw = plan.constraints(frozen)
         constraints = [float(c) for c in raw]
     except Exception as exc:
-        return f"constraints function failed: {fail_reason(exc)}"
+        return None, f"constraints function failed: {fail_reason(exc)}"
     if any(math.isnan(c) for c in constraints):
-        return f"constraints function returned NaN: {constraints}"
+        return None, f"constraints function returned NaN: {constraints}"
     storage.set_trial_system_attr(trial_id(trial), CONSTRAINTS_KEY, constraints)
-    return None
+    return constraints, None
