@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -46,6 +47,10 @@ log = logging.getLogger(__name__)
 #: Columns of a member's reported row that are not metrics.
 _HP_PREFIX = "hp_"
 EXPERIMENT = "pbt"
+#: Next to the experiment: the last complete copy of each of Tune's experiment-level state files.
+STATE_BACKUP = "state-backup"
+#: Tune's experiment-level state files that a resume reads (JSON; the search state is a pickle).
+_STATE_GLOBS = ("experiment_state-*.json", "basic-variant-state-*.json")
 
 
 class _Model(BaseModel):
@@ -371,6 +376,111 @@ def _init_ray(stage: PBTStage) -> bool:
     return True
 
 
+def _state_file_ok(path: Path, name: str | None = None) -> bool:
+    """Whether one of Tune's experiment-level state files is complete (it parses); ``name``: the
+    state file's own name where ``path`` is a temporary copy."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    if not data:
+        return False
+    try:
+        if (name or path.name).startswith("experiment_state-"):
+            json.loads(data)
+        else:  # the search algorithm's state: a (cloud)pickle written by Tune itself
+            pickle.loads(data)  # our own run's file, written by Tune
+    except Exception:  # any failure to parse means torn
+        return False
+    return True
+
+
+def _state_files(exp: Path) -> list[Path]:
+    return sorted(f for g in _STATE_GLOBS for f in exp.glob(g) if f.is_file())
+
+
+def _mirror_state(exp: Path, backup: Path, seen: dict[str, tuple[int, int]]) -> None:
+    """Copy each of Tune's state files in ``exp`` that changed since ``seen`` and parses to
+    ``backup`` (atomically: a temporary file renamed over the copy)."""
+    for f in _state_files(exp):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        stamp = (st.st_mtime_ns, st.st_size)
+        if seen.get(f.name) == stamp or not _state_file_ok(f):
+            continue  # unchanged, or Tune's syncer is still writing it: the next step sees it
+        backup.mkdir(parents=True, exist_ok=True)
+        tmp = backup / f".{f.name}.tmp"
+        shutil.copyfile(f, tmp)
+        if _state_file_ok(tmp, f.name):
+            os.replace(tmp, backup / f.name)
+            seen[f.name] = stamp
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def _state_mirror(exp: Path, backup: Path) -> Any:
+    """A Tune callback that keeps ``backup`` holding the last complete copy of each state file."""
+    from ray.tune import Callback
+
+    class _StateMirror(Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._seen: dict[str, tuple[int, int]] = {}
+
+        def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+            _mirror_state(exp, backup, self._seen)
+
+        def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+            _mirror_state(exp, backup, self._seen)
+
+    return _StateMirror()
+
+
+def _repair_state(exp: Path, backup: Path) -> list[str]:
+    """Before a resume: put back the last complete copy of each state file that a kill left torn.
+
+    Tune rewrites ``experiment_state-*.json`` in place while it runs, so a SIGKILL can leave it
+    empty or cut; Tune then cannot resume ("Expecting value: line 1 column 1"). A torn file with
+    no complete copy is set aside (``*.torn``); if no experiment state is left, the experiment
+    directory is set aside too and the stage starts afresh. Returns the names put back.
+    """
+    repaired: list[str] = []
+    if not exp.is_dir():
+        return repaired
+    for f in _state_files(exp):
+        if _state_file_ok(f):
+            continue
+        copy = backup / f.name
+        if copy.is_file() and _state_file_ok(copy):
+            tmp = exp / f".{f.name}.tmp"
+            shutil.copyfile(copy, tmp)
+            os.replace(tmp, f)
+            repaired.append(f.name)
+            log.warning(
+                "pbt: %s was torn (the run was killed while writing it); "
+                "restored its last complete copy from %s",
+                f,
+                backup,
+            )
+        else:
+            f.rename(f.with_name(f.name + ".torn"))
+            log.warning(
+                "pbt: %s was torn and has no complete copy; set aside as %s.torn", f, f.name
+            )
+    if not any(exp.glob("experiment_state-*.json")):
+        k = 1
+        while (aside := exp.with_name(f"{exp.name}.unrestorable-{k}")).exists():
+            k += 1
+        exp.rename(aside)
+        log.warning(
+            "pbt: no complete experiment state in %s (moved to %s): the stage starts afresh",
+            exp,
+            aside,
+        )
+    return repaired
+
+
 def run_pbt(
     stage: PBTStage,
     *,
@@ -458,6 +568,8 @@ def run_pbt(
         param_space[k] = tune.sample_from(_InitValue(init, k))
     storage_path = stage_dir / "ray"
     exp = storage_path / EXPERIMENT
+    backup = storage_path / STATE_BACKUP
+    _repair_state(exp, backup)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # experiment state after each step
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no progress tables
     random.seed(seed)  # Tune's exploit/explore draw from these generators
@@ -489,6 +601,8 @@ def run_pbt(
                     # a failed member ends the experiment: synchronous PBT would otherwise wait
                     # for it at the next interval forever
                     failure_config=tune.FailureConfig(max_failures=0, fail_fast=True),
+                    # Tune rewrites its state files in place: a kill mid-write leaves them torn
+                    callbacks=[_state_mirror(exp, backup)],
                 ),
             )
         grid = tuner.fit()
