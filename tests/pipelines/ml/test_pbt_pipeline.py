@@ -316,6 +316,7 @@ def test_repair_state_restores_torn_files_or_starts_afresh(tmp_path: Path) -> No
     exp, backup = tmp_path / "pbt", tmp_path / "state-backup"
     exp.mkdir()
     backup.mkdir()
+    (exp / "tuner.pkl").write_bytes(pickle.dumps({"tuner": 1}))
     good = exp / "experiment_state-s1.json"
     good.write_text(json.dumps({"trial_data": ["old"]}))
     torn = exp / "experiment_state-s2.json"
@@ -334,3 +335,67 @@ def test_repair_state_restores_torn_files_or_starts_afresh(tmp_path: Path) -> No
     assert _repair_state(exp, backup) == []
     assert not exp.exists() and (tmp_path / "pbt.unrestorable-1").is_dir()
     assert _repair_state(exp, backup) == []  # no experiment: nothing to do
+
+
+@pytest.mark.parametrize("scheduler", ["pbt", "pb2"])
+def test_synchronous_pbt_goes_on_after_a_resume(scheduler: str) -> None:
+    """A restored experiment gets a fresh scheduler while the members are epochs further on:
+    after they have all reported, one of them must be runnable (Ray Tune alone leaves every
+    member PAUSED forever; seen in CI as a 600 s timeout of the resume test)."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.schedulers.pbt import _PBTTrialState
+
+    from sigtune.pipelines.ml._pbt import _resumable_synch
+
+    if scheduler == "pb2":
+        pytest.importorskip("GPy")
+        from ray.tune.schedulers.pb2 import PB2
+
+        sched = _resumable_synch(PB2)(
+            time_attr="epoch",
+            metric="val_loss",
+            mode="min",
+            perturbation_interval=2,
+            synch=True,
+            hyperparam_bounds={"lr": [0.01, 0.1]},
+        )
+    else:
+        sched = _resumable_synch(PopulationBasedTraining)(
+            time_attr="epoch",
+            metric="val_loss",
+            mode="min",
+            perturbation_interval=2,
+            synch=True,
+            hyperparam_mutations={"lr": [0.01, 0.1]},
+        )
+
+    class FakeTrial:
+        def __init__(self, i: int) -> None:
+            self.trial_id = self.experiment_tag = str(i)
+            self.status = Trial.PAUSED
+            self.config = {"lr": 0.01}
+
+        def is_finished(self) -> bool:
+            return False
+
+    trials = [FakeTrial(i) for i in range(3)]
+
+    class FakeController:
+        def get_trials(self) -> list[FakeTrial]:
+            return trials
+
+        def get_live_trials(self) -> list[FakeTrial]:
+            return trials
+
+    ctl = FakeController()
+    for t in trials:  # what a restore gives the scheduler: fresh per-member states
+        sched._trial_state[t] = _PBTTrialState(t)
+    sched._checkpoint_or_exploit = lambda *a, **k: None  # exploiting needs a running Tune
+    for epoch in (5, 7):  # each member trains on from its checkpoint to the next sync point
+        for i, t in enumerate(trials):
+            assert sched.choose_trial_to_run(ctl) is t
+            t.status = Trial.RUNNING
+            sched.on_trial_result(ctl, t, {"epoch": epoch, "val_loss": 0.5 + i, "lr": 0.01})
+            t.status = Trial.PAUSED
+        assert sched._next_perturbation_sync == epoch + 2

@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import os
-import pickle
+import pickletools
 import random
 import shutil
 import tempfile
@@ -49,8 +49,9 @@ _HP_PREFIX = "hp_"
 EXPERIMENT = "pbt"
 #: Next to the experiment: the last complete copy of each of Tune's experiment-level state files.
 STATE_BACKUP = "state-backup"
-#: Tune's experiment-level state files that a resume reads (JSON; the search state is a pickle).
-_STATE_GLOBS = ("experiment_state-*.json", "basic-variant-state-*.json")
+#: Tune's experiment-level state files that a resume reads (JSON; the search state and the
+#: tuner, which holds the scheduler, are pickles).
+_STATE_GLOBS = ("experiment_state-*.json", "basic-variant-state-*.json", "tuner.pkl")
 
 
 class _Model(BaseModel):
@@ -376,6 +377,43 @@ def _init_ray(stage: PBTStage) -> bool:
     return True
 
 
+_RESUMABLE: dict[type, type] = {}
+
+
+def _resumable_synch(cls: type) -> type:
+    """Ray Tune's ``cls`` (``PopulationBasedTraining`` or ``PB2``) whose synchronous mode
+    survives a resume.
+
+    A restored experiment gets a fresh scheduler: its first sync point is one interval in, while
+    the members are further on. When they have all reported, Tune sets the next sync point to
+    ``max(next + interval, latest member time)``; if that equals the members' time, no member is
+    ever runnable again (a member runs only below the sync point) and the experiment waits
+    forever with every member PAUSED (ray-project/ray PR 48616, not merged in Ray 2.60). Here
+    the next sync point always lies one interval after the latest member's time.
+    """
+    if cls not in _RESUMABLE:
+
+        class _Resumable(cls):  # type: ignore[valid-type,misc]
+            def on_trial_result(
+                self, tune_controller: Any, trial: Any, result: dict[str, Any]
+            ) -> str:
+                decision: str = super().on_trial_result(tune_controller, trial, result)
+                if self._synch:
+                    times = [
+                        self._trial_state[t].last_train_time
+                        for t in tune_controller.get_live_trials()
+                        if t in self._trial_state
+                    ]
+                    sync: float = self._next_perturbation_sync  # type: ignore[has-type]
+                    if times and min(times) >= sync:
+                        self._next_perturbation_sync = max(times) + self._perturbation_interval
+                return decision
+
+        _Resumable.__name__ = _Resumable.__qualname__ = cls.__name__
+        _RESUMABLE[cls] = _Resumable
+    return _RESUMABLE[cls]
+
+
 def _state_file_ok(path: Path, name: str | None = None) -> bool:
     """Whether one of Tune's experiment-level state files is complete (it parses); ``name``: the
     state file's own name where ``path`` is a temporary copy."""
@@ -388,9 +426,10 @@ def _state_file_ok(path: Path, name: str | None = None) -> bool:
     try:
         if (name or path.name).startswith("experiment_state-"):
             json.loads(data)
-        else:  # the search algorithm's state: a (cloud)pickle written by Tune itself
-            pickle.loads(data)  # our own run's file, written by Tune
-    except Exception:  # any failure to parse means torn
+        else:  # a pickle: walk its opcodes up to STOP (nothing is unpickled)
+            ops = list(pickletools.genops(data))
+            return bool(ops) and ops[-1][0].name == "STOP" and ops[-1][2] == len(data) - 1
+    except ValueError:  # not JSON, or a pickle cut short: torn
         return False
     return True
 
@@ -442,7 +481,7 @@ def _repair_state(exp: Path, backup: Path) -> list[str]:
 
     Tune rewrites ``experiment_state-*.json`` in place while it runs, so a SIGKILL can leave it
     empty or cut; Tune then cannot resume ("Expecting value: line 1 column 1"). A torn file with
-    no complete copy is set aside (``*.torn``); if no experiment state is left, the experiment
+    no complete copy is set aside (``*.torn``); if no experiment state or no tuner is left, the experiment
     directory is set aside too and the stage starts afresh. Returns the names put back.
     """
     repaired: list[str] = []
@@ -468,7 +507,7 @@ def _repair_state(exp: Path, backup: Path) -> list[str]:
             log.warning(
                 "pbt: %s was torn and has no complete copy; set aside as %s.torn", f, f.name
             )
-    if not any(exp.glob("experiment_state-*.json")):
+    if not any(exp.glob("experiment_state-*.json")) or not (exp / "tuner.pkl").is_file():
         k = 1
         while (aside := exp.with_name(f"{exp.name}.unrestorable-{k}")).exists():
             k += 1
@@ -519,7 +558,7 @@ def run_pbt(
             raise ConfigError(
                 "scheduler pb2 needs GPy and scikit-learn: pip install 'sigtune[pbt]'"
             ) from exc
-        scheduler: Any = PB2(
+        scheduler: Any = _resumable_synch(PB2)(
             time_attr="epoch",
             perturbation_interval=stage.perturbation_interval,
             hyperparam_bounds={
@@ -532,7 +571,7 @@ def run_pbt(
     else:
         from ray.tune.schedulers import PopulationBasedTraining
 
-        scheduler = PopulationBasedTraining(
+        scheduler = _resumable_synch(PopulationBasedTraining)(
             time_attr="epoch",
             perturbation_interval=stage.perturbation_interval,
             burn_in_period=stage.burn_in,
