@@ -383,4 +383,5 @@ def test_killed_trial_runs_again_on_resume(tmp_path: Path, n_jobs: int) -> None:
         proc.wait(timeout=60)
     study = optimize(lambda t: t.suggest_float("x", 0, 1), 5, sampler="random", storage=storage)
     # The killed trial is FAIL (stale) and not counted: the study ends with 5 COMPLETE trials.
-    assert study.count()["COMPLETE"] == 5 and study.n_finished() == 5
+    states = [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in study.trials]
+    assert study.count()["COMPLETE"] == 5 and study.n_finished() == 5, states

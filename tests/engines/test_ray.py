@@ -7,6 +7,7 @@ worker node can be killed under a running trial.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import subprocess
@@ -242,6 +243,7 @@ def test_trial_timeout_and_ctrl_c(cluster: Any, tmp_path: Path) -> None:
         engine="ray",
         engine_options={"max_concurrent": 1},
     )
+    (flags / "release").touch()  # should the cancellation have missed it: free its node
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     assert "trial_timeout=3s" in study.trials[1].user_attrs["fail_reason"]
@@ -249,24 +251,43 @@ def test_trial_timeout_and_ctrl_c(cluster: Any, tmp_path: Path) -> None:
     # Ctrl-C while a trial runs: it is marked FAIL (interrupted), KeyboardInterrupt is raised
     flags2 = tmp_path / "flags2"
     flags2.mkdir()
+    ended = threading.Event()
+    stacks = tmp_path / "stacks.txt"
 
     def interrupt() -> None:
         _wait_for((flags2 / "started").exists, "trial 0 to start")
         os.kill(os.getpid(), signal.SIGINT)
+        if not ended.wait(120):  # a guard against a hang, not a timing assumption
+            # Ctrl-C did not end the run: record where every thread is, then release the
+            # blocked trial so that the run ends (the test fails below) and no Ray task is
+            # left holding a worker node for the next tests
+            with open(stacks, "w") as fh:
+                faulthandler.dump_traceback(fh, all_threads=True)
+            (flags2 / "release").touch()
 
     th = threading.Thread(target=interrupt, daemon=True)
     th.start()
-    with pytest.raises(KeyboardInterrupt):
-        sigtune.optimize(
-            _blocking_objective,
-            n_trials=3,
-            sampler="random",
-            seed=0,
-            run_dir=tmp_path / "int",
-            objective_kwargs={"flag_dir": str(flags2), "block": 0},
-            engine="ray",
-            engine_options={"max_concurrent": 1},
-        )
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sigtune.optimize(
+                _blocking_objective,
+                n_trials=3,
+                sampler="random",
+                seed=0,
+                run_dir=tmp_path / "int",
+                objective_kwargs={"flag_dir": str(flags2), "block": 0},
+                engine="ray",
+                engine_options={"max_concurrent": 1},
+            )
+    except BaseException:
+        ended.set()
+        th.join()
+        if stacks.exists():
+            raise AssertionError(
+                "Ctrl-C did not end the Ray run within 120 s; threads then:\n" + stacks.read_text()
+            ) from None
+        raise
+    ended.set()
     th.join()
     after = sigtune.load_study("sigtune", f"journal:///{tmp_path}/int/study.journal")
     assert [t.state for t in after.trials] == [TrialState.FAIL]
