@@ -117,6 +117,34 @@ def test_trial_timeout_interrupts_python_loop() -> None:
     assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 2
 
 
+def test_trial_timeout_gives_back_the_callers_interval_timer() -> None:
+    """An in-process run with trial_timeout uses SIGALRM; the caller's own timer (here 600 s,
+    as pytest-timeout arms one around every test) is armed again afterwards, with its handler."""
+    fired: list[int] = []
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        fired.append(signum)
+
+    old_handler = signal.signal(signal.SIGALRM, on_alarm)
+    old_timer = signal.setitimer(signal.ITIMER_REAL, 600.0)
+    try:
+        study = optimize(lambda t: t.suggest_float("x", 0, 1), 3, trial_timeout=5.0)
+        assert study.count()["COMPLETE"] == 3
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 0 < left <= 600.0 and not fired
+        assert signal.getsignal(signal.SIGALRM) is on_alarm
+        # a timer that fell due during the run fires at once after it, into its own handler
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        optimize(lambda t: (time.sleep(0.1), t.suggest_float("x", 0, 1))[1], 1, trial_timeout=5.0)
+        deadline = time.monotonic() + 60
+        while not fired and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fired == [signal.SIGALRM]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, *old_timer)
+        signal.signal(signal.SIGALRM, old_handler)
+
+
 def test_trial_timeout_in_worker_processes(tmp_path: Path) -> None:
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0, 1)

@@ -157,7 +157,16 @@ class TrialGuard:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        """Install the handlers for the duration of the block (main thread only)."""
+        """Install the handlers for the duration of the block (main thread only).
+
+        With a ``trial_timeout`` the block uses the process's real-time interval timer; a timer
+        that was armed before (the caller's own ``signal.alarm``/``setitimer``, pytest-timeout's)
+        is armed again at the end with the time it had left, after its handler is back.
+        """
+        outer = (0.0, 0.0)
+        began = time.monotonic()
+        if self.trial_timeout is not None:
+            outer = signal.getitimer(signal.ITIMER_REAL)
         self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
         if self.trial_timeout is not None:
             self._old[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_alarm)
@@ -169,6 +178,9 @@ class TrialGuard:
             for sig, handler in self._old.items():
                 signal.signal(sig, handler)
             self._old.clear()
+            if outer[0] > 0:  # due meanwhile: it fires at once, into its own handler
+                left = outer[0] - (time.monotonic() - began)
+                signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), outer[1])
 
 
 def validate_values(result: Any, n_objectives: int) -> list[float] | str:
