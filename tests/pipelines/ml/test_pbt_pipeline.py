@@ -348,26 +348,21 @@ def test_synchronous_pbt_goes_on_after_a_resume(scheduler: str) -> None:
 
     from sigtune.pipelines.ml._pbt import _resumable_synch
 
+    common: dict[str, Any] = {
+        "time_attr": "epoch",
+        "metric": "val_loss",
+        "mode": "min",
+        "perturbation_interval": 2,
+        "synch": True,
+    }
     if scheduler == "pb2":
         pytest.importorskip("GPy")
         from ray.tune.schedulers.pb2 import PB2
 
-        sched = _resumable_synch(PB2)(
-            time_attr="epoch",
-            metric="val_loss",
-            mode="min",
-            perturbation_interval=2,
-            synch=True,
-            hyperparam_bounds={"lr": [0.01, 0.1]},
-        )
+        sched = _resumable_synch(PB2)(hyperparam_bounds={"lr": [0.01, 0.1]}, **common)
     else:
         sched = _resumable_synch(PopulationBasedTraining)(
-            time_attr="epoch",
-            metric="val_loss",
-            mode="min",
-            perturbation_interval=2,
-            synch=True,
-            hyperparam_mutations={"lr": [0.01, 0.1]},
+            hyperparam_mutations={"lr": [0.01, 0.1]}, **common
         )
 
     class FakeTrial:

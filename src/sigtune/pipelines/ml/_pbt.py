@@ -438,25 +438,32 @@ def _state_files(exp: Path) -> list[Path]:
     return sorted(f for g in _STATE_GLOBS for f in exp.glob(g) if f.is_file())
 
 
+def _copy_whole(src: Path, dst: Path) -> bool:
+    """Copy ``src`` over ``dst`` atomically (a temporary file renamed), if the copy is a complete
+    state file; False (``dst`` untouched) if not."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    if _state_file_ok(tmp, dst.name):
+        os.replace(tmp, dst)
+        return True
+    tmp.unlink(missing_ok=True)
+    return False
+
+
 def _mirror_state(exp: Path, backup: Path, seen: dict[str, tuple[int, int]]) -> None:
-    """Copy each of Tune's state files in ``exp`` that changed since ``seen`` and parses to
-    ``backup`` (atomically: a temporary file renamed over the copy)."""
+    """Copy each of Tune's state files in ``exp`` that changed since ``seen`` to ``backup``,
+    where the copy is complete (Tune's syncer may be writing it: the next step sees it)."""
     for f in _state_files(exp):
         try:
             st = f.stat()
         except OSError:
             continue
         stamp = (st.st_mtime_ns, st.st_size)
-        if seen.get(f.name) == stamp or not _state_file_ok(f):
-            continue  # unchanged, or Tune's syncer is still writing it: the next step sees it
+        if seen.get(f.name) == stamp:
+            continue
         backup.mkdir(parents=True, exist_ok=True)
-        tmp = backup / f".{f.name}.tmp"
-        shutil.copyfile(f, tmp)
-        if _state_file_ok(tmp, f.name):
-            os.replace(tmp, backup / f.name)
+        if _copy_whole(f, backup / f.name):
             seen[f.name] = stamp
-        else:
-            tmp.unlink(missing_ok=True)
 
 
 def _state_mirror(exp: Path, backup: Path) -> Any:
@@ -481,8 +488,9 @@ def _repair_state(exp: Path, backup: Path) -> list[str]:
 
     Tune rewrites ``experiment_state-*.json`` in place while it runs, so a SIGKILL can leave it
     empty or cut; Tune then cannot resume ("Expecting value: line 1 column 1"). A torn file with
-    no complete copy is set aside (``*.torn``); if no experiment state or no tuner is left, the experiment
-    directory is set aside too and the stage starts afresh. Returns the names put back.
+    no complete copy is set aside (``*.torn``); if no experiment state or no tuner is left, the
+    experiment directory is set aside too and the stage starts afresh. Returns the names put
+    back.
     """
     repaired: list[str] = []
     if not exp.is_dir():
@@ -491,10 +499,7 @@ def _repair_state(exp: Path, backup: Path) -> list[str]:
         if _state_file_ok(f):
             continue
         copy = backup / f.name
-        if copy.is_file() and _state_file_ok(copy):
-            tmp = exp / f".{f.name}.tmp"
-            shutil.copyfile(copy, tmp)
-            os.replace(tmp, f)
+        if copy.is_file() and _copy_whole(copy, f):
             repaired.append(f.name)
             log.warning(
                 "pbt: %s was torn (the run was killed while writing it); "
