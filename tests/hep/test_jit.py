@@ -330,8 +330,9 @@ def test_low_eigenpair_step_equals_full_eigh(low: list[float]) -> None:
 
 
 def test_wide_newton_solve_equals_numpy_solve() -> None:
-    """The compiled Newton solve of a wide, indefinite dense system takes the low-eigenpair
-    path and gives the NumPy engine's step (``_fit._solve``, full eigh)."""
+    """The compiled Newton solve of a wide, indefinite dense system, asked for the exact step,
+    takes the low-eigenpair path and gives the NumPy engine's step (``_fit._solve``, full
+    eigh)."""
     rng = np.random.default_rng(7)
     n = _jit.CHOL_LAPACK + 36
     H = _indefinite(rng, n, [-9.0, -0.3])
@@ -339,10 +340,140 @@ def test_wide_newton_solve_equals_numpy_solve() -> None:
     idx = np.arange(n, dtype=np.int64)
     d = np.empty(n)
     neg = np.empty(n)
-    has_neg = _jit._newton_solve(H, g, idx, n, np.zeros(n, np.bool_), d, neg)
+    has_neg = _jit._newton_solve(H, g, idx, n, np.zeros(n, np.bool_), d, neg, True) == 1
     dD, _, negD, *_ = fit_module._solve(
         H[None], np.zeros((1, n, 0)), np.zeros((1, 0)), g[None], np.zeros((1, 0))
     )
     assert has_neg
     np.testing.assert_allclose(d, dD[0], rtol=0, atol=1e-9 * np.abs(dD).max())
     np.testing.assert_allclose(np.abs(neg), np.abs(negD[0]), rtol=0, atol=1e-9 * np.abs(negD).max())
+
+
+def _modified_ldl_step(S: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Oracle of the modified LDL^T step: SciPy's Bunch-Kaufman ``S = L D L^T`` (``ldl``),
+    every eigenvalue of D's blocks by its magnitude, floored at ``EIG_FLOOR`` x the largest;
+    the step solves ``L |D| L^T d = rhs`` by dense linear algebra."""
+    import scipy.linalg
+
+    lu, D, _ = scipy.linalg.ldl(S, lower=True)
+    ev, vec = np.linalg.eigh(D)  # D is block diagonal: its eigenpairs are the blocks'
+    floor = _jit.EIG_FLOOR * np.abs(ev).max()
+    D_abs = (vec * np.maximum(np.abs(ev), floor)) @ vec.T
+    return np.linalg.solve(lu @ D_abs @ lu.T, rhs), bool(ev.min() < 0)
+
+
+@pytest.mark.parametrize(
+    "low",
+    [
+        [-30.0, -4.0, -1.0],  # far from a minimum: several negative directions
+        [-1.2e-5],  # near a flat valley: one tiny negative eigenvalue
+        [2.0, 3.0],  # positive definite: the plain Newton step
+    ],
+)
+def test_modified_ldl_step_matches_its_oracle_and_goes_downhill(low: list[float]) -> None:
+    """The cheap step of wide indefinite Schur complements (one Bunch-Kaufman factorisation,
+    |D|) equals SciPy's LDL^T with the same modification, sees negative curvature exactly
+    (Sylvester's inertia), is a descent direction, and is the Newton step where the matrix is
+    positive definite."""
+    rng = np.random.default_rng(len(low) + 11)
+    n = _jit.CHOL_LAPACK + 40
+    S = _indefinite(rng, n, low)
+    rhs = rng.normal(size=n)
+    d = np.empty(n)
+    res = _jit._abs_newton_ldl(S.copy(), rhs, d)
+    ref, ref_neg = _modified_ldl_step(S, rhs)
+    assert res == (1 if min(low) < 0 else 0) == int(ref_neg)
+    np.testing.assert_allclose(d, ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
+    assert rhs @ d > 0  # -d is downhill for the gradient rhs
+    if min(low) > 0:
+        np.testing.assert_allclose(d, np.linalg.solve(S, rhs), rtol=1e-8)
+
+
+def test_newton_solve_defers_the_saddle_direction_to_the_exact_step() -> None:
+    """Between exact steps the wide indefinite solve takes the modified LDL^T step and reports
+    negative curvature without its direction (code 2, ``neg`` zero); asked for the exact step it
+    forms the direction (code 1) -- what the fit uses to leave a saddle point."""
+    rng = np.random.default_rng(5)
+    n = _jit.CHOL_LAPACK + 20
+    H = _indefinite(rng, n, [-3.0])
+    g = rng.normal(size=n)
+    idx = np.arange(n, dtype=np.int64)
+    local = np.zeros(n, np.bool_)
+    d, neg = np.empty(n), np.empty(n)
+    assert _jit._newton_solve(H, g, idx, n, local, d, neg, False) == 2
+    assert not neg.any()
+    np.testing.assert_allclose(d, _modified_ldl_step(H, g)[0], rtol=1e-6, atol=1e-12)
+    assert _jit._newton_solve(H, g, idx, n, local, d, neg, True) == 1
+    _, vec = np.linalg.eigh(H)
+    np.testing.assert_allclose(np.abs(neg), np.abs(vec[:, 0]) / np.sqrt(3.0), atol=1e-8)
+
+
+def test_wide_fit_leaves_a_saddle_point() -> None:
+    """``test_fit_leaves_a_saddle_point`` with a Schur complement wide enough for the modified
+    LDL^T step: 70 more normsys parameters in a second channel whose data equal its
+    expectation, so the start is still a stationary point (zero gradient) with negative
+    curvature along ``shape``. The cheap step alone would stop there (edm 0); the exact
+    eigenpairs must find the way out."""
+    extra = _jit.CHOL_LAPACK + 6
+    spec = {
+        "channels": [
+            {
+                "name": "SR",
+                "samples": [
+                    {
+                        "name": "sig",
+                        "data": [1.0],
+                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                    },
+                    {
+                        "name": "bkg",
+                        "data": [50.0],
+                        "modifiers": [
+                            {
+                                "name": "shape",
+                                "type": "histosys",
+                                "data": {"hi_data": [60.0], "lo_data": [60.0]},
+                            }
+                        ],
+                    },
+                ],
+            },
+            {
+                "name": "CR",
+                "samples": [
+                    {
+                        "name": "other",
+                        "data": [200.0, 300.0],
+                        "modifiers": [
+                            {
+                                "name": f"np{k}",
+                                "type": "normsys",
+                                "data": {"hi": 1.0 + 0.01 * (k + 1), "lo": 1.0 - 0.005 * (k + 1)},
+                            }
+                            for k in range(extra)
+                        ],
+                    }
+                ],
+            },
+        ],
+        "observations": [{"name": "SR", "data": [100.0]}, {"name": "CR", "data": [200.0, 300.0]}],
+        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}],
+        "version": "1.0.0",
+    }
+    ws = hep.Workspace(spec)
+    model = ws.model()
+    data = ws.data(model)
+    assert model.arrays.dense_layout and model.n_pars == extra + 2
+    i = model.par_index("shape")
+    start = model.suggested_init()
+    start[model.poi_index] = 0.0
+    consts = model._constants(data[None])
+    _, g, H, *_ = model._derivatives(start[None], consts)
+    nuis = np.arange(model.n_pars) != model.poi_index  # the POI is held at 0
+    assert np.abs(g[0, nuis]).max() == pytest.approx(0.0, abs=1e-9)
+    assert H[0, i, i] < 0
+    res = hep.fit(model, data, poi_value=0.0)
+    assert res.converged
+    assert abs(res.bestfit[i]) > 0.5
+    at_start = float(model.twice_nll(start[None], data[None])[0])
+    assert res.twice_nll < at_start - 1.0
