@@ -477,3 +477,92 @@ def test_wide_fit_leaves_a_saddle_point() -> None:
     assert abs(res.bestfit[i]) > 0.5
     at_start = float(model.twice_nll(start[None], data[None])[0])
     assert res.twice_nll < at_start - 1.0
+
+
+def _flat_valley(eps: float) -> dict[str, Any]:
+    """Two background normfactors whose samples differ in shape by ``eps`` only: an almost
+    flat valley along ``mu_A - mu_B`` (as ``mu_ZZ``/``mu_WZ`` on the ttZ likelihood), whose
+    lowest point lies on ``mu_B``'s upper bound."""
+    s_a = [30.0, 20.0, 10.0]
+    s_b = [30.0 * (1 + eps), 20.0, 10.0 * (1 - eps)]
+    hist = {"hi_data": [31.0, 21.0, 11.0], "lo_data": [29.0, 19.0, 9.0]}
+    return {
+        "channels": [
+            {
+                "name": "SR",
+                "samples": [
+                    {
+                        "name": "sig",
+                        "data": [1.0, 2.0, 1.0],
+                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                    },
+                    {
+                        "name": "A",
+                        "data": s_a,
+                        "modifiers": [
+                            {"name": "mu_A", "type": "normfactor", "data": None},
+                            {"name": "sysA", "type": "normsys", "data": {"hi": 1.05, "lo": 0.95}},
+                        ],
+                    },
+                    {
+                        "name": "B",
+                        "data": s_b,
+                        "modifiers": [
+                            {"name": "mu_B", "type": "normfactor", "data": None},
+                            {"name": "sysB", "type": "histosys", "data": hist},
+                        ],
+                    },
+                    {
+                        "name": "bkg",
+                        "data": [50.0, 50.0, 50.0],
+                        "modifiers": [
+                            {"name": "norm", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}
+                        ],
+                    },
+                ],
+            }
+        ],
+        "observations": [{"name": "SR", "data": [160.0, 95.0, 75.0]}],
+        "measurements": [
+            {
+                "name": "m",
+                "config": {
+                    "poi": "mu",
+                    "parameters": [
+                        {"name": "mu_A", "bounds": [[-5.0, 5.0]]},
+                        {"name": "mu_B", "bounds": [[-5.0, 5.0]]},
+                    ],
+                },
+            }
+        ],
+        "version": "1.0.0",
+    }
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
+@pytest.mark.parametrize("eps", [0.01, 0.02, 0.05])
+def test_flat_valley_reaches_its_bound_in_few_steps(eps: float, compiled: bool) -> None:
+    """Newton's step along an almost flat valley is long: it crosses ``mu_B``'s bound, and the
+    projection clips ``mu_B`` alone while ``mu_A`` takes its whole share (the bent step makes
+    yields negative). Backtracking from there approached the bound by halves, one iteration
+    each: 20-27 iterations. The step up to the first bound it crosses (unbent) is tried first:
+    6-7 iterations, in both engines, to the same minimum (checked along the valley)."""
+    ws = hep.Workspace(_flat_valley(eps))
+    model = ws.model()
+    data = ws.data(model)
+    with pytest.MonkeyPatch.context() as mp:
+        if not compiled:
+            mp.setattr(_jit, "ENABLED", False)
+        res = hep.fit(model, data, poi_value=0.0)
+    i_b = model.par_index("mu_B")
+    assert res.converged
+    assert res.bestfit[i_b] == 5.0
+    assert res.n_iter <= 10
+    # no lower point along the valley: mu_B on a grid, the rest refitted
+    init = model.suggested_init()
+    fixed = model.suggested_fixed()
+    for b in (4.0, 4.9):
+        init[i_b] = b
+        fixed[i_b] = True
+        pinned = hep.fit(model, data, poi_value=0.0, init=init, fixed=fixed)
+        assert pinned.twice_nll > res.twice_nll

@@ -42,6 +42,7 @@ from sigtune.hep._arrays import Consts, Derivs, ModelArrays
 from sigtune.hep._exceptions import HepFitError, HepFitWarning
 from sigtune.hep._jit import (
     ARMIJO,
+    BOUND_STEP,
     EDM_CLEAN,
     EDM_CONV,
     EDM_TOL,
@@ -665,7 +666,31 @@ def _minimize_general(
                 curv = f_new - f - slope
                 t_q = np.where(np.isfinite(f_new) & (curv > 0), -slope / (2.0 * curv), LS_T_DEFAULT)
             t_first = np.clip(np.nan_to_num(t_q, nan=LS_T_DEFAULT), LS_T_MIN, LS_T_MAX)
+            if BOUND_STEP:
+                # first the step up to the first bound it crosses that the gradient points out
+                # of, unbent (see _jit.BOUND_STEP)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    out_hi = free & (step > 0) & (x + step > hi_eff) & (g < 0)
+                    out_lo = free & (step < 0) & (x + step < lo_eff) & (g > 0)
+                    ratio = np.where(out_hi, (hi_eff - x) / step, np.inf)
+                    ratio = np.where(out_lo, (lo_eff - x) / step, ratio)
+                t_b = ratio.min(axis=1)
+                try_b = bad & (t_b > 0) & (t_b < 1)
+                if try_b.any():
+                    t_b = np.where(try_b, t_b, 0.0)  # inf where no bound is crossed
+                    x_try = np.where(free, np.clip(x + t_b[:, None] * step, lo_eff, hi_eff), x)
+                    f_try = model._f(x_try, None, consts)
+                    good = (
+                        try_b
+                        & (f_try <= f + ARMIJO * np.einsum("bi,bi->b", g, x_try - x) + slack)
+                        & np.isfinite(f_try)
+                    )
+                    x_new = np.where(good[:, None], x_try, x_new)
+                    t = np.where(good, t_b, t)
+                    bad &= ~good
             for _ls in range(LS_MAX):
+                if not bad.any():
+                    break
                 t = np.where(bad, t_first * t if _ls == 0 else 0.5 * t, t)
                 x_try = np.where(free, np.clip(x + t[:, None] * step, lo_eff, hi_eff), x)
                 f_try = model._f(x_try, None, consts)

@@ -119,6 +119,9 @@ LS_MAX = 50  # backtracking steps before the line search counts as stalled
 LS_T_MIN, LS_T_MAX = 0.1, 0.5  # clamp of the first (quadratic) backtracking step
 LS_T_DEFAULT = 0.25  # first backtracking step where the quadratic model has no minimum
 MAX_SADDLE = 5  # escapes along negative curvature per fit
+# a rejected full step that crosses bounds the gradient points out of is next tried up to the
+# first of them, unbent, before backtracking (both iterations)
+BOUND_STEP = True
 # convergence criterion of a returned point (sigtune.hep._fit.check_minimum)
 EDM_CONV = 1e-6  # nll units, at the returned point
 PGRAD_CONV = 2e-3  # change of -2 ln L over one standard deviation of any moving parameter
@@ -995,16 +998,36 @@ def _minimize_row(
             else:
                 t_q = LS_T_DEFAULT
             ts = min(max(t_q, LS_T_MIN), LS_T_MAX)
+            # first, where the step crosses a bound that the gradient points out of, the step
+            # that ends on the first such bound (the ratio test of active-set methods): the
+            # projection would clip that parameter alone and bend the step, which a long step
+            # along a flat valley of several parameters turns into nonsense (ttZ: mu_ZZ clipped
+            # at its bound while mu_WZ moved by -105); backtracking from the bent step then
+            # approaches the bound by halves, one iteration each
+            t_b = 1.0
+            if BOUND_STEP:
+                for i in range(P):
+                    if stp[i] > 0.0 and x[i] + stp[i] > hi[i] and g[i] < 0.0:
+                        t_b = min(t_b, (hi[i] - x[i]) / stp[i])
+                    elif stp[i] < 0.0 and x[i] + stp[i] < lo[i] and g[i] > 0.0:
+                        t_b = min(t_b, (lo[i] - x[i]) / stp[i])
             found = False
-            for ls in range(LS_MAX):
-                if ls:
+            for ls in range(-1, LS_MAX):
+                if ls == -1:
+                    if not (0.0 < t_b < 1.0):
+                        continue
+                    tt = t_b
+                elif ls == 0:
+                    tt = ts
+                else:
                     ts *= 0.5
+                    tt = ts
                 for i in range(P):
                     x_try[i] = x[i]
                 sl = 0.0
                 for i in range(P):
                     if stp[i] != 0.0:
-                        v = min(max(x[i] + ts * stp[i], lo[i]), hi[i])
+                        v = min(max(x[i] + tt * stp[i], lo[i]), hi[i])
                         x_try[i] = v
                         sl += g[i] * (v - x[i])
                 f_try = _derivs(x_try, r, t, n, ga, pa, const, 0, g_new, H_new, nu)
