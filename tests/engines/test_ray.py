@@ -228,6 +228,26 @@ def _run_in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
     return th, box
 
 
+def test_ctrl_c_in_the_ray_driver_is_taken_at_the_loop() -> None:
+    """The driver's SIGINT handler only records the first Ctrl-C; the loop raises it at its next
+    pass (``check``), so it never lands inside a storage write or a finalizer, where Python
+    drops it. A second Ctrl-C raises at once; the previous handler is back afterwards."""
+    from sigtune.engines._ray import _DeferredInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    with _DeferredInterrupt() as ctrl_c:
+        ctrl_c.check()  # nothing pending
+        os.kill(os.getpid(), signal.SIGINT)
+        # the handler has run once the signal is delivered; it must not have raised
+        _wait_for(lambda: ctrl_c.pending, "the first SIGINT to be recorded")
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.check()
+        with pytest.raises(KeyboardInterrupt):  # the second one is not deferred
+            os.kill(os.getpid(), signal.SIGINT)
+            _wait_for(lambda: False, "the second SIGINT to raise")
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_trial_timeout_and_ctrl_c(cluster: Any, tmp_path: Path) -> None:
     flags = tmp_path / "flags"
     flags.mkdir()

@@ -24,7 +24,8 @@ local engine). A worker process or node that dies makes Ray retry the task (``ma
 after the last retry the trial is FAILED with the Ray error as its reason. ``trial_timeout`` is
 enforced by the driver, counted from the start of the task on its worker: the task is cancelled
 (its worker process is killed) and the trial FAILED. Ctrl-C cancels the running tasks and marks
-their trials FAILED (``interrupted``). A driver killed with SIGKILL leaves RUNNING trials that the next
+their trials FAILED (``interrupted``); the driver takes it at its next pass of the loop (within
+``_POLL_S``), never in the middle of a storage write, and a second Ctrl-C raises at once. A driver killed with SIGKILL leaves RUNNING trials that the next
 ``sigtune run`` marks FAILED (owner stamps), then the run continues: the study ends with exactly
 ``n_trials`` finished trials.
 
@@ -38,7 +39,9 @@ import asyncio
 import contextlib
 import io
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -333,6 +336,47 @@ def _register_by_value(objective: Any) -> None:
             cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
 
 
+class _DeferredInterrupt:
+    """Ctrl-C in the Ray driver, taken where the loop can act on it.
+
+    While installed (main thread only; elsewhere it does nothing), SIGINT only records that it
+    came; :meth:`check`, called once per pass of the driver loop (at least every ``_POLL_S``),
+    raises ``KeyboardInterrupt`` there. A KeyboardInterrupt raised wherever the main thread
+    happens to be can land inside a storage write (``study.ask``, a ``tell``) or in a finalizer,
+    where Python prints and drops it; the run then went on with its trial blocked. A second
+    Ctrl-C raises at once (a loop that no longer checks can still be left).
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._old: Any = None
+        self._installed = False
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def check(self) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._on_sigint)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            # None: the previous handler was not installed from Python; Python's own is the
+            # nearest thing to put back
+            signal.signal(
+                signal.SIGINT, self._old if self._old is not None else signal.default_int_handler
+            )
+            self._installed = False
+
+
 class _Running:
     __slots__ = ("attempt_start", "number", "trial")
 
@@ -497,7 +541,7 @@ class RayEngine:
             running[ref] = _Running(trial)
 
         try:
-            with callbacks_enabled(study):
+            with callbacks_enabled(study), _DeferredInterrupt() as ctrl_c:
                 self._loop(
                     ray,
                     study,
@@ -510,6 +554,7 @@ class RayEngine:
                     concurrency,
                     deadline,
                     progress,
+                    ctrl_c,
                 )
         except KeyboardInterrupt:
             shared.request_stop("interrupted")
@@ -538,10 +583,13 @@ class RayEngine:
         concurrency: int,
         deadline: float | None,
         progress: ProgressSink | None,
+        ctrl_c: _DeferredInterrupt | None = None,
     ) -> None:
         fetch_ref = broker.fetch.remote()
         last_progress = 0.0
         while True:
+            if ctrl_c is not None:
+                ctrl_c.check()
             while (
                 len(running) < concurrency
                 and not shared.stop.value
