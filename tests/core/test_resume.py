@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from _postgres import PostgresServer, postgres_server  # noqa: F401  (fixture)
+from _procs import kill_group
 from optuna.trial import TrialState
 
 from sigtune._storage import (
@@ -78,8 +78,7 @@ def _kill_mid_run(cmd: list[str], storage: str) -> dict[int, float]:
                 break
             time.sleep(0.1)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # parent and worker processes
-        proc.wait(timeout=30)
+        kill_group(proc)  # parent and worker processes, waiting until each has exited
     before = load_study("resume", storage)
     assert before.count()["RUNNING"] == 2
     return {t.number: t.values[0] for t in before.trials if t.state == TrialState.COMPLETE}

@@ -20,6 +20,7 @@ from pathlib import Path
 import optuna
 import pytest
 from _postgres import PostgresServer, postgres_server  # noqa: F401  (fixture)
+from _procs import kill_group
 from optuna.trial import TrialState
 
 from sigtune._exceptions import ConfigError
@@ -379,8 +380,7 @@ def test_killed_trial_runs_again_on_resume(tmp_path: Path, n_jobs: int) -> None:
             assert proc.poll() is None and time.monotonic() < end
             time.sleep(0.05)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+        kill_group(proc)  # and wait for its worker processes too, not only the parent
     study = optimize(lambda t: t.suggest_float("x", 0, 1), 5, sampler="random", storage=storage)
     # The killed trial is FAIL (stale) and not counted: the study ends with 5 COMPLETE trials.
     states = [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in study.trials]
