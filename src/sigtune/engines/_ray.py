@@ -25,9 +25,10 @@ after the last retry the trial is FAILED with the Ray error as its reason. ``tri
 enforced by the driver, counted from the start of the task on its worker: the task is cancelled
 (its worker process is killed) and the trial FAILED. Ctrl-C cancels the running tasks and marks
 their trials FAILED (``interrupted``); the driver takes it at its next pass of the loop (within
-``_POLL_S``), never in the middle of a storage write, and a second Ctrl-C raises at once. A driver killed with SIGKILL leaves RUNNING trials that the next
-``sigtune run`` marks FAILED (owner stamps), then the run continues: the study ends with exactly
-``n_trials`` finished trials.
+``_POLL_S``), never in the middle of a storage write, and a second Ctrl-C raises at once. A
+driver killed with SIGKILL leaves RUNNING trials that the next ``sigtune run`` marks FAILED
+(owner stamps), then the run continues: the study ends with exactly ``n_trials`` finished
+trials.
 
 Per-trial output: stdout/stderr of the objective are captured on the worker (and still printed);
 their last characters are stored in the trial's ``system_attrs["sigtune:log"]``.

@@ -47,10 +47,10 @@ ENABLED = _HAVE_NUMBA and os.environ.get("SIGTUNE_HEP_JIT", "1") not in ("0", "f
 def _lapack_symbols() -> tuple[Any, ...] | None:
     """SciPy's LAPACK routines for the partial eigendecomposition of :func:`_low_eigenpairs`
     (tridiagonal reduction, its eigenvalues, selected eigenvectors, back-transformation) and
-    for the symmetric indefinite factorisation of :func:`_abs_newton_ldl` (Bunch-Kaufman and its
-    solve), as numba external functions. They are registered with LLVM under fixed names, so that the
-    on-disk cache of the functions calling them stays valid across processes. None without
-    numba or SciPy's Cython LAPACK."""
+    for the symmetric indefinite factorisation of :func:`_abs_newton_ldl` (Bunch-Kaufman and
+    its solve), as numba external functions. They are registered with LLVM under fixed names,
+    so that the on-disk cache of the functions calling them stays valid across processes. None
+    without numba or SciPy's Cython LAPACK."""
     if not _HAVE_NUMBA:  # pragma: no cover
         return None
     try:
