@@ -331,3 +331,62 @@ def arrowhead_model(ws: Any, **kwargs: Any) -> Any:
         model = ws.model(**kwargs)
     assert not model.arrays.dense_layout
     return model
+
+
+def saddle_workspace(n_extra: int = 0) -> dict[str, Any]:
+    """One bin with a symmetric histosys (``shape``: up and down both 60 over a nominal 50) and
+    a data excess: at the suggested start with ``mu = 0`` the gradient along ``shape`` is zero
+    and its curvature negative (a saddle point). ``n_extra`` > 0 adds a second channel whose
+    data equal its expectation, with that many normsys parameters ``np<k>``: the start stays
+    stationary, and the dense block is that much wider."""
+    channels: list[dict[str, Any]] = [
+        {
+            "name": "SR",
+            "samples": [
+                {
+                    "name": "sig",
+                    "data": [1.0],
+                    "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                },
+                {
+                    "name": "bkg",
+                    "data": [50.0],
+                    "modifiers": [
+                        {
+                            "name": "shape",
+                            "type": "histosys",
+                            "data": {"hi_data": [60.0], "lo_data": [60.0]},
+                        }
+                    ],
+                },
+            ],
+        }
+    ]
+    observations: list[dict[str, Any]] = [{"name": "SR", "data": [100.0]}]
+    if n_extra:
+        channels.append(
+            {
+                "name": "CR",
+                "samples": [
+                    {
+                        "name": "other",
+                        "data": [200.0, 300.0],
+                        "modifiers": [
+                            {
+                                "name": f"np{k}",
+                                "type": "normsys",
+                                "data": {"hi": 1.0 + 0.01 * (k + 1), "lo": 1.0 - 0.005 * (k + 1)},
+                            }
+                            for k in range(n_extra)
+                        ],
+                    }
+                ],
+            }
+        )
+        observations.append({"name": "CR", "data": [200.0, 300.0]})
+    return {
+        "channels": channels,
+        "observations": observations,
+        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}],
+        "version": "1.0.0",
+    }

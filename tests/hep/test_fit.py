@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pyhf
 import pytest
-from _generate import synthetic_workspace, workspaces
+from _generate import saddle_workspace, synthetic_workspace, workspaces
 from _refs import CASES, REF, SBOTTOM
 from _refs import case as _case
 from _refs import case_model as _model
@@ -332,34 +332,7 @@ def test_fit_batch_without_alpha_parameters(name: str) -> None:
 
 def test_fit_leaves_a_saddle_point() -> None:
     """Zero gradient and negative curvature at the start (symmetric histosys, data excess)."""
-    spec = {
-        "channels": [
-            {
-                "name": "SR",
-                "samples": [
-                    {
-                        "name": "sig",
-                        "data": [1.0],
-                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
-                    },
-                    {
-                        "name": "bkg",
-                        "data": [50.0],
-                        "modifiers": [
-                            {
-                                "name": "shape",
-                                "type": "histosys",
-                                "data": {"hi_data": [60.0], "lo_data": [60.0]},
-                            }
-                        ],
-                    },
-                ],
-            }
-        ],
-        "observations": [{"name": "SR", "data": [100.0]}],
-        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}],
-        "version": "1.0.0",
-    }
+    spec = saddle_workspace()
     ws = hep.Workspace(spec)
     model = ws.model()
     data = ws.data(model)

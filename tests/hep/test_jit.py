@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _generate import arrowhead_model, random_workspace, synthetic_workspace, workspaces
+from _generate import (
+    arrowhead_model,
+    random_workspace,
+    saddle_workspace,
+    synthetic_workspace,
+    workspaces,
+)
 from hypothesis import HealthCheck, given, settings
 
 import sigtune.hep as hep
@@ -415,51 +421,7 @@ def test_wide_fit_leaves_a_saddle_point() -> None:
     curvature along ``shape``. The cheap step alone would stop there (edm 0); the exact
     eigenpairs must find the way out."""
     extra = _jit.CHOL_LAPACK + 6
-    spec = {
-        "channels": [
-            {
-                "name": "SR",
-                "samples": [
-                    {
-                        "name": "sig",
-                        "data": [1.0],
-                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
-                    },
-                    {
-                        "name": "bkg",
-                        "data": [50.0],
-                        "modifiers": [
-                            {
-                                "name": "shape",
-                                "type": "histosys",
-                                "data": {"hi_data": [60.0], "lo_data": [60.0]},
-                            }
-                        ],
-                    },
-                ],
-            },
-            {
-                "name": "CR",
-                "samples": [
-                    {
-                        "name": "other",
-                        "data": [200.0, 300.0],
-                        "modifiers": [
-                            {
-                                "name": f"np{k}",
-                                "type": "normsys",
-                                "data": {"hi": 1.0 + 0.01 * (k + 1), "lo": 1.0 - 0.005 * (k + 1)},
-                            }
-                            for k in range(extra)
-                        ],
-                    }
-                ],
-            },
-        ],
-        "observations": [{"name": "SR", "data": [100.0]}, {"name": "CR", "data": [200.0, 300.0]}],
-        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}],
-        "version": "1.0.0",
-    }
+    spec = saddle_workspace(extra)
     ws = hep.Workspace(spec)
     model = ws.model()
     data = ws.data(model)

@@ -889,6 +889,15 @@ def _newton_solve(
     return 1 if has_neg else code
 
 
+def _edm(gs: np.ndarray, d: np.ndarray) -> float:
+    """Estimated distance to the minimum of the Newton step ``d`` for the gradient ``gs``
+    (``|g^T H^-1 g| / 4``, nll units)."""
+    gd = 0.0
+    for a in range(gs.shape[0]):
+        gd += gs[a] * d[a]
+    return 0.25 * abs(gd)
+
+
 def _minimize_row(
     x: np.ndarray,
     r: int,
@@ -946,19 +955,13 @@ def _minimize_row(
         neg = np.empty(m)
         gn = 0.0
         code = _newton_solve(H, g, idx, m, is_local, d, neg, False)
-        gd = 0.0
-        for a in range(m):
-            gd += gs[a] * d[a]
-        edm = 0.25 * abs(gd)
+        edm = _edm(gs, d)
         small = edm < EDM_TOL
         if small and code == 2 and n_saddle < MAX_SADDLE:
             # the cheap step says converged next to negative curvature: the exact |H| step and
             # the lowest eigenvector decide (a saddle to leave, or rounding)
             code = _newton_solve(H, g, idx, m, is_local, d, neg, True)
-            gd = 0.0
-            for a in range(m):
-                gd += gs[a] * d[a]
-            edm = 0.25 * abs(gd)
+            edm = _edm(gs, d)
             small = edm < EDM_TOL
         has_neg = code == 1
         use_neg = False
@@ -1354,6 +1357,7 @@ if _HAVE_NUMBA:  # pragma: no branch
     _abs_block = _jit(_abs_block)
     _abs_newton_ldl = _jit(_abs_newton_ldl)
     _newton_solve = _jit(_newton_solve)
+    _edm = _jit(_edm)
     _minimize_row = _jit(_minimize_row)
     _minimize_rows = _jit(_minimize_rows)
     _derivs_rows = _jit(_derivs_rows)
