@@ -12,6 +12,11 @@ STAMP := $(VENV)/.sigtune-installed
 # The lower bound of optuna in pyproject.toml; test-optuna-oldest runs against exactly this.
 OPTUNA_OLDEST ?= $(shell sed -n 's/^ *"optuna>=\([0-9.]*\)".*/\1/p' pyproject.toml)
 OLDEST_VENV ?= .venv-optuna-oldest
+# Test processes (pytest-xdist). Two keep both cores of CI busy while a test waits on a subprocess,
+# a server or Ray; the tests that start Ray stay in one process (tests/conftest.py), so more than
+# about three gain little. PYTEST_WORKERS=0 runs the suite in this process, one test at a time.
+PYTEST_WORKERS ?= 2
+XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 
 .PHONY: install demo test test-fast test-optuna-oldest lint bench clean
 
@@ -27,10 +32,10 @@ demo: $(STAMP)
 	$(BIN)/sigtune run examples/binning/corrected.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 # A venv that sees .venv's packages (a .pth file) but has its own optuna==$(OPTUNA_OLDEST) first.
 test-optuna-oldest: $(STAMP)
@@ -42,7 +47,7 @@ test-optuna-oldest: $(STAMP)
 	$(OLDEST_VENV)/bin/pip install --quiet --no-deps "optuna==$(OPTUNA_OLDEST)"
 	$(OLDEST_VENV)/bin/python -c 'import optuna; from packaging.version import Version as V; \
 	  assert V(optuna.__version__) == V("$(OPTUNA_OLDEST)"), optuna.__version__'
-	$(OLDEST_VENV)/bin/python -m pytest -q -m "not slow" tests/core tests/architecture
+	$(OLDEST_VENV)/bin/python -m pytest -q $(XDIST) -m "not slow" tests/core tests/architecture
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

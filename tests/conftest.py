@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 # Keep BLAS single-threaded: reproducible numbers and no oversubscription on 2-core CI.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -16,3 +19,27 @@ from hypothesis import settings
 
 settings.register_profile("sigtune", derandomize=True, database=None, print_blob=True)
 settings.load_profile("sigtune")
+
+
+# With pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), every test that starts Ray (the
+# Ray engine, the SLURM cluster, the PBT stage) runs in the same test process, one after the
+# other, as without xdist: two Ray instances at once would share /tmp/ray, and the SLURM job's
+# `ray.init(address="auto")` could join the wrong one.
+_RAY_FILES = (
+    "engines/test_ray.py",
+    "engines/test_ray_local.py",
+    "engines/test_slurm.py",
+    "pipelines/ml/test_pbt.py",
+    "pipelines/ml/test_pbt_pipeline.py",
+    "pipelines/ml/test_pbt_actions_frameworks.py",
+)
+_TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    ray_files = {(_TESTS / f).resolve() for f in _RAY_FILES}
+    missing = [str(f) for f in ray_files if not f.is_file()]
+    assert not missing, f"tests/conftest.py: _RAY_FILES names files that do not exist: {missing}"
+    for item in items:
+        if item.path.resolve() in ray_files:
+            item.add_marker(pytest.mark.xdist_group("ray"))
