@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,10 +37,36 @@ _RAY_FILES = (
 _TESTS = Path(__file__).parent
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def _ray_files() -> set[Path]:
     ray_files = {(_TESTS / f).resolve() for f in _RAY_FILES}
     missing = [str(f) for f in ray_files if not f.is_file()]
     assert not missing, f"tests/conftest.py: _RAY_FILES names files that do not exist: {missing}"
+    return ray_files
+
+
+# tryfirst: xdist's own hook turns the mark into the "@ray" suffix of the test id that its
+# scheduler groups by; a mark added after that hook has no effect (the Ray tests then ran in
+# both processes, and test_pbt.py's module fixture, a whole PBT run, was set up twice).
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    ray_files = _ray_files()
     for item in items:
         if item.path.resolve() in ray_files:
             item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """Under --dist loadgroup every Ray test id carries the group ("...@ray"), or xdist's
+    scheduler spreads them over the test processes: stop the run with the reason instead."""
+    if node.config.getoption("dist") != "loadgroup":
+        return
+    prefixes = tuple(f"{_TESTS.name}/{f}::" for f in _RAY_FILES)
+    ungrouped = [i for i in ids if i.startswith(prefixes) and not i.endswith("@ray")]
+    if ungrouped:
+        pytest.exit(
+            f"tests/conftest.py: {len(ungrouped)} Ray tests are not in xdist's 'ray' group "
+            f"(e.g. {ungrouped[0]}): xdist's loadgroup did not take the mark; see the pytest "
+            "pin in pyproject.toml",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
