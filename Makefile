@@ -12,10 +12,11 @@ STAMP := $(VENV)/.sigtune-installed
 # The lower bound of optuna in pyproject.toml; test-optuna-oldest runs against exactly this.
 OPTUNA_OLDEST ?= $(shell sed -n 's/^ *"optuna>=\([0-9.]*\)".*/\1/p' pyproject.toml)
 OLDEST_VENV ?= .venv-optuna-oldest
-# Test processes (pytest-xdist). Two keep both cores of CI busy while a test waits on a subprocess,
-# a server or Ray; the tests that start Ray stay in one process (tests/conftest.py), so more than
-# about three gain little. PYTEST_WORKERS=0 runs the suite in this process, one test at a time.
-PYTEST_WORKERS ?= 2
+# Test processes (pytest-xdist). The tests that start Ray run one after the other in one process
+# (tests/conftest.py); the two others keep CI's two cores busy meanwhile, also while a test waits
+# on a subprocess or a server, and on a loaded machine three processes get a larger share of the
+# CPU than two. PYTEST_WORKERS=0 runs the suite in this process, one test at a time.
+PYTEST_WORKERS ?= 3
 XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 
 .PHONY: install demo test test-fast test-optuna-oldest lint bench clean

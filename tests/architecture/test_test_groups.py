@@ -1,6 +1,6 @@
 """Every test file that starts Ray is in the xdist group that keeps those tests in one process
 (``_RAY_FILES`` in tests/conftest.py): a new one left out would run its Ray instance next to
-another under ``make test``'s two test processes."""
+another under ``make test``'s test processes."""
 
 from __future__ import annotations
 
