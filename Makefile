@@ -13,10 +13,10 @@ STAMP := $(VENV)/.sigtune-installed
 OPTUNA_OLDEST ?= $(shell sed -n 's/^ *"optuna>=\([0-9.]*\)".*/\1/p' pyproject.toml)
 OLDEST_VENV ?= .venv-optuna-oldest
 # Test processes (pytest-xdist). The tests that start Ray run one after the other in one process
-# (tests/conftest.py); the two others keep CI's two cores busy meanwhile, also while a test waits
-# on a subprocess or a server, and on a loaded machine three processes get a larger share of the
-# CPU than two. PYTEST_WORKERS=0 runs the suite in this process, one test at a time.
-PYTEST_WORKERS ?= 3
+# (tests/conftest.py), the other takes the rest; both keep CI's two cores busy, also while a test
+# waits on a subprocess or a server. Three were no faster next to two busy loops (910 s against
+# 879 and 965 s) and crowded Ray's start. PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 2
 XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 
 .PHONY: install demo test test-fast test-optuna-oldest lint bench clean

@@ -22,7 +22,7 @@ settings.register_profile("sigtune", derandomize=True, database=None, print_blob
 settings.load_profile("sigtune")
 
 
-# With pytest-xdist (`make test` runs `-n 3 --dist loadgroup`), every test that starts Ray (the
+# With pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), every test that starts Ray (the
 # Ray engine, the SLURM cluster, the PBT stage) runs in the same test process, one after the
 # other, as without xdist: two Ray instances at once would share /tmp/ray, and the SLURM job's
 # `ray.init(address="auto")` could join the wrong one.

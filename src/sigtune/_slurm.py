@@ -145,14 +145,21 @@ cleanup() {{
 trap cleanup EXIT
 trap 'exit 143' TERM INT
 
-srun --overlap --nodes=1 --ntasks=1 -w "$HEAD_NODE" \\
-  "$RAY" start --head --block --node-ip-address="$HEAD_IP" --port="$PORT" \\
-  --num-cpus="$CPUS_PER_NODE" --num-gpus="$GPUS_PER_NODE" --include-dashboard=false &
-STEPS+=("$!")
+# The Ray head; ray start gives up when its raylet has not registered within 30 s (a loaded
+# node), so a head that exits before the cluster is up is started again, HEAD_TRIES times in all.
+HEAD_TRIES=3
+start_head() {{
+  srun --overlap --nodes=1 --ntasks=1 -w "$HEAD_NODE" \\
+    "$RAY" start --head --block --node-ip-address="$HEAD_IP" --port="$PORT" \\
+    --num-cpus="$CPUS_PER_NODE" --num-gpus="$GPUS_PER_NODE" --include-dashboard=false &
+  HEAD_PID=$!
+  STEPS+=("$HEAD_PID")
+}}
 
+# Wait until WANT nodes are alive: returns 1 after WAIT_S seconds, 2 at once if the head exited.
 wait_for_nodes() {{
-  local want="$1" waited=0
-  until "$PYTHON" - "$want" <<'PY'
+  local want="$1" deadline=$((SECONDS + WAIT_S))
+  until timeout 120 "$PYTHON" - "$want" <<'PY'
 import sys
 
 import ray
@@ -162,8 +169,11 @@ alive = sum(1 for node in ray.nodes() if node["Alive"])
 sys.exit(0 if alive >= int(sys.argv[1]) else 1)
 PY
   do
-    waited=$((waited + 5))
-    if [ "$waited" -ge "$WAIT_S" ]; then
+    if ! kill -0 "$HEAD_PID" 2>/dev/null; then
+      echo "sigtune: the Ray head (ray start --head) exited before $want node(s) were up" >&2
+      return 2
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
       echo "sigtune: the Ray cluster did not reach $want node(s) in $WAIT_S s" >&2
       return 1
     fi
@@ -171,7 +181,18 @@ PY
   done
 }}
 
-wait_for_nodes 1
+for ((try = 1; ; try++)); do
+  start_head
+  up=0
+  wait_for_nodes 1 || up=$?
+  if [ "$up" -eq 0 ]; then
+    break
+  fi
+  if [ "$up" -ne 2 ] || [ "$try" -ge "$HEAD_TRIES" ]; then
+    exit 1
+  fi
+  echo "sigtune: starting the Ray head again (try $((try + 1)) of $HEAD_TRIES)" >&2
+done
 for node in "${{NODES[@]:1}}"; do
   srun --overlap --nodes=1 --ntasks=1 -w "$node" \\
     "$RAY" start --block --address="$RAY_ADDRESS" \\

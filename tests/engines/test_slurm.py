@@ -322,3 +322,63 @@ def test_sigtune_slurm_end_to_end(slurm: dict[str, str], tmp_path: Path) -> None
     ).trials
     assert len(trials) == 6
     assert [t.params for t in trials[:4]] == first
+
+
+@pytest.mark.parametrize("failed_starts", [1, 5])
+def test_a_head_that_exits_during_startup_is_started_again(
+    tmp_path: Path, failed_starts: int
+) -> None:
+    """`ray start --head` gives up when its raylet has not registered within 30 s (seen on a loaded
+    node): the job script notices that the head step exited, starts it again up to 3 times in all,
+    and then stops with the reason, instead of polling a dead head until SIGTUNE_RAY_WAIT_S counts
+    out. srun, scontrol, ray and python are stand-ins here; the end-to-end test runs the real ones."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    starts, up = tmp_path / "starts", tmp_path / "up"
+    scripts = {
+        # srun: drop the options, run the command
+        "srun": 'while [ $# -gt 0 ]; do case "$1" in -w) shift 2;; -*) shift;; *) break;; esac; done\n'
+        'exec "$@"\n',
+        "scontrol": "echo localhost\n",
+        # ray start: the first `failed_starts` attempts exit at once, a later one blocks
+        "ray": f'n=$(( $(cat {starts} 2>/dev/null || echo 0) + 1 )); echo "$n" > {starts}\n'
+        f'if [ "$n" -le {failed_starts} ]; then echo "ray: timed out during startup" >&2; exit 1; fi\n'
+        f"touch {up}; exec sleep 600\n",
+        # python: the node check succeeds once a head is up; `-m sigtune.cli run` says so
+        "python": f'if [ "$1" = - ]; then cat > /dev/null; [ -e {up} ]; exit; fi\n'
+        'echo "sigtune run $*"\n',
+    }
+    for name, body in scripts.items():
+        (stubs / name).write_text("#!/usr/bin/env bash\n" + body)
+        (stubs / name).chmod(0o755)
+    job = SlurmJob(
+        config=tmp_path / "config.yaml",
+        run_dir=tmp_path / "run",
+        study_name="s",
+        nodes=1,
+        gpus_per_node=0,
+        time="00:10:00",
+        python=str(stubs / "python"),
+    )
+    script = tmp_path / "job.sbatch"
+    script.write_text(render_script(job))
+    env = {
+        **os.environ,
+        "PATH": f"{stubs}:{os.environ['PATH']}",
+        "SLURM_JOB_NODELIST": "localhost",
+        "SIGTUNE_RAY_WAIT_S": "100000",  # only the head's exit may end the waiting
+    }
+    proc = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    n_starts = int(starts.read_text())
+    if failed_starts < 3:
+        assert proc.returncode == 0, proc.stderr
+        assert n_starts == failed_starts + 1
+        assert "starting the Ray head again (try 2 of 3)" in proc.stderr
+        assert "sigtune run -m sigtune.cli run" in proc.stdout
+    else:
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert n_starts == 3
+        assert "the Ray head (ray start --head) exited before 1 node(s) were up" in proc.stderr
+        assert "sigtune run" not in proc.stdout
