@@ -1518,7 +1518,7 @@ def derivatives(a: ModelArrays, x: np.ndarray, consts: Consts, order: int = 2) -
     g = np.empty((B, P))
     H = np.empty((B, P, P))
     nu = np.empty((B, jt.N))
-    xc = np.ascontiguousarray(x, np.float64)
+    xc = _rw(x)
     _derivs_rows(
         xc, jt.rows(B), jt.tables, _c2(n, B), _c2(ga, B), _c2(pa, B), _c1(const, B), order,
         f, g, H, nu,
@@ -1540,7 +1540,7 @@ def derivatives_arrow(a: ModelArrays, x: np.ndarray, consts: Consts) -> Derivs:
     nu = np.empty((B, jt.N))
     JD = np.empty((jt.N, nD))
     dw = np.empty(jt.N)
-    xc = np.ascontiguousarray(x, np.float64)
+    xc = _rw(x)
     n, ga, pa, const = _c2(n, B), _c2(ga, B), _c2(pa, B), _c1(const, B)
     rows = jt.rows(B)
     for b in range(B):
@@ -1562,7 +1562,7 @@ def value(a: ModelArrays, x: np.ndarray, consts: Consts) -> np.ndarray:
     nu = np.empty((B, jt.N))
     dummy = np.empty((B, 0))
     _derivs_rows(
-        np.ascontiguousarray(x, np.float64), jt.rows(B), jt.tables, _c2(n, B), _c2(ga, B),
+        _rw(x), jt.rows(B), jt.tables, _c2(n, B), _c2(ga, B),
         _c2(pa, B), _c1(const, B), 0, f, dummy, np.empty((B, 0, 0)), nu,
     )  # fmt: skip
     return f
@@ -1601,7 +1601,7 @@ def minimize(
     out = np.zeros((B, 4))
     _minimize_rows(
         x, jt.rows(B), jt.tables, _c2(n, B), _c2(ga, B), _c2(pa, B), _c1(const, B),
-        np.ascontiguousarray(free, np.bool_), _c2(lo, B), _c2(hi, B), int(max_iter),
+        _ro(free, np.bool_), _c2(lo, B), _c2(hi, B), int(max_iter),
         g, H, nu, out,
     )  # fmt: skip
     return RowFits(x, out[:, 0], out[:, 1], out[:, 2].astype(int), out[:, 3].astype(int), g, H, nu)
@@ -1611,8 +1611,7 @@ def constants(n: np.ndarray, pa: np.ndarray, gsig: np.ndarray, ptau: np.ndarray)
     """Compiled ``Model._constants`` constant, ``(B,)``."""
     out = np.empty(n.shape[0])
     _const_rows(
-        np.ascontiguousarray(n), np.ascontiguousarray(pa), np.ascontiguousarray(gsig),
-        np.ascontiguousarray(ptau), out,
+        _ro(n), _ro(pa), _ro(gsig), _ro(ptau), out,
     )  # fmt: skip
     return out
 
@@ -1620,17 +1619,39 @@ def constants(n: np.ndarray, pa: np.ndarray, gsig: np.ndarray, ptau: np.ndarray)
 def masked_inverse(H: np.ndarray, free: np.ndarray) -> np.ndarray:
     """Compiled inverse of the Hessian masked to the free parameters (raises
     ``numpy.linalg.LinAlgError`` if singular)."""
-    out: np.ndarray = _masked_inverse(np.ascontiguousarray(H), np.ascontiguousarray(free))
+    out: np.ndarray = _masked_inverse(_ro(H), _ro(free))
     return out
+
+
+def _ro(a: Any, dtype: Any = None) -> np.ndarray:
+    """``a`` as a C-contiguous read-only array, for a kernel argument that is only read.
+
+    numba compiles one version of a kernel per argument type, and a read-only array is another
+    type than a writable one. The model keeps its arrays read-only while a broadcast or a
+    conversion gives a writable copy, so the same kernel was compiled up to three times (about
+    12 s each without a warm cache) depending on the batch size. A read-only view costs nothing.
+    """
+    r = np.ascontiguousarray(a, dtype)
+    if r.flags.writeable:
+        r = r.view()
+        r.flags.writeable = False
+    return r
+
+
+def _rw(x: Any) -> np.ndarray:
+    """The parameter points ``x`` as a C-contiguous writable float64 array: the type that the
+    Newton kernels, which update their points in place, give the same callee (see :func:`_ro`)."""
+    r = np.ascontiguousarray(x, np.float64)
+    return r if r.flags.writeable else r.copy()
 
 
 def _c2(a: np.ndarray, B: int) -> np.ndarray:
     if a.shape[0] != B:
         a = np.broadcast_to(a, (B, *a.shape[1:]))
-    return np.ascontiguousarray(a)
+    return _ro(a)
 
 
 def _c1(a: np.ndarray, B: int) -> np.ndarray:
     if a.shape[0] != B:
         a = np.broadcast_to(a, (B,))
-    return np.ascontiguousarray(a)
+    return _ro(a)
