@@ -137,11 +137,10 @@ def test_outputs_model_schedule_plot_and_study(toy: dict[str, Any]) -> None:
     assert all(len(t.intermediate_values) == EPOCHS for t in trials)
 
 
-def _rows(stage_dir: Path) -> list[dict[str, str]]:
-    import csv
+def _rows(stage_dir: Path) -> list[dict[str, Any]]:
+    from sigtune.pipelines.ml._pbt import ROWS_FILE, member_rows
 
-    rows: list[dict[str, str]] = []
-    for f in sorted((stage_dir / "ray").glob("*/*/progress.csv")):
-        with open(f) as fh:
-            rows.extend(csv.DictReader(fh))
+    rows: list[dict[str, Any]] = []
+    for f in sorted((stage_dir / "ray").glob(f"*/*/{ROWS_FILE}")):
+        rows.extend(member_rows(f.parent))
     return rows

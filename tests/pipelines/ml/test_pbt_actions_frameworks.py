@@ -285,12 +285,11 @@ def test_pbt_stage_runs_a_lightning_population(tmp_path: Path) -> None:
 
 
 def _assert_exploits_copied_weights(stage_dir: Path, n_exploits: int) -> None:
-    import csv
+    from sigtune.pipelines.ml._pbt import ROWS_FILE, member_rows
 
-    rows: list[dict[str, str]] = []
-    for f in sorted((stage_dir / "ray").glob("*/*/progress.csv")):
-        with open(f) as fh:
-            rows.extend(csv.DictReader(fh))
+    rows: list[dict[str, Any]] = []
+    for f in sorted((stage_dir / "ray").glob(f"*/*/{ROWS_FILE}")):
+        rows.extend(member_rows(f.parent))
     exploited = [r for r in rows if r["exploited_from"]]
     assert len(exploited) == n_exploits
     for r in exploited:  # weights right after the copy == weights in the donor's checkpoint

@@ -483,6 +483,62 @@ def _state_mirror(exp: Path, backup: Path) -> Any:
     return _StateMirror()
 
 
+# Each member's rows as the driver received them, one JSON line per epoch, appended and flushed
+# at once. Tune's own progress.csv is written to a staging folder under /tmp/ray and copied to
+# the storage folder by an asynchronous syncer that rewrites the whole file: a kill while it
+# copies, or before it runs, loses rows that a resumed run never writes again (a resumed
+# member's progress.csv then starts at its checkpoint's epoch).
+ROWS_FILE = "member_rows.jsonl"
+
+
+def _row_log() -> Any:
+    """A Tune callback that appends every member result to ``ROWS_FILE`` in its trial folder."""
+    from ray.tune import Callback
+    from ray.tune.utils import flatten_dict
+
+    class _RowLog(Callback):  # type: ignore[misc]
+        def on_trial_result(
+            self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+        ) -> None:
+            row = flatten_dict({k: v for k, v in result.items() if k != "config"}, delimiter="/")
+            line = json.dumps(row, default=_json_value) + "\n"
+            folder = Path(trial.path)
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / ROWS_FILE, "a") as fh:
+                fh.write(line)
+
+    return _RowLog()
+
+
+def _json_value(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else str(v)
+
+
+def member_rows(folder: Path) -> list[dict[str, Any]]:
+    """The rows of one member's trial folder, in the order they were received.
+
+    Reads ``ROWS_FILE``; a line that a kill cut short is skipped (its epoch is trained again on
+    resume). A folder from a run without that file falls back to Tune's ``progress.csv``.
+    """
+    path = Path(folder) / ROWS_FILE
+    if not path.is_file():
+        import csv
+
+        progress = Path(folder) / "progress.csv"
+        if not progress.is_file():
+            return []
+        with open(progress, newline="") as fh:
+            return list(csv.DictReader(fh))
+    rows: list[dict[str, Any]] = []
+    with open(path) as fh:
+        for line in fh:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return rows
+
+
 def _repair_state(exp: Path, backup: Path) -> list[str]:
     """Before a resume: put back the last complete copy of each state file that a kill left torn.
 
@@ -646,7 +702,7 @@ def run_pbt(
                     # for it at the next interval forever
                     failure_config=tune.FailureConfig(max_failures=0, fail_fast=True),
                     # Tune rewrites its state files in place: a kill mid-write leaves them torn
-                    callbacks=[_state_mirror(exp, backup)],
+                    callbacks=[_state_mirror(exp, backup), _row_log()],
                 ),
             )
         grid = tuner.fit()
@@ -888,13 +944,17 @@ def _record_trials(
 
 
 def _read_member(path: Path) -> dict[str, Any]:
-    """One member's rows (``progress.csv``) and last checkpoint, from its trial folder."""
+    """One member's rows (``ROWS_FILE``) and last checkpoint, from its trial folder."""
     import pandas as pd
 
-    progress = path / "progress.csv"
-    if not progress.is_file():
-        raise ConfigError(f"PBT member folder {path} has no progress.csv: did it run?")
-    df = pd.read_csv(progress, keep_default_na=False, na_values=[""])
+    if (path / ROWS_FILE).is_file():
+        df = pd.DataFrame(member_rows(path))
+    elif (path / "progress.csv").is_file():  # a stage started before ROWS_FILE existed
+        df = pd.read_csv(path / "progress.csv", keep_default_na=False, na_values=[""])
+    else:
+        df = pd.DataFrame()
+    if "epoch" not in df:
+        raise ConfigError(f"PBT member folder {path} has no rows ({ROWS_FILE}): did it run?")
     df = df.sort_values("epoch", kind="stable").drop_duplicates("epoch", keep="last")
     df = df.reset_index(drop=True)
     for col in ("exploited_from", "source_digest", "loaded_digest"):
