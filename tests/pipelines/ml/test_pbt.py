@@ -144,3 +144,15 @@ def _rows(stage_dir: Path) -> list[dict[str, Any]]:
     for f in sorted((stage_dir / "ray").glob(f"*/*/{ROWS_FILE}")):
         rows.extend(member_rows(f.parent))
     return rows
+
+
+@pytest.mark.slow
+def test_one_member_process_serves_the_population_through_every_perturbation(
+    toy: dict[str, Any],
+) -> None:
+    # max_concurrent 1: Tune reuses one actor for every member. Ray Tune's own generator of the
+    # members counts as finished once it has created them all, and Tune then ended the actor at
+    # each synchronous perturbation and started a new process (imports included) for the next.
+    rows = _rows(toy["dir"])
+    assert len(rows) == len(RATES) * EPOCHS
+    assert len({r["pid"] for r in rows}) == 1, sorted({r["pid"] for r in rows})

@@ -414,6 +414,56 @@ def _resumable_synch(cls: type) -> type:
     return _RESUMABLE[cls]
 
 
+_KEEP_ACTORS: list[type] = []
+
+
+def _member_generator() -> Any:
+    """Ray Tune's ``BasicVariantGenerator`` (the members' grid) that counts as finished only when
+    every member it created has finished.
+
+    With ``reuse_actors``, Tune keeps a stopped member's actor for the next member only while
+    the search is not over. The plain generator is over once it has created every member, so at
+    each synchronous perturbation (every member paused) the last member's actor was ended and a
+    new process started for the next one: Python, Ray, torch and sigtune imported again, several
+    seconds per perturbation interval (ray-project/ray ``TuneController._maybe_cache_trial_actor``).
+    A finished member is one Tune itself counts finished (TERMINATED or ERROR), so the experiment
+    still ends when Tune's own check says so. A restored experiment starts with no created
+    members here and behaves like the plain generator.
+    """
+    if not _KEEP_ACTORS:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        class _MemberGenerator(BasicVariantGenerator):  # type: ignore[misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self._created: list[Any] = []
+
+            def next_trial(self) -> Any:
+                trial = super().next_trial()  # type: ignore[no-untyped-call]
+                if trial is not None:
+                    self._created.append(trial)
+                return trial
+
+            def is_finished(self) -> bool:
+                return bool(super().is_finished()) and all(t.is_finished() for t in self._created)
+
+            def get_state(self) -> Any:
+                state = super().get_state()  # type: ignore[no-untyped-call]
+                if isinstance(state, dict):
+                    state.pop("_created", None)
+                return state
+
+            def set_state(self, state: Any) -> None:
+                super().set_state(state)  # type: ignore[no-untyped-call]
+                self._created = []
+
+            def __getstate__(self) -> dict[str, Any]:
+                return {**self.__dict__, "_created": []}
+
+        _KEEP_ACTORS.append(_MemberGenerator)
+    return _KEEP_ACTORS[0]()
+
+
 def _state_file_ok(path: Path, name: str | None = None) -> bool:
     """Whether one of Tune's experiment-level state files is complete (it parses); ``name``: the
     state file's own name where ``path`` is a temporary copy."""
@@ -689,6 +739,7 @@ def run_pbt(
                     metric=monitor,
                     mode=mode,
                     num_samples=1,
+                    search_alg=_member_generator(),
                     reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
