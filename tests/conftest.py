@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +72,22 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
             "pin in pyproject.toml",
             returncode=pytest.ExitCode.USAGE_ERROR,
         )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, the controller compiles sigtune.hep's kernels into numba's cache in
+    the background (tests/_warm_numba.py says why) while the test processes start."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        return
+    config._sigtune_warm = subprocess.Popen(  # type: ignore[attr-defined]
+        [sys.executable, str(_TESTS / "_warm_numba.py")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    warm = getattr(config, "_sigtune_warm", None)
+    if warm is not None and warm.poll() is None:
+        warm.kill()
+        warm.wait()

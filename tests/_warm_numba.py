@@ -1,0 +1,72 @@
+"""Compile sigtune.hep's kernels into numba's on-disk cache (run by tests/conftest.py).
+
+On a clean clone the cache is empty and the first fit, limit or binning evaluation of every test
+process compiles the kernels: about a minute of CPU for the ~20 versions this script reaches.
+Under pytest-xdist both test processes met them at about the same time and compiled them twice.
+conftest.py runs this script once, in the background, while the first (core) tests run; a test
+process that needs a kernel later loads it from the cache. A kernel version that this script
+does not reach is compiled where it is first needed, as before. Nothing here is asserted: a
+failure only means that the tests compile what they need themselves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import sigtune.hep as hep
+from sigtune.hep._fit import fit_batch
+from sigtune.hep._infer import discovery, hypotest, upper_limit
+
+
+def _spec(n_bins: int) -> dict:
+    sig = [5.0 + i for i in range(n_bins)]
+    bkg = [50.0 + 3 * i for i in range(n_bins)]
+    return {
+        "channels": [
+            {
+                "name": "sr",
+                "samples": [
+                    {
+                        "name": "sig",
+                        "data": sig,
+                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                    },
+                    {
+                        "name": "bkg",
+                        "data": bkg,
+                        "modifiers": [
+                            {"name": "unc", "type": "shapesys", "data": [0.1 * b for b in bkg]},
+                            {
+                                "name": "jes",
+                                "type": "histosys",
+                                "data": {
+                                    "hi_data": [1.04 * b for b in bkg],
+                                    "lo_data": [0.97 * b for b in bkg],
+                                },
+                            },
+                            {"name": "xs", "type": "normsys", "data": {"hi": 1.05, "lo": 0.95}},
+                            {"name": "stat", "type": "staterror", "data": [2.0] * n_bins},
+                        ],
+                    },
+                ],
+            }
+        ],
+        "observations": [{"name": "sr", "data": [s + b for s, b in zip(sig, bkg, strict=True)]}],
+        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}],
+        "version": "1.0.0",
+    }
+
+
+def main() -> None:
+    ws = hep.Workspace(_spec(3))
+    model = ws.model()
+    data = ws.data(model)
+    hep.fit(model, data)
+    hypotest(model, data, 1.0)
+    discovery(model, data)
+    upper_limit(model, data)
+    fit_batch(model, np.tile(np.asarray(data, float), (8, 1)))
+
+
+if __name__ == "__main__":
+    main()
