@@ -290,6 +290,25 @@ def test_a_failing_member_ends_the_stage_with_an_error(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "pbt" / "done.json").exists()
 
 
+def test_row_log_keeps_every_complete_row_after_a_cut_line(tmp_path: Path) -> None:
+    import numpy as np
+
+    from sigtune.pipelines.ml._pbt import _row_log
+
+    class _Trial:
+        path = str(tmp_path / "member")
+
+    log = _row_log()
+    row = {"trial_id": "t", "member": 0, "config": {"lr": 0.1}, "info": {"a": np.float32(0.5)}}
+    log.on_trial_result(0, [], _Trial(), {**row, "epoch": 1})
+    f = tmp_path / "member" / ROWS_FILE
+    f.write_bytes(f.read_bytes() + b'{"epoch": 2, "va')  # a crash while writing epoch 2's row
+    log.on_trial_result(0, [], _Trial(), {**row, "epoch": 2})  # epoch 2 trained again
+    rows = member_rows(tmp_path / "member")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0]["info/a"] == 0.5 and "config" not in rows[0]
+
+
 def test_state_mirror_keeps_the_last_complete_copy(tmp_path: Path) -> None:
     from sigtune.pipelines.ml._pbt import _mirror_state
 

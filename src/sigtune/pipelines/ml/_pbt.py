@@ -551,10 +551,14 @@ def _row_log() -> Any:
             self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
         ) -> None:
             row = flatten_dict({k: v for k, v in result.items() if k != "config"}, delimiter="/")
-            line = json.dumps(row, default=_json_value) + "\n"
+            line = (json.dumps(row, default=_json_value) + "\n").encode()
             folder = Path(trial.path)
             folder.mkdir(parents=True, exist_ok=True)
-            with open(folder / ROWS_FILE, "a") as fh:
+            with open(folder / ROWS_FILE, "a+b") as fh:
+                if fh.tell() > 0:  # a line cut short (a crash mid-write) stays a line of its own
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        line = b"\n" + line
                 fh.write(line)
 
     return _RowLog()
