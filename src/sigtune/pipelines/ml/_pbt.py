@@ -572,17 +572,9 @@ def member_rows(folder: Path) -> list[dict[str, Any]]:
     """The rows of one member's trial folder, in the order they were received.
 
     Reads ``ROWS_FILE``; a line that a kill cut short is skipped (its epoch is trained again on
-    resume). A folder from a run without that file falls back to Tune's ``progress.csv``.
+    resume).
     """
     path = Path(folder) / ROWS_FILE
-    if not path.is_file():
-        import csv
-
-        progress = Path(folder) / "progress.csv"
-        if not progress.is_file():
-            return []
-        with open(progress, newline="") as fh:
-            return list(csv.DictReader(fh))
     rows: list[dict[str, Any]] = []
     with open(path) as fh:
         for line in fh:
