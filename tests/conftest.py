@@ -79,6 +79,8 @@ def pytest_configure(config: pytest.Config) -> None:
     the background (tests/_warm_numba.py says why) while the test processes start."""
     if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
         return
+    if os.environ.get("SIGTUNE_TESTS_NO_WARMUP"):  # a pytest run inside a test (no kernels)
+        return
     config._sigtune_warm = subprocess.Popen(  # type: ignore[attr-defined]
         [sys.executable, str(_TESTS / "_warm_numba.py")],
         stdout=subprocess.DEVNULL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import subprocess
 import sys
@@ -130,8 +131,14 @@ def _imported(module: str, path: Path, node: ast.AST, modules: dict[str, Path]) 
 
 
 def _import_graph() -> dict[str, set[str]]:
+    """Module -> the sigtune modules it imports (a fresh copy of the one parse of src/)."""
+    return {k: set(v) for k, v in _parsed_import_graph().items()}
+
+
+@functools.cache
+def _parsed_import_graph() -> dict[str, frozenset[str]]:
     modules = _modules()
-    graph: dict[str, set[str]] = {}
+    graph: dict[str, frozenset[str]] = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text())
         skip = _type_checking_nodes(tree)
@@ -145,7 +152,7 @@ def _import_graph() -> dict[str, set[str]]:
                     target = target.rpartition(".")[0]
                 if target in modules and target != name and target.startswith("sigtune"):
                     deps.add(target)
-        graph[name] = deps
+        graph[name] = frozenset(deps)
     return graph
 
 

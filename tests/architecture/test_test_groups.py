@@ -5,6 +5,7 @@ another under ``make test``'s test processes."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -52,7 +53,12 @@ def test_ray_tests_of_different_files_run_in_one_xdist_process() -> None:
     ]
     cmd = [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v"]
     cmd += ["-p", "no:cacheprovider", *picked]
-    res = subprocess.run(cmd, cwd=TESTS.parent, capture_output=True, text=True, timeout=300)
+    # the outer run already compiles the hep kernels: the inner one must not start a second
+    # compilation (tests/conftest.py) that it kills a few seconds later
+    env = {**os.environ, "SIGTUNE_TESTS_NO_WARMUP": "1"}
+    res = subprocess.run(
+        cmd, cwd=TESTS.parent, capture_output=True, text=True, timeout=300, env=env
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     ran = re.findall(r"^\[(gw\d+)\] \[\s*\d+%\] PASSED (\S+)", res.stdout, re.MULTILINE)
     assert sorted(t for _, t in ran) == sorted(f"{p}@ray" for p in picked), res.stdout[-3000:]
