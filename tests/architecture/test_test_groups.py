@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
-# imports Ray, runs the Ray engine or the PBT stage, or submits a SLURM job (its script starts Ray)
+# imports Ray, starts it (or takes tests/pipelines/ml/conftest.py's local_ray), runs the Ray
+# engine or the PBT stage, or submits a SLURM job (its script starts Ray)
 STARTS_RAY = re.compile(
-    r"^\s*(import ray|from ray)|importorskip\(\"ray|start_local_ray"
+    r"^\s*(import ray|from ray)|importorskip\(\"ray|local_ray"
     r"|engine=\"ray\"|engine: ray|\"ray\"\]|run_pbt|pbt:|sbatch",
     re.MULTILINE,
 )

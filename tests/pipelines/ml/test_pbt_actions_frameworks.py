@@ -241,7 +241,7 @@ def test_keras_torch_backend_checkpoint_load_and_learning_rate() -> None:
 
 
 @pytest.mark.slow
-def test_pbt_stage_runs_a_lightning_population(tmp_path: Path) -> None:
+def test_pbt_stage_runs_a_lightning_population(tmp_path: Path, local_ray: Any) -> None:
     """Two Lightning members on Ray Tune's PBT: exploits load the donor's weights."""
     pytest.importorskip("lightning")
     pytest.importorskip("ray.tune")
@@ -296,65 +296,62 @@ def _assert_exploits_copied_weights(stage_dir: Path, n_exploits: int) -> None:
         assert r["loaded_digest"] and r["loaded_digest"] == r["source_digest"]
 
 
-KERAS_PBT_SCRIPT = r"""
-import json, sys
-from pathlib import Path
-from ray import cloudpickle
-from sigtune.pipelines.ml import make_hep_dataset, split_random
-from sigtune.pipelines.ml._cv import TrainableSpec
-from sigtune.pipelines.ml._pbt import PBTStage, run_pbt
-
-def builder(n_in, n_out, params):
+def keras_builder(n_in: int, n_out: int, params: Mapping[str, Any]) -> Any:
     import keras
-    return keras.Sequential([
-        keras.Input((n_in,)),
-        keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dense(n_out, activation="sigmoid"),
-    ])
 
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
-d = make_hep_dataset(400, n_informative=3, n_correlated=0, n_noise=1, seed=3)
-s = split_random(d, val_fraction=0.3, seed=1)
-stage = PBTStage.model_validate({
-    "population": 2, "perturbation_interval": 2, "max_epochs": 4, "quantile_fraction": 0.5,
-    "resample_probability": 1.0, "mutations": {"learning_rate": [0.1, 0.001]},
-    "max_concurrent": 1, "num_cpus": 2,
-})
-fast = {"batch_size": 64, "max_epochs": 4, "patience": None}
-out = run_pbt(
-    stage, factory=TrainableSpec("keras", {"builder": builder, "metrics": []}),
-    train=s.train, val=s.val, monitor="val_loss", direction="minimize",
-    members=[{**fast, "learning_rate": lr} for lr in (0.1, 0.001)],
-    mutations={k: stage.mutations[k] for k in stage.mutations}, seed=0,
-    stage_dir=Path(sys.argv[1]),
-)
-print(json.dumps({k: out[k] for k in ("epochs_trained", "n_exploits", "schedule")}))
-"""
+    return keras.Sequential(
+        [
+            keras.Input((n_in,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(n_out, activation="sigmoid"),
+        ]
+    )
 
 
 @pytest.mark.slow
-def test_pbt_stage_runs_a_keras_population(tmp_path: Path) -> None:
-    """Two Keras (torch backend) members on Ray Tune's PBT: exploits load the donor's weights."""
-    import importlib.util
-    import json
-    import os
-    import subprocess
+def test_pbt_stage_runs_a_keras_population(tmp_path: Path, local_ray: Any) -> None:
+    """Two Keras (torch backend) members on Ray Tune's PBT: exploits load the donor's weights.
+
+    In this process, on the module's Ray instance: ``local_ray`` (conftest.py) sets
+    ``KERAS_BACKEND=torch`` before Ray starts, for this process and Ray's workers."""
     import sys
 
-    if importlib.util.find_spec("keras") is None or importlib.util.find_spec("ray") is None:
-        pytest.skip("keras or ray is not installed")
-    env = {**os.environ, "KERAS_BACKEND": "torch", "OMP_NUM_THREADS": "1"}
-    stage_dir = tmp_path / "pbt"
-    proc = subprocess.run(
-        [sys.executable, "-c", KERAS_PBT_SCRIPT, str(stage_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("ray.tune")
+    from ray import cloudpickle
+
+    from sigtune.pipelines.ml._cv import TrainableSpec
+    from sigtune.pipelines.ml._pbt import PBTStage, run_pbt
+
+    assert keras.backend.backend() == "torch", "keras was imported before KERAS_BACKEND was set"
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
+    stage = PBTStage.model_validate(
+        {
+            "population": 2,
+            "perturbation_interval": 2,
+            "max_epochs": 4,
+            "quantile_fraction": 0.5,
+            "resample_probability": 1.0,
+            "mutations": {"learning_rate": [0.1, 0.001]},
+            "max_concurrent": 1,
+            "num_cpus": 2,
+        }
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert res["epochs_trained"] == 2 * 4
-    assert res["n_exploits"] >= 1 and len(res["schedule"]) == 4
+    fast = {"batch_size": 64, "max_epochs": 4, "patience": None}
+    stage_dir = tmp_path / "pbt"
+    out = run_pbt(
+        stage,
+        factory=TrainableSpec("keras", {"builder": keras_builder, "metrics": []}),
+        train=SPLITS.train,
+        val=SPLITS.val,
+        monitor="val_loss",
+        direction="minimize",
+        members=[{**fast, "learning_rate": lr} for lr in (0.1, 0.001)],
+        mutations={k: stage.mutations[k] for k in stage.mutations},
+        seed=0,
+        stage_dir=stage_dir,
+    )
+    assert out["epochs_trained"] == 2 * 4
+    assert out["n_exploits"] >= 1 and len(out["schedule"]) == 4
     assert (stage_dir / "best_model" / "model.keras").is_file()
-    _assert_exploits_copied_weights(stage_dir, res["n_exploits"])
+    _assert_exploits_copied_weights(stage_dir, out["n_exploits"])

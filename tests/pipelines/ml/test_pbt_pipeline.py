@@ -30,23 +30,6 @@ GEN = {
 }
 
 
-@pytest.fixture(scope="module")
-def local_ray() -> Any:
-    """One local Ray instance (2 CPUs, as the configs below ask) for this module's in-process
-    stage runs. A stage that finds Ray running uses it and leaves it running: the runs here
-    share one start (about 7 CPU-seconds each) instead of starting and stopping their own."""
-    ray = pytest.importorskip("ray")
-    from sigtune.engines._ray import start_local_ray
-
-    assert not ray.is_initialized(), "a test before this module left Ray running"
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    start_local_ray(
-        ray, num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
-    )
-    yield ray
-    ray.shutdown()
-
-
 # ---------------------------------------------------------------------- config
 def test_stage_order_and_default_off() -> None:
     assert STAGES.index("selection") < STAGES.index("pbt") < STAGES.index("cv")
