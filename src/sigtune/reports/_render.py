@@ -12,6 +12,8 @@ from typing import Any
 
 import optuna
 
+from sigtune._figures import save_tight
+
 __all__ = [
     "PLOTLY_JS",
     "figure_html",
@@ -84,8 +86,7 @@ def png_img(figure: Any, caption: str, size: tuple[float, float] | None = (9, 5)
     try:
         if size is not None:
             figure.set_size_inches(*size)
-        figure.tight_layout()
-        figure.savefig(buffer, format="png", dpi=90)
+        save_tight(figure, buffer, format="png", dpi=90)
     finally:
         plt.close(figure)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")

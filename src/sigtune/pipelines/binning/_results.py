@@ -23,6 +23,7 @@ import optuna
 
 from sigtune import _best
 from sigtune._export import export_trials
+from sigtune._figures import save_tight
 from sigtune.pipelines.binning._exceptions import BinningError
 from sigtune.pipelines.binning._histograms import Histograms
 from sigtune.pipelines.binning._objective import FIGURES, BinningObjective, Candidate
@@ -166,8 +167,7 @@ def plot_histograms(hist: Histograms, path: Path, title: str = "") -> Path:
     ax.set_ylabel("events / bin")
     ax.set_title(title)
     ax.legend(frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_tight(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from sigtune._exceptions import ConfigError
+from sigtune._figures import save_tight
 
 __all__ = ["EvaluationResult", "RocCurve", "evaluate", "roc_curve"]
 
@@ -339,8 +340,7 @@ def plot_inputs(
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].axis("off")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_tight(fig, path, dpi=80)
     plt.close(fig)
     return path
 
@@ -377,8 +377,7 @@ def plot_history(
         ax.set(xlabel="epoch", title=base)
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_tight(fig, path, dpi=80)
     plt.close(fig)
     return path
 

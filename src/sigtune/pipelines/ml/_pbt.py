@@ -38,6 +38,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sigtune._exceptions import ConfigError
+from sigtune._figures import save_tight
 from sigtune.engines._ray import start_local_ray
 
 __all__ = ["MutationRange", "PBTStage", "run_pbt", "split_mutable"]
@@ -905,8 +906,7 @@ def _plot(
     ax.scatter([], [], marker="v", color="tab:blue", label="exploit (copied a better member)")
     ax.set(xlabel="epoch", ylabel=monitor, title="Population Based Training")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_tight(fig, path, dpi=100)
     plt.close(fig)
     return path
 

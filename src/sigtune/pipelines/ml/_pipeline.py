@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sigtune._exceptions import ConfigError
+from sigtune._figures import save_tight
 from sigtune.pipelines.ml._pbt import PBTStage, split_mutable
 
 __all__ = [
@@ -1090,8 +1091,7 @@ def _plot_varsel(res: Any, stage_dir: Path) -> None:
         if it.dropped:
             ax.annotate(f"-{it.dropped}", (it.iteration, it.metric), fontsize=7, rotation=45)
     ax.set(xlabel="iteration", ylabel=res.metric_name, title="variable selection (green: accepted)")
-    fig.tight_layout()
-    fig.savefig(stage_dir / "varsel.png", dpi=100)
+    save_tight(fig, stage_dir / "varsel.png", dpi=100)
     plt.close(fig)
     for it in its:  # one plot per iteration: the metric without each candidate, per-fold sigma
         if not it.candidates:
@@ -1110,8 +1110,7 @@ def _plot_varsel(res: Any, stage_dir: Path) -> None:
         lo = min(it.candidates[n] - it.candidates_err.get(n, 0.0) for n in names)
         hi = max(it.candidates[n] + it.candidates_err.get(n, 0.0) for n in names)
         ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
-        fig.tight_layout()
-        fig.savefig(stage_dir / f"iteration_{it.iteration}.png", dpi=80)
+        save_tight(fig, stage_dir / f"iteration_{it.iteration}.png", dpi=80)
         plt.close(fig)
 
 
