@@ -3,11 +3,12 @@
 On a clean clone the cache is empty and the first fit, limit or binning evaluation of every test
 process compiles the kernels: about 70 s of CPU for the 26 versions this script reaches (every
 version the suite uses but one that only tests/hep/test_jit.py calls directly).
-Under pytest-xdist both test processes met them at about the same time and compiled them twice.
 conftest.py runs this script once, in the background, while the first (core) tests run; a test
-process that needs a kernel later loads it from the cache. A kernel version that this script
-does not reach is compiled where it is first needed, as before. Nothing here is asserted: a
-failure only means that the tests compile what they need themselves.
+process that needs a kernel later loads it from the cache, and one that needs it while this
+script compiles waits for it (the compile lock of sigtune.hep._jit: before it, both test
+processes and this script compiled the same kernels side by side). A kernel version that this
+script does not reach is compiled where it is first needed, as before. Nothing here is
+asserted: a failure only means that the tests compile what they need themselves.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ import collections
 import copy
 import math
 import os
+import threading
+import time
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -40,6 +43,11 @@ try:  # pragma: no cover - depends on the environment
 except ImportError:  # pragma: no cover
     numba = None  # type: ignore[assignment]
     _HAVE_NUMBA = False
+
+try:  # pragma: no cover - depends on the platform
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no compile lock
+    fcntl = None  # type: ignore[assignment]
 
 ENABLED = _HAVE_NUMBA and os.environ.get("SIGTUNE_HEP_JIT", "1") not in ("0", "false", "no")
 
@@ -1338,11 +1346,84 @@ def _masked_inverse(H: np.ndarray, free: np.ndarray) -> np.ndarray:
 
 def _compiler(func: Any) -> Any:
     """numba.njit with an on-disk cache; without one where no cache directory is writable
-    (numba raises at decoration time then): compiled once per process instead."""
+    (numba raises at decoration time then): compiled once per process instead. Compilations
+    through the cache take the cache directory's compile lock (:func:`_compile_locked`)."""
     try:
-        return numba.njit(cache=True, nogil=True)(func)
+        disp = numba.njit(cache=True, nogil=True)(func)
     except RuntimeError:  # pragma: no cover - read-only install and no user cache directory
         return numba.njit(cache=False, nogil=True)(func)
+    disp.compile = _compile_locked(disp)  # type: ignore[method-assign]
+    return disp
+
+
+# Processes that share numba's on-disk cache (the workers of a study, the processes of a test
+# run, Ray workers on one node) compile one at a time: the first compiles and writes the cache,
+# the others wait and then load it (~0.3 s) instead of compiling the same ~60-80 CPU-s of
+# kernels side by side. The lock is an flock on a file in the cache directory, taken for the
+# outermost compilation of this process only (numba compiles callees inside their caller's);
+# a holder that does not let go within COMPILE_LOCK_WAIT_S (stopped, or a machine far slower
+# than expected) is given up on with a warning and the kernels are compiled without it.
+COMPILE_LOCK_NAME = "sigtune-compile.lock"
+COMPILE_LOCK_WAIT_S = 900.0
+_compile_depth = threading.local()
+
+
+def _compile_locked(disp: Any) -> Any:
+    inner = disp.compile
+    try:
+        lock_path: str | None = os.path.join(disp._cache._cache_path, COMPILE_LOCK_NAME)
+    except AttributeError:  # pragma: no cover - numba internals changed: compile unlocked
+        lock_path = None
+
+    def compile(sig: Any) -> Any:
+        depth = getattr(_compile_depth, "n", 0)
+        if depth or lock_path is None or fcntl is None:
+            _compile_depth.n = depth + 1
+            try:
+                return inner(sig)
+            finally:
+                _compile_depth.n = depth
+        fd = _lock_file(lock_path)
+        _compile_depth.n = 1
+        try:
+            return inner(sig)
+        finally:
+            _compile_depth.n = 0
+            if fd is not None:
+                os.close(fd)  # closing the descriptor releases the flock
+
+    return compile
+
+
+def _lock_file(path: str) -> int | None:
+    """An exclusive flock on ``path`` (created), as an open descriptor; None where the file
+    cannot be opened or the holder keeps it for more than COMPILE_LOCK_WAIT_S."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        return None
+    deadline = time.monotonic() + COMPILE_LOCK_WAIT_S
+    delay = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                warnings.warn(
+                    f"sigtune.hep: another process has held numba's compile lock {path} for "
+                    f"{COMPILE_LOCK_WAIT_S:.0f} s; compiling without it",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                return None
+            time.sleep(delay)  # the holder is compiling: poll, backing off to 0.2 s
+            delay = min(2 * delay, 0.2)
+        except OSError:  # a file system without flock
+            os.close(fd)
+            return None
 
 
 if _HAVE_NUMBA:  # pragma: no branch
