@@ -130,3 +130,40 @@ def test_the_package_kernels_take_the_lock() -> None:
     kernels: tuple[Any, ...] = (_jit._minimize_rows, _jit._derivs_rows, _jit._derivs_arrow)
     for disp in kernels:
         assert disp.compile.__qualname__.startswith("_compile_locked")
+
+
+def test_a_process_forked_during_a_compile_does_not_keep_the_lock(tmp_path: Path) -> None:
+    """The flock belongs to the open file: a child forked while a compilation holds it would
+    keep it held after the parent lets go, unless the child closes its copy."""
+    from sigtune.hep import _jit
+
+    path = str(tmp_path / _jit.COMPILE_LOCK_NAME)
+    fd = _jit._lock_file(path)
+    assert fd is not None
+    _jit._HELD_LOCKS.add(fd)
+    try:
+        r, w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child (fork hooks done): say so, hold on until the parent has looked
+            os.close(w)
+            os.write(ready_w, b"x")
+            os.read(r, 1)
+            os._exit(0)
+        os.close(r)
+        os.close(ready_w)
+        assert os.read(ready_r, 1) == b"x"
+        os.close(ready_r)
+    finally:
+        _jit._HELD_LOCKS.discard(fd)
+        os.close(fd)
+    try:
+        probe = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the child kept it
+        finally:
+            os.close(probe)
+    finally:
+        os.write(w, b"x")
+        os.close(w)
+        os.waitpid(pid, 0)

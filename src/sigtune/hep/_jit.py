@@ -1366,6 +1366,23 @@ def _compiler(func: Any) -> Any:
 COMPILE_LOCK_NAME = "sigtune-compile.lock"
 COMPILE_LOCK_WAIT_S = 900.0
 _compile_depth = threading.local()
+# Lock descriptors this process holds. A process forked meanwhile (by another thread) closes its
+# copies: the flock belongs to the open file, which the copy would keep locked after the
+# compiling process lets go, and the child's own compilations would wait on it.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in list(_HELD_LOCKS):
+        try:
+            os.close(fd)
+        except OSError:  # pragma: no cover
+            pass
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
+    os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 def _compile_locked(disp: Any) -> Any:
@@ -1384,12 +1401,15 @@ def _compile_locked(disp: Any) -> Any:
             finally:
                 _compile_depth.n = depth
         fd = _lock_file(lock_path)
+        if fd is not None:
+            _HELD_LOCKS.add(fd)
         _compile_depth.n = 1
         try:
             return inner(sig)
         finally:
             _compile_depth.n = 0
             if fd is not None:
+                _HELD_LOCKS.discard(fd)
                 os.close(fd)  # closing the descriptor releases the flock
 
     return compile
