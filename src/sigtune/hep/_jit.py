@@ -1394,20 +1394,15 @@ def _compile_locked(disp: Any) -> Any:
 
     def compile(sig: Any) -> Any:
         depth = getattr(_compile_depth, "n", 0)
-        if depth or lock_path is None or fcntl is None:
-            _compile_depth.n = depth + 1
-            try:
-                return inner(sig)
-            finally:
-                _compile_depth.n = depth
-        fd = _lock_file(lock_path)
+        outer = depth == 0 and lock_path is not None and fcntl is not None
+        fd = _lock_file(lock_path) if outer else None  # type: ignore[arg-type]
         if fd is not None:
             _HELD_LOCKS.add(fd)
-        _compile_depth.n = 1
+        _compile_depth.n = depth + 1
         try:
             return inner(sig)
         finally:
-            _compile_depth.n = 0
+            _compile_depth.n = depth
             if fd is not None:
                 _HELD_LOCKS.discard(fd)
                 os.close(fd)  # closing the descriptor releases the flock
