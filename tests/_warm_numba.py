@@ -1,7 +1,7 @@
 """Compile sigtune.hep's kernels into numba's on-disk cache (run by tests/conftest.py).
 
 On a clean clone the cache is empty and the first fit, limit or binning evaluation of every test
-process compiles the kernels: about 70 s of CPU for the 26 versions this script reaches (every
+process compiles the kernels: about 50 s of CPU for the 20 versions this script reaches (every
 version the suite uses but one that only tests/hep/test_jit.py calls directly).
 conftest.py runs this script once, in the background, while the first (core) tests run; a test
 process that needs a kernel later loads it from the cache, and one that needs it while this
@@ -69,8 +69,8 @@ def _lean_spec() -> dict:
 
 
 def main() -> None:
-    # first the binning studies' compiled q0 path (writeable per-row arrays: kernel versions of
-    # their own), which the core tests' binning runs need earliest
+    # first the binning studies' compiled q0 path, which the core tests' binning runs need
+    # earliest (the fits below reuse most of its kernel versions)
     expected_z0(_lean_spec(), validate=False)
     ws = hep.Workspace(_spec(3))
     model = ws.model()

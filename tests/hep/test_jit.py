@@ -135,6 +135,52 @@ def test_one_compiled_version_whatever_the_batch_size_and_input_flags() -> None:
         assert len(kernel.signatures) == 1, (kernel, kernel.signatures)
 
 
+def test_no_kernel_version_for_an_intermediate_or_runtime_literal() -> None:
+    """numba compiles a callee once per argument type, and a constant argument is a literal
+    type: ``m = 0`` before ``m += 1`` made ``_minimize_row`` compile ``_newton_solve`` for
+    ``Literal[int](0)`` as well as for int64 while typing its loop (two extra versions, about
+    5 CPU-s on a cold cache), and ``_derivs_rows`` passed a runtime order where
+    ``_minimize_row`` passes the literals 0 and 2 (a third version of ``_derivs``, about 4 CPU-s).
+
+    The callers are type-inferred here (no code generation, under a second): the versions of the
+    callees that typing asks for are what a cold cache compiles; a warm one loads the callers
+    whole and would show nothing."""
+    numba = pytest.importorskip("numba")
+    from numba.core import compiler, registry, typed_passes
+    from numba.core.ssa import reconstruct_ssa
+
+    ws = hep.Workspace(synthetic_workspace(6, 2))
+    model = ws.model()
+    tables = numba.typeof(_jit.tables(model.arrays).tables)
+    P = model.n_pars
+
+    def ro(a: np.ndarray) -> Any:
+        a.flags.writeable = False
+        return numba.typeof(a)
+
+    v, v_ro, b_ro = numba.typeof(np.zeros(P)), ro(np.zeros(P)), ro(np.zeros(P, bool))
+    m2, m3 = numba.typeof(np.zeros((P, P))), numba.typeof(np.zeros((2, P, P)))
+    rows2, rows2_ro = numba.typeof(np.zeros((2, P))), ro(np.zeros((2, P)))
+    i64, f64 = numba.int64, numba.float64
+    typing = registry.cpu_target.typing_context
+    target = registry.cpu_target.target_context
+    typing.refresh()
+    target.refresh()
+    for func, args in (
+        (_jit._minimize_row, (v, i64, tables, v_ro, v_ro, v_ro, f64, b_ro, v_ro, v_ro, i64, v, m2, v, v)),
+        (_jit._derivs_rows, (rows2, numba.typeof(np.zeros(2, np.int64)), tables, rows2_ro, rows2_ro, rows2_ro, v_ro, i64, v, rows2, m3, rows2)),
+    ):  # fmt: skip
+        interp = reconstruct_ssa(compiler.run_frontend(func.py_func))  # as numba's pipeline
+        typed_passes.type_inference_stage(typing, target, interp, args, None)
+    literal = numba.types.Literal
+    assert _jit._newton_solve.signatures
+    for sig in _jit._newton_solve.signatures:
+        assert not isinstance(sig[3], literal), sig  # m
+    orders = [sig[7] for sig in _jit._derivs.signatures]
+    assert orders and all(isinstance(o, literal) for o in orders), orders
+    assert {o.literal_value for o in orders} <= {0, 2}, orders
+
+
 def test_batched_rows_equal_single_fits() -> None:
     specs = [synthetic_workspace(10, 2, seed=100 + i) for i in range(12)]
     models, datas = [], []

@@ -789,7 +789,7 @@ def _newton_solve(
     H: np.ndarray,
     g: np.ndarray,
     idx: np.ndarray,
-    m: int,
+    m: int | np.int64,
     is_local: np.ndarray,
     d: np.ndarray,
     neg: np.ndarray,
@@ -951,7 +951,9 @@ def _minimize_row(
     stp = np.empty(P)
     status = 0
     for _ in range(max_iter):
-        m = 0
+        # int64 from the start: a literal 0 would have numba compile _newton_solve once more
+        # for the literal type met while it types this loop (two extra versions, ~5 CPU-s)
+        m = np.int64(0)
         for i in range(P):
             if free[i] and not ((x[i] <= lo[i] and g[i] > 0.0) or (x[i] >= hi[i] and g[i] < 0.0)):
                 idx[m] = i
@@ -1299,8 +1301,13 @@ def _derivs_rows(
     H: np.ndarray,
     nu: np.ndarray,
 ) -> None:
+    # literal orders: the two versions of _derivs that _minimize_row compiles anyway (a runtime
+    # order would be a third, ~4 CPU-s more to compile); order 1 fills the Hessian as well
     for b in range(x.shape[0]):
-        f[b] = _derivs(x[b], rows[b], t, n[b], ga[b], pa[b], const[b], order, g[b], H[b], nu[b])
+        if order == 0:
+            f[b] = _derivs(x[b], rows[b], t, n[b], ga[b], pa[b], const[b], 0, g[b], H[b], nu[b])
+        else:
+            f[b] = _derivs(x[b], rows[b], t, n[b], ga[b], pa[b], const[b], 2, g[b], H[b], nu[b])
 
 
 def _const_rows(

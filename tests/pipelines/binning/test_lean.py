@@ -318,3 +318,36 @@ def test_observations_are_read_by_channel_name(tutorial: ModuleType) -> None:
     assert plan is not None and plan.lean.q0(*plan.arrays(swapped)) is not None  # type: ignore[misc]
     assert cache.z0_exp(swapped) == pytest.approx(first, rel=1e-12)
     assert first == pytest.approx(_public_z0(two), rel=1e-9)
+
+
+@pytest.mark.parametrize("n_rows", [1, 3])
+def test_the_kernel_gets_the_fits_read_only_arrays(
+    tutorial: ModuleType, monkeypatch: pytest.MonkeyPatch, n_rows: int
+) -> None:
+    """The counts, auxdata, fixed-parameter mask and bounds reach the compiled kernel read-only,
+    as the fits pass them: numba compiles one version of ``_minimize_row`` and ``_derivs`` per
+    array type (writeable and read-only are two types), so with the same types the binning path
+    and the fits share them (about 18 CPU-s less compilation on an empty cache)."""
+    numba = pytest.importorskip("numba")
+    from sigtune.hep import _lean
+
+    seen: list[tuple[bool, ...]] = []
+    kernel = _lean._q0_rows
+
+    def recording(*args: Any) -> None:
+        seen.append(tuple(numba.typeof(a).mutable for a in args[4:10]))
+        assert numba.typeof(args[1]).mutable  # the start: the fit works in place
+        kernel(*args)
+
+    monkeypatch.setattr(_lean, "_q0_rows", recording)
+    spec = tutorial.build_workspace(7, 0.1, 0.9)
+    model, _ = model_and_data(spec, validate=True)
+    lean = AsimovQ0(model)
+    assert lean.usable
+    row = (lean.nom, lean.hs_dp, lean.hs_dm, lean.ns_hi, lean.ns_lo, lean.gsig, lean.nom.sum(0))
+    for _ in range(2):
+        q, ok = lean.q0_many([row] * n_rows)
+        assert ok.all() and np.all(q > 0)
+    # n, ga, pa, free, lo, hi; the second call goes through the same recorder (no entry point
+    # can be taken from it), with the cached per-row arrays
+    assert seen == [(False,) * 6] * 2
