@@ -109,7 +109,11 @@ def _blocking_objective(trial: optuna.Trial, flag_dir: str, block: int) -> float
     if trial.number == block:
         marker = Path(flag_dir) / "started"
         if not marker.exists():  # first attempt only: block until the test kills us
-            marker.write_text(ray.get_runtime_context().get_node_id())
+            # whole or not at all: the test reads it as soon as it exists (written in place, a
+            # clean-clone run under load read it empty: StopIteration finding the node)
+            part = Path(flag_dir) / "started.part"
+            part.write_text(ray.get_runtime_context().get_node_id())
+            os.replace(part, marker)
             while not (Path(flag_dir) / "release").exists():
                 time.sleep(0.02)
     return x
@@ -327,10 +331,16 @@ def test_killing_a_worker_node_loses_no_trial(cluster: Any, tmp_path: Path, retr
             engine_options={"max_concurrent": 2, "max_retries": retries},
         )
     )
-    _wait_for((flags / "started").exists, "trial 2 to start")
-    node_id = (flags / "started").read_text()
-    victim = next(n for n in cluster.worker_nodes if n.node_id == node_id)
-    cluster.remove_node(victim)
+    try:
+        _wait_for((flags / "started").exists, "trial 2 to start")
+        node_id = (flags / "started").read_text()
+        victims = [n for n in cluster.worker_nodes if n.node_id == node_id]
+        assert victims, (node_id, [n.node_id for n in cluster.worker_nodes])
+        cluster.remove_node(victims[0])
+    except BaseException:
+        (flags / "release").touch()  # let the run end, or the module's cluster stays in use
+        th.join(timeout=300)
+        raise
     th.join(timeout=300)
     cluster.add_node(num_cpus=1)  # keep two worker nodes for the other tests
     cluster.wait_for_nodes()
