@@ -355,6 +355,22 @@ def counted_claims(storage: BaseStorage, study_id: int) -> int | None:
         return int(con.execute(sqlalchemy.text(_CLAIMS_SQL), {"sid": study_id}).scalar_one())
 
 
+_ONLY_WAITING = (TrialState.WAITING,)
+_WAITING_SQL = "SELECT 1 FROM trials WHERE study_id = :sid AND state = 'WAITING' LIMIT 1"
+
+
+def any_waiting(storage: BaseStorage, study_id: int) -> bool:
+    """Whether the study has a WAITING (enqueued) trial: one query on a database; ``True``
+    (look at the trials) for the journal and in-memory storages."""
+    rdb = _RDB_BEHIND.get(storage)
+    if rdb is None:
+        return True
+    import sqlalchemy
+
+    with rdb.engine.connect() as con:
+        return con.execute(sqlalchemy.text(_WAITING_SQL), {"sid": study_id}).first() is not None
+
+
 def indexed_best_trial(storage: BaseStorage, study_id: int) -> FrozenTrial | None:
     """The best COMPLETE trial of a single-objective study by the database's own (indexed)
     query, ties broken by the lowest trial number; ``None`` where there is no such query (journal,
@@ -704,6 +720,11 @@ class _OwnedStorage(BaseStorage, DelegatedHeartbeat):
         deepcopy: bool = True,
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
+        # Optuna's ask() looks for enqueued trials before every trial. On a database, the cached
+        # storage answers that by fetching every trial changed since its last look (a few ms with
+        # several workers); one indexed query says whether there is any WAITING trial at all.
+        if states == _ONLY_WAITING and not any_waiting(self._inner, study_id):
+            return []
         return self._inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
 
     def get_n_trials(

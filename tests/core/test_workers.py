@@ -176,6 +176,41 @@ def test_counted_claims_query_equals_the_python_count(tmp_path: Path) -> None:
     assert counted_claims(resolve_storage(f"{tmp_path}/j.journal").open(), 0) is None
 
 
+def test_ask_on_a_database_finds_enqueued_trials_without_syncing_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Optuna's ask() looks for WAITING trials before every trial; on a database sigtune answers
+    "none" with one query instead of the cached storage's sync of every changed trial, and still
+    pops a trial that another process (another storage object) enqueued."""
+    from optuna.storages import _CachedStorage
+
+    from sigtune._storage import resolve_storage
+
+    url = f"sqlite:///{tmp_path}/w.db"
+    random = optuna.samplers.RandomSampler(seed=0)  # a sampler that reads no trials
+    study = optuna.create_study(storage=resolve_storage(url).open(), study_name="w", sampler=random)
+    other = optuna.load_study(storage=resolve_storage(url).open(), study_name="w")
+    syncs = []
+    real_sync = _CachedStorage._read_trials_from_remote_storage
+
+    def counting_sync(self: object, study_id: int) -> None:
+        syncs.append(study_id)
+        real_sync(self, study_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_CachedStorage, "_read_trials_from_remote_storage", counting_sync)
+    for _ in range(3):
+        t = study.ask()
+        study.tell(t, t.suggest_float("x", 0, 1))
+    assert syncs == []  # no WAITING trial: no sync
+    other.enqueue_trial({"x": 0.25})
+    t = study.ask()
+    assert syncs  # found through the sync
+    study.tell(t, t.suggest_float("x", 0, 1))
+    assert study.trials[-1].params == {"x": 0.25}
+    assert [tr.state for tr in other.trials] == [TrialState.COMPLETE] * 4
+    assert other.trials[-1].system_attrs[OWNER_KEY]  # popped and stamped by its owner
+
+
 def test_sys_exit_in_objective_is_a_failed_trial() -> None:
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0, 1)
