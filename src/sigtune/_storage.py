@@ -325,7 +325,7 @@ def _open_url(kind: StorageKind, url: str, create: bool = True) -> BaseStorage:
     return cached
 
 
-# The RDBStorage behind each cached storage this module opened (for indexed_best_trial).
+# The RDBStorage behind each cached storage this module opened (for the SQL queries below).
 _RDB_BEHIND: weakref.WeakKeyDictionary[BaseStorage, RDBStorage] = weakref.WeakKeyDictionary()
 
 _TIE_SQL = (
@@ -343,16 +343,27 @@ _CLAIMS_SQL = (
 )
 
 
-def counted_claims(storage: BaseStorage, study_id: int) -> int | None:
-    """Finished and RUNNING trials that count towards ``n_trials`` (:mod:`sigtune._target`), by
-    one ``COUNT`` query on a database; ``None`` for the journal and in-memory storages."""
-    rdb = _RDB_BEHIND.get(getattr(storage, "inner", storage))
-    if rdb is None:
-        return None
+def _rdb_behind(storage: BaseStorage) -> RDBStorage | None:
+    """The database behind a storage this module opened (owner-stamping wrapper or not); ``None``
+    for the journal and in-memory storages."""
+    return _RDB_BEHIND.get(getattr(storage, "inner", storage))
+
+
+def _first_row(rdb: RDBStorage, sql: str, **params: Any) -> Any:
+    """The first row of one SQL query on the database (``None`` if it returns no row)."""
     import sqlalchemy
 
     with rdb.engine.connect() as con:
-        return int(con.execute(sqlalchemy.text(_CLAIMS_SQL), {"sid": study_id}).scalar_one())
+        return con.execute(sqlalchemy.text(sql), params).first()
+
+
+def counted_claims(storage: BaseStorage, study_id: int) -> int | None:
+    """Finished and RUNNING trials that count towards ``n_trials`` (:mod:`sigtune._target`), by
+    one ``COUNT`` query on a database; ``None`` for the journal and in-memory storages."""
+    rdb = _rdb_behind(storage)
+    if rdb is None:
+        return None
+    return int(_first_row(rdb, _CLAIMS_SQL, sid=study_id)[0])
 
 
 _ONLY_WAITING = (TrialState.WAITING,)
@@ -362,13 +373,8 @@ _WAITING_SQL = "SELECT 1 FROM trials WHERE study_id = :sid AND state = 'WAITING'
 def any_waiting(storage: BaseStorage, study_id: int) -> bool:
     """Whether the study has a WAITING (enqueued) trial: one query on a database; ``True``
     (look at the trials) for the journal and in-memory storages."""
-    rdb = _RDB_BEHIND.get(storage)
-    if rdb is None:
-        return True
-    import sqlalchemy
-
-    with rdb.engine.connect() as con:
-        return con.execute(sqlalchemy.text(_WAITING_SQL), {"sid": study_id}).first() is not None
+    rdb = _rdb_behind(storage)
+    return rdb is None or _first_row(rdb, _WAITING_SQL, sid=study_id) is not None
 
 
 def indexed_best_trial(storage: BaseStorage, study_id: int) -> FrozenTrial | None:
@@ -378,21 +384,16 @@ def indexed_best_trial(storage: BaseStorage, study_id: int) -> FrozenTrial | Non
 
     Constraints are not looked at: the caller checks that the trial is feasible.
     """
-    rdb = _RDB_BEHIND.get(getattr(storage, "inner", storage))
+    rdb = _rdb_behind(storage)
     if rdb is None:
         return None
-    import sqlalchemy
-
     try:
         best = storage.get_best_trial(study_id)
     except (ValueError, RuntimeError):  # no COMPLETE trial / several objectives
         return None
     if best.values is None or not math.isfinite(best.values[0]):
         return None
-    with rdb.engine.connect() as con:
-        row = con.execute(
-            sqlalchemy.text(_TIE_SQL), {"sid": study_id, "value": float(best.values[0])}
-        ).first()
+    row = _first_row(rdb, _TIE_SQL, sid=study_id, value=float(best.values[0]))
     if row is None:
         return None
     return best if int(row[0]) == trial_id(best) else storage.get_trial(int(row[0]))
@@ -722,7 +723,7 @@ class _OwnedStorage(BaseStorage, DelegatedHeartbeat):
     ) -> list[FrozenTrial]:
         # Optuna's ask() looks for enqueued trials before every trial. On a database, the cached
         # storage answers that by fetching every trial changed since its last look (a few ms with
-        # several workers); one indexed query says whether there is any WAITING trial at all.
+        # several workers); one query says whether there is any WAITING trial at all.
         if states == _ONLY_WAITING and not any_waiting(self._inner, study_id):
             return []
         return self._inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
